@@ -1,0 +1,1 @@
+//! Sans-IO encoding and decoding of IPVS generic-netlink messages.

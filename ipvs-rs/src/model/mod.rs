@@ -1,0 +1,1 @@
+//! The typed model of the IPVS table: services, destinations, schedulers, statistics.
