@@ -1,0 +1,250 @@
+//! The blocking driver: [`Connection`], one socket driven with `send`, `poll` and `recv`.
+//!
+//! Every call has a deadline ([`Options::timeout`]; for a batch, per chunk): the socket is
+//! non-blocking, the driver reads whatever is queued and otherwise waits in `poll` for at
+//! most the time left, and it checks the deadline between datagrams too. No call can
+//! wait forever. A call that times out (or fails) abandons its requests; their late
+//! replies are discarded as stale by the next call, so the connection stays usable.
+
+use std::{
+    fmt::Debug,
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
+
+use netlink_packet_core::{Emitable, NLM_F_DUMP, ParseableParametrized};
+use netlink_packet_generic::{GenlFamily, GenlHeader, ctrl::GenlCtrl};
+use nix::poll::{PollFd, PollFlags, poll};
+
+use super::{
+    error::{KernelError, Result, TransportError},
+    exchange::{Exchange, GENL_HDRLEN, NLMSG_HDRLEN, nlmsg_align},
+    socket::{self, NlSocket, Options},
+};
+
+/// A blocking generic-netlink connection to one family, in one network namespace.
+///
+/// Calls take `&mut self`: a connection serves one call at a time. Open one connection per
+/// thread, or put it behind a mutex.
+#[derive(Debug)]
+pub struct Connection<F> {
+    socket: NlSocket,
+    exchange: Exchange<F>,
+    recv_buf: Vec<u8>,
+    send_buf: Vec<u8>,
+    timeout: Duration,
+    max_chunk: usize,
+}
+
+impl<F> Connection<F>
+where
+    F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+{
+    /// Opens a socket as `options` say and resolves the id of the family `family_name`
+    /// (`CTRL_CMD_GETFAMILY`). A family the kernel does not know gives
+    /// [`TransportError::FamilyNotFound`].
+    pub fn open(family_name: &str, options: Options) -> Result<Self> {
+        let socket = NlSocket::open(&options)?;
+        let mut recv_buf = socket::recv_buffer();
+        let mut send_buf = Vec::new();
+        let deadline = Instant::now() + options.timeout;
+        let mut ctrl: Exchange<GenlCtrl> =
+            Exchange::new(netlink_packet_generic::constants::GENL_ID_CTRL, socket.port_id, 1);
+        ctrl.begin();
+        ctrl.push(&socket::get_family(family_name), 0, &mut send_buf)?;
+        send_all(&socket, &send_buf, deadline, options.timeout)?;
+        wait(&socket, &mut recv_buf, &mut ctrl, deadline, options.timeout, |ex| {
+            ex.in_flight() == 0
+        })?;
+        let family_id = socket::family_id(family_name, ctrl.finish())?;
+        let exchange = ctrl.successor(family_id);
+        let max_chunk = socket.max_chunk(&options);
+        Ok(Self { socket, exchange, recv_buf, send_buf, timeout: options.timeout, max_chunk })
+    }
+
+    /// The family id the kernel assigned to the family.
+    pub fn family_id(&self) -> u16 {
+        self.exchange.family_id()
+    }
+
+    /// The socket's netlink port id.
+    pub fn port_id(&self) -> u32 {
+        self.socket.port_id
+    }
+
+    /// The deadline applied to each call (per chunk for batches).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Changes the deadline applied to each call.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The most requests one [`batch`](Self::batch) chunk holds (one `send` each).
+    pub fn batch_chunk_size(&self) -> usize {
+        self.max_chunk
+    }
+
+    /// How many stale replies (to abandoned calls) have been discarded so far.
+    pub fn discarded(&self) -> u64 {
+        self.exchange.discarded()
+    }
+
+    /// Sends one request (flags: `NLM_F_REQUEST | NLM_F_ACK | flags`) and returns its reply
+    /// payloads once the kernel has acknowledged it (or, with `NLM_F_DUMP`, ended the dump).
+    pub fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
+        let deadline = Instant::now() + self.timeout;
+        if flags & NLM_F_DUMP == NLM_F_DUMP {
+            self.drain(deadline)?;
+        }
+        self.exchange.begin();
+        self.send_buf.clear();
+        self.exchange.push(&payload, flags, &mut self.send_buf)?;
+        self.run(deadline)?;
+        self.exchange.finish().pop().unwrap_or_else(|| {
+            Err(TransportError::protocol("a call finished without its request"))
+        })
+    }
+
+    /// Dumps: sends `payload` with `NLM_F_DUMP` and returns every message of the dump.
+    /// A dump the kernel flagged as inconsistent gives [`TransportError::DumpInterrupted`].
+    pub fn dump(&mut self, payload: F) -> Result<Vec<F>> {
+        self.request(payload, NLM_F_DUMP)
+    }
+
+    /// Sends many requests, as few `send` calls as the buffers allow, each request with its
+    /// own sequence number and result, in order. A request the kernel rejects yields its
+    /// [`KernelError`] without affecting the others (there is no transaction: the kernel
+    /// applies each request on its own).
+    ///
+    /// Requests go in chunks of at most [`batch_chunk_size`](Self::batch_chunk_size)
+    /// (so one chunk's replies fit the receive buffer) and at most the send buffer's size;
+    /// the deadline applies per chunk. If a chunk fails as a whole (timeout, overrun, I/O),
+    /// that error is returned and the results of earlier chunks are lost, although the
+    /// kernel applied them; a reply that cannot be decoded fails the batch only after every
+    /// chunk has been sent and answered.
+    pub fn batch(
+        &mut self,
+        requests: impl IntoIterator<Item = F>,
+    ) -> Result<Vec<Result<Vec<F>, KernelError>>> {
+        let mut requests = requests.into_iter().peekable();
+        let mut results = Vec::with_capacity(requests.size_hint().0);
+        let mut first_failure = None;
+        let max_bytes = self.socket.max_send();
+        while requests.peek().is_some() {
+            self.exchange.begin();
+            self.send_buf.clear();
+            while self.exchange.len() < self.max_chunk {
+                let fits = requests.peek().is_some_and(|next| {
+                    let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
+                    self.exchange.is_empty() || self.send_buf.len() + len <= max_bytes
+                });
+                let Some(next) = requests.next_if(|_| fits) else { break };
+                self.exchange.push(&next, 0, &mut self.send_buf)?;
+            }
+            self.run(Instant::now() + self.timeout)?;
+            for result in self.exchange.finish() {
+                results.push(match result {
+                    Ok(replies) => Ok(replies),
+                    Err(TransportError::Kernel(e)) => Err(e),
+                    Err(other) => {
+                        first_failure.get_or_insert(other);
+                        Err(KernelError::new(nix::libc::EPROTO))
+                    }
+                });
+            }
+        }
+        match first_failure {
+            Some(failure) => Err(failure),
+            None => Ok(results),
+        }
+    }
+
+    /// Sends the current call's buffer and waits for all its replies; abandons it on error.
+    fn run(&mut self, deadline: Instant) -> Result<()> {
+        let outcome = send_all(&self.socket, &self.send_buf, deadline, self.timeout).and_then(|()| {
+            wait(
+                &self.socket,
+                &mut self.recv_buf,
+                &mut self.exchange,
+                deadline,
+                self.timeout,
+                |ex| ex.in_flight() == 0,
+            )
+        });
+        if outcome.is_err() {
+            self.exchange.abandon();
+        }
+        outcome
+    }
+
+    /// Waits for the end of abandoned dumps: the kernel refuses a second dump on a socket
+    /// (`EBUSY`) until the first one has been read to its end.
+    fn drain(&mut self, deadline: Instant) -> Result<()> {
+        wait(
+            &self.socket,
+            &mut self.recv_buf,
+            &mut self.exchange,
+            deadline,
+            self.timeout,
+            |ex| !ex.draining(),
+        )
+    }
+}
+
+/// Sends `bytes` as one datagram before `deadline`.
+fn send_all(socket: &NlSocket, bytes: &[u8], deadline: Instant, timeout: Duration) -> Result<()> {
+    while !socket::send(&socket.socket, bytes)? {
+        wait_ready(socket, PollFlags::POLLOUT, deadline, timeout, 1)?;
+    }
+    Ok(())
+}
+
+/// Feeds received datagrams to `exchange` until `done` says so or `deadline` passes.
+fn wait<G>(
+    socket: &NlSocket,
+    buf: &mut Vec<u8>,
+    exchange: &mut Exchange<G>,
+    deadline: Instant,
+    timeout: Duration,
+    done: impl Fn(&Exchange<G>) -> bool,
+) -> Result<()>
+where
+    G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+{
+    while !done(exchange) {
+        if Instant::now() >= deadline {
+            return Err(TransportError::Timeout { timeout, pending: exchange.in_flight() });
+        }
+        match socket::recv(&socket.socket, buf)? {
+            Some(len) => exchange.feed(&buf[..len])?,
+            None => wait_ready(socket, PollFlags::POLLIN, deadline, timeout, exchange.in_flight())?,
+        }
+    }
+    Ok(())
+}
+
+/// Polls the socket for `events` until it is ready or `deadline` passes.
+fn wait_ready(
+    socket: &NlSocket,
+    events: PollFlags,
+    deadline: Instant,
+    timeout: Duration,
+    pending: usize,
+) -> Result<()> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TransportError::Timeout { timeout, pending });
+        }
+        let mut fds = [PollFd::new(socket.socket.as_fd(), events)];
+        match poll(&mut fds, socket::poll_millis(left)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            // Readable, writable, or an error (POLLERR) that the next recv/send reports.
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(TransportError::io("poll", e)),
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Opening the generic-netlink socket, in the current or another network namespace,
+//! and the non-blocking `send`/`recv` primitives both drivers share.
+//!
+//! # What the socket is set up for
+//!
+//! * `NETLINK_GENERIC`, bound to a kernel-assigned port id (replies carry it, and the
+//!   exchange checks it) and connected to the kernel (port 0), non-blocking, close-on-exec.
+//! * `NETLINK_EXT_ACK`: errors carry the kernel's explanation (`NLMSGERR_ATTR_MSG`).
+//!   `NETLINK_CAP_ACK`: error messages echo only the request's header, not the whole
+//!   request, so a batch's ACKs stay small. Both are best effort (older kernels lack them).
+//! * A large receive buffer: `SO_RCVBUFFORCE` (needs `CAP_NET_ADMIN`), else `SO_RCVBUF`
+//!   (capped by `net.core.rmem_max`). The kernel answers all requests of one `send` before
+//!   `send` returns, queueing every reply on this socket; when the queue is full it drops
+//!   replies and reports `ENOBUFS` on the next `recv`. Batches are therefore chunked so
+//!   that one chunk's replies fit the buffer (see [`Options::batch_reply_cost`]).
+//! * A large send buffer (`SO_SNDBUFFORCE`, else `SO_SNDBUF`): one `send` may carry at most
+//!   `sk_sndbuf - 32` bytes (`EMSGSIZE` otherwise).
+//! * Every `recv` passes `MSG_TRUNC`, so the kernel returns a datagram's real length even
+//!   when it did not fit: truncation is detected and reported as
+//!   [`TransportError::Truncated`] (and the buffer grown), never silently accepted. The
+//!   buffer starts at 64 KiB, twice the largest chunk the kernel builds for a dump (it sizes
+//!   dump chunks to the reader's buffer, up to 32 KiB).
+//!
+//! # Namespaces
+//!
+//! A socket belongs to the network namespace of the thread that created it, for its whole
+//! life. To open one in another namespace without touching the caller's thread, a
+//! short-lived helper thread enters the namespace (`setns(CLONE_NEWNET)`), creates the
+//! socket, and exits; the caller's thread never changes namespace.
+
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    path::PathBuf,
+    time::Duration,
+};
+
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
+use nix::{
+    errno::Errno,
+    libc,
+    sched::{CloneFlags, setns},
+    sys::socket::{getsockopt, setsockopt, sockopt},
+};
+
+use super::{
+    error::{Result, TransportError},
+    exchange::{RequestResult, nlmsg_align},
+};
+
+/// The network namespace a connection's socket is created in.
+#[derive(Debug, Default)]
+pub enum Namespace {
+    /// The namespace of the calling thread.
+    #[default]
+    Current,
+    /// The namespace referred to by this file, e.g. `/var/run/netns/NAME` or
+    /// `/proc/PID/task/TID/ns/net`.
+    Path(PathBuf),
+    /// The namespace referred to by this open file descriptor.
+    Fd(OwnedFd),
+}
+
+/// How a connection is opened and how it behaves.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Options {
+    /// The network namespace to talk to.
+    pub namespace: Namespace,
+    /// The deadline of every call (for a batch: of every chunk). Default: 5 s.
+    pub timeout: Duration,
+    /// Requested receive-buffer size in bytes (the kernel doubles it). Default: 4 MiB.
+    pub recv_buffer: usize,
+    /// Requested send-buffer size in bytes (the kernel doubles it). Default: 1 MiB.
+    pub send_buffer: usize,
+    /// Estimated receive-buffer bytes one batched request's replies occupy (kernel
+    /// accounting, i.e. socket-buffer overhead included). A batch chunk holds at most
+    /// `receive buffer / batch_reply_cost` requests. Default: 4096, enough for an ACK plus a
+    /// reply of about 2 KiB.
+    pub batch_reply_cost: usize,
+    /// Upper bound on the requests of one batch chunk. Default: 4096.
+    pub max_batch: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            namespace: Namespace::Current,
+            timeout: Duration::from_secs(5),
+            recv_buffer: 4 << 20,
+            send_buffer: 1 << 20,
+            batch_reply_cost: 4096,
+            max_batch: 4096,
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::namespace`].
+    pub fn with_namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// Sets [`Options::timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`Options::recv_buffer`].
+    pub fn with_recv_buffer(mut self, bytes: usize) -> Self {
+        self.recv_buffer = bytes;
+        self
+    }
+
+    /// Sets [`Options::batch_reply_cost`].
+    pub fn with_batch_reply_cost(mut self, bytes: usize) -> Self {
+        self.batch_reply_cost = bytes;
+        self
+    }
+
+    /// Sets [`Options::max_batch`].
+    pub fn with_max_batch(mut self, requests: usize) -> Self {
+        self.max_batch = requests;
+        self
+    }
+}
+
+/// Initial receive-buffer size: twice the largest dump chunk the kernel builds.
+const RECV_BUF: usize = 64 << 10;
+
+/// An open, bound and connected generic-netlink socket.
+#[derive(Debug)]
+pub(crate) struct NlSocket {
+    pub(crate) socket: Socket,
+    pub(crate) port_id: u32,
+    /// Effective receive-buffer size (as reported by the kernel).
+    pub(crate) rcvbuf: usize,
+    /// Effective send-buffer size (as reported by the kernel).
+    pub(crate) sndbuf: usize,
+}
+
+impl NlSocket {
+    /// Opens the socket as described in the module docs.
+    pub(crate) fn open(options: &Options) -> Result<Self> {
+        let mut socket = match &options.namespace {
+            Namespace::Current => new_socket()?,
+            Namespace::Path(path) => {
+                let file = File::open(path).map_err(|e| TransportError::io("open namespace", e))?;
+                new_socket_in(file.as_fd())?
+            }
+            Namespace::Fd(fd) => new_socket_in(fd.as_fd())?,
+        };
+        let addr = socket.bind_auto().map_err(|e| TransportError::io("bind", e))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(|e| TransportError::io("connect", e))?;
+        socket.set_non_blocking(true).map_err(|e| TransportError::io("set non-blocking", e))?;
+        // Best effort: both options exist since Linux 4.2/4.12 and only refine errors.
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_cap_ack(true);
+
+        if setsockopt(&socket, sockopt::RcvBufForce, &options.recv_buffer).is_err() {
+            setsockopt(&socket, sockopt::RcvBuf, &options.recv_buffer)
+                .map_err(|e| TransportError::io("setsockopt(SO_RCVBUF)", e))?;
+        }
+        if setsockopt(&socket, sockopt::SndBufForce, &options.send_buffer).is_err() {
+            setsockopt(&socket, sockopt::SndBuf, &options.send_buffer)
+                .map_err(|e| TransportError::io("setsockopt(SO_SNDBUF)", e))?;
+        }
+        let rcvbuf = getsockopt(&socket, sockopt::RcvBuf)
+            .map_err(|e| TransportError::io("getsockopt(SO_RCVBUF)", e))?;
+        let sndbuf = getsockopt(&socket, sockopt::SndBuf)
+            .map_err(|e| TransportError::io("getsockopt(SO_SNDBUF)", e))?;
+        Ok(Self { socket, port_id: addr.port_number(), rcvbuf, sndbuf })
+    }
+
+    /// The largest datagram one `send` may carry (`sk_sndbuf - 32`, with a margin).
+    pub(crate) fn max_send(&self) -> usize {
+        self.sndbuf.saturating_sub(64).max(4096)
+    }
+
+    /// How many requests one batch chunk may hold.
+    pub(crate) fn max_chunk(&self, options: &Options) -> usize {
+        (self.rcvbuf / options.batch_reply_cost.max(1)).clamp(1, options.max_batch.max(1))
+    }
+}
+
+/// A fresh receive buffer.
+pub(crate) fn recv_buffer() -> Vec<u8> {
+    vec![0; RECV_BUF]
+}
+
+fn new_socket() -> Result<Socket> {
+    Socket::new(NETLINK_GENERIC).map_err(|e| TransportError::io("socket", e))
+}
+
+/// Creates the socket on a helper thread that entered the namespace of `ns`.
+fn new_socket_in(ns: BorrowedFd<'_>) -> Result<Socket> {
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("netlink-netns".into())
+            .spawn_scoped(scope, move || {
+                setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| TransportError::io("setns", e))?;
+                new_socket()
+                // The thread ends here; its namespace change dies with it.
+            })
+            .map_err(|e| TransportError::io("spawn namespace thread", e))?;
+        helper.join().unwrap_or_else(|_| {
+            Err(TransportError::io("namespace thread", io::Error::other("the thread panicked")))
+        })
+    })
+}
+
+/// Sends one datagram. `Ok(false)`: the socket would block (try again when writable).
+pub(crate) fn send(socket: &Socket, bytes: &[u8]) -> Result<bool> {
+    loop {
+        return match socket.send(bytes, 0) {
+            Ok(n) if n == bytes.len() => Ok(true),
+            Ok(n) => Err(TransportError::io(
+                "send",
+                io::Error::other(format!("sent {n} of {} bytes", bytes.len())),
+            )),
+            Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => Ok(false),
+                Errno::ENOBUFS => Err(TransportError::Overrun),
+                _ => Err(TransportError::io("send", e)),
+            },
+        };
+    }
+}
+
+/// Receives one datagram into `buf`. `Ok(None)`: nothing queued.
+///
+/// `MSG_TRUNC` makes the kernel report the datagram's full length; a datagram that did not
+/// fit is reported as [`TransportError::Truncated`] and `buf` is grown to fit the next one.
+pub(crate) fn recv(socket: &Socket, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+    loop {
+        let capacity = buf.len();
+        return match socket.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+            Ok(len) if len > capacity => {
+                buf.resize(nlmsg_align(len), 0);
+                Err(TransportError::Truncated { len, capacity })
+            }
+            Ok(len) => Ok(Some(len)),
+            Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => Ok(None),
+                Errno::ENOBUFS => Err(TransportError::Overrun),
+                _ => Err(TransportError::io("recv", e)),
+            },
+        };
+    }
+}
+
+/// The `CTRL_CMD_GETFAMILY` request resolving `name`.
+pub(crate) fn get_family(name: &str) -> GenlCtrl {
+    GenlCtrl { cmd: GenlCtrlCmd::GetFamily, nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())] }
+}
+
+/// Extracts the family id from the answer to [`get_family`].
+pub(crate) fn family_id(name: &str, results: Vec<RequestResult<GenlCtrl>>) -> Result<u16> {
+    match results.into_iter().next() {
+        Some(Ok(replies)) => replies
+            .iter()
+            .flat_map(|reply| reply.nlas.iter())
+            .find_map(|nla| match nla {
+                GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                TransportError::protocol(format!("CTRL_CMD_GETFAMILY({name:?}) reply without an id"))
+            }),
+        Some(Err(TransportError::Kernel(e))) if e.errno() == libc::ENOENT => {
+            Err(TransportError::FamilyNotFound { name: name.to_owned() })
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(TransportError::protocol("no answer to CTRL_CMD_GETFAMILY")),
+    }
+}
+
+/// The time left until `deadline`, rounded up to whole milliseconds for `poll`.
+pub(crate) fn poll_millis(left: Duration) -> u16 {
+    let millis = left.as_nanos().div_ceil(1_000_000);
+    u16::try_from(millis).unwrap_or(u16::MAX)
+}
