@@ -1,1 +1,25 @@
-//! placeholder
+//! Real-kernel test support for this workspace.
+//!
+//! IPVS lives in the kernel, so the library and the controller are proven against the real
+//! thing. This crate gives those tests what they need and nothing more:
+//!
+//! - [`Netns`]: a fresh network namespace per test (an empty IPVS table, no way to touch the
+//!   host's), entered on helper threads so the test's own thread never moves;
+//! - [`link`]: veth pairs, addresses, routes and sysctls inside a namespace, over rtnetlink;
+//! - [`backend`]: tiny TCP servers that answer with their name, and clients that count answers;
+//! - [`topology`]: a client → director → backends network ready for IPVS.
+//!
+//! # The real-kernel marker
+//!
+//! A test that needs the real kernel (IPVS, veth, namespaces) lives in a module named
+//! `real_kernel` and is marked `#[ignore = "real kernel: run by cargo xtask test"]`. Plain
+//! `cargo test` lists it as ignored; the harness (`cargo xtask test`) runs exactly the ignored
+//! tests under `real_kernel`, on the host when its kernel has IPVS and we hold CAP_NET_ADMIN, and
+//! otherwise inside a QEMU VM booted with a Debian kernel. It never counts a skipped test as passed.
+
+pub mod backend;
+pub mod link;
+mod netns;
+pub mod topology;
+
+pub use netns::{Netns, current_netns_inode};

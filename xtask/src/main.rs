@@ -1,1 +1,116 @@
-fn main() {}
+//! Project commands, run as `cargo xtask <command>`.
+//!
+//! - `test`: every check and every test — format, clippy, unit and doc tests, docs, and the
+//!   real-kernel tests (on the host when it has IPVS, otherwise in a QEMU VM it provisions).
+//! - `kernel-tests`: only the real-kernel tests.
+//! - `demo`: the README's main job, in the real kernel.
+//! - `vm`: runs any command inside the VM (for debugging).
+//! - `provision`: installs what the VM needs and caches the kernel, without running anything.
+//! - `guest-run`: internal; runs a test plan where IPVS is (inside the VM or on the host).
+
+mod cargo;
+mod kernel;
+mod plan;
+mod provision;
+mod vm;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Where the real-kernel tests run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum KernelChoice {
+    /// On the host if it has IPVS and the privileges, otherwise in the VM.
+    Auto,
+    /// On the host; fail if it cannot.
+    Host,
+    /// In the VM, even if the host could.
+    Vm,
+    /// Do not run them (explicitly asked; the summary says so).
+    Skip,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Project commands: tests with the real-kernel harness, the demo, the VM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs every check and test: fmt, clippy, unit and doc tests, docs, real-kernel tests.
+    Test {
+        /// Where the real-kernel tests run (env IPVS_TEST_KERNEL).
+        #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
+        kernel: KernelChoice,
+    },
+    /// Runs only the real-kernel tests (built first).
+    KernelTests {
+        /// Where they run (env IPVS_TEST_KERNEL).
+        #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
+        kernel: KernelChoice,
+        /// Only tests whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Runs the demo: IPVS spreading real connections over real servers in namespaces.
+    Demo {
+        /// Where it runs (env IPVS_TEST_KERNEL; `skip` is not allowed).
+        #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
+        kernel: KernelChoice,
+    },
+    /// Runs a shell command inside the VM and returns its exit status.
+    Vm {
+        /// The command line, run by `sh -c` in the guest.
+        command: String,
+    },
+    /// Installs the VM's packages and caches its kernel.
+    Provision,
+    /// Internal: runs a plan of test binaries and programs where the kernel has IPVS.
+    GuestRun {
+        /// The plan (JSON) written by the host side.
+        #[arg(long)]
+        plan: std::path::PathBuf,
+        /// Where to write the results (JSON).
+        #[arg(long)]
+        results: std::path::PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Test { kernel } => cargo::test_everything(kernel),
+        Command::KernelTests { kernel, filter } => {
+            kernel::run_kernel_tests(kernel, filter.as_deref()).map(|s| {
+                println!("\n{}", s.describe());
+                s.ok()
+            })
+        }
+        Command::Demo { kernel } => kernel::run_demo(kernel),
+        Command::Vm { command } => vm::run_shell(&command),
+        Command::Provision => provision::provision().map(|k| {
+            println!("ready: kernel {} at {}", k.version, k.vmlinuz.display());
+            true
+        }),
+        Command::GuestRun { plan, results } => plan::guest_run(&plan, &results),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Errors of the project commands: a message for a person.
+type Result<T, E = String> = std::result::Result<T, E>;
+
+/// Prints a step header, the way every command announces what it runs and why.
+fn step(what: &str) {
+    println!("\n==> {what}");
+}

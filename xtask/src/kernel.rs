@@ -1,0 +1,264 @@
+//! Running the real-kernel tests and the demo where IPVS is: on the host when it can, otherwise
+//! in the VM.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::plan::{self, Entry, EntryKind, Results};
+use crate::{KernelChoice, Result, provision, step, vm};
+
+/// Where the real-kernel work ran, and what came of it.
+#[derive(Debug)]
+pub(crate) enum KernelOutcome {
+    /// The user asked to skip the real-kernel tests.
+    Skipped,
+    /// They ran: where, and the counts.
+    Ran {
+        place: String,
+        results: Results,
+        ok: bool,
+    },
+}
+
+impl KernelOutcome {
+    pub(crate) fn ok(&self) -> bool {
+        match self {
+            KernelOutcome::Skipped => true,
+            KernelOutcome::Ran { ok, results, .. } => {
+                *ok && results.failed == 0 && results.passed + results.programs_ok > 0
+            }
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            KernelOutcome::Skipped => {
+                "SKIPPED (asked with --kernel skip / IPVS_TEST_KERNEL=skip)".into()
+            }
+            KernelOutcome::Ran { place, results, ok } => {
+                let mut s = format!(
+                    "{} passed, {} failed — {place}, kernel {}",
+                    results.passed, results.failed, results.kernel
+                );
+                if results.programs_ok + results.programs_failed > 0 {
+                    s += &format!(
+                        "; programs {} ok, {} failed",
+                        results.programs_ok, results.programs_failed
+                    );
+                }
+                if !ok && results.failed == 0 {
+                    s += " (the run itself failed)";
+                }
+                if results.passed + results.programs_ok == 0 {
+                    s += " (nothing ran: that is a failure)";
+                }
+                for f in &results.failures {
+                    s += &format!("\n      failed: {f}");
+                }
+                s
+            }
+        }
+    }
+}
+
+/// Why the host cannot run IPVS tests directly, or `None` when it can.
+fn host_lacks_ipvs() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    if caps & CAP_NET_ADMIN == 0 || caps & CAP_SYS_ADMIN == 0 {
+        return Some(
+            "we lack CAP_NET_ADMIN and CAP_SYS_ADMIN (needed for IPVS and fresh namespaces)".into(),
+        );
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let modules = Path::new("/lib/modules").join(release.trim());
+    let builtin = std::fs::read_to_string(modules.join("modules.builtin")).unwrap_or_default();
+    let has = Path::new("/proc/net/ip_vs").exists()
+        || Path::new("/sys/module/ip_vs").exists()
+        || builtin.lines().any(|l| l.ends_with("/ip_vs.ko"))
+        || modules.join("kernel/net/netfilter/ipvs").exists();
+    (!has).then(|| {
+        format!(
+            "the host kernel {} has no IPVS (built in or as a module)",
+            release.trim()
+        )
+    })
+}
+
+enum Place {
+    Host,
+    Vm,
+}
+
+fn choose_place(choice: KernelChoice) -> Result<Option<Place>> {
+    match (choice, host_lacks_ipvs()) {
+        (KernelChoice::Skip, _) => Ok(None),
+        (KernelChoice::Host, None) | (KernelChoice::Auto, None) => {
+            println!("    the host kernel has IPVS and we have the privileges: running directly");
+            Ok(Some(Place::Host))
+        }
+        (KernelChoice::Host, Some(why)) => Err(format!("--kernel host, but {why}")),
+        (KernelChoice::Vm, _) => Ok(Some(Place::Vm)),
+        (KernelChoice::Auto, Some(why)) => {
+            println!("    {why}: running in a VM with a Debian kernel that has it");
+            Ok(Some(Place::Vm))
+        }
+    }
+}
+
+/// Runs `entries` where IPVS is and reads back the results.
+fn run_plan(place: Place, entries: &[Entry]) -> Result<KernelOutcome> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let work = target_dir()?
+        .join("xtask")
+        .join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let plan_path = work.join("plan.json");
+    let results_path = work.join("results.json");
+    plan::write_plan(entries, &plan_path)?;
+    let (place, ok) = match place {
+        Place::Host => {
+            let status = Command::new(&exe)
+                .arg("guest-run")
+                .arg("--plan")
+                .arg(&plan_path)
+                .arg("--results")
+                .arg(&results_path)
+                .status()
+                .map_err(|e| e.to_string())?;
+            ("directly on the host".to_string(), status.success())
+        }
+        Place::Vm => {
+            let kernel = provision::provision()?;
+            let command = format!(
+                "{} guest-run --plan {} --results {}",
+                exe.display(),
+                plan_path.display(),
+                results_path.display()
+            );
+            let ok = vm::run_in_guest(&kernel, &command, &[&work])?;
+            ("in a QEMU VM".to_string(), ok)
+        }
+    };
+    let results = Results::read(&results_path)?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(KernelOutcome::Ran { place, results, ok })
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    v["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata without target_directory".into())
+}
+
+/// Builds every test binary of the workspace and lists them as plan entries.
+fn build_test_binaries(filter: Option<&str>) -> Result<Vec<Entry>> {
+    step("building the test binaries (cargo test --workspace --all-features --no-run)");
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "--workspace",
+            "--all-features",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err("building the test binaries failed".into());
+    }
+    let mut entries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        let manifest = v["manifest_path"].as_str().unwrap_or("");
+        let package = v["package_id"].as_str().unwrap_or("").to_string();
+        let package = package
+            .rsplit('/')
+            .next()
+            .unwrap_or(&package)
+            .split(['#', '@'])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let target = v["target"]["name"].as_str().unwrap_or("?");
+        entries.push(Entry {
+            name: format!("{package}::{target}"),
+            exe: exe.into(),
+            cwd: Path::new(manifest)
+                .parent()
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+            kind: EntryKind::Tests(filter.map(str::to_string)),
+        });
+    }
+    Ok(entries)
+}
+
+/// `cargo xtask kernel-tests`, also the last step of `cargo xtask test`.
+pub(crate) fn run_kernel_tests(
+    choice: KernelChoice,
+    filter: Option<&str>,
+) -> Result<KernelOutcome> {
+    step("real-kernel tests");
+    let Some(place) = choose_place(choice)? else {
+        println!("    skipped, as asked");
+        return Ok(KernelOutcome::Skipped);
+    };
+    let entries = build_test_binaries(filter)?;
+    run_plan(place, &entries)
+}
+
+/// `cargo xtask demo`.
+pub(crate) fn run_demo(choice: KernelChoice) -> Result<bool> {
+    step("building the demo (cargo build -p examples --bin demo)");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "examples", "--bin", "demo"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building the demo failed".into());
+    }
+    let exe = target_dir()?.join("debug").join("demo");
+    let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    step("running the demo where IPVS is");
+    let place = choose_place(choice)?.ok_or("the demo cannot be skipped")?;
+    let entries = [Entry {
+        name: "demo".into(),
+        exe,
+        cwd,
+        kind: EntryKind::Program(Vec::new()),
+    }];
+    let outcome = run_plan(place, &entries)?;
+    println!(
+        "\ndemo: {}",
+        if outcome.ok() {
+            "traffic went where it should"
+        } else {
+            "FAILED"
+        }
+    );
+    Ok(outcome.ok())
+}

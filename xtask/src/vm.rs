@@ -1,0 +1,86 @@
+//! Booting the test kernel under QEMU with virtme-ng and running one command in it.
+//!
+//! The guest sees the host's root file system read-only (plus the folders given as writable), so
+//! it runs binaries built on the host in place. Its exit status and output come back to us; a
+//! guest that hangs is killed after a timeout.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::provision::{self, Kernel};
+use crate::{Result, step};
+
+/// How long a guest may run before it is killed (env `IPVS_VM_TIMEOUT_SECS`).
+fn timeout() -> Duration {
+    let secs = std::env::var("IPVS_VM_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2400);
+    Duration::from_secs(secs)
+}
+
+/// Runs `command` (a shell command line) in the guest, with `writable` folders writable there.
+/// Returns whether it exited with status 0.
+pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -> Result<bool> {
+    let vng = provision::vng_path()?;
+    let memory = std::env::var("IPVS_VM_MEMORY").unwrap_or_else(|_| "2G".into());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let mut cmd = Command::new(&vng);
+    cmd.arg("--run").arg(&kernel.vmlinuz);
+    // /dev/kvm is present on these machines but QEMU cannot run a stock kernel with it (it
+    // aborts on an MSR write), so the guest runs under software emulation unless asked.
+    if std::env::var("IPVS_VM_KVM").as_deref() != Ok("1") {
+        cmd.arg("--disable-kvm");
+    }
+    cmd.args(["--memory", &memory, "--cpus", &cpus.to_string()]);
+    for dir in writable {
+        cmd.arg("--rwdir").arg(dir);
+    }
+    cmd.arg("--exec").arg(command);
+    cmd.stdin(Stdio::null()).process_group(0);
+    let limit = timeout();
+    step(&format!(
+        "booting kernel {} under QEMU (software emulation, {cpus} CPUs, {memory}); timeout {}s",
+        kernel.version,
+        limit.as_secs()
+    ));
+    println!("    guest command: {command}");
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", vng.display()))?;
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) => {
+                println!(
+                    "    guest finished in {:.0}s: {status}",
+                    started.elapsed().as_secs_f64()
+                );
+                return Ok(status.success());
+            }
+            None if started.elapsed() > limit => {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+                return Err(format!(
+                    "the guest ran for more than {}s and was killed (set IPVS_VM_TIMEOUT_SECS to change)",
+                    limit.as_secs()
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// `cargo xtask vm CMD`.
+pub(crate) fn run_shell(command: &str) -> Result<bool> {
+    let kernel = provision::provision()?;
+    run_in_guest(&kernel, command, &[])
+}
