@@ -1,0 +1,308 @@
+//! The desired state: entry points for one Service and for the whole node.
+//!
+//! [`compute_service`] turns one Service, its EndpointSlices, the node and the configuration
+//! into that Service's virtual servers and problems; its cost is proportional to that Service
+//! alone, and its result depends on nothing else. [`DesiredState`] collects those results,
+//! keyed by [`VirtualServerKey`], and tells on each [`DesiredState::update`] which virtual
+//! servers and VIPs changed, so a controller reacting to one Service or EndpointSlice event
+//! only recomputes and reprograms that Service:
+//!
+//! ```
+//! # use svc_controller::{DesiredState, NodeInfo, ProxyConfig, compute_service};
+//! # use k8s_openapi::api::core::v1::Service;
+//! # use k8s_openapi::api::discovery::v1::EndpointSlice;
+//! # fn on_event(state: &mut DesiredState, svc: &Service, slices: &[&EndpointSlice]) {
+//! let node = NodeInfo::new("node-a");
+//! let config = ProxyConfig::default();
+//! let changes = state.update(compute_service(svc, slices, &node, &config));
+//! for key in &changes.virtual_servers {
+//!     match state.virtual_servers().get(key) {
+//!         Some(_vs) => { /* create or edit it in IPVS */ }
+//!         None => { /* delete it from IPVS */ }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! When two Services claim the same virtual server (two Services listing the same external IP
+//! and port, say), the one that sorts first by namespace and name owns it and the other gets a
+//! [`Problem::VirtualServerConflict`]. The rule is arbitrary but stable: the owner does not
+//! change with the order events arrive in, and the loser takes over when the owner goes away.
+
+mod endpoints;
+mod ports;
+mod service;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::config::ProxyConfig;
+use crate::model::{ServiceRef, VirtualServer, VirtualServerKey};
+use crate::node::NodeInfo;
+use crate::problem::Problem;
+
+/// What one Service contributes to the node's IPVS table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceDesired {
+    /// The Service.
+    pub service: ServiceRef,
+    /// Its virtual servers. Empty for a Service that is skipped (ExternalName, headless, another
+    /// proxy's) or has nothing valid to serve.
+    pub virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
+    /// The problems found in its input, in the order they were found.
+    pub problems: Vec<Problem>,
+}
+
+impl ServiceDesired {
+    /// The addresses to bind on the dummy interface for this Service.
+    pub fn vips(&self) -> BTreeSet<IpAddr> {
+        self.virtual_servers
+            .values()
+            .filter(|vs| vs.bind_address)
+            .map(|vs| vs.key.addr)
+            .collect()
+    }
+}
+
+/// Computes the virtual servers of one Service.
+///
+/// `slices` should be the Service's EndpointSlices (same namespace, label
+/// `kubernetes.io/service-name` equal to the Service's name, see [`group_slices`]); slices that
+/// are not are ignored, so that the result depends on this Service's own input only. Never
+/// panics; bad input is reported in [`ServiceDesired::problems`].
+pub fn compute_service(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    node: &NodeInfo,
+    config: &ProxyConfig,
+) -> ServiceDesired {
+    service::compute(service, slices, node, config)
+}
+
+/// The identity of a Service object (`metadata.namespace`, `metadata.name`; missing parts are
+/// empty strings).
+pub fn service_ref(service: &Service) -> ServiceRef {
+    service::service_ref(service)
+}
+
+/// The Service an EndpointSlice belongs to (its namespace and its `kubernetes.io/service-name`
+/// label), `None` when it has no such label.
+pub fn slice_service(slice: &EndpointSlice) -> Option<ServiceRef> {
+    service::slice_service(slice)
+}
+
+/// Groups EndpointSlices by the Service they belong to ([`slice_service`]); slices without the
+/// label are left out.
+pub fn group_slices<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeMap<ServiceRef, Vec<&'a EndpointSlice>> {
+    let mut out: BTreeMap<ServiceRef, Vec<&'a EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if let Some(owner) = slice_service(slice) {
+            out.entry(owner).or_default().push(slice);
+        }
+    }
+    out
+}
+
+/// What an update changed in a [`DesiredState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Virtual servers that appeared, disappeared or changed: look each up in
+    /// [`DesiredState::virtual_servers`]; absent means delete.
+    pub virtual_servers: BTreeSet<VirtualServerKey>,
+    /// VIPs that must now be bound or unbound: look each up in [`DesiredState::vips`].
+    pub vips: BTreeSet<IpAddr>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.virtual_servers.is_empty() && self.vips.is_empty()
+    }
+}
+
+/// The whole desired IPVS state of the node: every virtual server, the VIPs to bind on the
+/// dummy interface, and the problems of every Service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Each Service's own result (only Services with virtual servers or problems).
+    services: BTreeMap<ServiceRef, ServiceDesired>,
+    /// Which Services claim each virtual server; the first one owns it.
+    claims: BTreeMap<VirtualServerKey, BTreeSet<ServiceRef>>,
+    /// The owners' virtual servers.
+    virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
+    /// How many virtual servers bind each VIP.
+    vip_refs: BTreeMap<IpAddr, usize>,
+}
+
+impl DesiredState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Computes the state of a whole node from every Service and EndpointSlice (a full resync).
+    pub fn compute(
+        services: &[Service],
+        slices: &[EndpointSlice],
+        node: &NodeInfo,
+        config: &ProxyConfig,
+    ) -> Self {
+        let grouped = group_slices(slices);
+        let mut state = DesiredState::new();
+        for svc in services {
+            let own = grouped
+                .get(&service_ref(svc))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            state.update(compute_service(svc, own, node, config));
+        }
+        state
+    }
+
+    /// Replaces one Service's contribution with `desired`; costs work proportional to that
+    /// Service's old and new virtual servers.
+    pub fn update(&mut self, desired: ServiceDesired) -> Changes {
+        let sref = desired.service.clone();
+        let mut touched: BTreeSet<VirtualServerKey> = BTreeSet::new();
+        if let Some(old) = self.services.remove(&sref) {
+            for key in old.virtual_servers.keys() {
+                self.unclaim(key, &sref);
+                touched.insert(*key);
+            }
+        }
+        for key in desired.virtual_servers.keys() {
+            self.claims.entry(*key).or_default().insert(sref.clone());
+            touched.insert(*key);
+        }
+        if !desired.virtual_servers.is_empty() || !desired.problems.is_empty() {
+            self.services.insert(sref, desired);
+        }
+        let mut changes = Changes::default();
+        for key in touched {
+            self.refresh(key, &mut changes);
+        }
+        changes
+    }
+
+    /// Removes a Service (it was deleted, or is no longer handled by this proxy).
+    pub fn remove(&mut self, service: &ServiceRef) -> Changes {
+        self.update(ServiceDesired {
+            service: service.clone(),
+            virtual_servers: BTreeMap::new(),
+            problems: Vec::new(),
+        })
+    }
+
+    /// Every virtual server this node should have.
+    pub fn virtual_servers(&self) -> &BTreeMap<VirtualServerKey, VirtualServer> {
+        &self.virtual_servers
+    }
+
+    /// The addresses to bind on the dummy interface, sorted.
+    pub fn vips(&self) -> BTreeSet<IpAddr> {
+        self.vip_refs.keys().copied().collect()
+    }
+
+    /// Whether `addr` should be bound on the dummy interface.
+    pub fn has_vip(&self, addr: &IpAddr) -> bool {
+        self.vip_refs.contains_key(addr)
+    }
+
+    /// One Service's own result, if it has virtual servers or problems.
+    pub fn service(&self, service: &ServiceRef) -> Option<&ServiceDesired> {
+        self.services.get(service)
+    }
+
+    /// The problems of one Service, including conflicts with other Services.
+    pub fn problems_of(&self, service: &ServiceRef) -> Vec<Problem> {
+        let Some(desired) = self.services.get(service) else {
+            return Vec::new();
+        };
+        let mut out = desired.problems.clone();
+        out.extend(
+            desired
+                .virtual_servers
+                .keys()
+                .filter_map(|key| self.conflict(key, service)),
+        );
+        out
+    }
+
+    /// The problems of every Service, grouped by Service (sorted by namespace and name).
+    pub fn problems(&self) -> Vec<Problem> {
+        self.services
+            .keys()
+            .flat_map(|s| self.problems_of(s))
+            .collect()
+    }
+
+    fn conflict(&self, key: &VirtualServerKey, service: &ServiceRef) -> Option<Problem> {
+        let owner = self.claims.get(key)?.first()?;
+        (owner != service).then(|| Problem::VirtualServerConflict {
+            service: service.clone(),
+            key: *key,
+            owner: owner.clone(),
+        })
+    }
+
+    fn unclaim(&mut self, key: &VirtualServerKey, service: &ServiceRef) {
+        if let Some(claimants) = self.claims.get_mut(key) {
+            claimants.remove(service);
+            if claimants.is_empty() {
+                self.claims.remove(key);
+            }
+        }
+    }
+
+    /// Recomputes the owner's virtual server for `key` and records what changed.
+    fn refresh(&mut self, key: VirtualServerKey, changes: &mut Changes) {
+        let new = self
+            .claims
+            .get(&key)
+            .and_then(BTreeSet::first)
+            .and_then(|owner| self.services.get(owner))
+            .and_then(|d| d.virtual_servers.get(&key))
+            .cloned();
+        let old = self.virtual_servers.get(&key);
+        if old == new.as_ref() {
+            return;
+        }
+        changes.virtual_servers.insert(key);
+        let old_vip = old.filter(|vs| vs.bind_address).map(|vs| vs.key.addr);
+        // Take the new reference before dropping the old one, so that a VIP kept by the new
+        // owner is not reported as changed.
+        match new {
+            Some(vs) => {
+                if vs.bind_address {
+                    let count = self.vip_refs.entry(key.addr).or_insert(0);
+                    *count += 1;
+                    if *count == 1 {
+                        changes.vips.insert(key.addr);
+                    }
+                }
+                self.virtual_servers.insert(key, vs);
+            }
+            None => {
+                self.virtual_servers.remove(&key);
+            }
+        }
+        if let Some(addr) = old_vip {
+            self.release_vip(addr, changes);
+        }
+    }
+
+    fn release_vip(&mut self, addr: IpAddr, changes: &mut Changes) {
+        if let Some(count) = self.vip_refs.get_mut(&addr) {
+            *count -= 1;
+            if *count == 0 {
+                self.vip_refs.remove(&addr);
+                changes.vips.insert(addr);
+            }
+        }
+    }
+}

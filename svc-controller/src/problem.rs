@@ -1,0 +1,223 @@
+//! Problems found in one Service's input, reported to the user instead of aborting.
+//!
+//! A problem always names the Service and the field (a JSON path into the Service, or the
+//! EndpointSlice's name and a path into it). The part it is about is skipped; the rest of the
+//! Service, and every other Service, is computed as usual.
+
+use std::net::IpAddr;
+
+use crate::model::{ServiceRef, VirtualServerKey};
+
+/// One problem with one Service's input. The `Display` form is the message shown to users.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Problem {
+    /// An enumerated field has a value this controller does not know; the default is used.
+    #[error("{service}: {field}: unsupported value {value:?} (expected {expected}); {action}")]
+    InvalidValue {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.ports[0].protocol`.
+        field: String,
+        /// The value found.
+        value: String,
+        /// The values understood.
+        expected: &'static str,
+        /// What was done instead, e.g. `port skipped`.
+        action: &'static str,
+    },
+    /// A port number is outside 1–65535; the port is skipped.
+    #[error("{service}: {field}: port {value} is outside 1-65535; port skipped")]
+    InvalidPort {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.ports[0].nodePort`.
+        field: String,
+        /// The value found.
+        value: i64,
+    },
+    /// A Service address does not parse as an IP address; it is skipped.
+    #[error("{service}: {field}: {value:?} is not an IP address; skipped")]
+    InvalidAddress {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.clusterIPs[1]`.
+        field: String,
+        /// The value found.
+        value: String,
+    },
+    /// An external or load-balancer IP is of a family the Service has no cluster IP of.
+    #[error("{service}: {field}: {addr} is {family} but the Service is not; skipped")]
+    FamilyNotServed {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.externalIPs[0]`.
+        field: String,
+        /// The address.
+        addr: IpAddr,
+        /// Its family (`IPv4`, `IPv6`).
+        family: &'static str,
+    },
+    /// The scheduler annotation names no in-tree IPVS scheduler; the default is used.
+    #[error(
+        "{service}: metadata.annotations[{annotation}]: unknown IPVS scheduler {value:?} \
+         (in-tree: rr wrr lc wlc lblc lblcr dh sh sed nq fo ovf mh twos none); using {default}"
+    )]
+    UnknownScheduler {
+        /// The Service.
+        service: ServiceRef,
+        /// The annotation ([`SCHEDULER_ANNOTATION`](crate::SCHEDULER_ANNOTATION)).
+        annotation: &'static str,
+        /// The value found.
+        value: String,
+        /// The scheduler used instead.
+        default: &'static str,
+    },
+    /// The session affinity timeout is outside 1–86400 s; the default (10800) is used.
+    #[error(
+        "{service}: spec.sessionAffinityConfig.clientIP.timeoutSeconds: {value} is outside \
+         1-86400; using 10800"
+    )]
+    InvalidAffinityTimeout {
+        /// The Service.
+        service: ServiceRef,
+        /// The value found.
+        value: i32,
+    },
+    /// An EndpointSlice has an `addressType` other than IPv4, IPv6 or FQDN; it is skipped.
+    #[error(
+        "{service}: EndpointSlice {slice}: addressType {value:?} is not IPv4, IPv6 or FQDN; slice skipped"
+    )]
+    UnknownAddressType {
+        /// The Service.
+        service: ServiceRef,
+        /// The slice's name.
+        slice: String,
+        /// The value found.
+        value: String,
+    },
+    /// An endpoint address does not parse as an IP address; the endpoint is skipped.
+    #[error(
+        "{service}: EndpointSlice {slice}: {field}: {value:?} is not an IP address; endpoint skipped"
+    )]
+    InvalidEndpointAddress {
+        /// The Service.
+        service: ServiceRef,
+        /// The slice's name.
+        slice: String,
+        /// The field, e.g. `endpoints[3].addresses[0]`.
+        field: String,
+        /// The value found.
+        value: String,
+    },
+    /// An endpoint address is not of the slice's `addressType`; the endpoint is skipped.
+    #[error(
+        "{service}: EndpointSlice {slice}: {field}: {addr} does not match addressType \
+         {address_type}; endpoint skipped"
+    )]
+    AddressTypeMismatch {
+        /// The Service.
+        service: ServiceRef,
+        /// The slice's name.
+        slice: String,
+        /// The field, e.g. `endpoints[0].addresses[0]`.
+        field: String,
+        /// The address.
+        addr: IpAddr,
+        /// The slice's address type.
+        address_type: &'static str,
+    },
+    /// An EndpointSlice port number is outside 1–65535; the slice is skipped for that port.
+    #[error(
+        "{service}: EndpointSlice {slice}: {field}: port {value} is outside 1-65535; slice skipped for this port"
+    )]
+    InvalidEndpointPort {
+        /// The Service.
+        service: ServiceRef,
+        /// The slice's name.
+        slice: String,
+        /// The field, e.g. `ports[0].port`.
+        field: String,
+        /// The value found.
+        value: i32,
+    },
+    /// A named `targetPort` is not among an EndpointSlice's ports (nor is the Service port's
+    /// name, nor does a matching entry carry a number); the slice is skipped for that port.
+    #[error(
+        "{service}: spec.ports[{index}].targetPort: named port {target:?} resolves to nothing in \
+         EndpointSlice {slice}; slice skipped for this port"
+    )]
+    UnresolvedTargetPort {
+        /// The Service.
+        service: ServiceRef,
+        /// The index of the Service port.
+        index: usize,
+        /// The target port name.
+        target: String,
+        /// The slice's name.
+        slice: String,
+    },
+    /// An EndpointSlice with endpoints has no port entry for a Service port (matched by the
+    /// Service port's name and protocol); the slice is skipped for that port.
+    #[error(
+        "{service}: EndpointSlice {slice}: no {protocol} port named {port_name:?} for \
+         spec.ports[{index}]; slice skipped for this port"
+    )]
+    MissingSlicePort {
+        /// The Service.
+        service: ServiceRef,
+        /// The index of the Service port.
+        index: usize,
+        /// The Service port's name (empty when unnamed).
+        port_name: String,
+        /// The Service port's protocol.
+        protocol: &'static str,
+        /// The slice's name.
+        slice: String,
+    },
+    /// Two addresses or ports of the same Service map to one virtual server; the first is kept.
+    #[error("{service}: {field}: {key} is already a virtual server of this Service; skipped")]
+    DuplicateVirtualServer {
+        /// The Service.
+        service: ServiceRef,
+        /// The field that produced the duplicate, e.g. `spec.externalIPs[0]`.
+        field: String,
+        /// The virtual server.
+        key: VirtualServerKey,
+    },
+    /// Another Service already owns this virtual server (the Service that sorts first by
+    /// namespace and name wins); this Service's copy is not programmed.
+    #[error(
+        "{service}: {key} is also claimed by {owner}, which wins; not programmed for this Service"
+    )]
+    VirtualServerConflict {
+        /// The Service that lost.
+        service: ServiceRef,
+        /// The virtual server.
+        key: VirtualServerKey,
+        /// The Service that owns it.
+        owner: ServiceRef,
+    },
+}
+
+impl Problem {
+    /// The Service the problem is about.
+    pub fn service(&self) -> &ServiceRef {
+        match self {
+            Problem::InvalidValue { service, .. }
+            | Problem::InvalidPort { service, .. }
+            | Problem::InvalidAddress { service, .. }
+            | Problem::FamilyNotServed { service, .. }
+            | Problem::UnknownScheduler { service, .. }
+            | Problem::InvalidAffinityTimeout { service, .. }
+            | Problem::UnknownAddressType { service, .. }
+            | Problem::InvalidEndpointAddress { service, .. }
+            | Problem::AddressTypeMismatch { service, .. }
+            | Problem::InvalidEndpointPort { service, .. }
+            | Problem::UnresolvedTargetPort { service, .. }
+            | Problem::MissingSlicePort { service, .. }
+            | Problem::DuplicateVirtualServer { service, .. }
+            | Problem::VirtualServerConflict { service, .. } => service,
+        }
+    }
+}
