@@ -45,7 +45,9 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
         cmd.arg("--rwdir").arg(dir);
     }
     cmd.arg("--exec").arg(command);
-    cmd.stdin(Stdio::null()).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0);
     let limit = timeout();
     step(&format!(
         "booting kernel {} under QEMU (software emulation, {cpus} CPUs, {memory}); timeout {}s",
@@ -57,9 +59,16 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", vng.display()))?;
+    let mut relay = child
+        .stdout
+        .take()
+        .map(|out| std::thread::spawn(move || relay_output(out)));
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) => {
+                if let Some(relay) = relay.take() {
+                    let _ = relay.join();
+                }
                 println!(
                     "    guest finished in {:.0}s: {status}",
                     started.elapsed().as_secs_f64()
@@ -83,4 +92,60 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
 pub(crate) fn run_shell(command: &str) -> Result<bool> {
     let kernel = provision::provision()?;
     run_in_guest(&kernel, command, &[])
+}
+
+/// Copies the guest's console to our stdout without the terminal control sequences virtme-ng
+/// emits (cursor moves, a line of padding), so logs stay readable in CI.
+fn relay_output(out: impl std::io::Read) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(out);
+    let mut line = Vec::new();
+    while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        let text = strip_control(&String::from_utf8_lossy(&line));
+        if !text.is_empty() {
+            println!("{text}");
+        }
+        line.clear();
+    }
+}
+
+/// Removes ANSI escape sequences and carriage returns, and trailing white space.
+fn strip_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ params final-byte; other escapes: ESC + one char.
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_control;
+
+    #[test]
+    fn strips_escapes_and_padding() {
+        assert_eq!(
+            strip_control("\u{1b}[?25l\u{1b}[2Jtest ok   \r\n"),
+            "test ok"
+        );
+        assert_eq!(strip_control("   \u{1b}7\u{1b}8  "), "");
+        assert_eq!(strip_control("plain"), "plain");
+    }
 }
