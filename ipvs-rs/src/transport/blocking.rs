@@ -34,6 +34,8 @@ pub struct Connection<F> {
     send_buf: Vec<u8>,
     timeout: Duration,
     max_chunk: usize,
+    /// A call failed: replies may still sit in the receive queue.
+    dirty: bool,
 }
 
 impl<F> Connection<F>
@@ -48,18 +50,34 @@ where
         let mut recv_buf = socket::recv_buffer();
         let mut send_buf = Vec::new();
         let deadline = Instant::now() + options.timeout;
-        let mut ctrl: Exchange<GenlCtrl> =
-            Exchange::new(netlink_packet_generic::constants::GENL_ID_CTRL, socket.port_id, 1);
+        let mut ctrl: Exchange<GenlCtrl> = Exchange::new(
+            netlink_packet_generic::constants::GENL_ID_CTRL,
+            socket.port_id,
+            1,
+        );
         ctrl.begin();
         ctrl.push(&socket::get_family(family_name), 0, &mut send_buf)?;
         send_all(&socket, &send_buf, deadline, options.timeout)?;
-        wait(&socket, &mut recv_buf, &mut ctrl, deadline, options.timeout, |ex| {
-            ex.in_flight() == 0
-        })?;
+        wait(
+            &socket,
+            &mut recv_buf,
+            &mut ctrl,
+            deadline,
+            options.timeout,
+            |ex| ex.in_flight() == 0,
+        )?;
         let family_id = socket::family_id(family_name, ctrl.finish())?;
         let exchange = ctrl.successor(family_id);
         let max_chunk = socket.max_chunk(&options);
-        Ok(Self { socket, exchange, recv_buf, send_buf, timeout: options.timeout, max_chunk })
+        Ok(Self {
+            socket,
+            exchange,
+            recv_buf,
+            send_buf,
+            timeout: options.timeout,
+            max_chunk,
+            dirty: false,
+        })
     }
 
     /// The family id the kernel assigned to the family.
@@ -96,15 +114,19 @@ where
     /// payloads once the kernel has acknowledged it (or, with `NLM_F_DUMP`, ended the dump).
     pub fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
         let deadline = Instant::now() + self.timeout;
+        if self.dirty {
+            self.flush();
+        }
         if flags & NLM_F_DUMP == NLM_F_DUMP {
             self.drain(deadline)?;
         }
-        self.exchange.begin();
-        self.send_buf.clear();
+        self.begin();
         self.exchange.push(&payload, flags, &mut self.send_buf)?;
         self.run(deadline)?;
         self.exchange.finish().pop().unwrap_or_else(|| {
-            Err(TransportError::protocol("a call finished without its request"))
+            Err(TransportError::protocol(
+                "a call finished without its request",
+            ))
         })
     }
 
@@ -134,14 +156,15 @@ where
         let mut first_failure = None;
         let max_bytes = self.socket.max_send();
         while requests.peek().is_some() {
-            self.exchange.begin();
-            self.send_buf.clear();
+            self.begin();
             while self.exchange.len() < self.max_chunk {
                 let fits = requests.peek().is_some_and(|next| {
                     let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
                     self.exchange.is_empty() || self.send_buf.len() + len <= max_bytes
                 });
-                let Some(next) = requests.next_if(|_| fits) else { break };
+                let Some(next) = requests.next_if(|_| fits) else {
+                    break;
+                };
                 self.exchange.push(&next, 0, &mut self.send_buf)?;
             }
             self.run(Instant::now() + self.timeout)?;
@@ -164,20 +187,52 @@ where
 
     /// Sends the current call's buffer and waits for all its replies; abandons it on error.
     fn run(&mut self, deadline: Instant) -> Result<()> {
-        let outcome = send_all(&self.socket, &self.send_buf, deadline, self.timeout).and_then(|()| {
-            wait(
-                &self.socket,
-                &mut self.recv_buf,
-                &mut self.exchange,
-                deadline,
-                self.timeout,
-                |ex| ex.in_flight() == 0,
-            )
-        });
+        let outcome =
+            send_all(&self.socket, &self.send_buf, deadline, self.timeout).and_then(|()| {
+                wait(
+                    &self.socket,
+                    &mut self.recv_buf,
+                    &mut self.exchange,
+                    deadline,
+                    self.timeout,
+                    |ex| ex.in_flight() == 0,
+                )
+            });
         if outcome.is_err() {
             self.exchange.abandon();
+            self.dirty = true;
         }
         outcome
+    }
+
+    /// Starts a call: cleans up after a failed one, then opens a new exchange call.
+    fn begin(&mut self) {
+        if self.dirty {
+            self.flush();
+        }
+        self.exchange.begin();
+        self.send_buf.clear();
+    }
+
+    /// Discards everything already queued on the socket (the replies of a failed call).
+    ///
+    /// Without this, the stale replies of a timed-out or overrun batch could fill the receive
+    /// queue, and the kernel would drop the replies of the next call. Every non-dump reply is
+    /// queued before `send` returns, so reading until the queue is empty removes them all.
+    fn flush(&mut self) {
+        self.exchange.abandon();
+        loop {
+            match socket::recv(&self.socket.socket, &mut self.recv_buf) {
+                Ok(Some(len)) => {
+                    // Errors in stale replies do not concern the next call.
+                    let _ = self.exchange.feed(&self.recv_buf[..len]);
+                }
+                Ok(None) => break,
+                Err(TransportError::Overrun | TransportError::Truncated { .. }) => {}
+                Err(_) => break,
+            }
+        }
+        self.dirty = false;
     }
 
     /// Waits for the end of abandoned dumps: the kernel refuses a second dump on a socket
@@ -216,11 +271,20 @@ where
 {
     while !done(exchange) {
         if Instant::now() >= deadline {
-            return Err(TransportError::Timeout { timeout, pending: exchange.in_flight() });
+            return Err(TransportError::Timeout {
+                timeout,
+                pending: exchange.in_flight(),
+            });
         }
         match socket::recv(&socket.socket, buf)? {
             Some(len) => exchange.feed(&buf[..len])?,
-            None => wait_ready(socket, PollFlags::POLLIN, deadline, timeout, exchange.in_flight())?,
+            None => wait_ready(
+                socket,
+                PollFlags::POLLIN,
+                deadline,
+                timeout,
+                exchange.in_flight(),
+            )?,
         }
     }
     Ok(())

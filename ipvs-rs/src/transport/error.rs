@@ -25,7 +25,11 @@ pub struct KernelError {
 impl KernelError {
     /// An error with this (positive) errno and no extended-ACK details.
     pub fn new(errno: i32) -> Self {
-        Self { errno, message: None, offset: None }
+        Self {
+            errno,
+            message: None,
+            offset: None,
+        }
     }
 
     /// Builds an error from the raw `error` field of an `NLMSG_ERROR` (a negative
@@ -71,7 +75,7 @@ impl KernelError {
 
 impl fmt::Display for KernelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (errno {})", io::Error::from_raw_os_error(self.errno), self.errno)?;
+        write!(f, "{}", io::Error::from_raw_os_error(self.errno))?;
         if let Some(message) = &self.message {
             write!(f, ": {message}")?;
         }
@@ -121,7 +125,9 @@ pub enum TransportError {
     Kernel(#[source] KernelError),
     /// The call's deadline passed before every reply arrived. The connection stays
     /// usable: late replies are recognised by sequence number and discarded.
-    #[error("no complete answer from the kernel within {timeout:?} ({pending} request(s) unanswered)")]
+    #[error(
+        "no complete answer from the kernel within {timeout:?} ({pending} request(s) unanswered)"
+    )]
     Timeout {
         /// The deadline that applied to the call (or to the batch chunk).
         timeout: Duration,
@@ -172,15 +178,23 @@ impl TransportError {
     }
 
     pub(crate) fn io(operation: &'static str, source: impl Into<io::Error>) -> Self {
-        Self::Io { operation, source: source.into() }
+        Self::Io {
+            operation,
+            source: source.into(),
+        }
     }
 
     pub(crate) fn decode(description: impl Into<String>, source: Option<DecodeError>) -> Self {
-        Self::Decode { description: description.into(), source }
+        Self::Decode {
+            description: description.into(),
+            source,
+        }
     }
 
     pub(crate) fn protocol(description: impl Into<String>) -> Self {
-        Self::Protocol { description: description.into() }
+        Self::Protocol {
+            description: description.into(),
+        }
     }
 }
 
@@ -218,7 +232,9 @@ mod tests {
 
     #[test]
     fn kernel_error_carries_errno_and_ext_ack() {
-        let e = KernelError::from_raw_code(-2).with_message("no such thing").with_offset(20);
+        let e = KernelError::from_raw_code(-2)
+            .with_message("no such thing")
+            .with_offset(20);
         assert_eq!(e.errno(), 2);
         assert_eq!(e.message(), Some("no such thing"));
         assert_eq!(e.offset(), Some(20));
@@ -233,7 +249,11 @@ mod tests {
     fn transport_error_to_io() {
         let io: io::Error = TransportError::Kernel(KernelError::new(1)).into();
         assert_eq!(io.raw_os_error(), Some(1));
-        let io: io::Error = TransportError::Timeout { timeout: Duration::ZERO, pending: 1 }.into();
+        let io: io::Error = TransportError::Timeout {
+            timeout: Duration::ZERO,
+            pending: 1,
+        }
+        .into();
         assert_eq!(io.kind(), io::ErrorKind::TimedOut);
     }
 }

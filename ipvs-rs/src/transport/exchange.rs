@@ -164,7 +164,8 @@ where
     pub fn abandon(&mut self) {
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.dump && !slot.done {
-                self.abandoned_dumps.push(self.base_seq.wrapping_add(i as u32));
+                self.abandoned_dumps
+                    .push(self.base_seq.wrapping_add(i as u32));
             }
         }
         self.slots.clear();
@@ -177,8 +178,9 @@ where
     /// number.
     pub fn push(&mut self, payload: &F, extra_flags: u16, out: &mut Vec<u8>) -> Result<u32> {
         let len = NLMSG_HDRLEN + GENL_HDRLEN + payload.buffer_len();
-        let length = u32::try_from(len)
-            .map_err(|_| TransportError::protocol(format!("request of {len} bytes is too large")))?;
+        let length = u32::try_from(len).map_err(|_| {
+            TransportError::protocol(format!("request of {len} bytes is too large"))
+        })?;
         let seq = self.next_seq;
         let message_type = match payload.family_id() {
             0 => self.family_id,
@@ -195,8 +197,11 @@ where
         out.resize(start + nlmsg_align(len), 0);
         let message = &mut out[start..start + len];
         header.emit(&mut message[..NLMSG_HDRLEN]);
-        GenlHeader { cmd: payload.command(), version: payload.version() }
-            .emit(&mut message[NLMSG_HDRLEN..NLMSG_HDRLEN + GENL_HDRLEN]);
+        GenlHeader {
+            cmd: payload.command(),
+            version: payload.version(),
+        }
+        .emit(&mut message[NLMSG_HDRLEN..NLMSG_HDRLEN + GENL_HDRLEN]);
         payload.emit(&mut message[NLMSG_HDRLEN + GENL_HDRLEN..]);
 
         self.next_seq = match seq.wrapping_add(1) {
@@ -251,7 +256,10 @@ where
         while !rest.is_empty() {
             if rest.len() < NLMSG_HDRLEN {
                 return Err(TransportError::decode(
-                    format!("datagram ends with {} bytes, less than a netlink header", rest.len()),
+                    format!(
+                        "datagram ends with {} bytes, less than a netlink header",
+                        rest.len()
+                    ),
                     None,
                 ));
             }
@@ -355,7 +363,11 @@ where
             NLMSG_DONE => {
                 // A DONE without the 4-byte errno (older protocols) counts as success.
                 if let Some(code) = read_i32(payload, 0).filter(|&code| code != 0) {
-                    let tlvs = if header.flags & NLM_F_ACK_TLVS != 0 { &payload[4..] } else { &[] };
+                    let tlvs = if header.flags & NLM_F_ACK_TLVS != 0 {
+                        &payload[4..]
+                    } else {
+                        &[]
+                    };
                     slot.error = Some(TransportError::Kernel(ext_ack(
                         KernelError::from_raw_code(code),
                         tlvs,
@@ -494,7 +506,10 @@ mod tests {
     fn new_family(name: &str, id: u16) -> GenlCtrl {
         GenlCtrl {
             cmd: GenlCtrlCmd::NewFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned()), GenlCtrlAttrs::FamilyId(id)],
+            nlas: vec![
+                GenlCtrlAttrs::FamilyName(name.to_owned()),
+                GenlCtrlAttrs::FamilyId(id),
+            ],
         }
     }
 
@@ -513,8 +528,11 @@ mod tests {
         let body_len = GENL_HDRLEN + payload.buffer_len();
         let mut out = header(NLMSG_HDRLEN + body_len, CTRL, flags, seq, PORT);
         let mut body = vec![0; body_len];
-        GenlHeader { cmd: payload.command(), version: payload.version() }
-            .emit(&mut body[..GENL_HDRLEN]);
+        GenlHeader {
+            cmd: payload.command(),
+            version: payload.version(),
+        }
+        .emit(&mut body[..GENL_HDRLEN]);
         payload.emit(&mut body[GENL_HDRLEN..]);
         out.extend_from_slice(&body);
         pad(out)
@@ -654,7 +672,11 @@ mod tests {
             ex.push(&get_family(&format!("f{i}")), 0, &mut out).unwrap();
         }
         for i in 0..10u32 {
-            let reply = if i == 4 { error(100 + i, -22, None, None) } else { ack(100 + i) };
+            let reply = if i == 4 {
+                error(100 + i, -22, None, None)
+            } else {
+                ack(100 + i)
+            };
             ex.feed(&reply).unwrap();
         }
         let results = ex.finish();
@@ -676,7 +698,8 @@ mod tests {
         let mut first = data(100, NLM_F_MULTIPART, &new_family("a", 1));
         first.extend(data(100, NLM_F_MULTIPART, &new_family("b", 2)));
         ex.feed(&first).unwrap();
-        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("c", 3))).unwrap();
+        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("c", 3)))
+            .unwrap();
         assert_eq!(ex.in_flight(), 1);
         ex.feed(&done(100, 0)).unwrap();
         assert_eq!(ex.in_flight(), 0);
@@ -694,11 +717,20 @@ mod tests {
         let mut out = Vec::new();
         ex.begin();
         ex.push(&get_family(""), NLM_F_DUMP, &mut out).unwrap();
-        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("a", 1))).unwrap();
-        ex.feed(&data(100, NLM_F_MULTIPART | NLM_F_DUMP_INTR, &new_family("b", 2))).unwrap();
+        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("a", 1)))
+            .unwrap();
+        ex.feed(&data(
+            100,
+            NLM_F_MULTIPART | NLM_F_DUMP_INTR,
+            &new_family("b", 2),
+        ))
+        .unwrap();
         assert_eq!(ex.in_flight(), 1);
         ex.feed(&done(100, 0)).unwrap();
-        assert!(matches!(ex.finish()[0], Err(TransportError::DumpInterrupted)));
+        assert!(matches!(
+            ex.finish()[0],
+            Err(TransportError::DumpInterrupted)
+        ));
     }
 
     #[test]
@@ -732,7 +764,13 @@ mod tests {
         let mut body = (-2i32).to_ne_bytes().to_vec();
         body.extend_from_slice(&out); // the whole request echoed back
         body.extend(tlv(NLMSGERR_ATTR_MSG, b"missing\0"));
-        let mut msg = header(NLMSG_HDRLEN + body.len(), NLMSG_ERROR, NLM_F_ACK_TLVS, 100, PORT);
+        let mut msg = header(
+            NLMSG_HDRLEN + body.len(),
+            NLMSG_ERROR,
+            NLM_F_ACK_TLVS,
+            100,
+            PORT,
+        );
         msg.extend(body);
         ex.feed(&msg).unwrap();
         match &ex.finish()[0] {
@@ -769,10 +807,12 @@ mod tests {
         let mut out = Vec::new();
         ex.begin();
         ex.push(&get_family(""), NLM_F_DUMP, &mut out).unwrap();
-        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("a", 1))).unwrap();
+        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("a", 1)))
+            .unwrap();
         ex.begin();
         assert!(ex.draining());
-        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("b", 2))).unwrap();
+        ex.feed(&data(100, NLM_F_MULTIPART, &new_family("b", 2)))
+            .unwrap();
         assert!(ex.draining());
         ex.feed(&done(100, 0)).unwrap();
         assert!(!ex.draining());
@@ -797,10 +837,16 @@ mod tests {
         let mut out = Vec::new();
         ex.begin();
         ex.push(&get_family("x"), 0, &mut out).unwrap();
-        assert!(matches!(ex.feed(&ack(5000)), Err(TransportError::Protocol { .. })));
+        assert!(matches!(
+            ex.feed(&ack(5000)),
+            Err(TransportError::Protocol { .. })
+        ));
         let mut foreign = ack(100);
         foreign[12..16].copy_from_slice(&7u32.to_ne_bytes());
-        assert!(matches!(ex.feed(&foreign), Err(TransportError::Protocol { .. })));
+        assert!(matches!(
+            ex.feed(&foreign),
+            Err(TransportError::Protocol { .. })
+        ));
         // Notifications (seq 0) are ignored.
         ex.feed(&ack(0)).unwrap();
         assert_eq!(ex.in_flight(), 1);
@@ -868,7 +914,8 @@ mod tests {
                 .collect();
             if len >= NLMSG_HDRLEN {
                 bytes[..4].copy_from_slice(&(len as u32).to_ne_bytes());
-                bytes[4..6].copy_from_slice(&[CTRL, NLMSG_ERROR, NLMSG_DONE][len % 3].to_ne_bytes());
+                bytes[4..6]
+                    .copy_from_slice(&[CTRL, NLMSG_ERROR, NLMSG_DONE][len % 3].to_ne_bytes());
                 bytes[8..12].copy_from_slice(&seq.to_ne_bytes());
                 bytes[12..16].copy_from_slice(&PORT.to_ne_bytes());
             }

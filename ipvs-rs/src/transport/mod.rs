@@ -22,11 +22,11 @@ pub mod socket;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+#[cfg(feature = "tokio")]
+pub use self::tokio::AsyncConnection;
 pub use self::{
     blocking::Connection,
     error::{KernelError, Result, TransportError},
     exchange::Exchange,
     socket::{Namespace, Options},
 };
-#[cfg(feature = "tokio")]
-pub use self::tokio::AsyncConnection;

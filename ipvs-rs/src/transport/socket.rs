@@ -154,11 +154,15 @@ impl NlSocket {
             }
             Namespace::Fd(fd) => new_socket_in(fd.as_fd())?,
         };
-        let addr = socket.bind_auto().map_err(|e| TransportError::io("bind", e))?;
+        let addr = socket
+            .bind_auto()
+            .map_err(|e| TransportError::io("bind", e))?;
         socket
             .connect(&SocketAddr::new(0, 0))
             .map_err(|e| TransportError::io("connect", e))?;
-        socket.set_non_blocking(true).map_err(|e| TransportError::io("set non-blocking", e))?;
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| TransportError::io("set non-blocking", e))?;
         // Best effort: both options exist since Linux 4.2/4.12 and only refine errors.
         let _ = socket.set_ext_ack(true);
         let _ = socket.set_cap_ack(true);
@@ -175,7 +179,12 @@ impl NlSocket {
             .map_err(|e| TransportError::io("getsockopt(SO_RCVBUF)", e))?;
         let sndbuf = getsockopt(&socket, sockopt::SndBuf)
             .map_err(|e| TransportError::io("getsockopt(SO_SNDBUF)", e))?;
-        Ok(Self { socket, port_id: addr.port_number(), rcvbuf, sndbuf })
+        Ok(Self {
+            socket,
+            port_id: addr.port_number(),
+            rcvbuf,
+            sndbuf,
+        })
     }
 
     /// The largest datagram one `send` may carry (`sk_sndbuf - 32`, with a margin).
@@ -210,7 +219,10 @@ fn new_socket_in(ns: BorrowedFd<'_>) -> Result<Socket> {
             })
             .map_err(|e| TransportError::io("spawn namespace thread", e))?;
         helper.join().unwrap_or_else(|_| {
-            Err(TransportError::io("namespace thread", io::Error::other("the thread panicked")))
+            Err(TransportError::io(
+                "namespace thread",
+                io::Error::other("the thread panicked"),
+            ))
         })
     })
 }
@@ -259,7 +271,10 @@ pub(crate) fn recv(socket: &Socket, buf: &mut Vec<u8>) -> Result<Option<usize>> 
 
 /// The `CTRL_CMD_GETFAMILY` request resolving `name`.
 pub(crate) fn get_family(name: &str) -> GenlCtrl {
-    GenlCtrl { cmd: GenlCtrlCmd::GetFamily, nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())] }
+    GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
+    }
 }
 
 /// Extracts the family id from the answer to [`get_family`].
@@ -273,10 +288,14 @@ pub(crate) fn family_id(name: &str, results: Vec<RequestResult<GenlCtrl>>) -> Re
                 _ => None,
             })
             .ok_or_else(|| {
-                TransportError::protocol(format!("CTRL_CMD_GETFAMILY({name:?}) reply without an id"))
+                TransportError::protocol(format!(
+                    "CTRL_CMD_GETFAMILY({name:?}) reply without an id"
+                ))
             }),
         Some(Err(TransportError::Kernel(e))) if e.errno() == libc::ENOENT => {
-            Err(TransportError::FamilyNotFound { name: name.to_owned() })
+            Err(TransportError::FamilyNotFound {
+                name: name.to_owned(),
+            })
         }
         Some(Err(e)) => Err(e),
         None => Err(TransportError::protocol("no answer to CTRL_CMD_GETFAMILY")),

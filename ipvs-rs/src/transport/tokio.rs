@@ -1,0 +1,281 @@
+//! The async driver (feature `tokio`): [`AsyncConnection`], the same exchange core as the
+//! blocking [`Connection`](super::Connection), with the socket registered in tokio's
+//! reactor through [`AsyncFd`] and deadlines from `tokio::time`.
+//!
+//! Cancellation: dropping a call's future abandons its requests; the next call flushes the
+//! receive queue and discards their late replies, exactly as after a timeout.
+//! Opening a connection in another namespace briefly blocks on a helper thread.
+
+use std::{fmt::Debug, io, time::Duration};
+
+use netlink_packet_core::{Emitable, NLM_F_DUMP, ParseableParametrized};
+use netlink_packet_generic::{GenlFamily, GenlHeader, constants::GENL_ID_CTRL, ctrl::GenlCtrl};
+use netlink_sys::Socket;
+use tokio::{io::unix::AsyncFd, time::Instant};
+
+use super::{
+    error::{KernelError, Result, TransportError},
+    exchange::{Exchange, GENL_HDRLEN, NLMSG_HDRLEN, nlmsg_align},
+    socket::{self, NlSocket, Options},
+};
+
+/// An async generic-netlink connection to one family, in one network namespace.
+///
+/// Calls take `&mut self`: a connection serves one call at a time.
+#[derive(Debug)]
+pub struct AsyncConnection<F> {
+    io: Io,
+    exchange: Exchange<F>,
+    max_chunk: usize,
+    /// Set while a call runs and cleared when it completes: a call that failed or whose
+    /// future was dropped leaves it set, and the next call flushes the receive queue.
+    dirty: bool,
+}
+
+/// The socket and its buffers, apart from the exchange so both can be borrowed at once.
+#[derive(Debug)]
+struct Io {
+    fd: AsyncFd<Socket>,
+    port_id: u32,
+    max_send: usize,
+    recv_buf: Vec<u8>,
+    send_buf: Vec<u8>,
+    timeout: Duration,
+}
+
+impl<F> AsyncConnection<F>
+where
+    F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+{
+    /// Opens a socket as `options` say, registers it with the current tokio runtime and
+    /// resolves the id of the family `family_name`; see
+    /// [`Connection::open`](super::Connection::open). Outside a tokio runtime (with the
+    /// I/O driver enabled) it fails with an [`TransportError::Io`] error.
+    pub async fn open(family_name: &str, options: Options) -> Result<Self> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TransportError::io(
+                "register with the tokio reactor",
+                io::Error::other("not called within a tokio runtime"),
+            ));
+        }
+        let socket = NlSocket::open(&options)?;
+        let max_chunk = socket.max_chunk(&options);
+        let max_send = socket.max_send();
+        let port_id = socket.port_id;
+        // SAFETY: `netlink_sys::Socket` owns its descriptor: it stays open, and refers to the
+        // same socket, until the `Socket` is dropped, which happens only when the `AsyncFd`
+        // drops it; nothing here takes the descriptor out of it or replaces it.
+        let fd = unsafe { AsyncFd::register(socket.socket) }
+            .map_err(|e| TransportError::io("register with the tokio reactor", e.into_parts().1))?;
+        let mut io = Io {
+            fd,
+            port_id,
+            max_send,
+            recv_buf: socket::recv_buffer(),
+            send_buf: Vec::new(),
+            timeout: options.timeout,
+        };
+        let deadline = Instant::now() + options.timeout;
+        let mut ctrl: Exchange<GenlCtrl> = Exchange::new(GENL_ID_CTRL, port_id, 1);
+        ctrl.begin();
+        ctrl.push(&socket::get_family(family_name), 0, &mut io.send_buf)?;
+        io.send(deadline).await?;
+        io.wait(&mut ctrl, deadline, |ex| ex.in_flight() == 0)
+            .await?;
+        let family_id = socket::family_id(family_name, ctrl.finish())?;
+        let exchange = ctrl.successor(family_id);
+        Ok(Self {
+            io,
+            exchange,
+            max_chunk,
+            dirty: false,
+        })
+    }
+
+    /// The family id the kernel assigned to the family.
+    pub fn family_id(&self) -> u16 {
+        self.exchange.family_id()
+    }
+
+    /// The socket's netlink port id.
+    pub fn port_id(&self) -> u32 {
+        self.io.port_id
+    }
+
+    /// The deadline applied to each call (per chunk for batches).
+    pub fn timeout(&self) -> Duration {
+        self.io.timeout
+    }
+
+    /// Changes the deadline applied to each call.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.io.timeout = timeout;
+    }
+
+    /// The most requests one [`batch`](Self::batch) chunk holds (one `send` each).
+    pub fn batch_chunk_size(&self) -> usize {
+        self.max_chunk
+    }
+
+    /// How many stale replies (to abandoned calls) have been discarded so far.
+    pub fn discarded(&self) -> u64 {
+        self.exchange.discarded()
+    }
+
+    /// Sends one request and returns its reply payloads once it is acknowledged (or its
+    /// dump ended); see [`Connection::request`](super::Connection::request).
+    pub async fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
+        let deadline = Instant::now() + self.io.timeout;
+        self.begin();
+        if flags & NLM_F_DUMP == NLM_F_DUMP {
+            self.io
+                .wait(&mut self.exchange, deadline, |ex| !ex.draining())
+                .await?;
+        }
+        self.exchange.begin();
+        self.exchange.push(&payload, flags, &mut self.io.send_buf)?;
+        self.run(deadline).await?;
+        self.dirty = false;
+        self.exchange.finish().pop().unwrap_or_else(|| {
+            Err(TransportError::protocol(
+                "a call finished without its request",
+            ))
+        })
+    }
+
+    /// Dumps; see [`Connection::dump`](super::Connection::dump).
+    pub async fn dump(&mut self, payload: F) -> Result<Vec<F>> {
+        self.request(payload, NLM_F_DUMP).await
+    }
+
+    /// Sends many requests in chunks, each with its own result, in order; see
+    /// [`Connection::batch`](super::Connection::batch).
+    pub async fn batch(
+        &mut self,
+        requests: impl IntoIterator<Item = F>,
+    ) -> Result<Vec<Result<Vec<F>, KernelError>>> {
+        let mut requests = requests.into_iter().peekable();
+        let mut results = Vec::with_capacity(requests.size_hint().0);
+        let mut first_failure = None;
+        while requests.peek().is_some() {
+            self.begin();
+            self.exchange.begin();
+            while self.exchange.len() < self.max_chunk {
+                let fits = requests.peek().is_some_and(|next| {
+                    let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
+                    self.exchange.is_empty() || self.io.send_buf.len() + len <= self.io.max_send
+                });
+                let Some(next) = requests.next_if(|_| fits) else {
+                    break;
+                };
+                self.exchange.push(&next, 0, &mut self.io.send_buf)?;
+            }
+            self.run(Instant::now() + self.io.timeout).await?;
+            self.dirty = false;
+            for result in self.exchange.finish() {
+                results.push(match result {
+                    Ok(replies) => Ok(replies),
+                    Err(TransportError::Kernel(e)) => Err(e),
+                    Err(other) => {
+                        first_failure.get_or_insert(other);
+                        Err(KernelError::new(nix::libc::EPROTO))
+                    }
+                });
+            }
+        }
+        match first_failure {
+            Some(failure) => Err(failure),
+            None => Ok(results),
+        }
+    }
+
+    /// Marks a call as running, first flushing what a failed or cancelled one left behind.
+    fn begin(&mut self) {
+        if self.dirty {
+            self.exchange.abandon();
+            self.io.flush(&mut self.exchange);
+        }
+        self.dirty = true;
+        self.io.send_buf.clear();
+    }
+
+    async fn run(&mut self, deadline: Instant) -> Result<()> {
+        self.io.send(deadline).await?;
+        self.io
+            .wait(&mut self.exchange, deadline, |ex| ex.in_flight() == 0)
+            .await
+    }
+}
+
+impl Io {
+    fn timeout_error(&self, pending: usize) -> TransportError {
+        TransportError::Timeout {
+            timeout: self.timeout,
+            pending,
+        }
+    }
+
+    /// Sends the send buffer as one datagram before `deadline`.
+    async fn send(&mut self, deadline: Instant) -> Result<()> {
+        loop {
+            if socket::send(self.fd.get_ref(), &self.send_buf)? {
+                return Ok(());
+            }
+            let mut guard = tokio::time::timeout_at(deadline, self.fd.writable())
+                .await
+                .map_err(|_| self.timeout_error(1))?
+                .map_err(|e| TransportError::io("poll", e))?;
+            guard.clear_ready();
+        }
+    }
+
+    /// Feeds received datagrams to `exchange` until `done` says so or `deadline` passes.
+    async fn wait<G>(
+        &mut self,
+        exchange: &mut Exchange<G>,
+        deadline: Instant,
+        done: impl Fn(&Exchange<G>) -> bool,
+    ) -> Result<()>
+    where
+        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+    {
+        while !done(exchange) {
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error(exchange.in_flight()));
+            }
+            let mut guard = match tokio::time::timeout_at(deadline, self.fd.readable()).await {
+                Ok(guard) => guard.map_err(|e| TransportError::io("poll", e))?,
+                Err(_) => return Err(self.timeout_error(exchange.in_flight())),
+            };
+            let recv_buf = &mut self.recv_buf;
+            let received = guard.try_io(|fd| match socket::recv(fd.get_ref(), recv_buf) {
+                Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(Some(len)) => Ok(Ok(len)),
+                Err(e) => Ok(Err(e)),
+            });
+            // `Err(_)`: nothing queued after all; readiness was cleared, wait again.
+            if let Ok(received) = received {
+                let len = received.map_err(|e| TransportError::io("recv", e))??;
+                exchange.feed(&self.recv_buf[..len])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards everything already queued (see `Connection::flush` in the blocking driver).
+    fn flush<G>(&mut self, exchange: &mut Exchange<G>)
+    where
+        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+    {
+        loop {
+            match socket::recv(self.fd.get_ref(), &mut self.recv_buf) {
+                Ok(Some(len)) => {
+                    let _ = exchange.feed(&self.recv_buf[..len]);
+                }
+                Ok(None) => break,
+                Err(TransportError::Overrun | TransportError::Truncated { .. }) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}

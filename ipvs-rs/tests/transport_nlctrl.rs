@@ -1,0 +1,394 @@
+//! The transport against the host kernel's `nlctrl` generic-netlink family
+//! (present on every Linux kernel; no IPVS needed).
+
+use std::{
+    os::unix::fs::MetadataExt,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use ipvs::transport::{Connection, Namespace, Options, TransportError};
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs};
+
+const ENOENT: i32 = 2;
+const GENL_ID_CTRL: u16 = 0x10;
+
+fn get_family(name: &str) -> GenlCtrl {
+    GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
+    }
+}
+
+fn dump_families() -> GenlCtrl {
+    GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![],
+    }
+}
+
+fn names(replies: &[GenlCtrl]) -> Vec<String> {
+    replies
+        .iter()
+        .flat_map(|r| r.nlas.iter())
+        .filter_map(|nla| match nla {
+            GenlCtrlAttrs::FamilyName(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn family_id_of(replies: &[GenlCtrl]) -> Option<u16> {
+    replies
+        .iter()
+        .flat_map(|r| r.nlas.iter())
+        .find_map(|nla| match nla {
+            GenlCtrlAttrs::FamilyId(id) => Some(*id),
+            _ => None,
+        })
+}
+
+fn open() -> Connection<GenlCtrl> {
+    Connection::open("nlctrl", Options::default()).expect("open nlctrl")
+}
+
+/// Every 100th request asks for a missing family.
+fn mixed_batch(n: usize) -> Vec<GenlCtrl> {
+    (0..n)
+        .map(|i| {
+            get_family(if i % 100 == 99 {
+                "nosuchfamily"
+            } else {
+                "nlctrl"
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn resolves_the_nlctrl_family() {
+    let conn = open();
+    assert_eq!(conn.family_id(), GENL_ID_CTRL);
+    assert_ne!(conn.port_id(), 0);
+}
+
+#[test]
+fn missing_family_is_family_not_found() {
+    match Connection::<GenlCtrl>::open("nosuchfamily", Options::default()) {
+        Err(TransportError::FamilyNotFound { name }) => assert_eq!(name, "nosuchfamily"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn single_request_returns_the_reply() {
+    let mut conn = open();
+    let replies = conn.request(get_family("nlctrl"), 0).unwrap();
+    assert_eq!(names(&replies), ["nlctrl"]);
+    assert_eq!(family_id_of(&replies), Some(GENL_ID_CTRL));
+}
+
+#[test]
+fn dump_lists_all_families() {
+    let mut conn = open();
+    let replies = conn.dump(dump_families()).unwrap();
+    let names = names(&replies);
+    assert!(names.iter().any(|n| n == "nlctrl"), "{names:?}");
+    // The dump is repeatable on the same connection.
+    let again = conn.dump(dump_families()).unwrap();
+    assert_eq!(again.len(), replies.len());
+}
+
+#[test]
+fn kernel_error_carries_errno() {
+    let mut conn = open();
+    match conn.request(get_family("nosuchfamily"), 0) {
+        Err(TransportError::Kernel(e)) => {
+            assert_eq!(e.errno(), ENOENT);
+            assert_eq!(e.to_io_error().raw_os_error(), Some(ENOENT));
+            eprintln!("kernel error: {e}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The connection is still usable afterwards.
+    assert_eq!(
+        names(&conn.request(get_family("nlctrl"), 0).unwrap()),
+        ["nlctrl"]
+    );
+}
+
+#[test]
+fn extended_ack_message_and_offset_are_carried() {
+    let mut conn = open();
+    // The controller's policy caps family names at 15 characters.
+    match conn.request(get_family("a-family-name-far-too-long"), 0) {
+        Err(TransportError::Kernel(e)) => {
+            assert_eq!(e.errno(), 22);
+            eprintln!("kernel error: {e}");
+            // Older kernels (< 4.12) send no extended ACK.
+            if let Some(offset) = e.offset() {
+                // nlmsghdr (16) + genlmsghdr (4): the first attribute.
+                assert_eq!(offset, 20);
+                assert!(e.message().is_some());
+            }
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn receive_queue_overrun_is_reported_and_survivable() {
+    // A tiny receive buffer and a cost estimate that lets a chunk overflow it.
+    let options = Options::default()
+        .with_recv_buffer(8 << 10)
+        .with_batch_reply_cost(1)
+        .with_max_batch(1000);
+    let mut conn = Connection::<GenlCtrl>::open("nlctrl", options).unwrap();
+    assert!(matches!(
+        conn.batch(mixed_batch(1000)),
+        Err(TransportError::Overrun)
+    ));
+    assert_eq!(
+        names(&conn.request(get_family("nlctrl"), 0).unwrap()),
+        ["nlctrl"]
+    );
+}
+
+#[test]
+fn batch_of_2000_fails_exactly_the_missing_ones_in_order() {
+    let mut conn = open();
+    let results = conn.batch(mixed_batch(2000)).unwrap();
+    assert_eq!(results.len(), 2000);
+    for (i, result) in results.iter().enumerate() {
+        if i % 100 == 99 {
+            assert_eq!(result.as_ref().unwrap_err().errno(), ENOENT, "request {i}");
+        } else {
+            let replies = result
+                .as_ref()
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(family_id_of(replies), Some(GENL_ID_CTRL), "request {i}");
+        }
+    }
+}
+
+#[test]
+fn small_chunks_still_give_every_result_in_order() {
+    let options = Options::default().with_max_batch(7);
+    let mut conn = Connection::<GenlCtrl>::open("nlctrl", options).unwrap();
+    assert_eq!(conn.batch_chunk_size(), 7);
+    let results = conn.batch(mixed_batch(300)).unwrap();
+    let failed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(failed, [99, 199, 299]);
+}
+
+#[test]
+fn timeout_leaves_the_connection_usable() {
+    let mut conn = open();
+    conn.set_timeout(Duration::from_micros(1));
+    match conn.batch(mixed_batch(2000)) {
+        Err(TransportError::Timeout { pending, .. }) => assert!(pending > 0),
+        other => panic!("expected a timeout, got {:?}", other.map(|r| r.len())),
+    }
+    conn.set_timeout(Duration::from_secs(5));
+    // Late replies of the timed-out chunk are discarded; new calls get their own answers.
+    assert_eq!(
+        names(&conn.request(get_family("nlctrl"), 0).unwrap()),
+        ["nlctrl"]
+    );
+    assert!(conn.discarded() > 0);
+    let results = conn.batch(mixed_batch(500)).unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 5);
+    // A dump timed out midway is drained before the next dump starts (no EBUSY).
+    conn.set_timeout(Duration::from_nanos(1));
+    assert!(matches!(
+        conn.dump(dump_families()),
+        Err(TransportError::Timeout { .. })
+    ));
+    conn.set_timeout(Duration::from_secs(5));
+    assert!(names(&conn.dump(dump_families()).unwrap()).contains(&"nlctrl".to_owned()));
+}
+
+fn netns_inode(path: &str) -> u64 {
+    std::fs::metadata(path).expect("stat namespace").ino()
+}
+
+/// Runs `f` with the path of a fresh network namespace held by a helper thread.
+fn with_fresh_netns(f: impl FnOnce(String)) {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: creating a network namespace needs root");
+        return;
+    }
+    let (tx, rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let path = format!(
+            "/proc/{}/task/{}/ns/net",
+            std::process::id(),
+            nix::unistd::gettid()
+        );
+        tx.send(path).expect("send namespace path");
+        let _ = stop_rx.recv();
+    });
+    let path = rx.recv().expect("namespace thread died");
+    f(path);
+    stop_tx.send(()).expect("namespace thread died");
+    holder.join().expect("namespace thread panicked");
+}
+
+#[test]
+fn opens_a_connection_in_another_namespace() {
+    with_fresh_netns(|path| {
+        let before = netns_inode("/proc/thread-self/ns/net");
+        let target = netns_inode(&path);
+        assert_ne!(before, target);
+
+        let options = Options::default().with_namespace(Namespace::Path(path.clone().into()));
+        let mut conn = Connection::<GenlCtrl>::open("nlctrl", options).unwrap();
+        assert_eq!(
+            names(&conn.request(get_family("nlctrl"), 0).unwrap()),
+            ["nlctrl"]
+        );
+        assert_eq!(netns_inode("/proc/thread-self/ns/net"), before);
+
+        let fd = std::fs::File::open(&path).unwrap().into();
+        let options = Options::default().with_namespace(Namespace::Fd(fd));
+        let mut conn = Connection::<GenlCtrl>::open("nlctrl", options).unwrap();
+        assert!(names(&conn.dump(dump_families()).unwrap()).contains(&"nlctrl".to_owned()));
+        assert_eq!(netns_inode("/proc/thread-self/ns/net"), before);
+    });
+}
+
+#[test]
+fn missing_namespace_path_is_an_io_error() {
+    let options = Options::default().with_namespace(Namespace::Path("/nonexistent/ns".into()));
+    assert!(matches!(
+        Connection::<GenlCtrl>::open("nlctrl", options),
+        Err(TransportError::Io {
+            operation: "open namespace",
+            ..
+        })
+    ));
+}
+
+/// Not an assertion: prints requests/second of one 2,000-request batch against 2,000
+/// sequential requests. Run with `--nocapture` (and `--release` for meaningful figures).
+#[test]
+fn measure_batch_vs_sequential() {
+    const N: usize = 2000;
+    let mut conn = open();
+    let requests: Vec<GenlCtrl> = (0..N).map(|_| get_family("nlctrl")).collect();
+    // Warm up.
+    conn.batch(requests.clone()).unwrap();
+
+    let mut best_batch = Duration::MAX;
+    let mut best_seq = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let results = conn.batch(requests.clone()).unwrap();
+        best_batch = best_batch.min(start.elapsed());
+        assert_eq!(results.len(), N);
+
+        let start = Instant::now();
+        for request in requests.iter().cloned() {
+            conn.request(request, 0).unwrap();
+        }
+        best_seq = best_seq.min(start.elapsed());
+    }
+    let rate = |d: Duration| N as f64 / d.as_secs_f64();
+    eprintln!(
+        "nlctrl GETFAMILY x{N}: batch {:?} ({:.0} req/s, chunk {}), sequential {:?} ({:.0} req/s), speed-up {:.1}x",
+        best_batch,
+        rate(best_batch),
+        conn.batch_chunk_size(),
+        best_seq,
+        rate(best_seq),
+        best_seq.as_secs_f64() / best_batch.as_secs_f64()
+    );
+}
+
+#[cfg(feature = "tokio")]
+mod async_connection {
+    use std::future::Future;
+
+    use ipvs::transport::AsyncConnection;
+
+    use super::*;
+
+    async fn open() -> AsyncConnection<GenlCtrl> {
+        AsyncConnection::open("nlctrl", Options::default())
+            .await
+            .expect("open nlctrl")
+    }
+
+    #[tokio::test]
+    async fn resolves_requests_and_dumps() {
+        let mut conn = open().await;
+        assert_eq!(conn.family_id(), GENL_ID_CTRL);
+        assert_eq!(
+            names(&conn.request(get_family("nlctrl"), 0).await.unwrap()),
+            ["nlctrl"]
+        );
+        let all = names(&conn.dump(dump_families()).await.unwrap());
+        assert!(all.iter().any(|n| n == "nlctrl"), "{all:?}");
+        match conn.request(get_family("nosuchfamily"), 0).await {
+            Err(TransportError::Kernel(e)) => assert_eq!(e.errno(), ENOENT),
+            other => panic!("unexpected {other:?}"),
+        }
+        match AsyncConnection::<GenlCtrl>::open("nosuchfamily", Options::default()).await {
+            Err(TransportError::FamilyNotFound { name }) => assert_eq!(name, "nosuchfamily"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn batch_of_2000() {
+        let mut conn = open().await;
+        let results = conn.batch(mixed_batch(2000)).await.unwrap();
+        let failed: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(failed, (0..20).map(|k| k * 100 + 99).collect::<Vec<_>>());
+        assert!(
+            results
+                .iter()
+                .flatten()
+                .all(|r| family_id_of(r) == Some(GENL_ID_CTRL))
+        );
+    }
+
+    #[tokio::test]
+    async fn timeout_and_cancellation_leave_the_connection_usable() {
+        let mut conn = open().await;
+        conn.set_timeout(Duration::from_micros(1));
+        assert!(matches!(
+            conn.batch(mixed_batch(2000)).await,
+            Err(TransportError::Timeout { .. })
+        ));
+        conn.set_timeout(Duration::from_secs(5));
+        assert_eq!(
+            names(&conn.request(get_family("nlctrl"), 0).await.unwrap()),
+            ["nlctrl"]
+        );
+
+        // A dropped (cancelled) call: its replies are flushed by the next call.
+        {
+            let call = conn.batch(mixed_batch(1000));
+            tokio::pin!(call);
+            let waker = std::task::Waker::noop();
+            let _ = call
+                .as_mut()
+                .poll(&mut std::task::Context::from_waker(waker));
+        }
+        let results = conn.batch(mixed_batch(200)).await.unwrap();
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 2);
+    }
+}
