@@ -276,6 +276,44 @@ pub fn decode_destination_attributes(
     attrs: &[DestinationAttribute],
     service_family: AddressFamily,
 ) -> Result<DestinationEntry, DecodeError> {
+    decode_destination_nest(attrs, service_family, true)
+}
+
+/// Decodes the key of a destination nest (`ADDR`, `PORT`, `ADDR_FAMILY` or `service_family`).
+pub fn decode_destination_key(
+    attrs: &[DestinationAttribute],
+    service_family: AddressFamily,
+) -> Result<DestinationKey, DecodeError> {
+    let (mut addr, mut port, mut af) = (None, None, None);
+    for a in attrs {
+        match a {
+            DestinationAttribute::Address(v) => addr = Some(*v),
+            DestinationAttribute::Port(v) => port = Some(*v),
+            DestinationAttribute::AddressFamily(v) => af = Some(*v),
+            _ => {}
+        }
+    }
+    let family = match af {
+        Some(f) => AddressFamily::from_number(f).ok_or(DecodeError::UnknownAddressFamily {
+            attribute: "IPVS_DEST_ATTR_ADDR_FAMILY",
+            family: f,
+        })?,
+        None => service_family,
+    };
+    Ok(DestinationKey {
+        addr: addr
+            .ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_ADDR"))?
+            .to_ip(family, "IPVS_DEST_ATTR_ADDR")?,
+        port: port.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_PORT"))?,
+    })
+}
+
+/// Decodes a full destination nest; statistics are required in replies only.
+pub(crate) fn decode_destination_nest(
+    attrs: &[DestinationAttribute],
+    service_family: AddressFamily,
+    require_stats: bool,
+) -> Result<DestinationEntry, DecodeError> {
     let (mut addr, mut port, mut fwd, mut weight, mut upper, mut lower) =
         (None, None, None, None, None, None);
     let (mut active, mut inactive, mut persistent) = (0, 0, 0);
@@ -366,7 +404,10 @@ pub fn decode_destination_attributes(
     })?;
     let stats = match (stats64, stats) {
         (Some(s), _) | (None, Some(s)) => stats_from_attributes(s),
-        (None, None) => return Err(DecodeError::MissingAttribute("IPVS_DEST_ATTR_STATS")),
+        (None, None) if require_stats => {
+            return Err(DecodeError::MissingAttribute("IPVS_DEST_ATTR_STATS"));
+        }
+        (None, None) => Default::default(),
     };
     Ok(DestinationEntry {
         destination: Destination {

@@ -51,6 +51,9 @@ pub enum DecodeError {
     /// for a known attribute).
     #[error("malformed message: {0}")]
     Malformed(#[from] netlink_packet_core::DecodeError),
+    /// A message whose command is not the one expected (e.g. a reply decoded as a request).
+    #[error("unexpected command {0}")]
+    UnexpectedCommand(u8),
     /// An attribute the reply must carry is absent.
     #[error("missing attribute {0}")]
     MissingAttribute(&'static str),

@@ -48,8 +48,8 @@ pub use command::CommandAttribute;
 pub use config::{decode_timeout_attributes, timeout_attributes};
 pub use daemon::{DaemonAttribute, daemon_attributes, decode_daemon_attributes};
 pub use destination::{
-    DestinationAttribute, decode_destination_attributes, destination_attributes,
-    destination_key_attributes,
+    DestinationAttribute, decode_destination_attributes, decode_destination_key,
+    destination_attributes, destination_key_attributes,
 };
 pub use error::{DecodeError, EncodeError};
 pub use info::{InfoAttribute, decode_info_attributes, info_attributes};
@@ -60,8 +60,8 @@ pub use reply::{
     decode_timeouts, destination_reply, info_reply, observe_features, service_reply,
 };
 pub use service::{
-    ServiceAttribute, decode_service_attributes, netmask_bytes, service_attributes, service_flags,
-    service_key_attributes,
+    ServiceAttribute, decode_service_attributes, decode_service_key, netmask_bytes,
+    service_attributes, service_flags, service_key_attributes,
 };
 pub use stats::{
     Counter, StatsAttribute, stats_from_attributes, stats32_attributes, stats64_attributes,

@@ -1,12 +1,16 @@
 //! Operations: everything a caller can ask the kernel to change, and the read requests.
 
-use super::EncodeError;
 use super::command::CommandAttribute;
+use super::config::decode_timeout_attributes;
 use super::config::timeout_attributes;
+use super::daemon::decode_daemon_attributes;
 use super::daemon::{DaemonAttribute, daemon_attributes};
+use super::destination::{decode_destination_key, decode_destination_nest};
 use super::destination::{destination_attributes, destination_key_attributes};
 use super::message::{IpvsCommand, IpvsMessage};
+use super::service::{decode_service_key, decode_service_nest};
 use super::service::{service_attributes, service_key_attributes};
+use super::{DecodeError, EncodeError};
 use crate::model::{
     DaemonState, Destination, DestinationKey, KernelFeatures, Service, ServiceKey, SyncDaemon,
     Timeouts,
@@ -142,5 +146,69 @@ impl Request {
             Self::GetInfo => IpvsMessage::new(IpvsCommand::GetInfo, Vec::new()),
             Self::GetConfig => IpvsMessage::new(IpvsCommand::GetConfig, Vec::new()),
         }
+    }
+}
+
+impl Operation {
+    /// Decodes a request message back into the operation it carries: the inverse of
+    /// [`Operation::to_message`], for fake kernels, proxies and tests.
+    pub fn from_message(msg: &IpvsMessage) -> Result<Self, DecodeError> {
+        let service = || {
+            msg.service()
+                .ok_or(DecodeError::MissingAttribute("IPVS_CMD_ATTR_SERVICE"))
+        };
+        let dest = || {
+            msg.destination()
+                .ok_or(DecodeError::MissingAttribute("IPVS_CMD_ATTR_DEST"))
+        };
+        let daemon = || {
+            msg.daemon()
+                .ok_or(DecodeError::MissingAttribute("IPVS_CMD_ATTR_DAEMON"))
+        };
+        Ok(match msg.command {
+            IpvsCommand::NewService => {
+                Self::AddService(decode_service_nest(service()?, false)?.service)
+            }
+            IpvsCommand::SetService => {
+                Self::EditService(decode_service_nest(service()?, false)?.service)
+            }
+            IpvsCommand::DelService => Self::DeleteService(decode_service_key(service()?)?),
+            IpvsCommand::NewDest | IpvsCommand::SetDest => {
+                let key = decode_service_key(service()?)?;
+                let d = decode_destination_nest(dest()?, key.family(), false)?.destination;
+                if msg.command == IpvsCommand::NewDest {
+                    Self::AddDestination(key, d)
+                } else {
+                    Self::EditDestination(key, d)
+                }
+            }
+            IpvsCommand::DelDest => {
+                let key = decode_service_key(service()?)?;
+                Self::DeleteDestination(key, decode_destination_key(dest()?, key.family())?)
+            }
+            IpvsCommand::Flush => Self::Flush,
+            IpvsCommand::Zero => Self::ZeroCounters(match msg.service() {
+                Some(s) => Some(decode_service_key(s)?),
+                None => None,
+            }),
+            IpvsCommand::SetConfig => Self::SetTimeouts(decode_timeout_attributes(&msg.attributes)),
+            IpvsCommand::NewDaemon => Self::StartDaemon(decode_daemon_attributes(daemon()?)?),
+            IpvsCommand::DelDaemon => {
+                let state = daemon()?
+                    .iter()
+                    .find_map(|a| match a {
+                        DaemonAttribute::State(s) => Some(*s),
+                        _ => None,
+                    })
+                    .ok_or(DecodeError::MissingAttribute("IPVS_DAEMON_ATTR_STATE"))?;
+                Self::StopDaemon(DaemonState::from_number(state).ok_or(
+                    DecodeError::InvalidValue {
+                        attribute: "IPVS_DAEMON_ATTR_STATE",
+                        value: u64::from(state),
+                    },
+                )?)
+            }
+            other => return Err(DecodeError::UnexpectedCommand(other.into())),
+        })
     }
 }

@@ -152,7 +152,7 @@ pub fn service_reply(entry: &ServiceEntry, features: &KernelFeatures) -> IpvsMes
     let family = s.key.family();
     let mut attrs = vec![ServiceAttribute::AddressFamily(family.number())];
     match s.key {
-        ServiceKey::Fwmark { mark, .. } => attrs.push(ServiceAttribute::Fwmark(mark)),
+        ServiceKey::Fwmark { mark, .. } => attrs.push(ServiceAttribute::Fwmark(mark.get())),
         ServiceKey::Tuple {
             protocol,
             addr,

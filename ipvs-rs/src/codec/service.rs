@@ -9,6 +9,7 @@
 //! `0xffff_ffff` (as ipvsadm does) and never sets HASHED, which the kernel owns.
 
 use std::net::Ipv4Addr;
+use std::num::NonZeroU32;
 
 use netlink_packet_core::{
     DecodeError as NlDecodeError, DefaultNla, NLA_F_NESTED, Nla, NlaBuffer, Parseable,
@@ -160,7 +161,7 @@ pub fn service_key_attributes(key: &ServiceKey) -> Vec<ServiceAttribute> {
         ],
         ServiceKey::Fwmark { family, mark } => vec![
             ServiceAttribute::AddressFamily(family.number()),
-            ServiceAttribute::Fwmark(*mark),
+            ServiceAttribute::Fwmark(mark.get()),
         ],
     }
 }
@@ -227,9 +228,12 @@ fn family_of(attribute: &'static str, af: u16) -> Result<AddressFamily, DecodeEr
 
 /// Decodes the service nest of a `GET_SERVICE` reply.
 pub fn decode_service_attributes(attrs: &[ServiceAttribute]) -> Result<ServiceEntry, DecodeError> {
+    decode_service_nest(attrs, true)
+}
+
+/// Decodes the key of a service nest (`AF` and `FWMARK`, or `PROTOCOL` + `ADDR` + `PORT`).
+pub fn decode_service_key(attrs: &[ServiceAttribute]) -> Result<ServiceKey, DecodeError> {
     let (mut af, mut protocol, mut addr, mut port, mut fwmark) = (None, None, None, None, None);
-    let (mut sched, mut flags, mut timeout, mut netmask, mut pe) = (None, None, None, None, None);
-    let (mut stats, mut stats64) = (None, None);
     for a in attrs {
         match a {
             ServiceAttribute::AddressFamily(v) => af = Some(*v),
@@ -237,23 +241,16 @@ pub fn decode_service_attributes(attrs: &[ServiceAttribute]) -> Result<ServiceEn
             ServiceAttribute::Address(v) => addr = Some(*v),
             ServiceAttribute::Port(v) => port = Some(*v),
             ServiceAttribute::Fwmark(v) => fwmark = Some(*v),
-            ServiceAttribute::SchedulerName(v) => sched = Some(v.as_str()),
-            ServiceAttribute::Flags { flags: f, .. } => flags = Some(*f),
-            ServiceAttribute::Timeout(v) => timeout = Some(*v),
-            ServiceAttribute::Netmask(v) => netmask = Some(*v),
-            ServiceAttribute::Stats(v) => stats = Some(v.as_slice()),
-            ServiceAttribute::PersistenceEngine(v) => pe = Some(v.as_str()),
-            ServiceAttribute::Stats64(v) => stats64 = Some(v.as_slice()),
-            ServiceAttribute::Other(_) => {}
+            _ => {}
         }
     }
     let family = family_of(
         "IPVS_SVC_ATTR_AF",
         af.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_AF"))?,
     )?;
-    let key = match fwmark {
-        Some(mark) if mark != 0 => ServiceKey::Fwmark { family, mark },
-        _ => {
+    Ok(match fwmark.and_then(NonZeroU32::new) {
+        Some(mark) => ServiceKey::Fwmark { family, mark },
+        None => {
             let protocol =
                 protocol.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_PROTOCOL"))?;
             let addr = addr.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_ADDR"))?;
@@ -264,7 +261,30 @@ pub fn decode_service_attributes(attrs: &[ServiceAttribute]) -> Result<ServiceEn
                 port,
             }
         }
-    };
+    })
+}
+
+/// Decodes a full service nest; statistics are required in replies only (zero otherwise).
+pub(crate) fn decode_service_nest(
+    attrs: &[ServiceAttribute],
+    require_stats: bool,
+) -> Result<ServiceEntry, DecodeError> {
+    let key = decode_service_key(attrs)?;
+    let family = key.family();
+    let (mut sched, mut flags, mut timeout, mut netmask, mut pe) = (None, None, None, None, None);
+    let (mut stats, mut stats64) = (None, None);
+    for a in attrs {
+        match a {
+            ServiceAttribute::SchedulerName(v) => sched = Some(v.as_str()),
+            ServiceAttribute::Flags { flags: f, .. } => flags = Some(*f),
+            ServiceAttribute::Timeout(v) => timeout = Some(*v),
+            ServiceAttribute::Netmask(v) => netmask = Some(*v),
+            ServiceAttribute::Stats(v) => stats = Some(v.as_slice()),
+            ServiceAttribute::PersistenceEngine(v) => pe = Some(v.as_str()),
+            ServiceAttribute::Stats64(v) => stats64 = Some(v.as_slice()),
+            _ => {}
+        }
+    }
     let flags = flags.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_FLAGS"))?;
     let sched = sched.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_SCHED_NAME"))?;
     let scheduler = Scheduler::from_name_and_flags(sched, flags).map_err(|source| {
@@ -312,7 +332,10 @@ pub fn decode_service_attributes(attrs: &[ServiceAttribute]) -> Result<ServiceEn
         };
     let stats = match (stats64, stats) {
         (Some(s), _) | (None, Some(s)) => stats_from_attributes(s),
-        (None, None) => return Err(DecodeError::MissingAttribute("IPVS_SVC_ATTR_STATS")),
+        (None, None) if require_stats => {
+            return Err(DecodeError::MissingAttribute("IPVS_SVC_ATTR_STATS"));
+        }
+        (None, None) => Default::default(),
     };
     Ok(ServiceEntry {
         service: Service {

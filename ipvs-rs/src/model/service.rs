@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
 
 use super::{AddressFamily, ModelError, PersistenceEngine, Protocol, Scheduler, Stats};
 
@@ -25,8 +26,8 @@ pub enum ServiceKey {
     Fwmark {
         /// The family of the packets matched.
         family: AddressFamily,
-        /// The mark (non-zero in practice: the kernel treats 0 as "no mark").
-        mark: u32,
+        /// The mark (the kernel treats 0 as "no mark", so it cannot name a service).
+        mark: NonZeroU32,
     },
 }
 
