@@ -1,0 +1,168 @@
+//! Table-driven tests: every `tests/fixtures/desired/*.yaml` document holds the input (Services,
+//! EndpointSlices, node, config) and the expected virtual servers, VIPs and problems.
+//!
+//! Virtual servers are written in their `Display` form
+//! (`TCP 10.96.0.10:53 rr -> 10.244.1.5:5353 w1, ...`), problems as their messages. Order does
+//! not matter. Every mismatch of every fixture is reported, with the fixture's name, before the
+//! test fails.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize;
+use svc_controller::{DesiredState, NodeInfo, ProxyConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixture {
+    /// What the fixture shows (documentation only).
+    #[allow(dead_code)]
+    description: String,
+    /// The node; defaults to `node-a` in `zone-a` with address 192.168.1.10.
+    #[serde(default = "default_node")]
+    node: NodeInfo,
+    #[serde(default)]
+    config: ProxyConfig,
+    #[serde(default)]
+    services: Vec<Service>,
+    #[serde(default)]
+    slices: Vec<EndpointSlice>,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    virtual_servers: Vec<String>,
+    #[serde(default)]
+    vips: Vec<String>,
+    #[serde(default)]
+    problems: Vec<String>,
+}
+
+fn default_node() -> NodeInfo {
+    NodeInfo {
+        name: "node-a".into(),
+        zone: Some("zone-a".into()),
+        addresses: vec!["192.168.1.10".parse().unwrap()],
+    }
+}
+
+fn fixture_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/desired");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Compares two lists as multisets; reports what is missing and what is unexpected.
+fn compare(report: &mut String, what: &str, expected: &[String], actual: &[String]) {
+    let mut expected: Vec<&str> = expected.iter().map(|s| s.trim()).collect();
+    let mut actual: Vec<&str> = actual.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    actual.sort_unstable();
+    if expected == actual {
+        return;
+    }
+    for e in &expected {
+        if !actual.contains(e) {
+            let _ = writeln!(report, "    {what} missing:    {e}");
+        }
+    }
+    for a in &actual {
+        if !expected.contains(a) {
+            let _ = writeln!(report, "    {what} unexpected: {a}");
+        }
+    }
+    if expected.len() != actual.len() {
+        let _ = writeln!(
+            report,
+            "    {what}: expected {} entries, got {}",
+            expected.len(),
+            actual.len()
+        );
+    }
+}
+
+fn summary(state: &DesiredState) -> (Vec<String>, Vec<String>, Vec<String>) {
+    (
+        state
+            .virtual_servers()
+            .values()
+            .map(ToString::to_string)
+            .collect(),
+        state.vips().iter().map(ToString::to_string).collect(),
+        state.problems().iter().map(ToString::to_string).collect(),
+    )
+}
+
+#[test]
+fn desired_state_fixtures() {
+    let files = fixture_files();
+    assert!(
+        files.len() >= 30,
+        "expected at least 30 fixtures, found {}",
+        files.len()
+    );
+    let mut failures = String::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(path).unwrap();
+        let fixture: Fixture = match serde_yaml_ng::from_str(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = writeln!(failures, "{name}: does not parse: {e}");
+                continue;
+            }
+        };
+        let state = DesiredState::compute(
+            &fixture.services,
+            &fixture.slices,
+            &fixture.node,
+            &fixture.config,
+        );
+        let (vs, vips, problems) = summary(&state);
+        let mut report = String::new();
+        compare(
+            &mut report,
+            "virtual server",
+            &fixture.expect.virtual_servers,
+            &vs,
+        );
+        compare(&mut report, "vip", &fixture.expect.vips, &vips);
+        compare(&mut report, "problem", &fixture.expect.problems, &problems);
+
+        // The result must not depend on the order objects are listed in.
+        let mut services = fixture.services.clone();
+        let mut slices = fixture.slices.clone();
+        services.reverse();
+        slices.reverse();
+        let reversed = DesiredState::compute(&services, &slices, &fixture.node, &fixture.config);
+        if summary(&reversed) != (vs.clone(), vips.clone(), problems.clone()) {
+            let _ = writeln!(
+                report,
+                "    result changes when Services and slices are listed in reverse order"
+            );
+        }
+
+        if !report.is_empty() {
+            let _ = writeln!(failures, "{name}:\n{report}  actual:");
+            for line in vs
+                .iter()
+                .map(|v| format!("      vs: {v}"))
+                .chain(vips.iter().map(|v| format!("      vip: {v}")))
+                .chain(problems.iter().map(|p| format!("      problem: {p}")))
+            {
+                let _ = writeln!(failures, "{line}");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "fixture mismatches:\n{failures}");
+}
