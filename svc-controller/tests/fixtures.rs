@@ -47,7 +47,7 @@ fn default_node() -> NodeInfo {
     NodeInfo {
         name: "node-a".into(),
         zone: Some("zone-a".into()),
-        addresses: vec!["192.168.1.10".parse().unwrap()],
+        addresses: vec!["192.168.1.10".parse().expect("literal address")],
     }
 }
 
@@ -55,7 +55,7 @@ fn fixture_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/desired");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
+        .map(|e| e.expect("fixture directory entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
@@ -113,8 +113,12 @@ fn desired_state_fixtures() {
     );
     let mut failures = String::new();
     for path in &files {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(path).unwrap();
+        let name = path
+            .file_name()
+            .expect("fixture file name")
+            .to_string_lossy()
+            .into_owned();
+        let text = std::fs::read_to_string(path).expect("fixture readable");
         let fixture: Fixture = match serde_yaml_ng::from_str(&text) {
             Ok(f) => f,
             Err(e) => {
