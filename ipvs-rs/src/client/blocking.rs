@@ -1,0 +1,216 @@
+//! [`Ipvs`]: the blocking handle.
+
+use std::path::PathBuf;
+
+use super::call::{self, Read};
+use super::error::{Error, Result};
+use crate::codec::{IpvsMessage, Operation};
+use crate::model::{
+    DaemonState, Destination, DestinationEntry, DestinationKey, Info, KernelFeatures, Service,
+    ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
+};
+use crate::transport::{Connection, Namespace, Options, TransportError};
+
+/// A blocking handle on the IPVS table of one network namespace.
+///
+/// It owns one netlink socket, opened with the IPVS family resolved once, and every call has a
+/// deadline ([`Options::timeout`]). Calls take `&mut self`: share a handle between threads
+/// behind a `Mutex`, or open one per thread (sockets are cheap).
+#[derive(Debug)]
+pub struct Ipvs {
+    connection: Connection<IpvsMessage>,
+    features: KernelFeatures,
+}
+
+impl Ipvs {
+    /// Opens a handle on the calling thread's network namespace.
+    pub fn open() -> Result<Self> {
+        Self::with_options(Options::default())
+    }
+
+    /// Opens a handle on the network namespace at `path` (e.g. `/run/netns/lb` or
+    /// `/proc/<pid>/ns/net`). The calling thread does not change namespace.
+    pub fn in_namespace(path: impl Into<PathBuf>) -> Result<Self> {
+        Self::with_options(Options {
+            namespace: Namespace::Path(path.into()),
+            ..Options::default()
+        })
+    }
+
+    /// Opens a handle with explicit options (namespace, deadline, buffer sizes, batch limits).
+    pub fn with_options(options: Options) -> Result<Self> {
+        let connection = Connection::open("IPVS", options)
+            .map_err(|e| Error::transport("open the IPVS netlink socket", e))?;
+        Ok(Self {
+            connection,
+            features: call::running_kernel_features(),
+        })
+    }
+
+    /// What the running kernel is known to support (from its release, upgraded by what its
+    /// replies contain). Operations that need more are refused before they are sent.
+    pub fn features(&self) -> KernelFeatures {
+        self.features
+    }
+
+    /// Overrides the feature set (for kernels that backport features, or to test refusals).
+    pub fn set_features(&mut self, features: KernelFeatures) {
+        self.features = features;
+    }
+
+    /// The underlying connection (deadline, counters).
+    pub fn connection(&mut self) -> &mut Connection<IpvsMessage> {
+        &mut self.connection
+    }
+
+    fn read<T>(&mut self, read: Read<T>) -> Result<T> {
+        let mut attempts = 0;
+        let replies = loop {
+            let result = if read.request.is_dump() {
+                self.connection.dump(read.request.to_message())
+            } else {
+                self.connection.request(read.request.to_message(), 0)
+            };
+            match result {
+                Err(TransportError::DumpInterrupted) if attempts < call::DUMP_RETRIES => {
+                    attempts += 1
+                }
+                Err(e) => return Err(Error::transport(read.operation, e)),
+                Ok(replies) => break replies,
+            }
+        };
+        self.features = call::observe(self.features, &replies);
+        (read.decode)(&replies).map_err(|source| Error::Decode {
+            operation: read.operation,
+            source,
+        })
+    }
+
+    /// The IPVS version and connection table size.
+    pub fn info(&mut self) -> Result<Info> {
+        self.read(call::info())
+    }
+
+    /// The TCP, TCP FIN and UDP timeouts.
+    pub fn timeouts(&mut self) -> Result<Timeouts> {
+        self.read(call::timeouts())
+    }
+
+    /// Every service, with its settings, flags and statistics.
+    pub fn services(&mut self) -> Result<Vec<ServiceEntry>> {
+        self.read(call::services())
+    }
+
+    /// One service (`NotFound` if missing).
+    pub fn service(&mut self, key: &ServiceKey) -> Result<ServiceEntry> {
+        self.read(call::service(key))
+    }
+
+    /// The destinations of a service (empty if the service is missing: that is what the
+    /// kernel answers).
+    pub fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationEntry>> {
+        self.read(call::destinations(key))
+    }
+
+    /// The running sync daemons.
+    pub fn daemons(&mut self) -> Result<Vec<SyncDaemon>> {
+        self.read(call::daemons())
+    }
+
+    /// Applies one change and waits for the kernel's acknowledgement.
+    pub fn apply(&mut self, operation: &Operation) -> Result<()> {
+        let name = call::describe(operation);
+        let message = operation
+            .to_message(&self.features)
+            .map_err(|source| Error::Encode {
+                operation: name.clone(),
+                source,
+            })?;
+        self.connection
+            .request(message, 0)
+            .map(drop)
+            .map_err(|e| Error::transport(name, e))
+    }
+
+    /// Applies many changes in as few system calls as possible, in order, and returns each
+    /// one's result. The kernel has no transactions: a failed operation does not stop the
+    /// ones after it. The outer error means the conversation itself failed (deadline, I/O).
+    pub fn apply_batch<'a>(
+        &mut self,
+        operations: impl IntoIterator<Item = &'a Operation>,
+    ) -> Result<Vec<Result<()>>> {
+        let mut batch = call::Batch::new(operations, &self.features);
+        let answers = self
+            .connection
+            .batch(batch.take_messages())
+            .map_err(|e| Error::transport(batch.describe(), e))?;
+        Ok(batch.finish(answers))
+    }
+
+    /// Adds a service.
+    pub fn add_service(&mut self, service: &Service) -> Result<()> {
+        self.apply(&Operation::AddService(service.clone()))
+    }
+
+    /// Replaces the settings of an existing service (its key stays).
+    pub fn edit_service(&mut self, service: &Service) -> Result<()> {
+        self.apply(&Operation::EditService(service.clone()))
+    }
+
+    /// Deletes a service and its destinations.
+    pub fn delete_service(&mut self, key: &ServiceKey) -> Result<()> {
+        self.apply(&Operation::DeleteService(*key))
+    }
+
+    /// Adds a destination to a service.
+    pub fn add_destination(
+        &mut self,
+        service: &ServiceKey,
+        destination: &Destination,
+    ) -> Result<()> {
+        self.apply(&Operation::AddDestination(*service, *destination))
+    }
+
+    /// Replaces a destination's settings (weight, forwarding, thresholds, tunnel).
+    pub fn edit_destination(
+        &mut self,
+        service: &ServiceKey,
+        destination: &Destination,
+    ) -> Result<()> {
+        self.apply(&Operation::EditDestination(*service, *destination))
+    }
+
+    /// Deletes a destination.
+    pub fn delete_destination(
+        &mut self,
+        service: &ServiceKey,
+        destination: &DestinationKey,
+    ) -> Result<()> {
+        self.apply(&Operation::DeleteDestination(*service, *destination))
+    }
+
+    /// Deletes every service of the namespace, whoever created it. Prefer deleting what you own.
+    pub fn flush(&mut self) -> Result<()> {
+        self.apply(&Operation::Flush)
+    }
+
+    /// Zeroes the counters of one service, or of every service with `None`.
+    pub fn zero_counters(&mut self, service: Option<&ServiceKey>) -> Result<()> {
+        self.apply(&Operation::ZeroCounters(service.copied()))
+    }
+
+    /// Sets the timeouts that are given; the others keep their value.
+    pub fn set_timeouts(&mut self, timeouts: &Timeouts) -> Result<()> {
+        self.apply(&Operation::SetTimeouts(*timeouts))
+    }
+
+    /// Starts a connection-synchronisation daemon.
+    pub fn start_daemon(&mut self, daemon: &SyncDaemon) -> Result<()> {
+        self.apply(&Operation::StartDaemon(daemon.clone()))
+    }
+
+    /// Stops the sync daemon of a role.
+    pub fn stop_daemon(&mut self, state: DaemonState) -> Result<()> {
+        self.apply(&Operation::StopDaemon(state))
+    }
+}

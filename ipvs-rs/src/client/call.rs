@@ -1,0 +1,196 @@
+//! Sans-IO descriptions of the handle's calls: what to send, and how to read the answer.
+//!
+//! Both the blocking [`Ipvs`](super::Ipvs) and the async `AsyncIpvs` run these; neither knows
+//! how to build a request or decode a reply itself.
+
+use super::error::{Error, Result};
+use crate::codec::{self, DecodeError, IpvsMessage, Operation, Request};
+use crate::model::{
+    DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
+};
+use crate::transport::{KernelError, TransportError};
+
+/// Decodes the reply messages of a read.
+pub(crate) type Decoder<T> = Box<dyn Fn(&[IpvsMessage]) -> Result<T, DecodeError> + Send + Sync>;
+
+/// A read: the request, a name for errors, and the decoder of its reply messages.
+pub(crate) struct Read<T> {
+    pub(crate) request: Request,
+    pub(crate) operation: String,
+    pub(crate) decode: Decoder<T>,
+}
+
+fn each<T>(
+    decode: fn(&IpvsMessage) -> Result<T, DecodeError>,
+) -> impl Fn(&[IpvsMessage]) -> Result<Vec<T>, DecodeError> {
+    move |msgs| msgs.iter().map(decode).collect()
+}
+
+fn one<T>(
+    msgs: &[IpvsMessage],
+    decode: fn(&IpvsMessage) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    match msgs {
+        [msg] => decode(msg),
+        [] => Err(DecodeError::MissingAttribute("a reply message")),
+        [first, ..] => decode(first),
+    }
+}
+
+pub(crate) fn services() -> Read<Vec<ServiceEntry>> {
+    Read {
+        request: Request::DumpServices,
+        operation: "list services".into(),
+        decode: Box::new(|m| each(codec::decode_service)(m)),
+    }
+}
+
+pub(crate) fn service(key: &ServiceKey) -> Read<ServiceEntry> {
+    Read {
+        request: Request::GetService(*key),
+        operation: format!("get service {key}"),
+        decode: Box::new(|m| one(m, codec::decode_service)),
+    }
+}
+
+pub(crate) fn destinations(key: &ServiceKey) -> Read<Vec<DestinationEntry>> {
+    let family = key.family();
+    Read {
+        request: Request::DumpDestinations(*key),
+        operation: format!("list destinations of {key}"),
+        decode: Box::new(move |m| {
+            m.iter()
+                .map(|m| codec::decode_destination(m, family))
+                .collect()
+        }),
+    }
+}
+
+pub(crate) fn daemons() -> Read<Vec<SyncDaemon>> {
+    Read {
+        request: Request::DumpDaemons,
+        operation: "list sync daemons".into(),
+        decode: Box::new(|m| each(codec::decode_daemon)(m)),
+    }
+}
+
+pub(crate) fn info() -> Read<Info> {
+    Read {
+        request: Request::GetInfo,
+        operation: "get info".into(),
+        decode: Box::new(|m| one(m, codec::decode_info)),
+    }
+}
+
+pub(crate) fn timeouts() -> Read<Timeouts> {
+    Read {
+        request: Request::GetConfig,
+        operation: "get timeouts".into(),
+        decode: Box::new(|m| one(m, codec::decode_timeouts)),
+    }
+}
+
+/// Learns what replies prove the kernel supports.
+pub(crate) fn observe(features: KernelFeatures, msgs: &[IpvsMessage]) -> KernelFeatures {
+    msgs.iter()
+        .fold(features, |f, m| codec::observe_features(m, f))
+}
+
+/// The features of the running kernel, from its release (the network namespace does not matter).
+pub(crate) fn running_kernel_features() -> KernelFeatures {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| KernelFeatures::from_release(release.trim()))
+        .unwrap_or_else(|_| KernelFeatures::baseline())
+}
+
+/// How many times a dump that the kernel flagged inconsistent is retried before giving up.
+pub(crate) const DUMP_RETRIES: usize = 3;
+
+/// A short description of an operation for errors and logs.
+pub(crate) fn describe(op: &Operation) -> String {
+    match op {
+        Operation::AddService(s) => format!("add service {}", s.key),
+        Operation::EditService(s) => format!("edit service {}", s.key),
+        Operation::DeleteService(k) => format!("delete service {k}"),
+        Operation::AddDestination(k, d) => format!("add destination {} to {k}", d.key()),
+        Operation::EditDestination(k, d) => format!("edit destination {} of {k}", d.key()),
+        Operation::DeleteDestination(k, d) => format!("delete destination {d} of {k}"),
+        Operation::Flush => "flush the table".into(),
+        Operation::ZeroCounters(Some(k)) => format!("zero the counters of {k}"),
+        Operation::ZeroCounters(None) => "zero all counters".into(),
+        Operation::SetTimeouts(_) => "set timeouts".into(),
+        Operation::StartDaemon(d) => format!("start the {} sync daemon", d.state),
+        Operation::StopDaemon(state) => format!("stop the {state} sync daemon"),
+    }
+}
+
+/// A batch of operations: encoded up front (those that cannot be encoded fail without being
+/// sent), sent by the driver, and matched back to one result per operation, in order.
+pub(crate) struct Batch<'a> {
+    operations: Vec<&'a Operation>,
+    refused: Vec<Option<Error>>,
+    messages: Vec<IpvsMessage>,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(
+        operations: impl IntoIterator<Item = &'a Operation>,
+        features: &KernelFeatures,
+    ) -> Self {
+        let operations: Vec<&Operation> = operations.into_iter().collect();
+        let mut refused = Vec::with_capacity(operations.len());
+        let mut messages = Vec::with_capacity(operations.len());
+        for op in &operations {
+            match op.to_message(features) {
+                Ok(message) => {
+                    messages.push(message);
+                    refused.push(None);
+                }
+                Err(source) => refused.push(Some(Error::Encode {
+                    operation: describe(op),
+                    source,
+                })),
+            }
+        }
+        Self {
+            operations,
+            refused,
+            messages,
+        }
+    }
+
+    /// The messages to send (once).
+    pub(crate) fn take_messages(&mut self) -> Vec<IpvsMessage> {
+        std::mem::take(&mut self.messages)
+    }
+
+    /// A name for the whole batch, for errors.
+    pub(crate) fn describe(&self) -> String {
+        format!("apply a batch of {} operations", self.operations.len())
+    }
+
+    /// One result per operation, from the kernel's answers to the messages that were sent.
+    pub(crate) fn finish(
+        self,
+        answers: Vec<std::result::Result<Vec<IpvsMessage>, KernelError>>,
+    ) -> Vec<Result<()>> {
+        let mut answers = answers.into_iter();
+        self.refused
+            .into_iter()
+            .zip(self.operations)
+            .map(|(refused, op)| match refused {
+                Some(error) => Err(error),
+                None => match answers.next() {
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => Err(Error::rejected(describe(op), e)),
+                    None => Err(Error::Transport {
+                        operation: describe(op),
+                        source: TransportError::Protocol {
+                            description: "the batch ended without a result for this request".into(),
+                        },
+                    }),
+                },
+            })
+            .collect()
+    }
+}
