@@ -29,9 +29,9 @@
 //! [`Problem::VirtualServerConflict`]. The rule is arbitrary but stable: the owner does not
 //! change with the order events arrive in, and the loser takes over when the owner goes away.
 
-mod endpoints;
-mod ports;
-mod service;
+pub mod endpoints;
+pub mod ports;
+pub mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
