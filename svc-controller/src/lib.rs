@@ -35,8 +35,8 @@
 //! Service's namespace, whoever wrote them: Services without a selector, with hand-written
 //! slices, work like any other. FQDN slices are skipped (IPVS needs addresses). Every real
 //! server has weight 1. How the endpoint port is found from `targetPort` and the slice's ports
-//! is described in [`desired::ports`](crate::desired::ports); endpoint choice in
-//! [`desired::endpoints`](crate::desired::endpoints).
+//! is described in [`desired::ports`]; endpoint choice in
+//! [`desired::endpoints`].
 //!
 //! ## Which endpoints are used (KEP-1669)
 //! Ready endpoints; when a set has none, the ones that are serving and terminating, so graceful
