@@ -9,7 +9,7 @@
 //!   unset or `VIP` (`Proxy` means the load balancer does not deliver packets to that IP).
 //!
 //! Each address is combined with every valid Service port; the real servers are those of the
-//! address's family, chosen by [`endpoints`](super::endpoints) under the traffic policy that
+//! address's family, chosen by [`endpoints`] under the traffic policy that
 //! applies to the address (internal for ClusterIPs, external for the rest).
 
 use std::collections::{BTreeMap, BTreeSet};
