@@ -165,54 +165,76 @@ fn target_dir() -> Result<PathBuf> {
         .ok_or_else(|| "cargo metadata without target_directory".into())
 }
 
-/// Builds every test binary of the workspace and lists them as plan entries.
-fn build_test_binaries(filter: Option<&str>) -> Result<Vec<Entry>> {
-    step("building the test binaries (cargo test --workspace --all-features --no-run)");
+/// Runs `cargo <args> --message-format=json-render-diagnostics` and returns the executables it
+/// built, with the folder of the package each belongs to.
+fn built_executables(args: &[&str], want_test: bool) -> Result<Vec<(String, PathBuf, PathBuf)>> {
     let out = Command::new(env!("CARGO"))
-        .args([
-            "test",
-            "--workspace",
-            "--all-features",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err("building the test binaries failed".into());
+        return Err(format!("cargo {} failed", args.join(" ")));
     }
-    let mut entries = Vec::new();
+    let mut found = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != want_test {
             continue;
         }
         let Some(exe) = v["executable"].as_str() else {
             continue;
         };
         let manifest = v["manifest_path"].as_str().unwrap_or("");
-        let package = v["package_id"].as_str().unwrap_or("").to_string();
-        let package = package
-            .rsplit('/')
-            .next()
-            .unwrap_or(&package)
-            .split(['#', '@'])
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let package = Path::new(manifest)
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let target = v["target"]["name"].as_str().unwrap_or("?");
-        entries.push(Entry {
-            name: format!("{package}::{target}"),
-            exe: exe.into(),
-            cwd: Path::new(manifest)
+        found.push((
+            format!("{package}::{target}"),
+            PathBuf::from(exe),
+            Path::new(manifest)
                 .parent()
                 .unwrap_or(Path::new("."))
                 .to_path_buf(),
-            kind: EntryKind::Tests(filter.map(str::to_string)),
-        });
+        ));
+    }
+    Ok(found)
+}
+
+/// Builds every test binary of the workspace and every example program, and lists them as plan
+/// entries: the real-kernel tests of each test binary, then each example program.
+fn build_plan(filter: Option<&str>) -> Result<Vec<Entry>> {
+    step("building the test binaries (cargo test --workspace --all-features --no-run)");
+    let mut entries: Vec<Entry> =
+        built_executables(&["test", "--workspace", "--all-features", "--no-run"], true)?
+            .into_iter()
+            .map(|(name, exe, cwd)| Entry {
+                name,
+                exe,
+                cwd,
+                kind: EntryKind::Tests(filter.map(str::to_string)),
+            })
+            .collect();
+    if filter.is_none() {
+        step(
+            "building the example programs (cargo build -p examples --bins); each runs and must exit 0",
+        );
+        entries.extend(
+            built_executables(&["build", "-p", "examples", "--bins"], false)?
+                .into_iter()
+                .map(|(name, exe, cwd)| Entry {
+                    name,
+                    exe,
+                    cwd,
+                    kind: EntryKind::Program(Vec::new()),
+                }),
+        );
     }
     Ok(entries)
 }
@@ -227,7 +249,7 @@ pub(crate) fn run_kernel_tests(
         println!("    skipped, as asked");
         return Ok(KernelOutcome::Skipped);
     };
-    let entries = build_test_binaries(filter)?;
+    let entries = build_plan(filter)?;
     run_plan(place, &entries)
 }
 

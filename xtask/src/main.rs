@@ -63,8 +63,11 @@ enum Command {
     },
     /// Runs a shell command inside the VM and returns its exit status.
     Vm {
-        /// The command line, run by `sh -c` in the guest.
+        /// The command line, run by the guest's shell.
         command: String,
+        /// Folders the guest may write to (repeatable).
+        #[arg(long)]
+        rwdir: Vec<std::path::PathBuf>,
     },
     /// Installs the VM's packages and caches its kernel.
     Provision,
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { kernel } => kernel::run_demo(kernel),
-        Command::Vm { command } => vm::run_shell(&command),
+        Command::Vm { command, rwdir } => vm::run_shell(&command, &rwdir),
         Command::Provision => provision::provision().map(|k| {
             println!("ready: kernel {} at {}", k.version, k.vmlinuz.display());
             true

@@ -89,9 +89,10 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
 }
 
 /// `cargo xtask vm CMD`.
-pub(crate) fn run_shell(command: &str) -> Result<bool> {
+pub(crate) fn run_shell(command: &str, writable: &[std::path::PathBuf]) -> Result<bool> {
     let kernel = provision::provision()?;
-    run_in_guest(&kernel, command, &[])
+    let writable: Vec<&Path> = writable.iter().map(|p| p.as_path()).collect();
+    run_in_guest(&kernel, command, &writable)
 }
 
 /// Copies the guest's console to our stdout without the terminal control sequences virtme-ng

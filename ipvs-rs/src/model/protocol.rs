@@ -68,9 +68,9 @@ impl Hash for Protocol {
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tcp => f.write_str("tcp"),
-            Self::Udp => f.write_str("udp"),
-            Self::Sctp => f.write_str("sctp"),
+            Self::Tcp => f.write_str("TCP"),
+            Self::Udp => f.write_str("UDP"),
+            Self::Sctp => f.write_str("SCTP"),
             Self::Other(n) => write!(f, "proto-{n}"),
         }
     }

@@ -1,0 +1,433 @@
+//! The `ipvs` library against the real kernel, cross-checked both ways with `ipvsadm`.
+//!
+//! Every test runs in its own fresh network namespace (an empty table of its own).
+
+mod real_kernel {
+    use std::num::{NonZeroU16, NonZeroU32};
+    use std::process::Command;
+
+    use integration::{Netns, current_netns_inode};
+    use ipvs::codec::Operation;
+    use ipvs::model::{
+        DaemonState, Destination, DestinationKey, Forwarding, InterfaceName, Persistence,
+        PersistenceNetmask, Protocol, Scheduler, Service, ServiceKey, SyncDaemon, Thresholds,
+        Timeouts, Tunnel, Weight,
+    };
+    use ipvs::{ErrorKind, Ipvs};
+
+    fn ipvsadm(args: &[&str]) -> String {
+        let out = Command::new("ipvsadm")
+            .args(args)
+            .output()
+            .expect("ipvsadm runs");
+        assert!(out.status.success(), "ipvsadm {args:?} failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn in_fresh_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+        Netns::new(name)
+            .expect("a fresh namespace")
+            .run(f)
+            .expect("the test body ran")
+    }
+
+    fn dest(addr: &str, port: u16, forwarding: Forwarding, weight: u32) -> Destination {
+        let mut d = Destination::new(addr.parse::<std::net::IpAddr>().unwrap(), port, forwarding);
+        d.weight = Weight::new(weight).unwrap();
+        d
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn library_writes_what_ipvsadm_reads() {
+        let saved = in_fresh_netns("lib-to-ipvsadm", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            let web = ServiceKey::tcp("198.51.100.10".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+            ipvs.add_service(&Service::new(web, Scheduler::WeightedRoundRobin))
+                .unwrap();
+            let mut d1 = dest("203.0.113.2", 8080, Forwarding::Masquerade, 3);
+            d1.thresholds = Thresholds::new(100, 10).unwrap();
+            ipvs.add_destination(&web, &d1).unwrap();
+            ipvs.add_destination(&web, &dest("203.0.113.6", 80, Forwarding::DirectRouting, 1))
+                .unwrap();
+
+            let dns = ServiceKey::Tuple {
+                protocol: Protocol::Udp,
+                addr: "2001:db8::10".parse().unwrap(),
+                port: 53,
+            };
+            let mut svc = Service::new(
+                dns,
+                Scheduler::SourceHashing {
+                    fallback: true,
+                    port: true,
+                },
+            );
+            svc.persistence = Some(Persistence {
+                timeout_secs: 300,
+                netmask: PersistenceNetmask::V6(ipvs::model::Ipv6PrefixLen::new(64).unwrap()),
+            });
+            ipvs.add_service(&svc).unwrap();
+            ipvs.add_destination(&dns, &dest("2001:db8::2", 5353, Forwarding::Masquerade, 2))
+                .unwrap();
+
+            let fw = ServiceKey::Fwmark {
+                family: ipvs::model::AddressFamily::Ipv4,
+                mark: NonZeroU32::new(42).unwrap(),
+            };
+            ipvs.add_service(&Service::new(fw, Scheduler::RoundRobin))
+                .unwrap();
+            let gue = Tunnel::Gue {
+                port: NonZeroU16::new(6080).unwrap(),
+                checksum: false,
+                remote_checksum: false,
+            };
+            ipvs.add_destination(&fw, &dest("203.0.113.10", 0, Forwarding::Tunnel(gue), 1))
+                .unwrap();
+            let gre = Tunnel::Gre { checksum: true };
+            ipvs.add_destination(&fw, &dest("203.0.113.11", 0, Forwarding::Tunnel(gre), 1))
+                .unwrap();
+            (ipvsadm(&["-Sn"]), ipvsadm(&["-Ln", "--thresholds"]))
+        });
+        let (saved, thresholds) = saved;
+        // `ipvsadm -S` does not print thresholds; its threshold listing does.
+        let row: Vec<&str> = thresholds
+            .lines()
+            .find(|l| l.contains("203.0.113.2:8080"))
+            .expect("the destination is listed")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            &row[2..4],
+            ["100", "10"],
+            "upper and lower thresholds: {thresholds}"
+        );
+        let mut lines: Vec<&str> = saved.lines().collect();
+        lines.sort();
+        let mut expected = vec![
+            "-A -t 198.51.100.10:80 -s wrr",
+            "-a -t 198.51.100.10:80 -r 203.0.113.2:8080 -m -w 3",
+            "-a -t 198.51.100.10:80 -r 203.0.113.6:80 -g -w 1",
+            "-A -u [2001:db8::10]:53 -s sh -p 300 -M 64 -b sh-fallback,sh-port",
+            "-a -u [2001:db8::10]:53 -r [2001:db8::2]:5353 -m -w 2",
+            "-A -f 42 -s rr",
+            "-a -f 42 -r 203.0.113.10:0 -i -w 1 --tun-type gue --tun-port 6080 --tun-nocsum",
+            "-a -f 42 -r 203.0.113.11:0 -i -w 1 --tun-type gre --tun-csum",
+        ];
+        expected.sort();
+        assert_eq!(lines, expected, "ipvsadm -Sn:\n{saved}");
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn library_reads_what_ipvsadm_writes() {
+        let (services, web_dests, fw_dests) = in_fresh_netns("ipvsadm-to-lib", || {
+            ipvsadm(&["-A", "-t", "198.51.100.10:80", "-s", "wrr"]);
+            ipvsadm(&[
+                "-a",
+                "-t",
+                "198.51.100.10:80",
+                "-r",
+                "203.0.113.2:8080",
+                "-m",
+                "-w",
+                "3",
+                "-x",
+                "100",
+                "-y",
+                "10",
+            ]);
+            ipvsadm(&[
+                "-A",
+                "-u",
+                "[2001:db8::10]:53",
+                "-s",
+                "mh",
+                "-b",
+                "mh-port",
+                "-p",
+                "120",
+                "-M",
+                "48",
+            ]);
+            ipvsadm(&["-A", "-f", "42", "-s", "lc"]);
+            ipvsadm(&[
+                "-a",
+                "-f",
+                "42",
+                "-r",
+                "203.0.113.10",
+                "-i",
+                "--tun-type",
+                "gue",
+                "--tun-port",
+                "6080",
+                "--tun-csum",
+                "-w",
+                "5",
+            ]);
+            ipvsadm(&["-A", "-u", "198.51.100.11:443", "-s", "rr", "-o"]);
+            let mut ipvs = Ipvs::open().unwrap();
+            let services = ipvs.services().unwrap();
+            let web = ServiceKey::tcp("198.51.100.10".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+            let fw = ServiceKey::Fwmark {
+                family: ipvs::model::AddressFamily::Ipv4,
+                mark: NonZeroU32::new(42).unwrap(),
+            };
+            (
+                services,
+                ipvs.destinations(&web).unwrap(),
+                ipvs.destinations(&fw).unwrap(),
+            )
+        });
+        assert_eq!(services.len(), 4);
+        let find = |k: &str| {
+            services
+                .iter()
+                .find(|s| s.service.key.to_string() == k)
+                .unwrap_or_else(|| panic!("{k} in {services:#?}"))
+        };
+        assert_eq!(
+            find("TCP 198.51.100.10:80").service.scheduler,
+            Scheduler::WeightedRoundRobin
+        );
+        let dns = &find("UDP [2001:db8::10]:53").service;
+        assert_eq!(
+            dns.scheduler,
+            Scheduler::MaglevHashing {
+                fallback: false,
+                port: true
+            }
+        );
+        let p = dns.persistence.expect("persistent");
+        assert_eq!(p.timeout_secs, 120);
+        assert_eq!(
+            p.netmask,
+            PersistenceNetmask::V6(ipvs::model::Ipv6PrefixLen::new(48).unwrap())
+        );
+        assert!(find("UDP 198.51.100.11:443").service.one_packet);
+        assert_eq!(web_dests.len(), 1);
+        let d = &web_dests[0].destination;
+        assert_eq!(
+            (d.addr.to_string(), d.port, d.weight.get()),
+            ("203.0.113.2".into(), 8080, 3)
+        );
+        assert_eq!((d.thresholds.upper(), d.thresholds.lower()), (100, 10));
+        assert_eq!(d.forwarding, Forwarding::Masquerade);
+        assert_eq!(fw_dests.len(), 1);
+        assert_eq!(
+            fw_dests[0].destination.forwarding,
+            Forwarding::Tunnel(Tunnel::Gue {
+                port: NonZeroU16::new(6080).unwrap(),
+                checksum: true,
+                remote_checksum: false
+            })
+        );
+        assert_eq!(fw_dests[0].destination.weight.get(), 5);
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn edits_deletes_and_errors_in_the_operations_terms() {
+        in_fresh_netns("edit-delete", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            let key = ServiceKey::tcp("198.51.100.20".parse::<std::net::Ipv4Addr>().unwrap(), 443);
+            let mut svc = Service::new(key, Scheduler::RoundRobin);
+            ipvs.add_service(&svc).unwrap();
+            let e = ipvs.add_service(&svc).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+            assert_eq!(e.errno(), Some(17));
+
+            svc.scheduler = Scheduler::LeastConnection;
+            svc.persistence = Some(Persistence {
+                timeout_secs: 60,
+                netmask: PersistenceNetmask::V4("255.255.255.0".parse().unwrap()),
+            });
+            ipvs.edit_service(&svc).unwrap();
+            assert_eq!(ipvs.service(&key).unwrap().service, svc);
+            assert_eq!(
+                ipvsadm(&["-Sn"]).trim(),
+                "-A -t 198.51.100.20:443 -s lc -p 60 -M 255.255.255.0"
+            );
+
+            let mut d = dest("203.0.113.2", 443, Forwarding::Masquerade, 1);
+            ipvs.add_destination(&key, &d).unwrap();
+            d.weight = Weight::new(0).unwrap();
+            ipvs.edit_destination(&key, &d).unwrap();
+            assert_eq!(
+                ipvs.destinations(&key).unwrap()[0].destination.weight.get(),
+                0
+            );
+
+            let missing = DestinationKey {
+                addr: "203.0.113.99".parse().unwrap(),
+                port: 443,
+            };
+            let e = ipvs.delete_destination(&key, &missing).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("destination"), "{e}");
+
+            let mut bad = Service::new(
+                ServiceKey::tcp("198.51.100.21".parse::<std::net::Ipv4Addr>().unwrap(), 80),
+                Scheduler::RoundRobin,
+            );
+            bad.scheduler = "nosuchsched".parse().unwrap();
+            let e = ipvs.add_service(&bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("scheduler"), "{e}");
+
+            let other = ServiceKey::tcp("198.51.100.22".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+            let e = ipvs.service(&other).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+            assert!(
+                ipvs.destinations(&other).unwrap().is_empty(),
+                "the kernel lists no destinations of a missing service"
+            );
+
+            ipvs.delete_service(&key).unwrap();
+            assert!(ipvs.services().unwrap().is_empty());
+            ipvs.add_service(&svc).unwrap();
+            ipvs.flush().unwrap();
+            assert_eq!(ipvsadm(&["-Sn"]), "");
+        });
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_batch_reports_each_operations_result() {
+        in_fresh_netns("batch", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            let mut ops = Vec::new();
+            for i in 0..500u16 {
+                let key = ServiceKey::tcp(std::net::Ipv4Addr::new(198, 51, 100, 1), 1000 + i);
+                ops.push(Operation::AddService(Service::new(
+                    key,
+                    Scheduler::RoundRobin,
+                )));
+                ops.push(Operation::AddDestination(
+                    key,
+                    dest("203.0.113.2", 8080, Forwarding::Masquerade, 1),
+                ));
+                if i % 100 == 7 {
+                    // A duplicate: must fail alone.
+                    ops.push(Operation::AddService(Service::new(
+                        key,
+                        Scheduler::RoundRobin,
+                    )));
+                }
+            }
+            let results = ipvs.apply_batch(&ops).unwrap();
+            assert_eq!(results.len(), ops.len());
+            let failed: Vec<usize> = results
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_err())
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(
+                failed.len(),
+                5,
+                "exactly the five duplicates fail: {failed:?}"
+            );
+            for i in failed {
+                assert_eq!(
+                    results[i].as_ref().unwrap_err().kind(),
+                    ErrorKind::AlreadyExists
+                );
+                assert!(matches!(ops[i], Operation::AddService(_)));
+            }
+            assert_eq!(ipvs.services().unwrap().len(), 500);
+            assert_eq!(
+                ipvsadm(&["-Sn"]).lines().count(),
+                1000,
+                "ipvsadm sees every service and destination"
+            );
+        });
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn info_timeouts_counters_and_sync_daemons() {
+        in_fresh_netns("config", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            let info = ipvs.info().unwrap();
+            assert_eq!((info.version.major, info.version.minor), (1, 2));
+            assert!(info.connection_table_size > 0);
+
+            ipvs.set_timeouts(&Timeouts {
+                tcp: NonZeroU32::new(1000),
+                tcp_fin: None,
+                udp: NonZeroU32::new(42),
+            })
+            .unwrap();
+            let t = ipvs.timeouts().unwrap();
+            assert_eq!(t.tcp, NonZeroU32::new(1000));
+            assert_eq!(t.udp, NonZeroU32::new(42));
+            assert_eq!(
+                ipvsadm(&["-L", "--timeout"]).trim(),
+                "Timeout (tcp tcpfin udp): 1000 120 42"
+            );
+
+            let key = ServiceKey::tcp("198.51.100.30".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+            ipvs.add_service(&Service::new(key, Scheduler::RoundRobin))
+                .unwrap();
+            ipvs.zero_counters(Some(&key)).unwrap();
+            ipvs.zero_counters(None).unwrap();
+
+            let daemon = SyncDaemon::new(DaemonState::Master, InterfaceName::new("lo").unwrap(), 7);
+            ipvs.start_daemon(&daemon).unwrap();
+            let daemons = ipvs.daemons().unwrap();
+            assert_eq!(daemons.len(), 1, "{daemons:?}");
+            assert_eq!(daemons[0].state, DaemonState::Master);
+            assert_eq!(daemons[0].interface.as_str(), "lo");
+            assert_eq!(daemons[0].sync_id, 7);
+            assert!(
+                ipvsadm(&["-L", "--daemon"]).contains("master sync daemon (mcast=lo, syncid=7")
+            );
+            ipvs.stop_daemon(DaemonState::Master).unwrap();
+            assert!(ipvs.daemons().unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_handle_opens_in_another_namespace_without_moving_the_thread() {
+        let ns = Netns::new("by-path").unwrap();
+        let before = current_netns_inode().unwrap();
+        let mut ipvs = Ipvs::in_namespace(ns.path()).unwrap();
+        assert_eq!(current_netns_inode().unwrap(), before);
+        let key = ServiceKey::tcp("198.51.100.40".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+        ipvs.add_service(&Service::new(key, Scheduler::RoundRobin))
+            .unwrap();
+        let listed = ns.run(|| ipvsadm(&["-Sn"])).unwrap();
+        assert_eq!(listed.trim(), "-A -t 198.51.100.40:80 -s rr");
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn the_async_handle_does_the_same() {
+        in_fresh_netns("async", || {
+            integration::link::block_on_future(async {
+                let mut ipvs = ipvs::AsyncIpvs::open().await.unwrap();
+                let key =
+                    ServiceKey::tcp("198.51.100.50".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+                ipvs.add_service(&Service::new(key, Scheduler::RoundRobin))
+                    .await
+                    .unwrap();
+                ipvs.add_destination(&key, &dest("203.0.113.2", 80, Forwarding::Masquerade, 4))
+                    .await
+                    .unwrap();
+                let ops = [Operation::EditDestination(
+                    key,
+                    dest("203.0.113.2", 80, Forwarding::Masquerade, 9),
+                )];
+                let results = ipvs.apply_batch(&ops).await.unwrap();
+                assert!(results[0].is_ok());
+                let dests = ipvs.destinations(&key).await.unwrap();
+                assert_eq!(dests[0].destination.weight.get(), 9);
+                assert_eq!(ipvs.services().await.unwrap().len(), 1);
+            })
+            .unwrap();
+        });
+    }
+}
