@@ -3,6 +3,7 @@
 pub mod client;
 pub mod codec;
 pub mod model;
+pub mod table;
 pub mod transport;
 
 #[cfg(feature = "tokio")]
