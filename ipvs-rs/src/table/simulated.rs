@@ -1,37 +1,4 @@
 //! [`SimulatedKernel`]: an in-memory IPVS table with the kernel's checks and errnos.
-//!
-//! What is modelled, from `net/netfilter/ipvs/ip_vs_ctl.c` (`ip_vs_genl_set_cmd` and the
-//! functions it calls) and `ip_vs_sync.c`, in the order the kernel checks it:
-//!
-//! | operation | errno |
-//! |---|---|
-//! | `AddService` of an existing key | EEXIST (checked before anything else) |
-//! | `EditService`, `DeleteService`, `ZeroCounters(Some)`, any destination operation on a missing service | ESRCH |
-//! | `AddService` / `EditService` with an unknown scheduler or persistence engine | ENOENT (`ip_vs_scheduler_get`, `ip_vs_pe_getbyname`) |
-//! | a persistence netmask of the other family | EINVAL (an IPv6 prefix outside 1..=128 is EINVAL in the kernel; the codec refuses both cases) |
-//! | `AddDestination` / `EditDestination` of another family than the service while a sync daemon runs, or without tunnel forwarding | EINVAL |
-//! | `AddDestination` of an existing destination | EEXIST |
-//! | `AddDestination` to an address that cannot be a unicast destination (0.0.0.0/8, 255.255.255.255, multicast, `::`, IPv6 link-local) | EINVAL (`ip_vs_new_dest`) |
-//! | `EditDestination` / `DeleteDestination` of a missing destination | ENOENT |
-//! | `StartDaemon` while a destination of another family than its service exists | EINVAL |
-//! | `StartDaemon` of a role already running | EEXIST |
-//! | `StopDaemon` of a role not running | ESRCH |
-//!
-//! A negative weight and a lower threshold above the upper one (ERANGE), and a GUE tunnel
-//! on port 0 (EINVAL), cannot be expressed with the [`crate::model`] types, so they never
-//! reach the simulation.
-//!
-//! The destination port is stored as given, whatever the forwarding method: the rule that
-//! a direct-routing or tunnel destination takes its service's port is `ipvsadm`'s
-//! (`process_options` sets `ce.dest.port = ce.svc.port` for `-g` and `-i` unless the service
-//! is a firewall mark), not the kernel's, which looks destinations up by the port it was
-//! sent. A controller that wants `ipvsadm`'s behaviour must write the service port itself.
-//!
-//! Not modelled: anything that depends on the host (real routes and local addresses, which
-//! scheduler and persistence-engine modules can be loaded, the sync daemon's interface),
-//! counters (always zero), memory exhaustion. In-tree schedulers and the `sip` persistence
-//! engine are known; [`SimulatedKernel::with_scheduler`] and
-//! [`SimulatedKernel::with_persistence_engine`] add others.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -283,9 +250,46 @@ fn service_of(op: &Operation) -> Option<ServiceKey> {
 /// An in-memory IPVS table that applies [`Operation`]s with the kernel's semantics and
 /// errnos: a fake kernel for testing controllers without privileges or a VM.
 ///
-/// See the [module documentation](self) for what is checked. Each call to
-/// [`SimulatedKernel::apply`] is one request, as the kernel handles them: it succeeds
-/// completely or changes nothing, and there are no transactions across requests.
+/// Each call to [`SimulatedKernel::apply`] is one request, as the kernel handles them: it
+/// succeeds completely or changes nothing, and there are no transactions across requests.
+///
+/// # Kernel semantics
+///
+/// What is modelled, from `net/netfilter/ipvs/ip_vs_ctl.c` (`ip_vs_genl_set_cmd` and the
+/// functions it calls) and `ip_vs_sync.c`, in the order the kernel checks it:
+///
+/// | operation | errno |
+/// |---|---|
+/// | `AddService` of an existing key | EEXIST (checked before anything else) |
+/// | `EditService`, `DeleteService`, `ZeroCounters(Some)`, any destination operation on a missing service | ESRCH |
+/// | `AddService` / `EditService` with an unknown scheduler or persistence engine | ENOENT (`ip_vs_scheduler_get`, `ip_vs_pe_getbyname`) |
+/// | a persistence netmask of the other family | EINVAL (an IPv6 prefix outside 1..=128 is EINVAL in the kernel; the codec refuses both cases) |
+/// | `AddDestination` / `EditDestination` of another family than the service while a sync daemon runs, or without tunnel forwarding | EINVAL |
+/// | `AddDestination` of an existing destination | EEXIST |
+/// | `AddDestination` to an address that cannot be a unicast destination (0.0.0.0/8, 255.255.255.255, multicast, `::`, IPv6 link-local) | EINVAL (`ip_vs_new_dest`) |
+/// | `EditDestination` / `DeleteDestination` of a missing destination | ENOENT |
+/// | `StartDaemon` while a destination of another family than its service exists | EINVAL |
+/// | `StartDaemon` with a sync group that is not multicast | EINVAL (the codec refuses it too) |
+/// | `StartDaemon` of a role already running | EEXIST |
+/// | `StopDaemon` of a role not running | ESRCH |
+///
+/// A negative weight and a lower threshold above the upper one (ERANGE), and a GUE tunnel
+/// on port 0 (EINVAL), cannot be expressed with the [`crate::model`] types, so they never
+/// reach the simulation.
+///
+/// The destination port is stored as given, whatever the forwarding method: the rule that
+/// a direct-routing or tunnel destination takes its service's port is `ipvsadm`'s
+/// (`process_options` sets `ce.dest.port = ce.svc.port` for `-g` and `-i` unless the service
+/// is a firewall mark), not the kernel's, which looks destinations up by the port it was
+/// sent. A controller that wants `ipvsadm`'s behaviour must write the service port itself.
+///
+/// Not modelled: anything that depends on the host (real routes and local addresses, which
+/// scheduler and persistence-engine modules can be loaded, the sync daemon's interface),
+/// counters (always zero), memory exhaustion. In-tree schedulers and the `sip` persistence
+/// engine are known; [`SimulatedKernel::with_scheduler`] and
+/// [`SimulatedKernel::with_persistence_engine`] add others.
+///
+/// # Example
 ///
 /// ```
 /// use std::net::Ipv4Addr;
