@@ -2,6 +2,8 @@
 //!
 //! Every test runs in its own fresh network namespace (an empty table of its own).
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod real_kernel {
     use std::num::{NonZeroU16, NonZeroU32};
     use std::process::Command;

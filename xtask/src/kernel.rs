@@ -167,7 +167,10 @@ fn target_dir() -> Result<PathBuf> {
 
 /// Runs `cargo <args> --message-format=json-render-diagnostics` and returns the executables it
 /// built, with the folder of the package each belongs to.
-fn built_executables(args: &[&str], want_test: bool) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+fn built_executables(
+    args: &[&str],
+    want_test: Option<bool>,
+) -> Result<Vec<(String, PathBuf, PathBuf)>> {
     let out = Command::new(env!("CARGO"))
         .args(args)
         .arg("--message-format=json-render-diagnostics")
@@ -182,7 +185,9 @@ fn built_executables(args: &[&str], want_test: bool) -> Result<Vec<(String, Path
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v["reason"] != "compiler-artifact" || v["profile"]["test"] != want_test {
+        if v["reason"] != "compiler-artifact"
+            || want_test.is_some_and(|t| v["profile"]["test"] != t)
+        {
             continue;
         }
         let Some(exe) = v["executable"].as_str() else {
@@ -211,22 +216,24 @@ fn built_executables(args: &[&str], want_test: bool) -> Result<Vec<(String, Path
 /// entries: the real-kernel tests of each test binary, then each example program.
 fn build_plan(filter: Option<&str>) -> Result<Vec<Entry>> {
     step("building the test binaries (cargo test --workspace --all-features --no-run)");
-    let mut entries: Vec<Entry> =
-        built_executables(&["test", "--workspace", "--all-features", "--no-run"], true)?
-            .into_iter()
-            .map(|(name, exe, cwd)| Entry {
-                name,
-                exe,
-                cwd,
-                kind: EntryKind::Tests(filter.map(str::to_string)),
-            })
-            .collect();
+    let mut entries: Vec<Entry> = built_executables(
+        &["test", "--workspace", "--all-features", "--no-run"],
+        Some(true),
+    )?
+    .into_iter()
+    .map(|(name, exe, cwd)| Entry {
+        name,
+        exe,
+        cwd,
+        kind: EntryKind::Tests(filter.map(str::to_string)),
+    })
+    .collect();
     if filter.is_none() {
         step(
             "building the example programs (cargo build -p examples --bins); each runs and must exit 0",
         );
         entries.extend(
-            built_executables(&["build", "-p", "examples", "--bins"], false)?
+            built_executables(&["build", "-p", "examples", "--bins"], Some(false))?
                 .into_iter()
                 .map(|(name, exe, cwd)| Entry {
                     name,
@@ -282,5 +289,28 @@ pub(crate) fn run_demo(choice: KernelChoice) -> Result<bool> {
             "FAILED"
         }
     );
+    Ok(outcome.ok())
+}
+
+/// `cargo xtask bench`: the benchmarks that need the real kernel, built in release mode and run
+/// where IPVS is. They print figures; they do not pass or fail on speed.
+pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
+    step("building the real-kernel benchmarks (cargo bench -p integration --no-run)");
+    let entries: Vec<Entry> = built_executables(&["bench", "-p", "integration", "--no-run"], None)?
+        .into_iter()
+        .filter(|(name, _, _)| name.contains("ipvs_bulk_load"))
+        .map(|(name, exe, cwd)| Entry {
+            name,
+            exe,
+            cwd,
+            kind: EntryKind::Program(vec!["--bench".into()]),
+        })
+        .collect();
+    if entries.is_empty() {
+        return Err("no benchmark was built".into());
+    }
+    step("running the benchmarks where IPVS is");
+    let place = choose_place(choice)?.ok_or("benchmarks cannot be skipped")?;
+    let outcome = run_plan(place, &entries)?;
     Ok(outcome.ok())
 }

@@ -4,6 +4,7 @@
 //!   real-kernel tests (on the host when it has IPVS, otherwise in a QEMU VM it provisions).
 //! - `kernel-tests`: only the real-kernel tests.
 //! - `demo`: the README's main job, in the real kernel.
+//! - `bench`: the real-kernel benchmarks (figures, not pass/fail).
 //! - `vm`: runs any command inside the VM (for debugging).
 //! - `provision`: installs what the VM needs and caches the kernel, without running anything.
 //! - `guest-run`: internal; runs a test plan where IPVS is (inside the VM or on the host).
@@ -61,6 +62,12 @@ enum Command {
         #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
         kernel: KernelChoice,
     },
+    /// Runs the real-kernel benchmarks (release build) and prints their figures.
+    Bench {
+        /// Where they run (env IPVS_TEST_KERNEL; `skip` is not allowed).
+        #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
+        kernel: KernelChoice,
+    },
     /// Runs a shell command inside the VM and returns its exit status.
     Vm {
         /// The command line, run by the guest's shell.
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { kernel } => kernel::run_demo(kernel),
+        Command::Bench { kernel } => kernel::run_benchmarks(kernel),
         Command::Vm { command, rwdir } => vm::run_shell(&command, &rwdir),
         Command::Provision => provision::provision().map(|k| {
             println!("ready: kernel {} at {}", k.version, k.vmlinuz.display());

@@ -47,6 +47,9 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
     cmd.arg("--exec").arg(command);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
+        // virtme-ng reopens /dev/stderr for writing, which would truncate a log file our caller
+        // redirected into: relay its stderr through a pipe as well.
+        .stderr(Stdio::piped())
         .process_group(0);
     let limit = timeout();
     step(&format!(
@@ -63,10 +66,14 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
         .stdout
         .take()
         .map(|out| std::thread::spawn(move || relay_output(out)));
+    let mut relay_err = child
+        .stderr
+        .take()
+        .map(|err| std::thread::spawn(move || relay_output(err)));
     loop {
         match child.try_wait().map_err(|e| e.to_string())? {
             Some(status) => {
-                if let Some(relay) = relay.take() {
+                for relay in [relay.take(), relay_err.take()].into_iter().flatten() {
                     let _ = relay.join();
                 }
                 println!(
