@@ -15,6 +15,14 @@ use nix::unistd::Pid;
 use crate::provision::{self, Kernel};
 use crate::{Result, step};
 
+/// Environment variables passed on to the guest command when set.
+const FORWARDED_ENV: &[&str] = &[
+    "IPVS_BENCH_SERVICES",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "PROPTEST_CASES",
+];
+
 /// How long a guest may run before it is killed (env `IPVS_VM_TIMEOUT_SECS`).
 fn timeout() -> Duration {
     let secs = std::env::var("IPVS_VM_TIMEOUT_SECS")
@@ -44,6 +52,15 @@ pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -
     for dir in writable {
         cmd.arg("--rwdir").arg(dir);
     }
+    // The guest starts with a clean environment: pass on the variables that tune what runs.
+    let mut forwarded = String::new();
+    for var in FORWARDED_ENV {
+        if let Ok(value) = std::env::var(var) {
+            forwarded += &format!("{var}='{}' ", value.replace('\'', ""));
+        }
+    }
+    let command = format!("{forwarded}{command}");
+    let command = command.as_str();
     cmd.arg("--exec").arg(command);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
