@@ -4,6 +4,8 @@
 //! [`integration::topology`]), drives IPVS, sends real traffic and prints an account of where it
 //! went. It exits non-zero when what it shows did not happen, so the test suite runs them too.
 
+pub mod listing;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

@@ -212,6 +212,9 @@ fn built_executables(
     Ok(found)
 }
 
+/// Example binaries that are tools run on demand, not scenarios that prove something alone.
+const EXAMPLE_TOOLS: &[&str] = &["::ipvs-list"];
+
 /// Builds every test binary of the workspace and every example program, and lists them as plan
 /// entries: the real-kernel tests of each test binary, then each example program.
 fn build_plan(filter: Option<&str>) -> Result<Vec<Entry>> {
@@ -235,6 +238,8 @@ fn build_plan(filter: Option<&str>) -> Result<Vec<Entry>> {
         entries.extend(
             built_executables(&["build", "-p", "examples", "--bins"], Some(false))?
                 .into_iter()
+                // Tools (not scenarios) are covered by their own real-kernel tests.
+                .filter(|(name, _, _)| !EXAMPLE_TOOLS.iter().any(|tool| name.ends_with(tool)))
                 .map(|(name, exe, cwd)| Entry {
                     name,
                     exe,
