@@ -86,10 +86,13 @@
 //! `k8s-openapi` version feature: the final binary picks one (see `Cargo.toml`).
 
 pub mod config;
+pub mod dataplane;
 pub mod desired;
 pub mod model;
 pub mod node;
+pub mod ownership;
 pub mod problem;
+pub mod reconcile;
 
 pub use config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, DEFAULT_DUMMY_INTERFACE, ProxyConfig, SCHEDULER_ANNOTATION,

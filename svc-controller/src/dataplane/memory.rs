@@ -1,0 +1,402 @@
+//! [`MemoryDataplane`]: an in-memory node for tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipvs::codec::Operation;
+use ipvs::model::{DestinationKey, ServiceKey};
+use ipvs::table::{Fault, SimulatedKernel, Table};
+
+use super::{
+    Connections, Dataplane, DataplaneError, Listing, OperationError, ServiceState,
+    canonical_sysctl_key,
+};
+
+/// A change to the dummy interface that a [`MemoryDataplane`] carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddressOp {
+    /// The dummy interface was created.
+    CreateInterface,
+    /// An address was bound.
+    Add(IpAddr),
+    /// An address was removed.
+    Delete(IpAddr),
+}
+
+/// An in-memory node: an IPVS table in a [`SimulatedKernel`] (the kernel's checks and
+/// errnos), a dummy interface, the node's other addresses, and sysctls.
+///
+/// Tests use it to drive a [`Reconciler`](crate::reconcile::Reconciler) without privileges and
+/// to break things on purpose:
+///
+/// - [`MemoryDataplane::inject`] makes chosen IPVS operations fail with a chosen errno;
+///   [`MemoryDataplane::fail_listings`] and [`MemoryDataplane::fail_address_changes`] make
+///   whole calls fail;
+/// - [`MemoryDataplane::tamper`] edits the table behind the controller's back (another tool,
+///   an admin with `ipvsadm`), without going through the journal;
+/// - [`MemoryDataplane::set_connections`] sets a destination's connection counts, which a
+///   simulated kernel otherwise reports as zero.
+///
+/// Everything the controller did is recorded: IPVS requests in
+/// [`MemoryDataplane::journal`], address changes in [`MemoryDataplane::address_log`], sysctl
+/// writes in [`MemoryDataplane::sysctl_writes`].
+#[derive(Debug, Clone, Default)]
+pub struct MemoryDataplane {
+    kernel: SimulatedKernel,
+    connections: HashMap<(ServiceKey, DestinationKey), Connections>,
+    dummy: Option<BTreeSet<IpAddr>>,
+    node: BTreeSet<IpAddr>,
+    sysctls: BTreeMap<String, String>,
+    sysctl_writes: Vec<(String, String)>,
+    address_log: Vec<AddressOp>,
+    failing_listings: usize,
+    failing_address_changes: usize,
+}
+
+/// The errno injected by whole-call faults (EAGAIN).
+const INJECTED_ERRNO: i32 = 11;
+
+impl MemoryDataplane {
+    /// An empty node: empty table, no dummy interface yet, no other address, no sysctl.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives the node these addresses on its other interfaces.
+    #[must_use]
+    pub fn with_node_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.node.extend(addrs);
+        self
+    }
+
+    /// Starts with this IPVS table (e.g. another tool's services).
+    pub fn with_table(mut self, table: &Table) -> Result<Self, ipvs::table::Rejected> {
+        self.kernel.load(table)?;
+        Ok(self)
+    }
+
+    /// Starts with these sysctls (as if the kernel had them; others do not exist).
+    #[must_use]
+    pub fn with_sysctls<'a>(
+        mut self,
+        values: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        for (k, v) in values {
+            self.sysctls.insert(canonical_sysctl_key(k), v.to_owned());
+        }
+        self
+    }
+
+    /// The simulated kernel (its table, journal and pending faults).
+    pub fn kernel(&self) -> &SimulatedKernel {
+        &self.kernel
+    }
+
+    /// The current IPVS table.
+    pub fn table(&self) -> Table {
+        self.kernel.table()
+    }
+
+    /// Every IPVS request received, with its answer.
+    pub fn journal(&self) -> &[ipvs::table::JournalEntry] {
+        self.kernel.journal()
+    }
+
+    /// Forgets the journal, the address log and the sysctl writes (e.g. before a restart test).
+    pub fn clear_logs(&mut self) {
+        self.kernel.take_journal();
+        self.address_log.clear();
+        self.sysctl_writes.clear();
+    }
+
+    /// Every address change carried out, in order.
+    pub fn address_log(&self) -> &[AddressOp] {
+        &self.address_log
+    }
+
+    /// Every sysctl written, in order.
+    pub fn sysctl_writes(&self) -> &[(String, String)] {
+        &self.sysctl_writes
+    }
+
+    /// The addresses on the dummy interface (`None`: it does not exist).
+    pub fn dummy(&self) -> Option<&BTreeSet<IpAddr>> {
+        self.dummy.as_ref()
+    }
+
+    /// A sysctl's value.
+    pub fn sysctl_value(&self, key: &str) -> Option<&str> {
+        self.sysctls
+            .get(&canonical_sysctl_key(key))
+            .map(String::as_str)
+    }
+
+    /// Makes IPVS operations fail (see [`Fault`]).
+    pub fn inject(&mut self, fault: Fault) -> &mut Self {
+        self.kernel.inject(fault);
+        self
+    }
+
+    /// Removes every pending fault, including whole-call ones.
+    pub fn clear_faults(&mut self) {
+        self.kernel.clear_faults();
+        self.failing_listings = 0;
+        self.failing_address_changes = 0;
+    }
+
+    /// Makes the next `count` reads of the table ([`Dataplane::list`], [`Dataplane::service`])
+    /// fail.
+    pub fn fail_listings(&mut self, count: usize) -> &mut Self {
+        self.failing_listings = count;
+        self
+    }
+
+    /// Makes the next `count` address additions or deletions fail.
+    pub fn fail_address_changes(&mut self, count: usize) -> &mut Self {
+        self.failing_address_changes = count;
+        self
+    }
+
+    /// Changes the table behind the controller's back: `edit` gets the table and whatever it
+    /// leaves is loaded with the kernel's checks, without journal entries.
+    pub fn tamper(&mut self, edit: impl FnOnce(&mut Table)) -> Result<(), ipvs::table::Rejected> {
+        let mut table = self.kernel.table();
+        edit(&mut table);
+        self.kernel.load(&table)
+    }
+
+    /// Binds or unbinds a dummy-interface address behind the controller's back.
+    pub fn tamper_dummy(&mut self, edit: impl FnOnce(&mut BTreeSet<IpAddr>)) {
+        edit(self.dummy.get_or_insert_with(BTreeSet::new));
+    }
+
+    /// Sets the connection counts the kernel reports for one destination.
+    pub fn set_connections(
+        &mut self,
+        service: ServiceKey,
+        destination: DestinationKey,
+        connections: Connections,
+    ) {
+        if connections.is_idle() {
+            self.connections.remove(&(service, destination));
+        } else {
+            self.connections.insert((service, destination), connections);
+        }
+    }
+
+    fn read_fault(&mut self, context: &str) -> Result<(), DataplaneError> {
+        if self.failing_listings > 0 {
+            self.failing_listings -= 1;
+            return Err(DataplaneError::Injected {
+                context: context.to_owned(),
+                errno: INJECTED_ERRNO,
+            });
+        }
+        Ok(())
+    }
+
+    fn address_fault(&mut self, context: String) -> Result<(), DataplaneError> {
+        if self.failing_address_changes > 0 {
+            self.failing_address_changes -= 1;
+            return Err(DataplaneError::Injected {
+                context,
+                errno: INJECTED_ERRNO,
+            });
+        }
+        Ok(())
+    }
+
+    fn counts_of(&self, key: &ServiceKey) -> HashMap<DestinationKey, Connections> {
+        self.kernel
+            .as_table()
+            .get(key)
+            .map(|s| {
+                s.destination_keys()
+                    .filter_map(|d| self.connections.get(&(*key, d)).map(|c| (d, *c)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Dataplane for MemoryDataplane {
+    fn list(&mut self) -> Result<Listing, DataplaneError> {
+        self.read_fault("list the IPVS table")?;
+        let table = self.kernel.table();
+        let connections = self
+            .connections
+            .iter()
+            .filter(|((s, d), _)| table.destination(s, d).is_some())
+            .map(|(k, c)| (*k, *c))
+            .collect();
+        Ok(Listing { table, connections })
+    }
+
+    fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceState>, DataplaneError> {
+        self.read_fault("read one IPVS service")?;
+        let Some(config) = self.kernel.as_table().get(key).cloned() else {
+            return Ok(None);
+        };
+        Ok(Some(ServiceState {
+            config,
+            connections: self.counts_of(key),
+        }))
+    }
+
+    fn apply(
+        &mut self,
+        operations: &[Operation],
+    ) -> Result<Vec<Result<(), OperationError>>, DataplaneError> {
+        Ok(operations
+            .iter()
+            .map(|op| {
+                let result = self.kernel.apply(op).map_err(|errno| {
+                    OperationError::new(
+                        Some(errno.get()),
+                        format!("`{}` failed: {errno}", super::Describe(op)),
+                    )
+                });
+                if result.is_ok() {
+                    // Deleted destinations (and services) lose their counters.
+                    let kernel = &self.kernel;
+                    self.connections
+                        .retain(|(s, d), _| kernel.as_table().destination(s, d).is_some());
+                }
+                result
+            })
+            .collect())
+    }
+
+    fn dummy_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
+        if self.dummy.is_none() {
+            self.address_log.push(AddressOp::CreateInterface);
+        }
+        Ok(self.dummy.get_or_insert_with(BTreeSet::new).clone())
+    }
+
+    fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
+        self.address_fault(format!("bind {addr} on the dummy interface"))?;
+        if self.dummy.is_none() {
+            self.address_log.push(AddressOp::CreateInterface);
+        }
+        if self.dummy.get_or_insert_with(BTreeSet::new).insert(addr) {
+            self.address_log.push(AddressOp::Add(addr));
+        }
+        Ok(())
+    }
+
+    fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
+        self.address_fault(format!("unbind {addr} from the dummy interface"))?;
+        if self.dummy.as_mut().is_some_and(|d| d.remove(&addr)) {
+            self.address_log.push(AddressOp::Delete(addr));
+        }
+        Ok(())
+    }
+
+    fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
+        Ok(self.node.clone())
+    }
+
+    fn sysctl(&mut self, key: &str) -> Result<Option<String>, DataplaneError> {
+        Ok(self.sysctls.get(&canonical_sysctl_key(key)).cloned())
+    }
+
+    fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), DataplaneError> {
+        let key = canonical_sysctl_key(key);
+        self.sysctl_writes.push((key.clone(), value.to_owned()));
+        self.sysctls.insert(key, value.to_owned());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use ipvs::model::{Destination, Forwarding, Scheduler, Service};
+    use ipvs::table::{Errno, OperationKind};
+
+    use super::*;
+
+    fn web() -> ServiceKey {
+        ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 1), 80)
+    }
+
+    fn backend() -> Destination {
+        Destination::new(Ipv4Addr::new(10, 244, 0, 1), 8080, Forwarding::Masquerade)
+    }
+
+    #[test]
+    fn applies_with_one_result_each_and_injects_faults() {
+        let mut dp = MemoryDataplane::new();
+        dp.inject(Fault::new(Errno::ENOMEM).on(OperationKind::AddDestination));
+        let ops = [
+            Operation::AddService(Service::new(web(), Scheduler::RoundRobin)),
+            Operation::AddDestination(web(), backend()),
+            Operation::AddDestination(web(), backend()),
+        ];
+        let results = dp.apply(&ops).unwrap();
+        assert!(results[0].is_ok());
+        assert_eq!(results[1].as_ref().unwrap_err().errno, Some(12));
+        assert!(results[2].is_ok());
+        assert_eq!(dp.journal().len(), 3);
+    }
+
+    #[test]
+    fn counts_tampering_and_addresses() {
+        let mut dp =
+            MemoryDataplane::new().with_node_addresses([Ipv4Addr::new(192, 168, 1, 2).into()]);
+        dp.tamper(|t| {
+            t.insert_service(Service::new(web(), Scheduler::RoundRobin));
+            t.insert_destination(&web(), backend()).unwrap();
+        })
+        .unwrap();
+        assert!(dp.journal().is_empty());
+        dp.set_connections(
+            web(),
+            backend().key(),
+            Connections {
+                active: 2,
+                inactive: 1,
+            },
+        );
+        let listing = dp.list().unwrap();
+        assert_eq!(listing.connections(&web(), &backend().key()).total(), 3);
+        let one = dp.service(&web()).unwrap().unwrap();
+        assert_eq!(one.connections(&backend().key()).active, 2);
+        dp.apply(&[Operation::DeleteDestination(web(), backend().key())])
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        assert!(dp.list().unwrap().connections.is_empty());
+
+        assert!(dp.dummy().is_none());
+        assert!(dp.dummy_addresses().unwrap().is_empty());
+        let vip: IpAddr = Ipv4Addr::new(10, 96, 0, 1).into();
+        dp.add_dummy_address(vip).unwrap();
+        dp.add_dummy_address(vip).unwrap();
+        dp.fail_address_changes(1);
+        assert!(dp.delete_dummy_address(vip).is_err());
+        dp.delete_dummy_address(vip).unwrap();
+        assert_eq!(
+            dp.address_log(),
+            [
+                AddressOp::CreateInterface,
+                AddressOp::Add(vip),
+                AddressOp::Delete(vip)
+            ]
+        );
+        assert_eq!(dp.node_addresses().unwrap().len(), 1);
+
+        dp.fail_listings(1);
+        assert!(dp.list().is_err());
+        assert!(dp.list().is_ok());
+
+        assert_eq!(dp.sysctl("net.ipv4.ip_forward").unwrap(), None);
+        dp.set_sysctl("net.ipv4.ip_forward", "1").unwrap();
+        assert_eq!(
+            dp.sysctl("net/ipv4/ip_forward").unwrap().as_deref(),
+            Some("1")
+        );
+    }
+}

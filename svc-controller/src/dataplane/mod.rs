@@ -1,0 +1,295 @@
+//! The dataplane boundary: what the reconciler needs from the node, and nothing more.
+//!
+//! The [`Reconciler`](crate::reconcile::Reconciler) never talks to the kernel itself. It asks a
+//! [`Dataplane`] to:
+//!
+//! - **list** the IPVS table ([`Dataplane::list`]) as an [`ipvs::table::Table`] plus the active
+//!   and inactive connection counts of every destination (needed to finish a drain), or read a
+//!   single virtual server the same way ([`Dataplane::service`]);
+//! - **apply** a batch of [`Operation`]s ([`Dataplane::apply`]), getting one result per
+//!   operation: the kernel has no transactions, so a batch may half succeed, and the reconciler
+//!   must know exactly which half;
+//! - list, add and delete the addresses of the **dummy interface** that holds the VIPs
+//!   ([`Dataplane::dummy_addresses`] creates the interface when it is missing), and list the
+//!   node's **other addresses** ([`Dataplane::node_addresses`]), so that a VIP that is already
+//!   a node address is not bound a second time;
+//! - read and write **sysctls** by key ([`Dataplane::sysctl`], [`Dataplane::set_sysctl`]).
+//!
+//! Two implementations exist: [`MemoryDataplane`] (an in-memory node over
+//! [`ipvs::table::SimulatedKernel`], with fault injection, behind-the-back edits and settable
+//! connection counts, for tests) and [`KernelDataplane`] (the real node: the `ipvs` crate for
+//! IPVS, rtnetlink for addresses, `/proc/sys` for sysctls; it never runs `ip`, `ipvsadm` or
+//! `sysctl`).
+//!
+//! The trait is blocking on purpose: the reconciler is a sans-IO state machine driven by the
+//! caller with explicit times, and each call here is a short netlink exchange. An async caller
+//! runs the reconciler on a blocking thread (`tokio::task::spawn_blocking`) or a dedicated one.
+
+mod kernel;
+mod memory;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+
+use ipvs::codec::Operation;
+use ipvs::model::{DestinationKey, ServiceKey};
+use ipvs::table::{ServiceConfig, Table};
+
+pub use kernel::KernelDataplane;
+pub use memory::{AddressOp, MemoryDataplane};
+
+/// How many connections a destination has, as the kernel counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Connections {
+    /// Established connections (`IPVS_DEST_ATTR_ACTIVE_CONNS`).
+    pub active: u32,
+    /// Connections in other states, e.g. TIME_WAIT (`IPVS_DEST_ATTR_INACT_CONNS`).
+    pub inactive: u32,
+}
+
+impl Connections {
+    /// No connection at all.
+    pub const NONE: Self = Self {
+        active: 0,
+        inactive: 0,
+    };
+
+    /// Active plus inactive connections (saturating).
+    pub fn total(self) -> u64 {
+        u64::from(self.active) + u64::from(self.inactive)
+    }
+
+    /// Whether there is no connection left.
+    pub fn is_idle(self) -> bool {
+        self.total() == 0
+    }
+}
+
+/// The whole IPVS table with the connection counts of each destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The table's configuration (every service, ours or not).
+    pub table: Table,
+    /// Connection counts by service and destination; a destination missing here has none.
+    pub connections: HashMap<(ServiceKey, DestinationKey), Connections>,
+}
+
+impl Listing {
+    /// The counts of one destination (none if unknown).
+    pub fn connections(&self, service: &ServiceKey, destination: &DestinationKey) -> Connections {
+        self.connections
+            .get(&(*service, *destination))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// One service with its destinations' counts, as [`Dataplane::service`] answers.
+    pub fn service(&self, key: &ServiceKey) -> Option<ServiceState> {
+        let config = self.table.get(key)?.clone();
+        let connections = config
+            .destination_keys()
+            .map(|d| (d, self.connections(key, &d)))
+            .collect();
+        Some(ServiceState {
+            config,
+            connections,
+        })
+    }
+}
+
+/// One virtual server as the kernel holds it, with its destinations' connection counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceState {
+    /// Settings and destinations.
+    pub config: ServiceConfig,
+    /// Connection counts by destination; a destination missing here has none.
+    pub connections: HashMap<DestinationKey, Connections>,
+}
+
+impl ServiceState {
+    /// The counts of one destination (none if unknown).
+    pub fn connections(&self, destination: &DestinationKey) -> Connections {
+        self.connections
+            .get(destination)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Why one operation of a batch failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OperationError {
+    /// The errno the kernel answered, when it answered one (`None`: refused before sending).
+    pub errno: Option<i32>,
+    /// What went wrong, in the operation's terms.
+    pub message: String,
+}
+
+impl OperationError {
+    /// An error with an errno and a message.
+    pub fn new(errno: Option<i32>, message: impl Into<String>) -> Self {
+        Self {
+            errno,
+            message: message.into(),
+        }
+    }
+}
+
+/// A failure of the dataplane as a whole (a listing, an address change, a sysctl), as opposed
+/// to the failure of one operation of a batch ([`OperationError`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataplaneError {
+    /// An IPVS call failed.
+    #[error("{context}: {source}")]
+    Ipvs {
+        /// What was being done.
+        context: String,
+        /// The library's error (boxed: it is large).
+        #[source]
+        source: Box<ipvs::Error>,
+    },
+    /// An rtnetlink call (links, addresses) failed.
+    #[error("{context}: {message}")]
+    Netlink {
+        /// What was being done.
+        context: String,
+        /// The error, as rtnetlink reported it.
+        message: String,
+    },
+    /// Reading or writing a sysctl under `/proc/sys` failed.
+    #[error("sysctl {key}: {source}")]
+    Sysctl {
+        /// The sysctl's key.
+        key: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The dummy interface exists but is not a dummy interface we can use.
+    #[error("interface {0} exists but is not a dummy interface; refusing to manage it")]
+    NotDummy(String),
+    /// A fault injected into a [`MemoryDataplane`].
+    #[error("{context}: injected failure (errno {errno})")]
+    Injected {
+        /// What was being done.
+        context: String,
+        /// The errno chosen by the test.
+        errno: i32,
+    },
+    /// Anything else (an I/O error setting up the dataplane).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl DataplaneError {
+    /// Wraps an IPVS error met while doing `context`.
+    pub fn ipvs(context: impl Into<String>, source: ipvs::Error) -> Self {
+        Self::Ipvs {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+/// What the controller needs from the node. See the [module documentation](self).
+pub trait Dataplane {
+    /// The whole IPVS table with each destination's connection counts.
+    fn list(&mut self) -> Result<Listing, DataplaneError>;
+
+    /// One virtual server with its destinations' connection counts; `None` when the kernel
+    /// does not have it.
+    fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceState>, DataplaneError>;
+
+    /// Applies `operations` in order, one request each, and returns one result per operation
+    /// (a failure does not stop the next ones). The outer error means the conversation itself
+    /// failed and nothing is known about which operations took effect.
+    fn apply(
+        &mut self,
+        operations: &[Operation],
+    ) -> Result<Vec<Result<(), OperationError>>, DataplaneError>;
+
+    /// The addresses on the dummy interface, creating the interface (left down) when missing.
+    fn dummy_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
+
+    /// Binds `addr` on the dummy interface as a /32 or /128 (already bound: success).
+    fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
+
+    /// Removes `addr` from the dummy interface (not bound: success).
+    fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
+
+    /// The addresses of every other interface of the node (loopback included).
+    fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
+
+    /// The value of a sysctl (`net.ipv4.vs.conntrack` or `net/ipv4/vs/conntrack`), trimmed;
+    /// `None` when it does not exist.
+    fn sysctl(&mut self, key: &str) -> Result<Option<String>, DataplaneError>;
+
+    /// Writes a sysctl.
+    fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), DataplaneError>;
+}
+
+/// The path under `/proc/sys` of a sysctl key: dots become slashes unless the key already uses
+/// slashes (so `net/ipv4/conf/eth0.100/rp_filter` can name a VLAN interface).
+pub fn sysctl_path(key: &str) -> String {
+    if key.contains('/') {
+        format!("/proc/sys/{}", key.trim_start_matches('/'))
+    } else {
+        format!("/proc/sys/{}", key.replace('.', "/"))
+    }
+}
+
+/// A key in the canonical slash form used by [`MemoryDataplane`].
+pub(crate) fn canonical_sysctl_key(key: &str) -> String {
+    sysctl_path(key).trim_start_matches("/proc/sys/").to_owned()
+}
+
+/// Short human form of an operation for messages: `ipvsadm` notation without the newline.
+pub(crate) struct Describe<'a>(pub(crate) &'a Operation);
+
+impl fmt::Display for Describe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", ipvs::table::IpvsadmNotation(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysctl_keys_map_to_proc_paths() {
+        assert_eq!(
+            sysctl_path("net.ipv4.vs.conntrack"),
+            "/proc/sys/net/ipv4/vs/conntrack"
+        );
+        assert_eq!(
+            sysctl_path("net/ipv4/conf/eth0.100/rp_filter"),
+            "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+        );
+        assert_eq!(
+            canonical_sysctl_key("net.ipv4.ip_forward"),
+            "net/ipv4/ip_forward"
+        );
+    }
+
+    #[test]
+    fn connections_total_saturates_nothing() {
+        let c = Connections {
+            active: u32::MAX,
+            inactive: u32::MAX,
+        };
+        assert_eq!(c.total(), 2 * u64::from(u32::MAX));
+        assert!(!c.is_idle());
+        assert!(Connections::NONE.is_idle());
+    }
+}

@@ -1,0 +1,898 @@
+//! The reconciler: keeps the node's IPVS table and dummy interface in line with the
+//! [`DesiredState`], incrementally, safely, and without a state file.
+//!
+//! # Driving it
+//!
+//! [`Reconciler`] is a sans-IO state machine around a [`Dataplane`]: it never sleeps, never
+//! reads a clock, never spawns. The caller passes `now` to every call and asks
+//! [`Reconciler::next_wakeup`] when it wants to be called again (a retry is due, or a drain
+//! must be checked); a daemon's loop looks like this:
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use svc_controller::reconcile::{Reconciler, ReconcilerConfig};
+//! # use svc_controller::dataplane::MemoryDataplane;
+//! # use svc_controller::DesiredState;
+//! # fn events() -> Vec<svc_controller::ServiceDesired> { vec![] }
+//! let mut reconciler = Reconciler::new(MemoryDataplane::new(), ReconcilerConfig::default());
+//! reconciler.set_desired(DesiredState::new()); // everything known at start-up
+//! reconciler.verify(Instant::now())?; // adopt the table: no operation if it is already right
+//! for service in events() {
+//!     reconciler.sync_service(service, Instant::now()); // work ∝ what changed
+//!     if reconciler.next_wakeup().is_some_and(|t| t <= Instant::now()) {
+//!         reconciler.poll(Instant::now()); // due retries and drain checks
+//!     }
+//!     // ...and every minute or so: reconciler.verify(Instant::now())
+//! }
+//! # Ok::<(), svc_controller::dataplane::DataplaneError>(())
+//! ```
+//!
+//! # Incremental work
+//!
+//! [`Reconciler::sync_service`] and [`Reconciler::remove_service`] update the desired state and
+//! program only the virtual servers and VIPs that [`DesiredState::update`] reports as changed,
+//! diffing each against the reconciler's own view of it: a Service event costs work
+//! proportional to that Service, not to the table. [`Reconciler::verify`] is the periodic full
+//! pass: it lists the kernel, rebuilds the view of every owned virtual server from it, and
+//! repairs drift (a virtual server deleted or a weight edited behind our back).
+//!
+//! # The view never believes what the kernel does not hold
+//!
+//! The view (what the reconciler thinks the kernel has, for the virtual servers it owns) only
+//! changes on an operation's successful answer or on a read of the kernel. After any failure
+//! the virtual server is marked suspect, and the next attempt re-reads it from the kernel
+//! before planning. Failures are retried with exponential backoff
+//! ([`ReconcilerConfig::retry_delay`]) and counted in [`Metrics`].
+//!
+//! # Restart
+//!
+//! Ownership comes from the node (see [`ownership`](crate::ownership)), draining from the
+//! table itself (a TCP real server with weight 0 that is not desired is draining), so a new
+//! reconciler given the same desired state adopts an existing table with **zero** operations.
+//!
+//! # Graceful termination
+//!
+//! A TCP real server that leaves the desired set of a virtual server that stays is *quiesced*:
+//! its weight is edited to 0 (new connections go elsewhere, established ones continue), and it
+//! is deleted once its active and inactive connections are both 0, or at the drain deadline
+//! ([`ReconcilerConfig::drain_timeout`], 30 s by default: see
+//! [`DEFAULT_DRAIN_TIMEOUT`](config::DEFAULT_DRAIN_TIMEOUT) for why). An idle one is deleted at
+//! once. An endpoint that comes back while draining gets its weight restored by an edit: its
+//! connections are never cut. UDP and SCTP real servers are deleted at once (there is no
+//! connection end to wait for, and stale UDP flows are better expired than black-holed).
+//! When a whole virtual server leaves the desired set (its Service was deleted or lost that
+//! address), it is deleted with its real servers at once: nothing can be drained towards.
+//!
+//! # VIPs
+//!
+//! Desired VIPs are bound on the dummy interface, except addresses the node already has on
+//! another interface; addresses on the dummy interface that are no longer wanted are removed.
+//! A VIP is bound before its virtual servers are created and removed only after its last
+//! owned virtual server is gone, which keeps the ownership rule true across crashes.
+
+pub mod config;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ipvs::codec::Operation;
+use ipvs::model::{
+    Destination, DestinationKey, Forwarding, Persistence as IpvsPersistence, PersistenceNetmask,
+    Scheduler as IpvsScheduler, Service, ServiceKey, Weight,
+};
+use ipvs::table::{ServiceConfig, Table, diff};
+
+pub use config::{
+    DEFAULT_DRAIN_CHECK_INTERVAL, DEFAULT_DRAIN_TIMEOUT, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+    ReconcilerConfig,
+};
+
+use crate::dataplane::{Dataplane, DataplaneError, ServiceState};
+use crate::desired::{Changes, DesiredState, ServiceDesired};
+use crate::model::{Protocol, RealServer, Scheduler, ServiceRef, VirtualServer, VirtualServerKey};
+use crate::ownership::{Ownership, from_service_key, to_service_key};
+
+/// Counters for metrics (monotonic, since the reconciler was created).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Incremental syncs ([`Reconciler::sync_service`], [`Reconciler::remove_service`]).
+    pub syncs: u64,
+    /// Full passes ([`Reconciler::verify`]), successful or not.
+    pub full_syncs: u64,
+    /// IPVS operations that succeeded.
+    pub operations_applied: u64,
+    /// IPVS operations that failed (each is retried).
+    pub operations_failed: u64,
+    /// Retries carried out (due work run by [`Reconciler::poll`]).
+    pub retries: u64,
+    /// Kernel reads (listing, one virtual server) that failed.
+    pub read_failures: u64,
+    /// Dummy-interface address changes that succeeded.
+    pub address_changes: u64,
+    /// Dummy-interface address changes that failed.
+    pub address_failures: u64,
+    /// Virtual servers found different from the view by a full pass (drift, then repaired).
+    pub drift_detected: u64,
+    /// Real servers quiesced for draining.
+    pub drains_started: u64,
+    /// Draining real servers deleted because their connections reached zero.
+    pub drains_completed: u64,
+    /// Draining real servers deleted at the deadline with connections left.
+    pub drains_expired: u64,
+    /// Sysctls written.
+    pub sysctl_writes: u64,
+    /// Sysctls that could not be read or written.
+    pub sysctl_failures: u64,
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// IPVS operations sent.
+    pub operations: usize,
+    /// Of those, how many failed.
+    pub failed: usize,
+    /// Dummy-interface addresses bound or removed.
+    pub address_changes: usize,
+    /// Sysctls written.
+    pub sysctl_writes: usize,
+    /// Whether the work was deferred to the first full pass (nothing adopted yet).
+    pub deferred: bool,
+    /// The errors met, as messages (the work is retried).
+    pub errors: Vec<String>,
+}
+
+impl SyncReport {
+    /// Whether nothing at all was changed on the node and nothing failed.
+    pub fn is_quiet(&self) -> bool {
+        self.operations == 0
+            && self.address_changes == 0
+            && self.sysctl_writes == 0
+            && self.errors.is_empty()
+    }
+
+    /// Whether everything attempted succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Work to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Work {
+    /// Reconcile one virtual server.
+    Vs(VirtualServerKey),
+    /// Bind or unbind one address.
+    Vip(IpAddr),
+    /// A full pass ([`Reconciler::verify`]) that failed.
+    FullPass,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    attempts: u32,
+    due: Instant,
+}
+
+/// A draining real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// When it is deleted even with connections left.
+    pub deadline: Instant,
+    /// When its connection counts are read next.
+    pub next_check: Instant,
+}
+
+type DrainKey = (VirtualServerKey, IpAddr, u16);
+
+/// Keeps IPVS and the dummy interface in line with the desired state. See the
+/// [module documentation](self).
+#[derive(Debug)]
+pub struct Reconciler<D> {
+    dataplane: D,
+    config: ReconcilerConfig,
+    desired: DesiredState,
+    /// What the kernel holds for the virtual servers we own, from successful answers and reads.
+    view: Table,
+    /// Addresses on the dummy interface.
+    dummy: BTreeSet<IpAddr>,
+    /// The node's other addresses (from the last full pass).
+    node_addresses: BTreeSet<IpAddr>,
+    drains: BTreeMap<DrainKey, Drain>,
+    pending: BTreeMap<Work, Backoff>,
+    /// Virtual servers whose view must be re-read before planning.
+    suspect: BTreeSet<VirtualServerKey>,
+    adopted: bool,
+    metrics: Metrics,
+}
+
+impl<D: Dataplane> Reconciler<D> {
+    /// A reconciler with an empty desired state, that has not looked at the node yet. Give it
+    /// the desired state ([`Reconciler::set_desired`] or [`Reconciler::sync_service`]) and
+    /// call [`Reconciler::verify`] to adopt the node; incremental work is deferred until then.
+    pub fn new(dataplane: D, config: ReconcilerConfig) -> Self {
+        Self {
+            dataplane,
+            config,
+            desired: DesiredState::new(),
+            view: Table::new(),
+            dummy: BTreeSet::new(),
+            node_addresses: BTreeSet::new(),
+            drains: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            suspect: BTreeSet::new(),
+            adopted: false,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Replaces the whole desired state without touching the node (at start-up, or after a
+    /// full resync of the informers); the next [`Reconciler::verify`] programs it.
+    pub fn set_desired(&mut self, desired: DesiredState) {
+        self.desired = desired;
+    }
+
+    /// The desired state.
+    pub fn desired(&self) -> &DesiredState {
+        &self.desired
+    }
+
+    /// What the reconciler believes the kernel holds for the virtual servers it owns.
+    pub fn view(&self) -> &Table {
+        &self.view
+    }
+
+    /// The addresses the reconciler believes are bound on the dummy interface.
+    pub fn dummy_addresses(&self) -> &BTreeSet<IpAddr> {
+        &self.dummy
+    }
+
+    /// The draining real servers: virtual server, real server, and its schedule.
+    pub fn draining(&self) -> impl Iterator<Item = (VirtualServerKey, DestinationKey, Drain)> + '_ {
+        self.drains.iter().map(|((k, addr, port), d)| {
+            (
+                *k,
+                DestinationKey {
+                    addr: *addr,
+                    port: *port,
+                },
+                *d,
+            )
+        })
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ReconcilerConfig {
+        &self.config
+    }
+
+    /// Whether a full pass has adopted the node.
+    pub fn is_adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// How many pieces of work wait for a retry.
+    pub fn pending_retries(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
+    /// The dataplane, mutably (tests inject faults through it).
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+
+    /// Gives the dataplane back (e.g. to start another reconciler on it).
+    pub fn into_dataplane(self) -> D {
+        self.dataplane
+    }
+
+    /// When the reconciler wants [`Reconciler::poll`] to be called: the earliest due retry or
+    /// drain check; `None` when nothing is scheduled.
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let retry = self.pending.values().map(|b| b.due).min();
+        let drain = self.drains.values().map(|d| d.next_check).min();
+        match (retry, drain) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Replaces one Service's desired virtual servers and programs what changed.
+    pub fn sync_service(&mut self, desired: ServiceDesired, now: Instant) -> SyncReport {
+        let changes = self.desired.update(desired);
+        self.apply_changes(changes, now)
+    }
+
+    /// Removes one Service and programs what changed.
+    pub fn remove_service(&mut self, service: &ServiceRef, now: Instant) -> SyncReport {
+        let changes = self.desired.remove(service);
+        self.apply_changes(changes, now)
+    }
+
+    fn apply_changes(&mut self, changes: Changes, now: Instant) -> SyncReport {
+        self.metrics.syncs += 1;
+        let mut report = SyncReport::default();
+        if !self.adopted {
+            report.deferred = true;
+            return report;
+        }
+        // Bind before creating, delete before unbinding (see the ownership rule).
+        let (bind, unbind): (Vec<IpAddr>, Vec<IpAddr>) =
+            changes.vips.iter().partition(|a| self.vip_wanted(a));
+        for addr in bind {
+            self.reconcile_vip(addr, now, &mut report);
+        }
+        for key in &changes.virtual_servers {
+            self.reconcile_vs(*key, now, None, &mut report);
+        }
+        for addr in unbind {
+            self.reconcile_vip(addr, now, &mut report);
+        }
+        report
+    }
+
+    /// Runs what is due at `now`: retries whose backoff has elapsed and drain checks.
+    pub fn poll(&mut self, now: Instant) -> SyncReport {
+        let mut report = SyncReport::default();
+        let due: Vec<Work> = self
+            .pending
+            .iter()
+            .filter(|(_, b)| b.due <= now)
+            .map(|(w, _)| *w)
+            .collect();
+        for work in due {
+            self.metrics.retries += 1;
+            match work {
+                Work::Vs(key) => self.reconcile_vs(key, now, None, &mut report),
+                Work::Vip(addr) => self.reconcile_vip(addr, now, &mut report),
+                Work::FullPass => match self.verify(now) {
+                    Ok(r) => merge(&mut report, r),
+                    Err(e) => report.errors.push(e.to_string()),
+                },
+            }
+        }
+        let drains: BTreeSet<VirtualServerKey> = self
+            .drains
+            .iter()
+            .filter(|(_, d)| d.next_check <= now)
+            .map(|((k, _, _), _)| *k)
+            .collect();
+        for key in drains {
+            self.reconcile_vs(key, now, None, &mut report);
+        }
+        report
+    }
+
+    /// The full pass: reads the whole table, the dummy interface and the node's addresses,
+    /// rebuilds the view of every owned virtual server from the kernel, repairs any
+    /// difference from the desired state, and holds the configured sysctls. The first call
+    /// adopts the node; with a table that already matches, it makes no change at all.
+    ///
+    /// An error means the node could not be read; the pass is retried by
+    /// [`Reconciler::poll`] with backoff.
+    pub fn verify(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
+        self.metrics.full_syncs += 1;
+        let mut report = SyncReport::default();
+        let read = (|| {
+            let listing = self.dataplane.list()?;
+            let node = self.dataplane.node_addresses()?;
+            let dummy = self.dataplane.dummy_addresses()?;
+            Ok::<_, DataplaneError>((listing, node, dummy))
+        })();
+        let (listing, node, dummy) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics.read_failures += 1;
+                self.schedule(Work::FullPass, now);
+                return Err(e);
+            }
+        };
+        self.pending.remove(&Work::FullPass);
+        self.node_addresses = node;
+        self.dummy = dummy;
+        self.hold_sysctls(&mut report);
+
+        let ownership = self.ownership();
+        let mut keys: BTreeSet<VirtualServerKey> =
+            self.desired.virtual_servers().keys().copied().collect();
+        for skey in listing.table.keys() {
+            if let Some(k) = from_service_key(&skey)
+                && (ownership.owns(&k) || self.view.contains_service(&skey))
+            {
+                keys.insert(k);
+            }
+        }
+        keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
+
+        let wanted: BTreeSet<IpAddr> = self
+            .desired
+            .vips()
+            .into_iter()
+            .filter(|a| !self.node_addresses.contains(a))
+            .collect();
+        for addr in wanted.difference(&self.dummy.clone()) {
+            self.reconcile_vip(*addr, now, &mut report);
+        }
+        for key in keys {
+            let skey = to_service_key(&key);
+            let fresh = listing.service(&skey);
+            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
+                self.metrics.drift_detected += 1;
+            }
+            self.suspect.remove(&key);
+            self.reconcile_vs(key, now, Some(fresh), &mut report);
+        }
+        let stale: Vec<IpAddr> = self.dummy.difference(&wanted).copied().collect();
+        for addr in stale {
+            self.reconcile_vip(addr, now, &mut report);
+        }
+        self.adopted = true;
+        Ok(report)
+    }
+
+    /// Removes everything this controller owns from the node: every owned virtual server
+    /// (see [`ownership`](crate::ownership)) and every address of the dummy interface. Foreign
+    /// virtual servers are left alone. The desired state is emptied, so a later full pass
+    /// does not program it again.
+    pub fn cleanup(&mut self) -> Result<SyncReport, DataplaneError> {
+        let mut report = SyncReport::default();
+        let listing = self.dataplane.list()?;
+        self.node_addresses = self.dataplane.node_addresses()?;
+        self.dummy = self.dataplane.dummy_addresses()?;
+        let ownership = self.ownership();
+        let ops: Vec<Operation> = listing
+            .table
+            .keys()
+            .filter(|k| {
+                from_service_key(k).is_some_and(|vk| {
+                    ownership.owns(&vk)
+                        || self.desired.virtual_servers().contains_key(&vk)
+                        || self.view.contains_service(k)
+                })
+            })
+            .map(Operation::DeleteService)
+            .collect();
+        self.send(&ops, &mut report);
+        for addr in self.dummy.clone() {
+            match self.dataplane.delete_dummy_address(addr) {
+                Ok(()) => {
+                    self.dummy.remove(&addr);
+                    self.metrics.address_changes += 1;
+                    report.address_changes += 1;
+                }
+                Err(e) => {
+                    self.metrics.address_failures += 1;
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        self.desired = DesiredState::new();
+        self.view = Table::new();
+        self.drains.clear();
+        self.pending.clear();
+        self.suspect.clear();
+        Ok(report)
+    }
+
+    fn ownership(&self) -> Ownership {
+        Ownership {
+            dummy_addresses: self.dummy.clone(),
+            node_addresses: self.node_addresses.clone(),
+            node_port_range: self.config.node_port_range.clone(),
+        }
+    }
+
+    fn vip_wanted(&self, addr: &IpAddr) -> bool {
+        self.desired.has_vip(addr) && !self.node_addresses.contains(addr)
+    }
+
+    fn schedule(&mut self, work: Work, now: Instant) {
+        let entry = self.pending.entry(work).or_insert(Backoff {
+            attempts: 0,
+            due: now,
+        });
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.due = now + self.config.retry_delay(entry.attempts);
+    }
+
+    fn hold_sysctls(&mut self, report: &mut SyncReport) {
+        for (key, value) in self.config.sysctls.clone() {
+            let current = self.dataplane.sysctl(&key);
+            let result = match current {
+                Ok(Some(v)) if v == value => Ok(false),
+                Ok(_) => self.dataplane.set_sysctl(&key, &value).map(|()| true),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(true) => {
+                    self.metrics.sysctl_writes += 1;
+                    report.sysctl_writes += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.metrics.sysctl_failures += 1;
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Binds or unbinds one address as the desired state wants.
+    fn reconcile_vip(&mut self, addr: IpAddr, now: Instant, report: &mut SyncReport) {
+        let wanted = self.vip_wanted(&addr);
+        let bound = self.dummy.contains(&addr);
+        let result = if wanted && !bound {
+            self.dataplane.add_dummy_address(addr).map(|()| {
+                self.dummy.insert(addr);
+            })
+        } else if !wanted && bound {
+            if self.has_unfinished_vs(addr) {
+                // Its virtual servers are not all gone: unbinding now could orphan them.
+                self.schedule(Work::Vip(addr), now);
+                return;
+            }
+            self.dataplane.delete_dummy_address(addr).map(|()| {
+                self.dummy.remove(&addr);
+            })
+        } else {
+            self.pending.remove(&Work::Vip(addr));
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.address_changes += 1;
+                report.address_changes += 1;
+                self.pending.remove(&Work::Vip(addr));
+            }
+            Err(e) => {
+                self.metrics.address_failures += 1;
+                report.errors.push(e.to_string());
+                self.schedule(Work::Vip(addr), now);
+            }
+        }
+    }
+
+    /// Whether an owned virtual server on `addr` that is not desired may still be in the
+    /// kernel. Every undesired virtual server is deleted before its VIP is looked at (by the
+    /// sync that removed it, or by the full pass), and one whose deletion failed waits for a
+    /// retry, so the retry queue (ordered by address) says it without scanning the table.
+    fn has_unfinished_vs(&self, addr: IpAddr) -> bool {
+        let lo = VirtualServerKey {
+            addr,
+            protocol: Protocol::Tcp,
+            port: 0,
+        };
+        let hi = VirtualServerKey {
+            addr,
+            protocol: Protocol::Sctp,
+            port: u16::MAX,
+        };
+        let desired = self.desired.virtual_servers();
+        self.pending
+            .range(Work::Vs(lo)..=Work::Vs(hi))
+            .any(|(w, _)| matches!(w, Work::Vs(k) if !desired.contains_key(k)))
+            || self
+                .suspect
+                .range(lo..=hi)
+                .any(|k| !desired.contains_key(k))
+    }
+
+    /// Whether planning `key` needs fresh connection counts: a TCP real server leaves the
+    /// desired set, or a draining one is due for a check.
+    fn needs_counts(
+        &self,
+        key: &VirtualServerKey,
+        desired: Option<&VirtualServer>,
+        now: Instant,
+    ) -> bool {
+        if key.protocol != Protocol::Tcp {
+            return false;
+        }
+        let (Some(vs), Some(have)) = (desired, self.view.get(&to_service_key(key))) else {
+            return false;
+        };
+        have.destinations().any(|d| {
+            !desires(vs, d)
+                && self
+                    .drains
+                    .get(&(*key, d.addr, d.port))
+                    .is_none_or(|r| r.next_check <= now)
+        })
+    }
+
+    /// Brings one virtual server in line. `fresh`: the kernel's state of it, just read
+    /// (`Some(None)`: the kernel does not have it); `None`: use the view, reading the kernel
+    /// first when the view is suspect or connection counts are needed.
+    fn reconcile_vs(
+        &mut self,
+        key: VirtualServerKey,
+        now: Instant,
+        fresh: Option<Option<ServiceState>>,
+        report: &mut SyncReport,
+    ) {
+        let skey = to_service_key(&key);
+        let desired = self.desired.virtual_servers().get(&key).cloned();
+        let mut fresh = fresh;
+        if fresh.is_none()
+            && (self.suspect.contains(&key) || self.needs_counts(&key, desired.as_ref(), now))
+        {
+            match self.dataplane.service(&skey) {
+                Ok(state) => fresh = Some(state),
+                Err(e) => {
+                    self.metrics.read_failures += 1;
+                    report.errors.push(e.to_string());
+                    self.schedule(Work::Vs(key), now);
+                    return;
+                }
+            }
+        }
+        if let Some(state) = &fresh {
+            match state {
+                Some(s) => {
+                    self.view.insert(s.config.clone());
+                }
+                None => {
+                    self.view.remove_service(&skey);
+                }
+            }
+            self.suspect.remove(&key);
+        }
+        let counts = fresh.flatten();
+        let have = self.view.get(&skey).cloned();
+        let want = self.target(key, desired.as_ref(), have.as_ref(), counts.as_ref(), now);
+        let current: Table = have.into_iter().collect();
+        let target: Table = want.into_iter().collect();
+        let plan = diff(&current, &target);
+        let ok = plan.is_empty() || self.send(plan.operations(), report);
+        if ok {
+            self.pending.remove(&Work::Vs(key));
+        } else {
+            self.suspect.insert(key);
+            self.schedule(Work::Vs(key), now);
+        }
+        self.forget_finished_drains(key);
+    }
+
+    /// Sends operations; updates the view from each success. Returns whether all succeeded.
+    fn send(&mut self, ops: &[Operation], report: &mut SyncReport) -> bool {
+        if ops.is_empty() {
+            return true;
+        }
+        report.operations += ops.len();
+        match self.dataplane.apply(ops) {
+            Err(e) => {
+                self.metrics.operations_failed += ops.len() as u64;
+                report.failed += ops.len();
+                report.errors.push(e.to_string());
+                false
+            }
+            Ok(results) => {
+                let mut all = results.len() == ops.len();
+                for (op, result) in ops.iter().zip(results) {
+                    match result {
+                        Ok(()) => {
+                            self.metrics.operations_applied += 1;
+                            all &= apply_to_view(&mut self.view, op);
+                        }
+                        Err(e) => {
+                            self.metrics.operations_failed += 1;
+                            report.failed += 1;
+                            report.errors.push(e.to_string());
+                            all = false;
+                        }
+                    }
+                }
+                all
+            }
+        }
+    }
+
+    /// What the kernel should hold for `key`: the desired virtual server plus the TCP real
+    /// servers still draining (quiesced), or nothing.
+    fn target(
+        &mut self,
+        key: VirtualServerKey,
+        desired: Option<&VirtualServer>,
+        have: Option<&ServiceConfig>,
+        counts: Option<&ServiceState>,
+        now: Instant,
+    ) -> Option<ServiceConfig> {
+        let vs = desired?;
+        let mut want = ServiceConfig::new(ipvs_service(vs))
+            .with_destinations(vs.real_servers.iter().map(ipvs_destination));
+        let Some(have) = have else {
+            return Some(want);
+        };
+        for d in have.destinations() {
+            if want.contains_destination(&d.key()) || key.protocol != Protocol::Tcp {
+                continue;
+            }
+            let dkey = (key, d.addr, d.port);
+            let conns = counts.map(|s| s.connections(&d.key()));
+            let record = self.drains.get(&dkey).copied();
+            let keep = match (record, conns) {
+                (_, Some(c)) if c.is_idle() => {
+                    if record.is_some() {
+                        self.metrics.drains_completed += 1;
+                    }
+                    false
+                }
+                (Some(r), _) if now >= r.deadline => {
+                    self.metrics.drains_expired += 1;
+                    false
+                }
+                (Some(r), Some(_)) => {
+                    let next = (now + self.config.drain_check_interval).min(r.deadline);
+                    self.drains.insert(
+                        dkey,
+                        Drain {
+                            next_check: next,
+                            ..r
+                        },
+                    );
+                    true
+                }
+                (Some(_), None) => true,
+                (None, _) if self.config.drain_timeout.is_zero() => false,
+                (None, _) => {
+                    let deadline = now + self.config.drain_timeout;
+                    let next_check = (now + self.config.drain_check_interval).min(deadline);
+                    self.drains.insert(
+                        dkey,
+                        Drain {
+                            deadline,
+                            next_check,
+                        },
+                    );
+                    self.metrics.drains_started += 1;
+                    true
+                }
+            };
+            if keep {
+                want.insert_destination(Destination {
+                    weight: Weight::QUIESCED,
+                    ..*d
+                });
+            }
+        }
+        Some(want)
+    }
+
+    /// Drops drain records of `key` that no longer describe a quiesced, undesired real server
+    /// in the view (deleted, or desired again).
+    fn forget_finished_drains(&mut self, key: VirtualServerKey) {
+        let lo = (key, IpAddr::from([0u8; 4]), 0u16);
+        let records: Vec<DrainKey> = self
+            .drains
+            .range(lo..)
+            .take_while(|((k, _, _), _)| *k == key)
+            .map(|(k, _)| *k)
+            .collect();
+        let skey = to_service_key(&key);
+        let desired = self.desired.virtual_servers().get(&key);
+        for dkey @ (_, addr, port) in records {
+            let dk = DestinationKey { addr, port };
+            let still = self.view.destination(&skey, &dk).is_some()
+                && desired.is_some_and(|vs| {
+                    !vs.real_servers
+                        .iter()
+                        .any(|r| r.addr == addr && r.port == port)
+                });
+            if !still {
+                self.drains.remove(&dkey);
+            }
+        }
+    }
+}
+
+fn merge(into: &mut SyncReport, from: SyncReport) {
+    into.operations += from.operations;
+    into.failed += from.failed;
+    into.address_changes += from.address_changes;
+    into.sysctl_writes += from.sysctl_writes;
+    into.errors.extend(from.errors);
+}
+
+/// Whether the desired virtual server has this destination.
+fn desires(vs: &VirtualServer, d: &Destination) -> bool {
+    vs.real_servers
+        .iter()
+        .any(|r| r.addr == d.addr && r.port == d.port)
+}
+
+/// Follows a successful operation in the view; `false` if the view could not (it did not
+/// have the service), which makes the virtual server suspect.
+fn apply_to_view(view: &mut Table, op: &Operation) -> bool {
+    match op {
+        Operation::AddService(s) => {
+            view.insert(ServiceConfig::new(s.clone()));
+        }
+        Operation::EditService(s) => {
+            view.insert_service(s.clone());
+        }
+        Operation::DeleteService(k) => {
+            view.remove_service(k);
+        }
+        Operation::AddDestination(k, d) | Operation::EditDestination(k, d) => {
+            return view.insert_destination(k, *d).is_ok();
+        }
+        Operation::DeleteDestination(k, d) => {
+            view.remove_destination(k, d);
+        }
+        _ => {}
+    }
+    true
+}
+
+/// The IPVS service for a desired virtual server.
+pub fn ipvs_service(vs: &VirtualServer) -> Service {
+    let key: ServiceKey = to_service_key(&vs.key);
+    let mut service = Service::new(key, ipvs_scheduler(vs.scheduler));
+    service.persistence = vs.persistence.map(|p| IpvsPersistence {
+        timeout_secs: p.timeout_seconds,
+        netmask: PersistenceNetmask::host(key.family()),
+    });
+    service
+}
+
+/// The IPVS destination for a desired real server: masquerading (pods are reached through
+/// NAT), no thresholds.
+pub fn ipvs_destination(rs: &RealServer) -> Destination {
+    let mut d = Destination::new(rs.addr, rs.port, Forwarding::Masquerade);
+    d.weight = Weight::new(rs.weight).unwrap_or(Weight::MAX);
+    d
+}
+
+/// The IPVS scheduler for a desired one (the `sh` and `mh` flags off).
+pub fn ipvs_scheduler(s: Scheduler) -> IpvsScheduler {
+    match s {
+        Scheduler::Rr => IpvsScheduler::RoundRobin,
+        Scheduler::Wrr => IpvsScheduler::WeightedRoundRobin,
+        Scheduler::Lc => IpvsScheduler::LeastConnection,
+        Scheduler::Wlc => IpvsScheduler::WeightedLeastConnection,
+        Scheduler::Lblc => IpvsScheduler::LocalityBasedLeastConnection,
+        Scheduler::Lblcr => IpvsScheduler::LocalityBasedLeastConnectionReplication,
+        Scheduler::Dh => IpvsScheduler::DestinationHashing,
+        Scheduler::Sh => IpvsScheduler::SourceHashing {
+            fallback: false,
+            port: false,
+        },
+        Scheduler::Sed => IpvsScheduler::ShortestExpectedDelay,
+        Scheduler::Nq => IpvsScheduler::NeverQueue,
+        Scheduler::Fo => IpvsScheduler::WeightedFailover,
+        Scheduler::Ovf => IpvsScheduler::WeightedOverflow,
+        Scheduler::Mh => IpvsScheduler::MaglevHashing {
+            fallback: false,
+            port: false,
+        },
+        Scheduler::Twos => IpvsScheduler::TwoChoice,
+        Scheduler::None => IpvsScheduler::None,
+    }
+}
+
+/// The table the desired state describes, for every virtual server (tests compare the
+/// kernel's owned part against it).
+pub fn desired_table(desired: &DesiredState) -> Table {
+    desired
+        .virtual_servers()
+        .values()
+        .map(|vs| {
+            ServiceConfig::new(ipvs_service(vs))
+                .with_destinations(vs.real_servers.iter().map(ipvs_destination))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

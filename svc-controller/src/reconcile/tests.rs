@@ -1,0 +1,554 @@
+//! Reconciler unit tests over the in-memory dataplane.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use ipvs::model::{
+    AddressFamily, Destination, DestinationKey, Forwarding, Scheduler as IpvsScheduler,
+};
+use ipvs::table::{Errno, Fault, OperationKind};
+
+use super::*;
+use crate::dataplane::{AddressOp, Connections, MemoryDataplane};
+use crate::model::{Exposure, ServiceRef};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn vs(addr: &str, protocol: Protocol, port: u16, backends: &[&str]) -> VirtualServer {
+    VirtualServer {
+        key: VirtualServerKey {
+            addr: ip(addr),
+            protocol,
+            port,
+        },
+        scheduler: Scheduler::Rr,
+        persistence: None,
+        real_servers: backends
+            .iter()
+            .map(|b| RealServer {
+                addr: ip(b),
+                port: 8080,
+                weight: 1,
+            })
+            .collect(),
+        service: ServiceRef::new("default", "web"),
+        port_name: String::new(),
+        exposure: Exposure::ClusterIp,
+        bind_address: true,
+    }
+}
+
+fn service(name: &str, vss: Vec<VirtualServer>) -> ServiceDesired {
+    let sref = ServiceRef::new("default", name);
+    ServiceDesired {
+        service: sref.clone(),
+        virtual_servers: vss
+            .into_iter()
+            .map(|mut v| {
+                v.service = sref.clone();
+                (v.key, v)
+            })
+            .collect::<BTreeMap<_, _>>(),
+        problems: Vec::new(),
+    }
+}
+
+fn web(backends: &[&str]) -> ServiceDesired {
+    service("web", vec![vs("10.96.0.10", Protocol::Tcp, 80, backends)])
+}
+
+fn web_key() -> ServiceKey {
+    ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 80)
+}
+
+fn dkey(addr: &str) -> DestinationKey {
+    DestinationKey {
+        addr: ip(addr),
+        port: 8080,
+    }
+}
+
+fn foreign_table() -> Table {
+    let keepalived = ServiceKey::tcp(Ipv4Addr::new(192, 168, 50, 1), 80);
+    let nodeport_like = ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 8443);
+    let fwmark = ServiceKey::Fwmark {
+        family: AddressFamily::Ipv4,
+        mark: NonZeroU32::new(7).unwrap(),
+    };
+    Table::new()
+        .with_service(Service::new(
+            keepalived,
+            IpvsScheduler::WeightedLeastConnection,
+        ))
+        .with_destination(
+            &keepalived,
+            Destination::new(
+                Ipv4Addr::new(192, 168, 50, 2),
+                80,
+                Forwarding::DirectRouting,
+            ),
+        )
+        .unwrap()
+        .with_service(Service::new(nodeport_like, IpvsScheduler::RoundRobin))
+        .with_service(Service::new(fwmark, IpvsScheduler::RoundRobin))
+}
+
+fn node() -> MemoryDataplane {
+    MemoryDataplane::new()
+        .with_node_addresses([ip("192.168.1.10"), ip("127.0.0.1")])
+        .with_table(&foreign_table())
+        .unwrap()
+}
+
+fn started(
+    dp: MemoryDataplane,
+    services: Vec<ServiceDesired>,
+    now: Instant,
+) -> Reconciler<MemoryDataplane> {
+    let mut r = Reconciler::new(dp, ReconcilerConfig::default());
+    let mut desired = DesiredState::new();
+    for s in services {
+        desired.update(s);
+    }
+    r.set_desired(desired);
+    let report = r.verify(now).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    r
+}
+
+/// The kernel's table without the foreign entries.
+fn owned(r: &Reconciler<MemoryDataplane>) -> Table {
+    let foreign = foreign_table();
+    r.dataplane()
+        .table()
+        .filtered(|s| !foreign.contains_service(&s.key()))
+}
+
+#[test]
+fn programs_services_and_vips_and_keeps_foreign_entries() {
+    let now = Instant::now();
+    let r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], now);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.view(), &owned(&r));
+    assert!(r.dataplane().dummy().unwrap().contains(&ip("10.96.0.10")));
+    for s in foreign_table().iter() {
+        assert_eq!(r.dataplane().table().get(&s.key()), Some(s));
+    }
+}
+
+#[test]
+fn sync_before_adoption_is_deferred() {
+    let now = Instant::now();
+    let mut r = Reconciler::new(node(), ReconcilerConfig::default());
+    let report = r.sync_service(web(&["10.244.0.1"]), now);
+    assert!(report.deferred);
+    assert!(r.dataplane().journal().is_empty());
+    r.verify(now).unwrap();
+    assert_eq!(owned(&r), desired_table(r.desired()));
+}
+
+#[test]
+fn incremental_sync_touches_only_that_service() {
+    let now = Instant::now();
+    let api = service(
+        "api",
+        vec![vs("10.96.0.20", Protocol::Tcp, 443, &["10.244.1.1"])],
+    );
+    let mut r = started(node(), vec![web(&["10.244.0.1"]), api], now);
+    r.dataplane_mut().clear_logs();
+    let report = r.sync_service(web(&["10.244.0.1", "10.244.0.2"]), now);
+    assert_eq!(report.operations, 1);
+    let journal = r.dataplane().journal();
+    assert_eq!(journal.len(), 1);
+    assert!(OperationKind::AddDestination.matches(&journal[0].operation));
+    assert!(r.dataplane().address_log().is_empty());
+}
+
+#[test]
+fn restart_adopts_with_zero_operations() {
+    let now = Instant::now();
+    let services = || {
+        vec![
+            web(&["10.244.0.1", "10.244.0.2"]),
+            service(
+                "dns",
+                vec![
+                    vs("10.96.0.53", Protocol::Udp, 53, &["10.244.2.1"]),
+                    vs("10.96.0.53", Protocol::Tcp, 53, &["10.244.2.1"]),
+                ],
+            ),
+        ]
+    };
+    let config = ReconcilerConfig {
+        sysctls: ReconcilerConfig::recommended_sysctls(None),
+        ..ReconcilerConfig::default()
+    };
+    let mut r = Reconciler::new(node(), config.clone());
+    for s in services() {
+        r.sync_service(s, now);
+    }
+    r.verify(now).unwrap();
+    let mut dp = r.into_dataplane();
+    dp.clear_logs();
+
+    let mut again = Reconciler::new(dp, config);
+    for s in services() {
+        assert!(again.sync_service(s, now).deferred);
+    }
+    let report = again.verify(now).unwrap();
+    assert!(report.is_quiet(), "{report:?}");
+    assert!(again.dataplane().journal().is_empty());
+    assert!(again.dataplane().address_log().is_empty());
+    assert!(again.dataplane().sysctl_writes().is_empty());
+}
+
+#[test]
+fn repairs_drift_and_removes_stale_owned_entries() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], now);
+    r.dataplane_mut()
+        .tamper(|t| {
+            let mut d = *t.destination(&web_key(), &dkey("10.244.0.1")).unwrap();
+            d.weight = Weight::new(7).unwrap();
+            t.insert_destination(&web_key(), d).unwrap();
+            // A stale entry on our VIP, and a stale NodePort: ours by the ownership rule.
+            t.insert_service(Service::new(
+                ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 8080),
+                IpvsScheduler::RoundRobin,
+            ));
+            t.insert_service(Service::new(
+                ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 30080),
+                IpvsScheduler::RoundRobin,
+            ));
+        })
+        .unwrap();
+    r.dataplane_mut().tamper_dummy(|d| {
+        d.insert(ip("10.96.0.99"));
+    });
+    let report = r.verify(now).unwrap();
+    assert_eq!(report.operations, 3, "{report:?}");
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert!(!r.dataplane().dummy().unwrap().contains(&ip("10.96.0.99")));
+    // The edited weight and the two stale entries.
+    assert_eq!(r.metrics().drift_detected, 3);
+
+    // A deleted virtual server comes back.
+    r.dataplane_mut()
+        .tamper(|t| {
+            t.remove_service(&web_key());
+        })
+        .unwrap();
+    r.verify(now).unwrap();
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert!(r.verify(now).unwrap().is_quiet());
+}
+
+#[test]
+fn cleanup_removes_only_what_is_ours() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
+    r.cleanup().unwrap();
+    assert_eq!(r.dataplane().table(), foreign_table());
+    assert!(r.dataplane().dummy().unwrap().is_empty());
+}
+
+#[test]
+fn vip_already_on_the_node_is_not_bound() {
+    let now = Instant::now();
+    let on_node = service(
+        "ext",
+        vec![vs("192.168.1.10", Protocol::Tcp, 80, &["10.244.0.1"])],
+    );
+    let r = started(node(), vec![on_node], now);
+    assert!(!r.dataplane().dummy().unwrap().contains(&ip("192.168.1.10")));
+    assert!(
+        r.dataplane()
+            .table()
+            .contains_service(&ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 80))
+    );
+}
+
+#[test]
+fn removed_service_loses_its_vip_after_its_virtual_servers() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
+    r.dataplane_mut().clear_logs();
+    r.remove_service(&ServiceRef::new("default", "web"), now);
+    assert!(!r.dataplane().table().contains_service(&web_key()));
+    assert_eq!(
+        r.dataplane().address_log(),
+        [AddressOp::Delete(ip("10.96.0.10"))]
+    );
+
+    // If deleting the virtual server fails, the VIP stays until it is gone.
+    let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
+    r.dataplane_mut()
+        .inject(Fault::new(Errno::ENOMEM).on(OperationKind::DeleteService));
+    let report = r.remove_service(&ServiceRef::new("default", "web"), now);
+    assert_eq!(report.failed, 1);
+    assert!(r.dataplane().dummy().unwrap().contains(&ip("10.96.0.10")));
+    // The retry deletes the virtual server, then (same poll, retries run in key order:
+    // virtual servers before addresses) the VIP.
+    let wake = r.next_wakeup().unwrap();
+    r.poll(wake);
+    assert!(!r.dataplane().table().contains_service(&web_key()));
+    assert!(!r.dataplane().dummy().unwrap().contains(&ip("10.96.0.10")));
+    assert_eq!(r.next_wakeup(), None);
+}
+
+#[test]
+fn tcp_real_server_drains_then_goes_when_idle() {
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+    let busy = Connections {
+        active: 1,
+        inactive: 2,
+    };
+    r.dataplane_mut()
+        .set_connections(web_key(), dkey("10.244.0.2"), busy);
+    r.dataplane_mut().clear_logs();
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    // Quiesced by an edit, not deleted.
+    let journal = r.dataplane().journal();
+    assert_eq!(journal.len(), 1);
+    assert!(OperationKind::EditDestination.matches(&journal[0].operation));
+    let d = r.dataplane().table();
+    let d = d.destination(&web_key(), &dkey("10.244.0.2")).unwrap();
+    assert_eq!(d.weight, Weight::QUIESCED);
+    assert_eq!(r.draining().count(), 1);
+
+    // Still busy at the next check: kept.
+    let t1 = r.next_wakeup().unwrap();
+    assert_eq!(t1, t0 + DEFAULT_DRAIN_CHECK_INTERVAL);
+    assert!(r.poll(t1).is_quiet());
+    // Idle: deleted at the next check.
+    r.dataplane_mut()
+        .set_connections(web_key(), dkey("10.244.0.2"), Connections::NONE);
+    let t2 = r.next_wakeup().unwrap();
+    r.poll(t2);
+    assert!(
+        r.dataplane()
+            .table()
+            .destination(&web_key(), &dkey("10.244.0.2"))
+            .is_none()
+    );
+    assert_eq!(r.draining().count(), 0);
+    assert_eq!(r.metrics().drains_completed, 1);
+    assert_eq!(r.next_wakeup(), None);
+}
+
+#[test]
+fn drain_ends_at_the_deadline_and_idle_servers_go_at_once() {
+    let t0 = Instant::now();
+    let mut r = started(
+        node(),
+        vec![web(&["10.244.0.1", "10.244.0.2", "10.244.0.3"])],
+        t0,
+    );
+    r.dataplane_mut().set_connections(
+        web_key(),
+        dkey("10.244.0.2"),
+        Connections {
+            active: 5,
+            inactive: 0,
+        },
+    );
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    // .3 had no connection: deleted at once; .2 drains.
+    let table = r.dataplane().table();
+    assert!(table.destination(&web_key(), &dkey("10.244.0.3")).is_none());
+    assert!(table.destination(&web_key(), &dkey("10.244.0.2")).is_some());
+    let mut now = t0;
+    while let Some(next) = r.next_wakeup() {
+        assert!(next <= t0 + DEFAULT_DRAIN_TIMEOUT);
+        now = next;
+        r.poll(now);
+    }
+    assert_eq!(now, t0 + DEFAULT_DRAIN_TIMEOUT);
+    assert!(
+        r.dataplane()
+            .table()
+            .destination(&web_key(), &dkey("10.244.0.2"))
+            .is_none()
+    );
+    assert_eq!(r.metrics().drains_expired, 1);
+}
+
+#[test]
+fn endpoint_coming_back_gets_its_weight_restored() {
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+    r.dataplane_mut().set_connections(
+        web_key(),
+        dkey("10.244.0.2"),
+        Connections {
+            active: 1,
+            inactive: 0,
+        },
+    );
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    r.dataplane_mut().clear_logs();
+    r.sync_service(
+        web(&["10.244.0.1", "10.244.0.2"]),
+        t0 + Duration::from_secs(1),
+    );
+    let journal = r.dataplane().journal();
+    assert_eq!(journal.len(), 1);
+    assert!(OperationKind::EditDestination.matches(&journal[0].operation));
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.draining().count(), 0);
+    assert_eq!(r.next_wakeup(), None);
+}
+
+#[test]
+fn udp_real_servers_go_at_once() {
+    let t0 = Instant::now();
+    let dns = |b: &[&str]| service("dns", vec![vs("10.96.0.53", Protocol::Udp, 53, b)]);
+    let key = ServiceKey::udp(Ipv4Addr::new(10, 96, 0, 53), 53);
+    let mut r = started(node(), vec![dns(&["10.244.0.1", "10.244.0.2"])], t0);
+    r.dataplane_mut().set_connections(
+        key,
+        dkey("10.244.0.2"),
+        Connections {
+            active: 0,
+            inactive: 9,
+        },
+    );
+    r.sync_service(dns(&["10.244.0.1"]), t0);
+    assert!(
+        r.dataplane()
+            .table()
+            .destination(&key, &dkey("10.244.0.2"))
+            .is_none()
+    );
+    assert_eq!(r.draining().count(), 0);
+}
+
+#[test]
+fn restart_recognises_draining_real_servers() {
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+    r.dataplane_mut().set_connections(
+        web_key(),
+        dkey("10.244.0.2"),
+        Connections {
+            active: 1,
+            inactive: 0,
+        },
+    );
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    let mut dp = r.into_dataplane();
+    dp.clear_logs();
+
+    // A new process: same inputs, no memory of the drain.
+    let t1 = t0 + Duration::from_secs(100);
+    let mut again = started(dp, vec![web(&["10.244.0.1"])], t1);
+    assert!(again.dataplane().journal().is_empty());
+    assert_eq!(again.draining().count(), 1);
+    // It finishes the drain like any other: here at the deadline counted from the restart.
+    while let Some(next) = again.next_wakeup() {
+        again.poll(next);
+    }
+    assert!(
+        again
+            .dataplane()
+            .table()
+            .destination(&web_key(), &dkey("10.244.0.2"))
+            .is_none()
+    );
+    assert_eq!(owned(&again), desired_table(again.desired()));
+}
+
+#[test]
+fn failed_operations_are_retried_with_backoff_and_never_believed() {
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![], t0);
+    r.dataplane_mut().inject(
+        Fault::new(Errno::ENOMEM)
+            .on(OperationKind::AddDestination)
+            .times(3),
+    );
+    let report = r.sync_service(web(&["10.244.0.1"]), t0);
+    assert_eq!(report.failed, 1);
+    // The view holds the service (its addition succeeded) but not the destination.
+    assert_eq!(r.view(), &owned(&r));
+    assert!(
+        r.view()
+            .destination(&web_key(), &dkey("10.244.0.1"))
+            .is_none()
+    );
+    let mut delays = Vec::new();
+    let mut now = t0;
+    while let Some(next) = r.next_wakeup() {
+        delays.push(next - now);
+        now = next;
+        r.poll(now);
+        assert_eq!(r.view(), &owned(&r));
+    }
+    assert_eq!(
+        delays,
+        [1, 2, 4].map(Duration::from_secs),
+        "exponential backoff"
+    );
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.metrics().operations_failed, 3);
+    assert_eq!(r.metrics().retries, 3);
+}
+
+#[test]
+fn a_behind_the_back_change_that_breaks_an_operation_is_reread() {
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1"])], t0);
+    // Someone deletes the service; our view still has it, so the edit fails with ESRCH.
+    r.dataplane_mut()
+        .tamper(|t| {
+            t.remove_service(&web_key());
+        })
+        .unwrap();
+    let report = r.sync_service(web(&["10.244.0.1", "10.244.0.2"]), t0);
+    assert_eq!(report.failed, 1);
+    let next = r.next_wakeup().unwrap();
+    r.poll(next);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.view(), &owned(&r));
+}
+
+#[test]
+fn failed_listing_schedules_a_full_pass() {
+    let t0 = Instant::now();
+    let mut r = Reconciler::new(node(), ReconcilerConfig::default());
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    r.dataplane_mut().fail_listings(1);
+    assert!(r.verify(t0).is_err());
+    assert!(!r.is_adopted());
+    let next = r.next_wakeup().unwrap();
+    assert!(r.poll(next).is_ok());
+    assert!(r.is_adopted());
+    assert_eq!(owned(&r), desired_table(r.desired()));
+}
+
+#[test]
+fn sysctls_are_held() {
+    let t0 = Instant::now();
+    let config = ReconcilerConfig {
+        sysctls: ReconcilerConfig::recommended_sysctls(Some("5.4.0")),
+        ..ReconcilerConfig::default()
+    };
+    let dp = node().with_sysctls([("net.ipv4.vs.conntrack", "0"), ("net.ipv4.ip_forward", "1")]);
+    let mut r = Reconciler::new(dp, config);
+    let report = r.verify(t0).unwrap();
+    assert_eq!(report.sysctl_writes, 4);
+    assert_eq!(
+        r.dataplane().sysctl_value("net.ipv4.vs.conntrack"),
+        Some("1")
+    );
+    assert_eq!(
+        r.dataplane().sysctl_value("net.ipv4.vs.conn_reuse_mode"),
+        Some("0")
+    );
+    assert_eq!(r.verify(t0).unwrap().sysctl_writes, 0);
+}
