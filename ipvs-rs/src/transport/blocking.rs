@@ -1,9 +1,9 @@
 //! The blocking driver: [`Connection`], one socket driven with `send`, `poll` and `recv`.
 //!
 //! Every call has a deadline ([`Options::timeout`]; for a batch, per chunk): the socket is
-//! non-blocking, the driver reads whatever is queued and otherwise waits in `poll` for at
-//! most the time left, and it checks the deadline between datagrams too. No call can
-//! wait forever. A call that times out (or fails) abandons its requests; their late
+//! non-blocking, the driver reads whatever is queued (many datagrams per `recvmmsg`) and
+//! otherwise waits in `poll` for at most the time left, and it checks the deadline between
+//! receives too. No call can wait forever. A call that times out (or fails) abandons its requests; their late
 //! replies are discarded as stale by the next call, so the connection stays usable.
 
 use std::{
@@ -19,8 +19,28 @@ use nix::poll::{PollFd, PollFlags, poll};
 use super::{
     error::{KernelError, Result, TransportError},
     exchange::{Exchange, GENL_HDRLEN, NLMSG_HDRLEN, nlmsg_align},
-    socket::{self, NlSocket, Options},
+    socket::{self, NlSocket, Options, RecvBuffers},
 };
+
+/// A call's deadline (the clock starts when the call starts).
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    timeout: Duration,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            at: Instant::now() + timeout,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+}
 
 /// A blocking generic-netlink connection to one family, in one network namespace.
 ///
@@ -30,7 +50,7 @@ use super::{
 pub struct Connection<F> {
     socket: NlSocket,
     exchange: Exchange<F>,
-    recv_buf: Vec<u8>,
+    recv: RecvBuffers,
     send_buf: Vec<u8>,
     timeout: Duration,
     max_chunk: usize,
@@ -47,9 +67,9 @@ where
     /// [`TransportError::FamilyNotFound`].
     pub fn open(family_name: &str, options: Options) -> Result<Self> {
         let socket = NlSocket::open(&options)?;
-        let mut recv_buf = socket::recv_buffer();
+        let mut recv = RecvBuffers::default();
         let mut send_buf = Vec::new();
-        let deadline = Instant::now() + options.timeout;
+        let mut deadline = Deadline::new(options.timeout);
         let mut ctrl: Exchange<GenlCtrl> = Exchange::new(
             netlink_packet_generic::constants::GENL_ID_CTRL,
             socket.port_id,
@@ -57,22 +77,17 @@ where
         );
         ctrl.begin();
         ctrl.push(&socket::get_family(family_name), 0, &mut send_buf)?;
-        send_all(&socket, &send_buf, deadline, options.timeout)?;
-        wait(
-            &socket,
-            &mut recv_buf,
-            &mut ctrl,
-            deadline,
-            options.timeout,
-            |ex| ex.in_flight() == 0,
-        )?;
+        send_all(&socket, &send_buf, &mut deadline)?;
+        wait(&socket, &mut recv, &mut ctrl, &mut deadline, |ex| {
+            ex.in_flight() == 0
+        })?;
         let family_id = socket::family_id(family_name, ctrl.finish())?;
         let exchange = ctrl.successor(family_id);
         let max_chunk = socket.max_chunk(&options);
         Ok(Self {
             socket,
             exchange,
-            recv_buf,
+            recv,
             send_buf,
             timeout: options.timeout,
             max_chunk,
@@ -113,16 +128,16 @@ where
     /// Sends one request (flags: `NLM_F_REQUEST | NLM_F_ACK | flags`) and returns its reply
     /// payloads once the kernel has acknowledged it (or, with `NLM_F_DUMP`, ended the dump).
     pub fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
-        let deadline = Instant::now() + self.timeout;
+        let mut deadline = Deadline::new(self.timeout);
         if self.dirty {
             self.flush();
         }
         if flags & NLM_F_DUMP == NLM_F_DUMP {
-            self.drain(deadline)?;
+            self.drain(&mut deadline)?;
         }
         self.begin();
         self.exchange.push(&payload, flags, &mut self.send_buf)?;
-        self.run(deadline)?;
+        self.run(&mut deadline)?;
         self.exchange.finish().pop().unwrap_or_else(|| {
             Err(TransportError::protocol(
                 "a call finished without its request",
@@ -167,7 +182,7 @@ where
                 };
                 self.exchange.push(&next, 0, &mut self.send_buf)?;
             }
-            self.run(Instant::now() + self.timeout)?;
+            self.run(&mut Deadline::new(self.timeout))?;
             for result in self.exchange.finish() {
                 results.push(match result {
                     Ok(replies) => Ok(replies),
@@ -186,18 +201,16 @@ where
     }
 
     /// Sends the current call's buffer and waits for all its replies; abandons it on error.
-    fn run(&mut self, deadline: Instant) -> Result<()> {
-        let outcome =
-            send_all(&self.socket, &self.send_buf, deadline, self.timeout).and_then(|()| {
-                wait(
-                    &self.socket,
-                    &mut self.recv_buf,
-                    &mut self.exchange,
-                    deadline,
-                    self.timeout,
-                    |ex| ex.in_flight() == 0,
-                )
-            });
+    fn run(&mut self, deadline: &mut Deadline) -> Result<()> {
+        let outcome = send_all(&self.socket, &self.send_buf, deadline).and_then(|()| {
+            wait(
+                &self.socket,
+                &mut self.recv,
+                &mut self.exchange,
+                deadline,
+                |ex| ex.in_flight() == 0,
+            )
+        });
         if outcome.is_err() {
             self.exchange.abandon();
             self.dirty = true;
@@ -221,38 +234,27 @@ where
     /// queued before `send` returns, so reading until the queue is empty removes them all.
     fn flush(&mut self) {
         self.exchange.abandon();
-        loop {
-            match socket::recv(&self.socket.socket, &mut self.recv_buf) {
-                Ok(Some(len)) => {
-                    // Errors in stale replies do not concern the next call.
-                    let _ = self.exchange.feed(&self.recv_buf[..len]);
-                }
-                Ok(None) => break,
-                Err(TransportError::Overrun | TransportError::Truncated { .. }) => {}
-                Err(_) => break,
-            }
-        }
+        self.recv.flush(&self.socket.socket, &mut self.exchange);
         self.dirty = false;
     }
 
     /// Waits for the end of abandoned dumps: the kernel refuses a second dump on a socket
     /// (`EBUSY`) until the first one has been read to its end.
-    fn drain(&mut self, deadline: Instant) -> Result<()> {
+    fn drain(&mut self, deadline: &mut Deadline) -> Result<()> {
         wait(
             &self.socket,
-            &mut self.recv_buf,
+            &mut self.recv,
             &mut self.exchange,
             deadline,
-            self.timeout,
             |ex| !ex.draining(),
         )
     }
 }
 
 /// Sends `bytes` as one datagram before `deadline`.
-fn send_all(socket: &NlSocket, bytes: &[u8], deadline: Instant, timeout: Duration) -> Result<()> {
+fn send_all(socket: &NlSocket, bytes: &[u8], deadline: &mut Deadline) -> Result<()> {
     while !socket::send(&socket.socket, bytes)? {
-        wait_ready(socket, PollFlags::POLLOUT, deadline, timeout, 1)?;
+        wait_ready(socket, PollFlags::POLLOUT, deadline, 1)?;
     }
     Ok(())
 }
@@ -260,31 +262,24 @@ fn send_all(socket: &NlSocket, bytes: &[u8], deadline: Instant, timeout: Duratio
 /// Feeds received datagrams to `exchange` until `done` says so or `deadline` passes.
 fn wait<G>(
     socket: &NlSocket,
-    buf: &mut Vec<u8>,
+    recv: &mut RecvBuffers,
     exchange: &mut Exchange<G>,
-    deadline: Instant,
-    timeout: Duration,
+    deadline: &mut Deadline,
     done: impl Fn(&Exchange<G>) -> bool,
 ) -> Result<()>
 where
     G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
 {
     while !done(exchange) {
-        if Instant::now() >= deadline {
+        if deadline.passed() {
             return Err(TransportError::Timeout {
-                timeout,
+                timeout: deadline.timeout,
                 pending: exchange.in_flight(),
             });
         }
-        match socket::recv(&socket.socket, buf)? {
-            Some(len) => exchange.feed(&buf[..len])?,
-            None => wait_ready(
-                socket,
-                PollFlags::POLLIN,
-                deadline,
-                timeout,
-                exchange.in_flight(),
-            )?,
+        match recv.recv(&socket.socket)? {
+            0 => wait_ready(socket, PollFlags::POLLIN, deadline, exchange.in_flight())?,
+            _ => recv.feed(exchange)?,
         }
     }
     Ok(())
@@ -294,14 +289,16 @@ where
 fn wait_ready(
     socket: &NlSocket,
     events: PollFlags,
-    deadline: Instant,
-    timeout: Duration,
+    deadline: &mut Deadline,
     pending: usize,
 ) -> Result<()> {
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.at.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(TransportError::Timeout { timeout, pending });
+            return Err(TransportError::Timeout {
+                timeout: deadline.timeout,
+                pending,
+            });
         }
         let mut fds = [PollFd::new(socket.socket.as_fd(), events)];
         match poll(&mut fds, socket::poll_millis(left)) {

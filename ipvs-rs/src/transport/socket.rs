@@ -15,11 +15,11 @@
 //!   that one chunk's replies fit the buffer (see [`Options::batch_reply_cost`]).
 //! * A large send buffer (`SO_SNDBUFFORCE`, else `SO_SNDBUF`): one `send` may carry at most
 //!   `sk_sndbuf - 32` bytes (`EMSGSIZE` otherwise).
-//! * Every `recv` passes `MSG_TRUNC`, so the kernel returns a datagram's real length even
-//!   when it did not fit: truncation is detected and reported as
-//!   [`TransportError::Truncated`] (and the buffer grown), never silently accepted. The
-//!   buffer starts at 64 KiB, twice the largest chunk the kernel builds for a dump (it sizes
-//!   dump chunks to the reader's buffer, up to 32 KiB).
+//! * Datagrams are read many per system call (`recvmmsg` into [`RECV_SLOTS`] slots of
+//!   16 KiB; the kernel sizes dump chunks to the reader's buffer, so they fit a slot).
+//!   Every receive passes `MSG_TRUNC`, so the kernel returns a datagram's real length even
+//!   when it did not fit: truncation is detected per datagram and reported as
+//!   [`TransportError::Truncated`] (and the slots grown), never silently accepted.
 //!
 //! # Namespaces
 //!
@@ -29,12 +29,16 @@
 //! socket, and exits; the caller's thread never changes namespace.
 
 use std::{
+    fmt::Debug,
     fs::File,
-    io,
-    os::fd::{AsFd, BorrowedFd, OwnedFd},
+    io::{self, IoSliceMut},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
     path::PathBuf,
     time::Duration,
 };
+
+use netlink_packet_core::{Emitable, ParseableParametrized};
+use netlink_packet_generic::{GenlFamily, GenlHeader};
 
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
@@ -42,12 +46,12 @@ use nix::{
     errno::Errno,
     libc,
     sched::{CloneFlags, setns},
-    sys::socket::{getsockopt, setsockopt, sockopt},
+    sys::socket::{MsgFlags, MultiHeaders, getsockopt, recvmmsg, setsockopt, sockopt},
 };
 
 use super::{
     error::{Result, TransportError},
-    exchange::{RequestResult, nlmsg_align},
+    exchange::{Exchange, RequestResult, nlmsg_align},
 };
 
 /// The network namespace a connection's socket is created in.
@@ -130,9 +134,6 @@ impl Options {
     }
 }
 
-/// Initial receive-buffer size: twice the largest dump chunk the kernel builds.
-const RECV_BUF: usize = 64 << 10;
-
 /// An open, bound and connected generic-netlink socket.
 #[derive(Debug)]
 pub(crate) struct NlSocket {
@@ -199,11 +200,6 @@ impl NlSocket {
     }
 }
 
-/// A fresh receive buffer.
-pub(crate) fn recv_buffer() -> Vec<u8> {
-    vec![0; RECV_BUF]
-}
-
 fn new_socket() -> Result<Socket> {
     Socket::new(NETLINK_GENERIC).map_err(|e| TransportError::io("socket", e))
 }
@@ -247,26 +243,145 @@ pub(crate) fn send(socket: &Socket, bytes: &[u8]) -> Result<bool> {
     }
 }
 
-/// Receives one datagram into `buf`. `Ok(None)`: nothing queued.
+/// Receive slots: how many datagrams one `recvmmsg` may return.
+pub(crate) const RECV_SLOTS: usize = 64;
+
+/// Size of one receive slot: a few pages, so the kernel's dump chunks (which it sizes to the
+/// reader's buffer) stay a few pages each.
+const RECV_SLOT: usize = 16 << 10;
+
+/// The receive side of a socket: [`RECV_SLOTS`] equal buffers filled by one `recvmmsg`.
 ///
-/// `MSG_TRUNC` makes the kernel report the datagram's full length; a datagram that did not
-/// fit is reported as [`TransportError::Truncated`] and `buf` is grown to fit the next one.
-pub(crate) fn recv(socket: &Socket, buf: &mut Vec<u8>) -> Result<Option<usize>> {
-    loop {
-        let capacity = buf.len();
-        return match socket.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
-            Ok(len) if len > capacity => {
-                buf.resize(nlmsg_align(len), 0);
-                Err(TransportError::Truncated { len, capacity })
+/// A batch's replies are one datagram per request (an ACK is about 36 bytes) and a dump
+/// answers in one datagram per chunk, so reading many datagrams per system call is what keeps
+/// the receive side from costing a system call per request. It also takes a dump's last data
+/// and its `NLMSG_DONE` in one call: the kernel builds the next dump chunk (or the DONE)
+/// while a `recvmsg` dequeues the previous one, so the following slot finds it queued.
+///
+/// All slots have the same size, and the kernel sizes a dump chunk to the largest buffer a
+/// reader offered (up to about 32 KiB), so chunks fit a slot. A datagram that does not fit
+/// anyway is detected (`MSG_TRUNC` makes the kernel report its real length) and reported as
+/// [`TransportError::Truncated`]; the slots grow before the next receive.
+#[derive(Debug)]
+pub(crate) struct RecvBuffers {
+    buf: Vec<u8>,
+    slot: usize,
+    /// Slot size needed after a truncation (applied at the next receive).
+    grow_to: usize,
+    /// The length of each datagram of the last receive, in order (the real length, which
+    /// exceeds `slot` for a truncated one).
+    received: Vec<usize>,
+}
+
+impl Default for RecvBuffers {
+    fn default() -> Self {
+        Self {
+            buf: vec![0; RECV_SLOT * RECV_SLOTS],
+            slot: RECV_SLOT,
+            grow_to: RECV_SLOT,
+            received: Vec::with_capacity(RECV_SLOTS),
+        }
+    }
+}
+
+impl RecvBuffers {
+    /// Receives the queued datagrams, up to [`RECV_SLOTS`], in one system call, and returns
+    /// how many it got (0: nothing queued). Read them with [`datagrams`](Self::datagrams).
+    pub(crate) fn recv(&mut self, fd: &impl AsRawFd) -> Result<usize> {
+        self.received.clear();
+        if self.grow_to > self.slot {
+            self.slot = self.grow_to;
+            self.buf = vec![0; self.slot * RECV_SLOTS];
+        }
+        let slot = self.slot;
+        let mut grow_to = self.grow_to;
+        loop {
+            let mut headers = MultiHeaders::<()>::preallocate(RECV_SLOTS, None);
+            let mut slots = self.buf.chunks_exact_mut(slot);
+            let mut iovs: [[IoSliceMut<'_>; 1]; RECV_SLOTS] = std::array::from_fn(|_| {
+                [IoSliceMut::new(
+                    slots.next().expect("the buffer holds RECV_SLOTS slots"),
+                )]
+            });
+            match recvmmsg(
+                fd.as_raw_fd(),
+                &mut headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT,
+                None,
+            ) {
+                Ok(results) => {
+                    for msg in results {
+                        // With MSG_TRUNC the length is the datagram's, not what was copied.
+                        let len = if msg.flags.contains(MsgFlags::MSG_TRUNC) {
+                            msg.bytes.max(slot + 1)
+                        } else {
+                            msg.bytes
+                        };
+                        if len > slot {
+                            grow_to = grow_to.max(nlmsg_align(len));
+                        }
+                        self.received.push(len);
+                    }
+                    break;
+                }
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::ENOBUFS) => return Err(TransportError::Overrun),
+                Err(e) => return Err(TransportError::io("recvmmsg", io::Error::from(e))),
             }
-            Ok(len) => Ok(Some(len)),
-            Err(e) => match Errno::from_raw(e.raw_os_error().unwrap_or(0)) {
-                Errno::EINTR => continue,
-                Errno::EAGAIN => Ok(None),
-                Errno::ENOBUFS => Err(TransportError::Overrun),
-                _ => Err(TransportError::io("recv", e)),
-            },
-        };
+        }
+        self.grow_to = grow_to;
+        Ok(self.received.len())
+    }
+
+    /// The datagrams of the last [`recv`](Self::recv), in order; a truncated one is a
+    /// [`TransportError::Truncated`] error.
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = Result<&[u8]>> + '_ {
+        let slot = self.slot;
+        self.received.iter().enumerate().map(move |(i, &len)| {
+            if len > slot {
+                Err(TransportError::Truncated {
+                    len,
+                    capacity: slot,
+                })
+            } else {
+                Ok(&self.buf[i * slot..i * slot + len])
+            }
+        })
+    }
+
+    /// Feeds the datagrams of the last [`recv`](Self::recv) to `exchange`, in order; stops
+    /// at the first error (a truncated datagram, or one the exchange rejects).
+    pub(crate) fn feed<G>(&self, exchange: &mut Exchange<G>) -> Result<()>
+    where
+        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+    {
+        for datagram in self.datagrams() {
+            exchange.feed(datagram?)?;
+        }
+        Ok(())
+    }
+
+    /// Discards everything queued on the socket (replies of an abandoned call), feeding it to
+    /// `exchange` so that it learns which abandoned dumps have ended.
+    pub(crate) fn flush<G>(&mut self, fd: &impl AsRawFd, exchange: &mut Exchange<G>)
+    where
+        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+    {
+        loop {
+            match self.recv(fd) {
+                Ok(0) => break,
+                Ok(_) => {
+                    // Errors in stale replies do not concern the next call.
+                    for datagram in self.datagrams().flatten() {
+                        let _ = exchange.feed(datagram);
+                    }
+                }
+                Err(TransportError::Overrun) => {}
+                Err(_) => break,
+            }
+        }
     }
 }
 

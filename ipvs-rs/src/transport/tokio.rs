@@ -16,7 +16,7 @@ use tokio::{io::unix::AsyncFd, time::Instant};
 use super::{
     error::{KernelError, Result, TransportError},
     exchange::{Exchange, GENL_HDRLEN, NLMSG_HDRLEN, nlmsg_align},
-    socket::{self, NlSocket, Options},
+    socket::{self, NlSocket, Options, RecvBuffers},
 };
 
 /// An async generic-netlink connection to one family, in one network namespace.
@@ -38,7 +38,7 @@ struct Io {
     fd: AsyncFd<Socket>,
     port_id: u32,
     max_send: usize,
-    recv_buf: Vec<u8>,
+    recv: RecvBuffers,
     send_buf: Vec<u8>,
     timeout: Duration,
 }
@@ -71,7 +71,7 @@ where
             fd,
             port_id,
             max_send,
-            recv_buf: socket::recv_buffer(),
+            recv: RecvBuffers::default(),
             send_buf: Vec::new(),
             timeout: options.timeout,
         };
@@ -247,16 +247,16 @@ impl Io {
                 Ok(guard) => guard.map_err(|e| TransportError::io("poll", e))?,
                 Err(_) => return Err(self.timeout_error(exchange.in_flight())),
             };
-            let recv_buf = &mut self.recv_buf;
-            let received = guard.try_io(|fd| match socket::recv(fd.get_ref(), recv_buf) {
-                Ok(None) => Err(io::ErrorKind::WouldBlock.into()),
-                Ok(Some(len)) => Ok(Ok(len)),
+            let recv = &mut self.recv;
+            let received = guard.try_io(|fd| match recv.recv(fd.get_ref()) {
+                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                Ok(n) => Ok(Ok(n)),
                 Err(e) => Ok(Err(e)),
             });
             // `Err(_)`: nothing queued after all; readiness was cleared, wait again.
             if let Ok(received) = received {
-                let len = received.map_err(|e| TransportError::io("recv", e))??;
-                exchange.feed(&self.recv_buf[..len])?;
+                received.map_err(|e| TransportError::io("recv", e))??;
+                self.recv.feed(exchange)?;
             }
         }
         Ok(())
@@ -267,15 +267,6 @@ impl Io {
     where
         G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
     {
-        loop {
-            match socket::recv(self.fd.get_ref(), &mut self.recv_buf) {
-                Ok(Some(len)) => {
-                    let _ = exchange.feed(&self.recv_buf[..len]);
-                }
-                Ok(None) => break,
-                Err(TransportError::Overrun | TransportError::Truncated { .. }) => {}
-                Err(_) => break,
-            }
-        }
+        self.recv.flush(self.fd.get_ref(), exchange);
     }
 }
