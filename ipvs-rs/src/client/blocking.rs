@@ -81,7 +81,7 @@ impl Ipvs {
         };
         self.features = call::observe(self.features, &replies);
         (read.decode)(&replies).map_err(|source| Error::Decode {
-            operation: read.operation,
+            operation: read.operation.into(),
             source,
         })
     }
@@ -119,17 +119,18 @@ impl Ipvs {
 
     /// Applies one change and waits for the kernel's acknowledgement.
     pub fn apply(&mut self, operation: &Operation) -> Result<()> {
-        let name = call::describe(operation);
+        // Described only on failure: formatting addresses costs more than a successful call's
+        // encoding.
         let message = operation
             .to_message(&self.features)
             .map_err(|source| Error::Encode {
-                operation: name.clone(),
+                operation: call::describe(operation),
                 source,
             })?;
         self.connection
             .request(message, 0)
             .map(drop)
-            .map_err(|e| Error::transport(name, e))
+            .map_err(|e| Error::transport(call::describe(operation), e))
     }
 
     /// Applies many changes in as few system calls as possible, in order, and returns each

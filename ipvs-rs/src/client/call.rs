@@ -16,8 +16,30 @@ pub(crate) type Decoder<T> = Box<dyn Fn(&[IpvsMessage]) -> Result<T, DecodeError
 /// A read: the request, a name for errors, and the decoder of its reply messages.
 pub(crate) struct Read<T> {
     pub(crate) request: Request,
-    pub(crate) operation: String,
+    pub(crate) operation: ReadName,
     pub(crate) decode: Decoder<T>,
+}
+
+/// The name of a read, for errors; formatted only when one happens (reads are frequent,
+/// errors are not).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadName {
+    /// A fixed name.
+    Fixed(&'static str),
+    /// Getting one service.
+    Service(ServiceKey),
+    /// Listing the destinations of a service.
+    Destinations(ServiceKey),
+}
+
+impl From<ReadName> for String {
+    fn from(name: ReadName) -> String {
+        match name {
+            ReadName::Fixed(name) => name.to_owned(),
+            ReadName::Service(key) => format!("get service {key}"),
+            ReadName::Destinations(key) => format!("list destinations of {key}"),
+        }
+    }
 }
 
 fn each<T>(
@@ -40,7 +62,7 @@ fn one<T>(
 pub(crate) fn services() -> Read<Vec<ServiceEntry>> {
     Read {
         request: Request::DumpServices,
-        operation: "list services".into(),
+        operation: ReadName::Fixed("list services"),
         decode: Box::new(|m| each(codec::decode_service)(m)),
     }
 }
@@ -48,7 +70,7 @@ pub(crate) fn services() -> Read<Vec<ServiceEntry>> {
 pub(crate) fn service(key: &ServiceKey) -> Read<ServiceEntry> {
     Read {
         request: Request::GetService(*key),
-        operation: format!("get service {key}"),
+        operation: ReadName::Service(*key),
         decode: Box::new(|m| one(m, codec::decode_service)),
     }
 }
@@ -57,7 +79,7 @@ pub(crate) fn destinations(key: &ServiceKey) -> Read<Vec<DestinationEntry>> {
     let family = key.family();
     Read {
         request: Request::DumpDestinations(*key),
-        operation: format!("list destinations of {key}"),
+        operation: ReadName::Destinations(*key),
         decode: Box::new(move |m| {
             m.iter()
                 .map(|m| codec::decode_destination(m, family))
@@ -69,7 +91,7 @@ pub(crate) fn destinations(key: &ServiceKey) -> Read<Vec<DestinationEntry>> {
 pub(crate) fn daemons() -> Read<Vec<SyncDaemon>> {
     Read {
         request: Request::DumpDaemons,
-        operation: "list sync daemons".into(),
+        operation: ReadName::Fixed("list sync daemons"),
         decode: Box::new(|m| each(codec::decode_daemon)(m)),
     }
 }
@@ -77,7 +99,7 @@ pub(crate) fn daemons() -> Read<Vec<SyncDaemon>> {
 pub(crate) fn info() -> Read<Info> {
     Read {
         request: Request::GetInfo,
-        operation: "get info".into(),
+        operation: ReadName::Fixed("get info"),
         decode: Box::new(|m| one(m, codec::decode_info)),
     }
 }
@@ -85,7 +107,7 @@ pub(crate) fn info() -> Read<Info> {
 pub(crate) fn timeouts() -> Read<Timeouts> {
     Read {
         request: Request::GetConfig,
-        operation: "get timeouts".into(),
+        operation: ReadName::Fixed("get timeouts"),
         decode: Box::new(|m| one(m, codec::decode_timeouts)),
     }
 }
