@@ -432,4 +432,153 @@ mod real_kernel {
             .unwrap();
         });
     }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn every_forwarding_method_protocol_and_the_rarer_settings() {
+        let (saved, daemons, refused) = in_fresh_netns("rare-settings", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+            // SCTP, with local, bypass, IPIP and DR destinations.
+            let sctp = ServiceKey::Tuple {
+                protocol: Protocol::Sctp,
+                addr: v4("198.51.100.60"),
+                port: 3868,
+            };
+            ipvs.add_service(&Service::new(sctp, Scheduler::WeightedLeastConnection))
+                .unwrap();
+            ipvs.add_destination(&sctp, &dest("203.0.113.2", 3868, Forwarding::Local, 1))
+                .unwrap();
+            ipvs.add_destination(&sctp, &dest("203.0.113.3", 3868, Forwarding::Bypass, 1))
+                .unwrap();
+            ipvs.add_destination(
+                &sctp,
+                &dest("203.0.113.4", 3868, Forwarding::Tunnel(Tunnel::Ipip), 2),
+            )
+            .unwrap();
+            ipvs.add_destination(
+                &sctp,
+                &dest("203.0.113.5", 3868, Forwarding::DirectRouting, 3),
+            )
+            .unwrap();
+            // A backup sync daemon with the 4.3 settings (before any mixed-family destination).
+            let mut backup =
+                SyncDaemon::new(DaemonState::Backup, InterfaceName::new("lo").unwrap(), 9);
+            backup.group = Some("239.1.2.3".parse().unwrap());
+            backup.port = NonZeroU16::new(8850);
+            backup.ttl = std::num::NonZeroU8::new(3);
+            backup.max_len = NonZeroU16::new(1400);
+            ipvs.start_daemon(&backup).unwrap();
+            let daemons = ipvs.daemons().unwrap();
+            ipvs.stop_daemon(DaemonState::Backup).unwrap();
+            // A mixed-family destination: an IPv6 real server behind an IPv4 service, tunnelled.
+            let web = ServiceKey::tcp("198.51.100.61".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+            ipvs.add_service(&Service::new(web, Scheduler::RoundRobin))
+                .unwrap();
+            ipvs.add_destination(
+                &web,
+                &dest("2001:db8::7", 80, Forwarding::Tunnel(Tunnel::Ipip), 1),
+            )
+            .unwrap();
+            let e = ipvs
+                .add_destination(&web, &dest("2001:db8::8", 80, Forwarding::Masquerade, 1))
+                .unwrap_err();
+            assert_eq!(
+                e.kind(),
+                ErrorKind::InvalidArgument,
+                "mixed family needs a tunnel: {e}"
+            );
+            // The kernel refuses a sync daemon while mixed-family destinations exist.
+            let e = ipvs
+                .start_daemon(&SyncDaemon::new(
+                    DaemonState::Master,
+                    InterfaceName::new("lo").unwrap(),
+                    1,
+                ))
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+            // The SIP persistence engine on a persistent UDP service.
+            let sip = ServiceKey::Tuple {
+                protocol: Protocol::Udp,
+                addr: v4("198.51.100.62"),
+                port: 5060,
+            };
+            let mut svc = Service::new(sip, Scheduler::RoundRobin);
+            svc.persistence = Some(Persistence {
+                timeout_secs: 30,
+                netmask: PersistenceNetmask::V4("255.255.255.255".parse().unwrap()),
+            });
+            svc.persistence_engine = Some("sip".parse().unwrap());
+            ipvs.add_service(&svc).unwrap();
+            assert_eq!(
+                ipvs.service(&sip).unwrap().service,
+                svc,
+                "read back exactly"
+            );
+            // A kernel that predates GUE: the setting is refused, not silently dropped.
+            let mut old = Ipvs::open().unwrap();
+            old.set_features(ipvs::model::KernelFeatures::from_release("5.1.0"));
+            let gue = Tunnel::Gue {
+                port: NonZeroU16::new(6080).unwrap(),
+                checksum: false,
+                remote_checksum: false,
+            };
+            let refused = old
+                .add_destination(&web, &dest("203.0.113.9", 80, Forwarding::Tunnel(gue), 1))
+                .unwrap_err();
+            // ipvsadm -S writes local forwarding as -g and bypass as "(null)": read them back
+            // through the library instead.
+            let mut methods: Vec<String> = ipvs
+                .destinations(&sctp)
+                .unwrap()
+                .iter()
+                .map(|d| format!("{} {:?}", d.destination.addr, d.destination.forwarding))
+                .collect();
+            methods.sort();
+            assert_eq!(
+                methods,
+                [
+                    "203.0.113.2 Local",
+                    "203.0.113.3 Bypass",
+                    "203.0.113.4 Tunnel(Ipip)",
+                    "203.0.113.5 DirectRouting"
+                ]
+            );
+            (ipvsadm(&["-Sn"]), daemons, refused)
+        });
+        for line in [
+            "-A --sctp-service 198.51.100.60:3868 -s wlc",
+            "-a --sctp-service 198.51.100.60:3868 -r 203.0.113.4:3868 -i -w 2 --tun-type ipip",
+            "-a --sctp-service 198.51.100.60:3868 -r 203.0.113.5:3868 -g -w 3",
+            "-a -t 198.51.100.61:80 -r [2001:db8::7]:80 -i -w 1 --tun-type ipip",
+            "-A -u 198.51.100.62:5060 -s rr -p 30 --pe sip",
+        ] {
+            assert!(
+                saved.lines().any(|l| l == line),
+                "missing {line:?} in:\n{saved}"
+            );
+        }
+        assert_eq!(
+            saved
+                .lines()
+                .filter(|l| l.starts_with("-a --sctp-service"))
+                .count(),
+            4,
+            "{saved}"
+        );
+        assert_eq!(daemons.len(), 1, "{daemons:?}");
+        let d = &daemons[0];
+        assert_eq!((d.state, d.sync_id), (DaemonState::Backup, 9));
+        assert_eq!(d.group, Some("239.1.2.3".parse().unwrap()));
+        assert_eq!(
+            (
+                d.port.map(|p| p.get()),
+                d.ttl.map(|t| t.get()),
+                d.max_len.map(|m| m.get())
+            ),
+            (Some(8850), Some(3), Some(1400))
+        );
+        assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+        assert!(refused.to_string().contains("not sent"), "{refused}");
+    }
 }
