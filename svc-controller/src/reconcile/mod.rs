@@ -362,12 +362,19 @@ impl<D: Dataplane> Reconciler<D> {
                 },
             }
         }
-        let drains: BTreeSet<VirtualServerKey> = self
-            .drains
-            .iter()
-            .filter(|(_, d)| d.next_check <= now)
-            .map(|((k, _, _), _)| *k)
-            .collect();
+        // Due drain checks. The next check is pushed back first, so that a check that cannot
+        // read the kernel waits for the next interval instead of being due again at once.
+        let interval = self.config.drain_check_interval;
+        let mut drains = BTreeSet::new();
+        for ((k, _, _), d) in self.drains.iter_mut() {
+            if d.next_check <= now {
+                let next = (now + interval).min(d.deadline);
+                d.next_check = if next > now { next } else { now + interval };
+                drains.insert(*k);
+            }
+        }
+        // A check reads the kernel's connection counts.
+        self.suspect.extend(drains.iter().copied());
         for key in drains {
             self.reconcile_vs(key, now, None, &mut report);
         }
@@ -414,6 +421,12 @@ impl<D: Dataplane> Reconciler<D> {
             }
         }
         keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
+        // Work waiting for a retry is done now, with the fresh listing.
+        keys.extend(self.pending.keys().filter_map(|w| match w {
+            Work::Vs(k) => Some(*k),
+            _ => None,
+        }));
+        keys.extend(self.suspect.iter().copied());
 
         let wanted: BTreeSet<IpAddr> = self
             .desired
