@@ -2,11 +2,21 @@
 //!
 //! This crate computes, as a pure function, what the IPVS table of one node should contain for
 //! a set of Kubernetes Services and EndpointSlices: the virtual servers, their real servers, and
-//! the VIPs to bind on the dummy interface (`kube-ipvs0` by default). It talks to nothing; the
-//! reconciler maps its output onto the `ipvs-rs` crate and the kernel.
+//! the VIPs to bind on the dummy interface (`kube-ipvs0` by default); then keeps the node in
+//! line with it.
 //!
-//! The entry points are [`compute_service`] (one Service, for incremental work) and
-//! [`DesiredState`] (the whole node, updated Service by Service or computed at once).
+//! The crate has two halves:
+//!
+//! - **The desired state** (pure, talks to nothing): [`compute_service`] (one Service, for
+//!   incremental work) and [`DesiredState`] (the whole node, updated Service by Service or
+//!   computed at once). The rest of this page describes it.
+//! - **The reconciler**: [`reconcile::Reconciler`] programs the desired state through a
+//!   [`dataplane::Dataplane`] (the real node, [`dataplane::KernelDataplane`], or an in-memory
+//!   one for tests, [`dataplane::MemoryDataplane`]), incrementally (work proportional to what
+//!   changed), with graceful termination of TCP real servers, retries with backoff, periodic
+//!   drift repair, and a restart that adopts the existing table without a single operation.
+//!   What it may touch is decided by the rule in [`ownership`]: the virtual servers on the
+//!   dummy interface's addresses and NodePorts on node addresses, never anyone else's.
 //!
 //! ## What becomes a virtual server
 //! A virtual server is an (address, protocol, port) triple, [`VirtualServerKey`]. For each valid

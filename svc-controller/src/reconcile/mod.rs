@@ -56,7 +56,7 @@
 //! its weight is edited to 0 (new connections go elsewhere, established ones continue), and it
 //! is deleted once its active and inactive connections are both 0, or at the drain deadline
 //! ([`ReconcilerConfig::drain_timeout`], 30 s by default: see
-//! [`DEFAULT_DRAIN_TIMEOUT`](config::DEFAULT_DRAIN_TIMEOUT) for why). An idle one is deleted at
+//! [`DEFAULT_DRAIN_TIMEOUT`] for why). An idle one is deleted at
 //! once. An endpoint that comes back while draining gets its weight restored by an edit: its
 //! connections are never cut. UDP and SCTP real servers are deleted at once (there is no
 //! connection end to wait for, and stale UDP flows are better expired than black-holed).
