@@ -1,0 +1,513 @@
+//! The svc-controller reconciler against the real kernel: IPVS, the `kube-ipvs0` dummy
+//! interface and `/proc/sys`, each test in a fresh network namespace.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod real_kernel {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    use integration::backend::{CLIENT_TIMEOUT, tally};
+    use integration::topology::{BACKEND_PORT, LoadBalancerTopology};
+    use integration::{Netns, link};
+    use ipvs::Ipvs;
+    use ipvs::model::{
+        Destination, DestinationKey, Forwarding, Scheduler as IpvsScheduler, Service, ServiceKey,
+        Weight,
+    };
+    use ipvs::table::Table;
+    use svc_controller::dataplane::{Dataplane, KernelDataplane};
+    use svc_controller::ownership::to_service_key;
+    use svc_controller::reconcile::{Reconciler, ReconcilerConfig, desired_table};
+    use svc_controller::{
+        DEFAULT_DUMMY_INTERFACE, DesiredState, Exposure, Persistence, Protocol, RealServer,
+        Scheduler, ServiceDesired, ServiceRef, VirtualServer, VirtualServerKey,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn vs(
+        addr: &str,
+        protocol: Protocol,
+        port: u16,
+        backends: &[(&str, u16)],
+        exposure: Exposure,
+    ) -> VirtualServer {
+        VirtualServer {
+            key: VirtualServerKey {
+                addr: ip(addr),
+                protocol,
+                port,
+            },
+            scheduler: Scheduler::Rr,
+            persistence: None,
+            real_servers: backends
+                .iter()
+                .map(|(a, p)| RealServer {
+                    addr: ip(a),
+                    port: *p,
+                    weight: 1,
+                })
+                .collect(),
+            service: ServiceRef::new("", ""),
+            port_name: String::new(),
+            exposure,
+            bind_address: exposure != Exposure::NodePort,
+        }
+    }
+
+    fn service(name: &str, vss: Vec<VirtualServer>) -> ServiceDesired {
+        let sref = ServiceRef::new("default", name);
+        ServiceDesired {
+            service: sref.clone(),
+            virtual_servers: vss
+                .into_iter()
+                .map(|mut v| {
+                    v.service = sref.clone();
+                    (v.key, v)
+                })
+                .collect::<BTreeMap<_, _>>(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// A handful of Services: TCP with session affinity, DNS over UDP and TCP, an IPv6
+    /// ClusterIP, an SCTP port, and a NodePort on the node's address 192.168.1.10.
+    fn services() -> Vec<ServiceDesired> {
+        let mut web = vs(
+            "10.96.0.10",
+            Protocol::Tcp,
+            80,
+            &[("10.244.0.1", 8080), ("10.244.0.2", 8080)],
+            Exposure::ClusterIp,
+        );
+        web.persistence = Some(Persistence {
+            timeout_seconds: 10800,
+        });
+        vec![
+            service(
+                "web",
+                vec![
+                    web,
+                    vs(
+                        "192.168.1.10",
+                        Protocol::Tcp,
+                        30080,
+                        &[("10.244.0.1", 8080), ("10.244.0.2", 8080)],
+                        Exposure::NodePort,
+                    ),
+                ],
+            ),
+            service(
+                "dns",
+                vec![
+                    vs(
+                        "10.96.0.53",
+                        Protocol::Udp,
+                        53,
+                        &[("10.244.1.1", 53)],
+                        Exposure::ClusterIp,
+                    ),
+                    vs(
+                        "10.96.0.53",
+                        Protocol::Tcp,
+                        53,
+                        &[("10.244.1.1", 53)],
+                        Exposure::ClusterIp,
+                    ),
+                ],
+            ),
+            service(
+                "v6",
+                vec![vs(
+                    "fd00::10",
+                    Protocol::Tcp,
+                    443,
+                    &[("fd00:244::1", 8443)],
+                    Exposure::ClusterIp,
+                )],
+            ),
+            service(
+                "sctp",
+                vec![vs(
+                    "10.96.0.77",
+                    Protocol::Sctp,
+                    9999,
+                    &[("10.244.2.1", 9999)],
+                    Exposure::ClusterIp,
+                )],
+            ),
+        ]
+    }
+
+    fn desired() -> DesiredState {
+        let mut d = DesiredState::new();
+        for s in services() {
+            d.update(s);
+        }
+        d
+    }
+
+    fn foreign_key() -> ServiceKey {
+        ServiceKey::tcp(Ipv4Addr::new(172, 16, 0, 1), 80)
+    }
+
+    /// Another tool's virtual server, added with the library directly.
+    fn add_foreign(ipvs: &mut Ipvs) {
+        ipvs.add_service(&Service::new(
+            foreign_key(),
+            IpvsScheduler::WeightedLeastConnection,
+        ))
+        .unwrap();
+        ipvs.add_destination(
+            &foreign_key(),
+            &Destination::new(Ipv4Addr::new(172, 16, 0, 2), 80, Forwarding::DirectRouting),
+        )
+        .unwrap();
+    }
+
+    fn kernel_table(ipvs: &mut Ipvs) -> Table {
+        let services = ipvs.services().unwrap();
+        Table::from_entries(services.into_iter().map(|s| {
+            let dests = ipvs.destinations(&s.service.key).unwrap();
+            (s, dests)
+        }))
+    }
+
+    fn owned(table: &Table) -> Table {
+        table.filtered(|s| s.key() != foreign_key())
+    }
+
+    fn in_fresh_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+        Netns::new(name).unwrap().run(f).unwrap()
+    }
+
+    /// Node set-up: the node's own address on loopback (as if it were eth0's).
+    fn node_address() {
+        link::add_address("lo", ip("192.168.1.10"), 32).unwrap();
+    }
+
+    /// Whether the interface `name` is a dummy interface, and whether it is up (over
+    /// rtnetlink: `/sys/class/net` shows the namespace sysfs was mounted in, not ours).
+    fn link_state(name: &str) -> (bool, bool) {
+        use futures_util::TryStreamExt;
+        use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
+        let name = name.to_owned();
+        link::block_on_future(async move {
+            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+            let task = tokio::spawn(connection);
+            let message = handle
+                .link()
+                .get()
+                .match_name(name)
+                .execute()
+                .try_next()
+                .await
+                .unwrap()
+                .unwrap();
+            task.abort();
+            let dummy = message.attributes.iter().any(|a| {
+                matches!(a, LinkAttribute::LinkInfo(infos)
+                    if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Dummy))))
+            });
+            (dummy, message.header.flags.contains(LinkFlags::Up))
+        })
+        .unwrap()
+    }
+
+    fn config() -> ReconcilerConfig {
+        ReconcilerConfig {
+            sysctls: ReconcilerConfig::recommended_sysctls(None),
+            ..ReconcilerConfig::default()
+        }
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn controller_programs_services_vips_and_sysctls() {
+        in_fresh_netns("ctl-program", || {
+            node_address();
+            let mut ipvs = Ipvs::open().unwrap();
+            add_foreign(&mut ipvs);
+            let foreign = kernel_table(&mut ipvs);
+
+            let dp = KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap();
+            let mut r = Reconciler::new(dp, config());
+            r.set_desired(desired());
+            let report = r.verify(Instant::now()).unwrap();
+            assert!(report.is_ok(), "{report:?}");
+
+            let table = kernel_table(&mut ipvs);
+            assert_eq!(owned(&table), desired_table(r.desired()));
+            assert_eq!(table.get(&foreign_key()), foreign.get(&foreign_key()));
+            assert_eq!(r.view(), &owned(&table));
+
+            // VIPs on kube-ipvs0 as /32 and /128, never the node's own address.
+            let dp = r.dataplane_mut();
+            let bound = dp.dummy_addresses().unwrap();
+            let want: BTreeSet<IpAddr> = ["10.96.0.10", "10.96.0.53", "10.96.0.77", "fd00::10"]
+                .map(ip)
+                .into();
+            assert_eq!(bound, want);
+            assert!(dp.node_addresses().unwrap().contains(&ip("192.168.1.10")));
+            assert!(!dp.node_addresses().unwrap().contains(&ip("10.96.0.10")));
+            let (is_dummy, is_up) = link_state(DEFAULT_DUMMY_INTERFACE);
+            assert!(is_dummy, "kube-ipvs0 is a dummy interface");
+            assert!(!is_up, "kube-ipvs0 is left down");
+            assert_eq!(
+                dp.sysctl("net.ipv4.vs.expire_nodest_conn")
+                    .unwrap()
+                    .as_deref(),
+                Some("1")
+            );
+            assert_eq!(
+                dp.sysctl("net.ipv4.ip_forward").unwrap().as_deref(),
+                Some("1")
+            );
+
+            // Removing a Service removes its virtual servers, then its VIP.
+            let report = r.remove_service(&ServiceRef::new("default", "dns"), Instant::now());
+            assert!(report.is_ok(), "{report:?}");
+            assert_eq!(owned(&kernel_table(&mut ipvs)), desired_table(r.desired()));
+            assert!(
+                !r.dataplane_mut()
+                    .dummy_addresses()
+                    .unwrap()
+                    .contains(&ip("10.96.0.53"))
+            );
+
+            // Cleanup removes everything of ours and nothing else.
+            let report = r.cleanup().unwrap();
+            assert!(report.is_ok(), "{report:?}");
+            assert_eq!(kernel_table(&mut ipvs), foreign);
+            assert!(r.dataplane_mut().dummy_addresses().unwrap().is_empty());
+        });
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn controller_restart_adopts_with_zero_changes() {
+        in_fresh_netns("ctl-restart", || {
+            node_address();
+            let mut ipvs = Ipvs::open().unwrap();
+            add_foreign(&mut ipvs);
+            let mut first = Reconciler::new(
+                KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
+                config(),
+            );
+            for s in services() {
+                first.sync_service(s, Instant::now());
+            }
+            assert!(first.verify(Instant::now()).unwrap().is_ok());
+            let before = kernel_table(&mut ipvs);
+            drop(first);
+
+            let mut again = Reconciler::new(
+                KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
+                config(),
+            );
+            again.set_desired(desired());
+            let report = again.verify(Instant::now()).unwrap();
+            assert!(report.is_quiet(), "{report:?}");
+            assert_eq!(again.metrics().operations_applied, 0);
+            assert_eq!(kernel_table(&mut ipvs), before);
+        });
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn controller_repairs_drift() {
+        in_fresh_netns("ctl-drift", || {
+            node_address();
+            let mut ipvs = Ipvs::open().unwrap();
+            add_foreign(&mut ipvs);
+            let mut r = Reconciler::new(
+                KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
+                config(),
+            );
+            r.set_desired(desired());
+            r.verify(Instant::now()).unwrap();
+
+            // Behind its back: a virtual server deleted, a weight edited.
+            let dns = ServiceKey::udp(Ipv4Addr::new(10, 96, 0, 53), 53);
+            ipvs.delete_service(&dns).unwrap();
+            let web = to_service_key(&VirtualServerKey {
+                addr: ip("10.96.0.10"),
+                protocol: Protocol::Tcp,
+                port: 80,
+            });
+            let mut d =
+                Destination::new(Ipv4Addr::new(10, 244, 0, 1), 8080, Forwarding::Masquerade);
+            d.weight = Weight::new(9).unwrap();
+            ipvs.edit_destination(&web, &d).unwrap();
+
+            let report = r.verify(Instant::now()).unwrap();
+            assert!(report.is_ok(), "{report:?}");
+            assert_eq!(
+                report.operations, 3,
+                "add the service and its destination, edit the weight"
+            );
+            assert_eq!(r.metrics().drift_detected, 2);
+            assert_eq!(owned(&kernel_table(&mut ipvs)), desired_table(r.desired()));
+            assert!(r.verify(Instant::now()).unwrap().is_quiet());
+        });
+    }
+
+    /// A client connection that closes with a reset (SO_LINGER 0), so that IPVS moves it to
+    /// CLOSE (10 s) instead of TIME_WAIT (2 min).
+    struct Client {
+        reader: BufReader<TcpStream>,
+        writer: TcpStream,
+        backend: String,
+    }
+
+    impl Client {
+        fn open(netns: &Netns, addr: SocketAddr) -> Client {
+            let stream = netns
+                .run(move || TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT))
+                .unwrap()
+                .unwrap();
+            stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+            let writer = stream.try_clone().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut backend = String::new();
+            reader.read_line(&mut backend).unwrap();
+            Client {
+                reader,
+                writer,
+                backend: backend.trim_end().to_owned(),
+            }
+        }
+
+        fn echo(&mut self, text: &str) {
+            writeln!(self.writer, "{text}").unwrap();
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            assert_eq!(line.trim_end(), text);
+        }
+
+        fn reset(self) {
+            let linger = nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(
+                &self.writer.as_fd(),
+                nix::sys::socket::sockopt::Linger,
+                &linger,
+            )
+            .unwrap();
+        }
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn controller_drains_a_live_connection_then_deletes_the_real_server() {
+        let topo = LoadBalancerTopology::build(2).unwrap();
+        let vip = Ipv4Addr::new(198, 51, 100, 20);
+        let vip_addr = SocketAddr::new(vip.into(), 80);
+        let backends: Vec<(String, u16)> = (0..2)
+            .map(|i| {
+                (
+                    LoadBalancerTopology::backend_ip(i).to_string(),
+                    BACKEND_PORT,
+                )
+            })
+            .collect();
+        let svc = |which: &[usize]| {
+            let b: Vec<(&str, u16)> = which
+                .iter()
+                .map(|i| (backends[*i].0.as_str(), backends[*i].1))
+                .collect();
+            service(
+                "web",
+                vec![vs(
+                    &vip.to_string(),
+                    Protocol::Tcp,
+                    80,
+                    &b,
+                    Exposure::ClusterIp,
+                )],
+            )
+        };
+        let client = topo.client.clone();
+        topo.director
+            .run(|| {
+                let mut config = config();
+                config.drain_timeout = Duration::from_secs(120);
+                config.drain_check_interval = Duration::from_secs(1);
+                let mut r = Reconciler::new(
+                    KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
+                    config,
+                );
+                r.sync_service(svc(&[0, 1]), Instant::now());
+                assert!(r.verify(Instant::now()).unwrap().is_ok());
+                assert!(
+                    r.dataplane_mut()
+                        .dummy_addresses()
+                        .unwrap()
+                        .contains(&IpAddr::V4(vip))
+                );
+
+                let mut conn = Client::open(&client, vip_addr);
+                conn.echo("before");
+                let leaving = if conn.backend == "backend-1" { 0 } else { 1 };
+                let staying = 1 - leaving;
+                let leaving_key = DestinationKey {
+                    addr: LoadBalancerTopology::backend_ip(leaving).into(),
+                    port: BACKEND_PORT,
+                };
+                let skey = ServiceKey::tcp(vip, 80);
+
+                // The endpoint leaves: quiesced, not deleted; the connection keeps working.
+                let report = r.sync_service(svc(&[staying]), Instant::now());
+                assert!(report.is_ok(), "{report:?}");
+                let state = r.dataplane_mut().service(&skey).unwrap().unwrap();
+                let d = state.config.destination(&leaving_key).unwrap();
+                assert_eq!(d.weight, Weight::QUIESCED);
+                assert!(state.connections(&leaving_key).active >= 1);
+                conn.echo("while draining");
+                // New connections go to the other backend.
+                let names = tally(&client, vip_addr, 4).unwrap();
+                assert_eq!(
+                    names.get(&format!("backend-{}", staying + 1)),
+                    Some(&4),
+                    "{names:?}"
+                );
+
+                // Still busy at the next checks: kept.
+                std::thread::sleep(Duration::from_millis(1100));
+                r.poll(Instant::now());
+                assert!(r.view().destination(&skey, &leaving_key).is_some());
+                conn.echo("still draining");
+
+                // The connection ends: the real server goes once IPVS forgets it (CLOSE: 10 s).
+                conn.reset();
+                let start = Instant::now();
+                while r.view().destination(&skey, &leaving_key).is_some() {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(40),
+                        "not deleted after the connection closed"
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                    r.poll(Instant::now());
+                }
+                let state = r.dataplane_mut().service(&skey).unwrap().unwrap();
+                assert!(state.config.destination(&leaving_key).is_none());
+                assert_eq!(r.metrics().drains_completed, 1);
+                assert_eq!(r.metrics().drains_expired, 0);
+                let names = tally(&client, vip_addr, 2).unwrap();
+                assert_eq!(
+                    names.get(&format!("backend-{}", staying + 1)),
+                    Some(&2),
+                    "{names:?}"
+                );
+            })
+            .unwrap();
+    }
+}
