@@ -176,7 +176,10 @@ pub(crate) fn guest_run(plan: &Path, results_path: &Path) -> Result<bool> {
 fn test_args(filter: Option<&str>) -> Vec<String> {
     // libtest ORs its filters, so a user's filter replaces the `real_kernel` one rather than
     // joining it; `--ignored` still limits the run to marked tests.
-    vec!["--ignored".to_string(), filter.unwrap_or("real_kernel").to_string()]
+    vec![
+        "--ignored".to_string(),
+        filter.unwrap_or("real_kernel").to_string(),
+    ]
 }
 
 fn run_tests(entry: &Entry, filter: Option<&str>, results: &mut Results) {
