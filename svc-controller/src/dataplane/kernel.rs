@@ -14,7 +14,8 @@ use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage}
 use rtnetlink::{Handle, LinkDummy};
 
 use super::{
-    Connections, Dataplane, DataplaneError, Listing, OperationError, ServiceState, sysctl_path,
+    Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
+    ServiceState, foreign_dummy_addresses, sysctl_path,
 };
 
 /// `ENODEV`: what the kernel answers for a link name it does not know.
@@ -180,6 +181,16 @@ impl KernelDataplane {
         })
     }
 
+    /// The addresses bound on the interface with this index.
+    fn addresses_of(&mut self, index: u32) -> Result<BTreeSet<IpAddr>, DataplaneError> {
+        Ok(self
+            .all_addresses()?
+            .iter()
+            .filter(|m| m.header.index == index)
+            .filter_map(address_of)
+            .collect())
+    }
+
     /// Every address of the namespace with its interface index.
     fn all_addresses(&mut self) -> Result<Vec<AddressMessage>, DataplaneError> {
         let handle = self.handle.clone();
@@ -270,12 +281,41 @@ impl Dataplane for KernelDataplane {
 
     fn dummy_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
         let index = self.ensure_interface()?;
-        Ok(self
-            .all_addresses()?
-            .iter()
-            .filter(|m| m.header.index == index)
-            .filter_map(address_of)
-            .collect())
+        self.addresses_of(index)
+    }
+
+    fn existing_dummy_addresses(&mut self) -> Result<Option<BTreeSet<IpAddr>>, DataplaneError> {
+        match self.find_interface()? {
+            Some(index) => self.addresses_of(index).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn delete_dummy_interface(
+        &mut self,
+        owned: &BTreeSet<IpAddr>,
+    ) -> Result<InterfaceRemoval, DataplaneError> {
+        // `find_interface` refuses an interface of another kind (NotDummy).
+        let Some(index) = self.find_interface()? else {
+            return Ok(InterfaceRemoval::Absent);
+        };
+        let foreign = foreign_dummy_addresses(&self.addresses_of(index)?, owned);
+        if !foreign.is_empty() {
+            return Ok(InterfaceRemoval::Kept { foreign });
+        }
+        let handle = self.handle.clone();
+        let deleted = self
+            .runtime
+            .block_on(async move { handle.link().del(index).execute().await });
+        match deleted {
+            Ok(()) => Ok(InterfaceRemoval::Deleted),
+            // Deleted meanwhile by someone else.
+            Err(e) if errno_of(&e) == Some(ENODEV) => Ok(InterfaceRemoval::Absent),
+            Err(e) => Err(netlink(
+                format!("delete dummy interface {}", self.interface),
+                e,
+            )),
+        }
     }
 
     fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {

@@ -8,8 +8,8 @@ use ipvs::model::{DestinationKey, ServiceKey};
 use ipvs::table::{Fault, SimulatedKernel, Table};
 
 use super::{
-    Connections, Dataplane, DataplaneError, Listing, OperationError, ServiceState,
-    canonical_sysctl_key,
+    Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
+    ServiceState, canonical_sysctl_key, foreign_dummy_addresses,
 };
 
 /// A change to the dummy interface that a [`MemoryDataplane`] carried out.
@@ -21,6 +21,8 @@ pub enum AddressOp {
     Add(IpAddr),
     /// An address was removed.
     Delete(IpAddr),
+    /// The dummy interface was deleted.
+    DeleteInterface,
 }
 
 /// An in-memory node: an IPVS table in a [`SimulatedKernel`] (the kernel's checks and
@@ -151,7 +153,7 @@ impl MemoryDataplane {
         self
     }
 
-    /// Makes the next `count` address additions or deletions fail.
+    /// Makes the next `count` address additions or deletions (and interface deletions) fail.
     pub fn fail_address_changes(&mut self, count: usize) -> &mut Self {
         self.failing_address_changes = count;
         self
@@ -293,6 +295,27 @@ impl Dataplane for MemoryDataplane {
         Ok(())
     }
 
+    fn existing_dummy_addresses(&mut self) -> Result<Option<BTreeSet<IpAddr>>, DataplaneError> {
+        Ok(self.dummy.clone())
+    }
+
+    fn delete_dummy_interface(
+        &mut self,
+        owned: &BTreeSet<IpAddr>,
+    ) -> Result<InterfaceRemoval, DataplaneError> {
+        let Some(present) = &self.dummy else {
+            return Ok(InterfaceRemoval::Absent);
+        };
+        let foreign = foreign_dummy_addresses(present, owned);
+        if !foreign.is_empty() {
+            return Ok(InterfaceRemoval::Kept { foreign });
+        }
+        self.address_fault("delete the dummy interface".to_owned())?;
+        self.dummy = None;
+        self.address_log.push(AddressOp::DeleteInterface);
+        Ok(InterfaceRemoval::Deleted)
+    }
+
     fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
         Ok(self.node.clone())
     }
@@ -387,6 +410,31 @@ mod tests {
             ]
         );
         assert_eq!(dp.node_addresses().unwrap().len(), 1);
+
+        // The interface goes only when nothing foreign is on it.
+        let other: IpAddr = Ipv4Addr::new(10, 0, 0, 9).into();
+        let link_local: IpAddr = "fe80::1".parse().unwrap();
+        dp.add_dummy_address(other).unwrap();
+        dp.tamper_dummy(|d| {
+            d.insert(link_local);
+        });
+        assert_eq!(
+            dp.delete_dummy_interface(&BTreeSet::new()).unwrap(),
+            InterfaceRemoval::Kept {
+                foreign: [other].into()
+            }
+        );
+        assert!(dp.dummy().is_some());
+        assert_eq!(
+            dp.delete_dummy_interface(&[other].into()).unwrap(),
+            InterfaceRemoval::Deleted
+        );
+        assert_eq!(dp.existing_dummy_addresses().unwrap(), None);
+        assert_eq!(
+            dp.delete_dummy_interface(&BTreeSet::new()).unwrap(),
+            InterfaceRemoval::Absent
+        );
+        assert_eq!(dp.address_log().last(), Some(&AddressOp::DeleteInterface));
 
         dp.fail_listings(1);
         assert!(dp.list().is_err());

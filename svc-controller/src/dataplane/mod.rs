@@ -10,7 +10,9 @@
 //!   operation: the kernel has no transactions, so a batch may half succeed, and the reconciler
 //!   must know exactly which half;
 //! - list, add and delete the addresses of the **dummy interface** that holds the VIPs
-//!   ([`Dataplane::dummy_addresses`] creates the interface when it is missing), and list the
+//!   ([`Dataplane::dummy_addresses`] creates the interface when it is missing;
+//!   [`Dataplane::delete_dummy_interface`] removes it at cleanup when nothing foreign is on
+//!   it), and list the
 //!   node's **other addresses** ([`Dataplane::node_addresses`]), so that a VIP that is already
 //!   a node address is not bound a second time;
 //! - read and write **sysctls** by key ([`Dataplane::sysctl`], [`Dataplane::set_sysctl`]).
@@ -116,6 +118,37 @@ impl ServiceState {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// What [`Dataplane::delete_dummy_interface`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceRemoval {
+    /// The interface was deleted.
+    Deleted,
+    /// There was no such interface.
+    Absent,
+    /// The interface holds addresses that are not ours: it was kept.
+    Kept {
+        /// The addresses that are not ours.
+        foreign: BTreeSet<IpAddr>,
+    },
+}
+
+/// Whether an address on the dummy interface counts against deleting it: everything but
+/// what we own and the IPv6 link-local addresses the kernel generates itself.
+pub(crate) fn foreign_dummy_addresses<'a>(
+    present: impl IntoIterator<Item = &'a IpAddr>,
+    owned: &BTreeSet<IpAddr>,
+) -> BTreeSet<IpAddr> {
+    present
+        .into_iter()
+        .filter(|a| !owned.contains(a))
+        .filter(|a| match a {
+            IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+            IpAddr::V4(_) => true,
+        })
+        .copied()
+        .collect()
 }
 
 /// Why one operation of a batch failed.
@@ -226,6 +259,20 @@ pub trait Dataplane {
 
     /// Removes `addr` from the dummy interface (not bound: success).
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
+
+    /// The addresses on the dummy interface, `None` when it does not exist; never creates it
+    /// (for [`cleanup`](crate::reconcile::Reconciler::cleanup), which must not make what it
+    /// is about to remove).
+    fn existing_dummy_addresses(&mut self) -> Result<Option<BTreeSet<IpAddr>>, DataplaneError>;
+
+    /// Deletes the dummy interface, but only when it is a dummy interface and every address
+    /// on it is in `owned` (IPv6 link-local addresses, which the kernel generates itself on a
+    /// link that was set up, do not count). An interface of another kind is an error
+    /// ([`DataplaneError::NotDummy`]) and is left alone.
+    fn delete_dummy_interface(
+        &mut self,
+        owned: &BTreeSet<IpAddr>,
+    ) -> Result<InterfaceRemoval, DataplaneError>;
 
     /// The addresses of every other interface of the node (loopback included).
     fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
