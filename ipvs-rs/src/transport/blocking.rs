@@ -6,15 +6,14 @@
 //! receives too. No call can wait forever. A call that times out (or fails) abandons its requests; their late
 //! replies are discarded as stale by the next call, so the connection stays usable.
 
-use std::{
-    fmt::Debug,
-    os::fd::AsFd,
-    time::{Duration, Instant},
-};
+use std::{fmt::Debug, os::fd::AsFd, sync::OnceLock, time::Duration};
 
 use netlink_packet_core::{Emitable, NLM_F_DUMP, ParseableParametrized};
 use netlink_packet_generic::{GenlFamily, GenlHeader, ctrl::GenlCtrl};
-use nix::poll::{PollFd, PollFlags, poll};
+use nix::{
+    poll::{PollFd, PollFlags, poll},
+    time::{ClockId, clock_getres, clock_gettime},
+};
 
 use super::{
     error::{KernelError, Result, TransportError},
@@ -23,23 +22,57 @@ use super::{
 };
 
 /// A call's deadline (the clock starts when the call starts).
+///
+/// Deadlines of a second or so are kept on `CLOCK_MONOTONIC_COARSE` (the time of the last
+/// timer tick, a few milliseconds coarse), which the vDSO always serves without entering
+/// the kernel: `CLOCK_MONOTONIC` enters it whenever the clock source cannot be read from user
+/// space (an HPET or a virtual machine without a paravirtual clock), and a call reads the
+/// clock at least twice. Timeouts too short for the coarse clock use the precise one.
 #[derive(Debug, Clone, Copy)]
 struct Deadline {
     timeout: Duration,
-    at: Instant,
+    clock: ClockId,
+    /// On `clock`.
+    at: Duration,
 }
 
 impl Deadline {
     fn new(timeout: Duration) -> Self {
+        let clock = match coarse_resolution() {
+            Some(resolution) if timeout >= resolution * 100 => ClockId::CLOCK_MONOTONIC_COARSE,
+            _ => ClockId::CLOCK_MONOTONIC,
+        };
         Self {
             timeout,
-            at: Instant::now() + timeout,
+            clock,
+            at: now(clock).saturating_add(timeout),
         }
     }
 
     fn passed(&self) -> bool {
-        Instant::now() >= self.at
+        now(self.clock) >= self.at
     }
+
+    fn left(&self) -> Duration {
+        self.at.saturating_sub(now(self.clock))
+    }
+}
+
+/// The resolution of `CLOCK_MONOTONIC_COARSE`, if the system has it.
+fn coarse_resolution() -> Option<Duration> {
+    static RESOLUTION: OnceLock<Option<Duration>> = OnceLock::new();
+    *RESOLUTION.get_or_init(|| {
+        let res = clock_getres(ClockId::CLOCK_MONOTONIC_COARSE).ok()?;
+        let res = Duration::from(res);
+        // A monotonic coarse clock ticks at least every 100 ms on any sane system.
+        (res > Duration::ZERO && res <= Duration::from_millis(100)).then_some(res)
+    })
+}
+
+/// The time on `clock` (monotonic clocks cannot fail; if one did, the maximum, which makes
+/// the deadline pass at once rather than never).
+fn now(clock: ClockId) -> Duration {
+    clock_gettime(clock).map_or(Duration::MAX, Duration::from)
 }
 
 /// A blocking generic-netlink connection to one family, in one network namespace.
@@ -293,7 +326,7 @@ fn wait_ready(
     pending: usize,
 ) -> Result<()> {
     loop {
-        let left = deadline.at.saturating_duration_since(Instant::now());
+        let left = deadline.left();
         if left.is_zero() {
             return Err(TransportError::Timeout {
                 timeout: deadline.timeout,
