@@ -253,14 +253,16 @@ pub fn destination_attributes(
 ) -> Result<Vec<DestinationAttribute>, EncodeError> {
     let family = dest.family();
     check_family(service_family, family, Some(&dest.forwarding), features)?;
-    let mut attrs = vec![
+    // Room for the settings, the family and the tunnel's: one allocation.
+    let mut attrs = Vec::with_capacity(10);
+    attrs.extend([
         DestinationAttribute::Address(RawAddress::compact(dest.addr)),
         DestinationAttribute::Port(dest.port),
         DestinationAttribute::ForwardingMethod(dest.forwarding.method_number()),
         DestinationAttribute::Weight(dest.weight.get()),
         DestinationAttribute::UpperThreshold(dest.thresholds.upper()),
         DestinationAttribute::LowerThreshold(dest.thresholds.lower()),
-    ];
+    ]);
     if features.supports(Feature::DestinationAddressFamily) {
         attrs.push(DestinationAttribute::AddressFamily(family.number()));
     }

@@ -148,21 +148,27 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for ServiceAttribute {
 
 /// The attributes naming a service: `AF` and `PROTOCOL` + `ADDR` + `PORT`, or `AF` + `FWMARK`.
 pub fn service_key_attributes(key: &ServiceKey) -> Vec<ServiceAttribute> {
+    let mut attrs = Vec::with_capacity(4);
+    push_service_key(key, &mut attrs);
+    attrs
+}
+
+fn push_service_key(key: &ServiceKey, attrs: &mut Vec<ServiceAttribute>) {
     match key {
         ServiceKey::Tuple {
             protocol,
             addr,
             port,
-        } => vec![
+        } => attrs.extend([
             ServiceAttribute::AddressFamily(AddressFamily::of(addr).number()),
             ServiceAttribute::Protocol(protocol.number()),
             ServiceAttribute::Address(RawAddress::compact(*addr)),
             ServiceAttribute::Port(*port),
-        ],
-        ServiceKey::Fwmark { family, mark } => vec![
+        ]),
+        ServiceKey::Fwmark { family, mark } => attrs.extend([
             ServiceAttribute::AddressFamily(family.number()),
             ServiceAttribute::Fwmark(mark.get()),
-        ],
+        ]),
     }
 }
 
@@ -203,7 +209,9 @@ pub fn service_attributes(service: &Service) -> Result<Vec<ServiceAttribute>, En
         }
         None => (0, PersistenceNetmask::host(family)),
     };
-    let mut attrs = service_key_attributes(&service.key);
+    // Room for the key, the settings and a persistence engine: one allocation.
+    let mut attrs = Vec::with_capacity(9);
+    push_service_key(&service.key, &mut attrs);
     attrs.push(ServiceAttribute::SchedulerName(
         service.scheduler.name().to_owned(),
     ));
