@@ -5,7 +5,8 @@
 //! 1. load through the library's batches (`Ipvs::apply_batch`);
 //! 2. load with `ipvsadm-restore` (the reference C client);
 //! 3. load through the library with one request per round trip (`Ipvs::apply` in a loop);
-//! 4. list the whole table back through the library, and with `ipvsadm -Sn`.
+//! 4. list the whole table back (services, then each one's destinations, with statistics)
+//!    through the library (`Ipvs::services_with_destinations`), and with `ipvsadm -Sn`.
 //!
 //! Figures, not assertions: it prints times and ratios. It does check that every load produced
 //! the full table, so a fast wrong answer cannot pass for a result. Needs the real kernel:
@@ -138,16 +139,11 @@ fn main() {
             assert_eq!(failed, 0, "library batch: {failed} operations failed");
             check_full("library batch", count_with_ipvsadm());
             let (listed, list) = timed(|| {
-                let services = ipvs.services().expect("list services");
-                let dests: usize = services
-                    .iter()
-                    .map(|s| {
-                        ipvs.destinations(&s.service.key)
-                            .expect("list destinations")
-                            .len()
-                    })
-                    .sum();
-                (services.len(), dests)
+                let listing = ipvs
+                    .services_with_destinations()
+                    .expect("list services and destinations");
+                let dests: usize = listing.iter().map(|(_, dests)| dests.len()).sum();
+                (listing.len(), dests)
             });
             let (_, ipvsadm_list) = timed(|| {
                 let out = Command::new("ipvsadm")

@@ -1,6 +1,6 @@
 //! [`Ipvs`]: the blocking handle.
 
-use std::path::PathBuf;
+use std::{fs::File, os::fd::OwnedFd, path::PathBuf};
 
 use super::call::{self, Read};
 use super::error::{Error, Result};
@@ -9,7 +9,15 @@ use crate::model::{
     DaemonState, Destination, DestinationEntry, DestinationKey, Info, KernelFeatures, Service,
     ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
 };
+use crate::table::Table;
 use crate::transport::{Connection, Namespace, Options, TransportError};
+
+/// Services below which a full listing is read on the handle's own socket only: a helper
+/// thread costs more than a few dozen round trips.
+const PARALLEL_LISTING_MIN: usize = 64;
+
+/// The most sockets a full listing reads destinations on at once.
+const LISTING_SOCKETS_MAX: usize = 4;
 
 /// A blocking handle on the IPVS table of one network namespace.
 ///
@@ -20,6 +28,11 @@ use crate::transport::{Connection, Namespace, Options, TransportError};
 pub struct Ipvs {
     connection: Connection<IpvsMessage>,
     features: KernelFeatures,
+    /// How to open more sockets in the handle's namespace (for parallel listings); `None`
+    /// if the namespace could not be pinned (then listings use the handle's socket only).
+    helper_options: Option<Options>,
+    /// Extra sockets for parallel listings, opened on first use.
+    helpers: Vec<Connection<IpvsMessage>>,
 }
 
 impl Ipvs {
@@ -39,11 +52,14 @@ impl Ipvs {
 
     /// Opens a handle with explicit options (namespace, deadline, buffer sizes, batch limits).
     pub fn with_options(options: Options) -> Result<Self> {
+        let helper_options = helper_options(&options);
         let connection = Connection::open("IPVS", options)
             .map_err(|e| Error::transport("open the IPVS netlink socket", e))?;
         Ok(Self {
             connection,
             features: call::running_kernel_features(),
+            helper_options,
+            helpers: Vec::new(),
         })
     }
 
@@ -64,26 +80,7 @@ impl Ipvs {
     }
 
     fn read<T>(&mut self, read: Read<T>) -> Result<T> {
-        let mut attempts = 0;
-        let replies = loop {
-            let result = if read.request.is_dump() {
-                self.connection.dump(read.request.to_message())
-            } else {
-                self.connection.request(read.request.to_message(), 0)
-            };
-            match result {
-                Err(TransportError::DumpInterrupted) if attempts < call::DUMP_RETRIES => {
-                    attempts += 1
-                }
-                Err(e) => return Err(Error::transport(read.operation, e)),
-                Ok(replies) => break replies,
-            }
-        };
-        self.features = call::observe(self.features, &replies);
-        (read.decode)(&replies).map_err(|source| Error::Decode {
-            operation: read.operation.into(),
-            source,
-        })
+        read_on(&mut self.connection, &mut self.features, read)
     }
 
     /// The IPVS version and connection table size.
@@ -110,6 +107,107 @@ impl Ipvs {
     /// kernel answers).
     pub fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationEntry>> {
         self.read(call::destinations(key))
+    }
+
+    /// The whole table: every service with its destinations, settings, flags and statistics,
+    /// in the order the kernel lists services.
+    ///
+    /// One `GET_SERVICE` dump, then one `GET_DEST` dump per service. The kernel runs one dump
+    /// at a time per socket, so for a large table the destination dumps are spread over a few
+    /// extra sockets of this handle (opened in its namespace on first use and kept), each
+    /// driven by a short-lived thread. Like every dump, this is not a consistent snapshot: a
+    /// service deleted meanwhile is listed without destinations.
+    pub fn services_with_destinations(
+        &mut self,
+    ) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
+        let services = self.services()?;
+        let sockets = self.listing_sockets(services.len());
+        if sockets <= 1 {
+            let mut listing = Vec::with_capacity(services.len());
+            for service in services {
+                let destinations = self.destinations(&service.service.key)?;
+                listing.push((service, destinations));
+            }
+            return Ok(listing);
+        }
+        // Contiguous shares, one per socket, so the listing keeps the kernel's order.
+        let share = services.len().div_ceil(sockets);
+        let features = self.features;
+        let mut connections: Vec<&mut Connection<IpvsMessage>> =
+            std::iter::once(&mut self.connection)
+                .chain(self.helpers.iter_mut())
+                .take(sockets)
+                .collect();
+        let results: Vec<Result<(Vec<Vec<DestinationEntry>>, KernelFeatures)>> =
+            std::thread::scope(|scope| {
+                let mut shares = services.chunks(share);
+                let mut connections = connections.iter_mut();
+                let own = (shares.next(), connections.next());
+                let handles: Vec<_> = shares
+                    .zip(connections)
+                    .map(|(share, connection)| {
+                        scope.spawn(move || list_destinations(connection, features, share))
+                    })
+                    .collect();
+                let mut results = Vec::with_capacity(handles.len() + 1);
+                if let (Some(share), Some(connection)) = own {
+                    results.push(list_destinations(connection, features, share));
+                }
+                results.extend(handles.into_iter().map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(Error::transport(
+                            "list destinations",
+                            TransportError::io(
+                                "listing thread",
+                                std::io::Error::other("the thread panicked"),
+                            ),
+                        ))
+                    })
+                }));
+                results
+            });
+        let mut destinations = Vec::with_capacity(services.len());
+        for result in results {
+            let (lists, learned) = result?;
+            self.features = learned.iter().fold(self.features, KernelFeatures::with);
+            destinations.extend(lists);
+        }
+        Ok(services.into_iter().zip(destinations).collect())
+    }
+
+    /// The whole table's configuration, as a [`Table`] (statistics, connection counts and
+    /// kernel-set flags dropped; see [`Table::from_entries`]). Read as
+    /// [`services_with_destinations`](Self::services_with_destinations) reads it.
+    pub fn table(&mut self) -> Result<Table> {
+        Ok(Table::from_entries(self.services_with_destinations()?))
+    }
+
+    /// How many sockets a listing of `services` services uses, opening helpers as needed.
+    fn listing_sockets(&mut self, services: usize) -> usize {
+        if services < PARALLEL_LISTING_MIN {
+            return 1;
+        }
+        let Some(options) = &self.helper_options else {
+            return 1;
+        };
+        let wanted = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, LISTING_SOCKETS_MAX);
+        while self.helpers.len() + 1 < wanted {
+            // Best effort: a socket that cannot be opened leaves the work to the others.
+            match options
+                .duplicate()
+                .and_then(|options| Connection::open("IPVS", options).ok())
+            {
+                Some(connection) => self.helpers.push(connection),
+                None => break,
+            }
+        }
+        let timeout = self.connection.timeout();
+        for helper in &mut self.helpers {
+            helper.set_timeout(timeout);
+        }
+        self.helpers.len() + 1
     }
 
     /// The running sync daemons.
@@ -214,4 +312,63 @@ impl Ipvs {
     pub fn stop_daemon(&mut self, state: DaemonState) -> Result<()> {
         self.apply(&Operation::StopDaemon(state))
     }
+}
+
+/// Runs one read on `connection`, retrying dumps the kernel flagged inconsistent, and learns
+/// what its replies prove the kernel supports.
+fn read_on<T>(
+    connection: &mut Connection<IpvsMessage>,
+    features: &mut KernelFeatures,
+    read: Read<T>,
+) -> Result<T> {
+    let mut attempts = 0;
+    let replies = loop {
+        let result = if read.request.is_dump() {
+            connection.dump(read.request.to_message())
+        } else {
+            connection.request(read.request.to_message(), 0)
+        };
+        match result {
+            Err(TransportError::DumpInterrupted) if attempts < call::DUMP_RETRIES => attempts += 1,
+            Err(e) => return Err(Error::transport(read.operation, e)),
+            Ok(replies) => break replies,
+        }
+    };
+    *features = call::observe(*features, &replies);
+    (read.decode)(&replies).map_err(|source| Error::Decode {
+        operation: read.operation.into(),
+        source,
+    })
+}
+
+/// The destinations of each of `services`, in order, read on `connection`.
+fn list_destinations(
+    connection: &mut Connection<IpvsMessage>,
+    mut features: KernelFeatures,
+    services: &[ServiceEntry],
+) -> Result<(Vec<Vec<DestinationEntry>>, KernelFeatures)> {
+    let lists = services
+        .iter()
+        .map(|service| {
+            read_on(
+                connection,
+                &mut features,
+                call::destinations(&service.service.key),
+            )
+        })
+        .collect::<Result<_>>()?;
+    Ok((lists, features))
+}
+
+/// Options for more sockets in the namespace `options` open the handle's socket in, pinned
+/// now: the calling thread may later move to another namespace.
+fn helper_options(options: &Options) -> Option<Options> {
+    let namespace = match &options.namespace {
+        Namespace::Current => {
+            Namespace::Fd(OwnedFd::from(File::open("/proc/thread-self/ns/net").ok()?))
+        }
+        Namespace::Path(path) => Namespace::Fd(OwnedFd::from(File::open(path).ok()?)),
+        Namespace::Fd(fd) => Namespace::Fd(fd.try_clone().ok()?),
+    };
+    Some(options.in_namespace(namespace))
 }

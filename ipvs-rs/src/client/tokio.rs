@@ -9,6 +9,7 @@ use crate::model::{
     DaemonState, Destination, DestinationEntry, DestinationKey, Info, KernelFeatures, Service,
     ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
 };
+use crate::table::Table;
 use crate::transport::{AsyncConnection, Namespace, Options, TransportError};
 
 /// An async handle on the IPVS table of one network namespace, for tokio.
@@ -112,6 +113,29 @@ impl AsyncIpvs {
     /// kernel answers).
     pub async fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationEntry>> {
         self.read(call::destinations(key)).await
+    }
+
+    /// The whole table: every service with its destinations, in the order the kernel lists
+    /// services (one `GET_SERVICE` dump, then one `GET_DEST` dump per service, on this
+    /// handle's socket). Not a consistent snapshot, like every dump.
+    pub async fn services_with_destinations(
+        &mut self,
+    ) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
+        let services = self.services().await?;
+        let mut listing = Vec::with_capacity(services.len());
+        for service in services {
+            let destinations = self.destinations(&service.service.key).await?;
+            listing.push((service, destinations));
+        }
+        Ok(listing)
+    }
+
+    /// The whole table's configuration, as a [`Table`] (see
+    /// [`Ipvs::table`](super::Ipvs::table)).
+    pub async fn table(&mut self) -> Result<Table> {
+        Ok(Table::from_entries(
+            self.services_with_destinations().await?,
+        ))
     }
 
     /// The running sync daemons.
