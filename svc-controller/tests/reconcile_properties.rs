@@ -309,6 +309,17 @@ proptest! {
                 }
             }
             foreign_intact(&r.dataplane().table())?;
+            // The ownership rule stays true at every step: each of our virtual servers off
+            // the node's addresses sits on an address bound on the dummy interface (bound
+            // before it is created, unbound only after it is gone).
+            let bound = r.dataplane().dummy().cloned().unwrap_or_default();
+            for key in owned(&r.dataplane().table()).keys() {
+                let vk = svc_controller::ownership::from_service_key(&key).unwrap();
+                prop_assert!(
+                    vk.addr == IpAddr::from([192, 168, 1, 10]) || bound.contains(&vk.addr),
+                    "{vk} exists while its VIP is not bound"
+                );
+            }
             // The view never believes what the kernel does not hold: it follows successful
             // answers only, so without edits behind its back it is exactly the owned table.
             if !tampered && r.is_adopted() {

@@ -68,12 +68,39 @@
 //! Desired VIPs are bound on the dummy interface, except addresses the node already has on
 //! another interface; addresses on the dummy interface that are no longer wanted are removed.
 //! A VIP is bound before its virtual servers are created and removed only after its last
-//! owned virtual server is gone, which keeps the ownership rule true across crashes.
+//! owned virtual server is gone, which keeps the ownership rule true across crashes. When
+//! binding fails, the VIP's virtual servers are **not created**: they are reported (an error
+//! in the [`SyncReport`], [`Metrics::blocked_on_vip`], [`Reconciler::blocked_on_vip`]) and
+//! created by the retry that binds the VIP, with the VIP's backoff. (One that already exists
+//! is still kept in line: it is desired, so ours by the first rule.)
+//! [`Reconciler::cleanup`] removes the virtual servers, then the addresses, then the dummy
+//! interface itself when nothing foreign is on it.
+//!
+//! # Logs
+//!
+//! Events go through [`tracing`], with structured fields (`service`, `virtual_server`,
+//! `real_server`, `vip`, `error`, `errno`, counts):
+//!
+//! - `warn`: every failed IPVS operation (the operation, its Service, the kernel's errno and
+//!   message), failed batch, failed read, failed address change (the VIP, its Service, the
+//!   error, when it is retried), virtual server not created for want of its VIP, sysctl that
+//!   cannot be held;
+//! - `info`: adoption of the node (owned, foreign and desired virtual servers, VIPs,
+//!   drains, operations), drift repaired (virtual server, Service, operations), drains
+//!   started, completed and expired (one event per real server, only when it happened:
+//!   after the kernel accepted the change), sysctls written, cleanup;
+//! - `debug`: each applied batch with its counts by kind, each address change, each full
+//!   pass's totals;
+//! - `trace`: each IPVS operation, in `ipvsadm` notation.
+//!
+//! Nothing per real server is logged at `info` on the programming path: a batch is one
+//! `debug` event, and its operations are formatted only when `trace` is enabled.
 
 pub mod config;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ipvs::codec::Operation;
@@ -81,14 +108,17 @@ use ipvs::model::{
     Destination, DestinationKey, Forwarding, Persistence as IpvsPersistence, PersistenceNetmask,
     Scheduler as IpvsScheduler, Service, ServiceKey, Weight,
 };
-use ipvs::table::{ServiceConfig, Table, diff};
+use ipvs::table::{OperationKind, ServiceConfig, Table, diff};
+use tracing::{Level, debug, info, trace, warn};
 
 pub use config::{
     DEFAULT_DRAIN_CHECK_INTERVAL, DEFAULT_DRAIN_TIMEOUT, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
     ReconcilerConfig,
 };
 
-use crate::dataplane::{Dataplane, DataplaneError, ServiceState};
+use crate::dataplane::{
+    Connections, Dataplane, DataplaneError, Describe, InterfaceRemoval, ServiceState,
+};
 use crate::desired::{Changes, DesiredState, ServiceDesired};
 use crate::model::{Protocol, RealServer, Scheduler, ServiceRef, VirtualServer, VirtualServerKey};
 use crate::ownership::{Ownership, from_service_key, to_service_key};
@@ -120,6 +150,8 @@ pub struct Metrics {
     pub drains_completed: u64,
     /// Draining real servers deleted at the deadline with connections left.
     pub drains_expired: u64,
+    /// Times a virtual server was not created because its VIP could not be bound.
+    pub blocked_on_vip: u64,
     /// Sysctls written.
     pub sysctl_writes: u64,
     /// Sysctls that could not be read or written.
@@ -139,6 +171,8 @@ pub struct SyncReport {
     pub sysctl_writes: usize,
     /// Whether the work was deferred to the first full pass (nothing adopted yet).
     pub deferred: bool,
+    /// Whether [`Reconciler::cleanup`] deleted the dummy interface.
+    pub interface_deleted: bool,
     /// The errors met, as messages (the work is retried).
     pub errors: Vec<String>,
 }
@@ -149,6 +183,7 @@ impl SyncReport {
         self.operations == 0
             && self.address_changes == 0
             && self.sysctl_writes == 0
+            && !self.interface_deleted
             && self.errors.is_empty()
     }
 
@@ -203,6 +238,9 @@ pub struct Reconciler<D> {
     pending: BTreeMap<Work, Backoff>,
     /// Virtual servers whose view must be re-read before planning.
     suspect: BTreeSet<VirtualServerKey>,
+    /// Desired virtual servers not created because their VIP is not bound: retried when the
+    /// VIP is.
+    blocked: BTreeSet<VirtualServerKey>,
     adopted: bool,
     metrics: Metrics,
 }
@@ -222,6 +260,7 @@ impl<D: Dataplane> Reconciler<D> {
             drains: BTreeMap::new(),
             pending: BTreeMap::new(),
             suspect: BTreeSet::new(),
+            blocked: BTreeSet::new(),
             adopted: false,
             metrics: Metrics::default(),
         }
@@ -260,6 +299,12 @@ impl<D: Dataplane> Reconciler<D> {
                 *d,
             )
         })
+    }
+
+    /// The desired virtual servers not created because their VIP is not bound on the dummy
+    /// interface (the binding failed): they are created when a retry binds it.
+    pub fn blocked_on_vip(&self) -> impl Iterator<Item = VirtualServerKey> + '_ {
+        self.blocked.iter().copied()
     }
 
     /// The counters.
@@ -332,6 +377,7 @@ impl<D: Dataplane> Reconciler<D> {
             changes.vips.iter().partition(|a| self.vip_wanted(a));
         for addr in bind {
             self.reconcile_vip(addr, now, &mut report);
+            self.unblock(addr, now, &mut report);
         }
         for key in &changes.virtual_servers {
             self.reconcile_vs(*key, now, None, &mut report);
@@ -355,7 +401,10 @@ impl<D: Dataplane> Reconciler<D> {
             self.metrics.retries += 1;
             match work {
                 Work::Vs(key) => self.reconcile_vs(key, now, None, &mut report),
-                Work::Vip(addr) => self.reconcile_vip(addr, now, &mut report),
+                Work::Vip(addr) => {
+                    self.reconcile_vip(addr, now, &mut report);
+                    self.unblock(addr, now, &mut report);
+                }
                 Work::FullPass => match self.verify(now) {
                     Ok(r) => merge(&mut report, r),
                     Err(e) => report.errors.push(e.to_string()),
@@ -402,6 +451,7 @@ impl<D: Dataplane> Reconciler<D> {
             Err(e) => {
                 self.metrics.read_failures += 1;
                 self.schedule(Work::FullPass, now);
+                warn!(error = %e, "full pass: cannot read the node; retrying");
                 return Err(e);
             }
         };
@@ -413,10 +463,12 @@ impl<D: Dataplane> Reconciler<D> {
         let ownership = self.ownership();
         let mut keys: BTreeSet<VirtualServerKey> =
             self.desired.virtual_servers().keys().copied().collect();
+        let mut found = 0usize;
         for skey in listing.table.keys() {
             if let Some(k) = from_service_key(&skey)
-                && (ownership.owns(&k) || self.view.contains_service(&skey))
+                && (keys.contains(&k) || ownership.owns(&k) || self.view.contains_service(&skey))
             {
+                found += 1;
                 keys.insert(k);
             }
         }
@@ -437,32 +489,72 @@ impl<D: Dataplane> Reconciler<D> {
         for addr in wanted.difference(&self.dummy.clone()) {
             self.reconcile_vip(*addr, now, &mut report);
         }
+        let examined = keys.len();
         for key in keys {
             let skey = to_service_key(&key);
             let fresh = listing.service(&skey);
-            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
+            let drifted = self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config);
+            if drifted {
                 self.metrics.drift_detected += 1;
             }
             self.suspect.remove(&key);
+            let (ops, failed) = (report.operations, report.failed);
             self.reconcile_vs(key, now, Some(fresh), &mut report);
+            if drifted && report.failed == failed {
+                info!(
+                    virtual_server = %key,
+                    service = %self.owner(&key),
+                    operations = report.operations - ops,
+                    "drift repaired: the kernel differed from what was programmed"
+                );
+            }
         }
         let stale: Vec<IpAddr> = self.dummy.difference(&wanted).copied().collect();
         for addr in stale {
             self.reconcile_vip(addr, now, &mut report);
         }
+        if !self.adopted {
+            info!(
+                owned_virtual_servers = found,
+                foreign_virtual_servers = listing.table.len() - found,
+                desired_virtual_servers = self.desired.virtual_servers().len(),
+                vips_bound = self.dummy.len(),
+                draining = self.drains.len(),
+                operations = report.operations,
+                address_changes = report.address_changes,
+                errors = report.errors.len(),
+                "adopted the node"
+            );
+        }
+        debug!(
+            virtual_servers = examined,
+            operations = report.operations,
+            failed = report.failed,
+            address_changes = report.address_changes,
+            sysctl_writes = report.sysctl_writes,
+            errors = report.errors.len(),
+            "full pass done"
+        );
         self.adopted = true;
         Ok(report)
     }
 
     /// Removes everything this controller owns from the node: every owned virtual server
-    /// (see [`ownership`](crate::ownership)) and every address of the dummy interface. Foreign
+    /// (see [`ownership`](crate::ownership)), every address of the dummy interface, and then
+    /// the dummy interface itself when nothing foreign is left on it
+    /// ([`Dataplane::delete_dummy_interface`]; a missing interface is not created). Foreign
     /// virtual servers are left alone. The desired state is emptied, so a later full pass
     /// does not program it again.
+    ///
+    /// The ownership rule holds here too: an address whose virtual servers could not all be
+    /// deleted stays bound (and the interface stays), so that calling `cleanup` again still
+    /// recognises them as ours.
     pub fn cleanup(&mut self) -> Result<SyncReport, DataplaneError> {
         let mut report = SyncReport::default();
         let listing = self.dataplane.list()?;
         self.node_addresses = self.dataplane.node_addresses()?;
-        self.dummy = self.dataplane.dummy_addresses()?;
+        let interface = self.dataplane.existing_dummy_addresses()?;
+        self.dummy = interface.clone().unwrap_or_default();
         let ownership = self.ownership();
         let ops: Vec<Operation> = listing
             .table
@@ -476,8 +568,34 @@ impl<D: Dataplane> Reconciler<D> {
             })
             .map(Operation::DeleteService)
             .collect();
-        self.send(&ops, &mut report);
+        let results = self.send_each(&ops, &mut report);
+        let kept: BTreeSet<IpAddr> = ops
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| !**ok)
+            .filter_map(|(op, _)| match op {
+                Operation::DeleteService(k) => from_service_key(k).map(|v| v.addr),
+                _ => None,
+            })
+            .collect();
+        // The view keeps exactly what is left of ours, as the listing showed it.
+        self.view = ops
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| !**ok)
+            .filter_map(|(op, _)| match op {
+                Operation::DeleteService(k) => listing.table.get(k).cloned(),
+                _ => None,
+            })
+            .collect();
         for addr in self.dummy.clone() {
+            if kept.contains(&addr) {
+                warn!(
+                    vip = %addr,
+                    "cleanup: VIP kept bound, a virtual server on it could not be deleted"
+                );
+                continue;
+            }
             match self.dataplane.delete_dummy_address(addr) {
                 Ok(()) => {
                     self.dummy.remove(&addr);
@@ -486,15 +604,43 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 Err(e) => {
                     self.metrics.address_failures += 1;
+                    warn!(vip = %addr, error = %e, "cleanup: cannot unbind VIP");
                     report.errors.push(e.to_string());
                 }
             }
         }
+        if let Some(bound) = interface
+            && self.dummy.is_empty()
+        {
+            match self.dataplane.delete_dummy_interface(&bound) {
+                Ok(InterfaceRemoval::Deleted) => report.interface_deleted = true,
+                Ok(InterfaceRemoval::Absent) => {}
+                Ok(InterfaceRemoval::Kept { foreign }) => {
+                    info!(
+                        foreign = ?foreign,
+                        "cleanup: dummy interface kept, it holds addresses that are not ours"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "cleanup: cannot delete the dummy interface");
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        info!(
+            virtual_servers_deleted = results.iter().filter(|ok| **ok).count(),
+            virtual_servers_left = results.iter().filter(|ok| !**ok).count(),
+            foreign_virtual_servers = listing.table.len() - ops.len(),
+            addresses_removed = report.address_changes,
+            interface_deleted = report.interface_deleted,
+            errors = report.errors.len(),
+            "cleanup done"
+        );
         self.desired = DesiredState::new();
-        self.view = Table::new();
         self.drains.clear();
         self.pending.clear();
         self.suspect.clear();
+        self.blocked.clear();
         Ok(report)
     }
 
@@ -531,10 +677,12 @@ impl<D: Dataplane> Reconciler<D> {
                 Ok(true) => {
                     self.metrics.sysctl_writes += 1;
                     report.sysctl_writes += 1;
+                    info!(sysctl = %key, value = %value, "sysctl set");
                 }
                 Ok(false) => {}
                 Err(e) => {
                     self.metrics.sysctl_failures += 1;
+                    warn!(sysctl = %key, value = %value, error = %e, "cannot hold sysctl");
                     report.errors.push(e.to_string());
                 }
             }
@@ -567,13 +715,95 @@ impl<D: Dataplane> Reconciler<D> {
                 self.metrics.address_changes += 1;
                 report.address_changes += 1;
                 self.pending.remove(&Work::Vip(addr));
+                debug!(vip = %addr, bound = wanted, "dummy interface address changed");
             }
             Err(e) => {
                 self.metrics.address_failures += 1;
-                report.errors.push(e.to_string());
                 self.schedule(Work::Vip(addr), now);
+                warn!(
+                    vip = %addr,
+                    service = %self.vip_owner(addr),
+                    change = if wanted { "bind" } else { "unbind" },
+                    error = %e,
+                    retry_in_ms = self.retry_in_ms(Work::Vip(addr), now),
+                    "dummy interface address change failed; retrying"
+                );
+                report.errors.push(e.to_string());
             }
         }
+    }
+
+    /// Whether `addr` should be bound on the dummy interface and is not: its virtual servers
+    /// must not be created (they would not be recognised as ours after a restart).
+    fn vip_unbound(&self, addr: &IpAddr) -> bool {
+        !self.dummy.contains(addr) && self.vip_wanted(addr)
+    }
+
+    /// Records that `key` is not created because its VIP is not bound; it is retried with
+    /// the VIP (see [`Reconciler::unblock`]).
+    fn block(&mut self, key: VirtualServerKey, now: Instant, report: &mut SyncReport) {
+        self.pending.remove(&Work::Vs(key));
+        if self.blocked.insert(key) {
+            self.metrics.blocked_on_vip += 1;
+        }
+        if !self.pending.contains_key(&Work::Vip(key.addr)) {
+            // Not waiting for a retry (e.g. unbound behind our back): bind it soon.
+            self.schedule(Work::Vip(key.addr), now);
+        }
+        let service = self.owner(&key);
+        warn!(
+            virtual_server = %key,
+            service = %service,
+            vip = %key.addr,
+            retry_in_ms = self.retry_in_ms(Work::Vip(key.addr), now),
+            "virtual server not created: its VIP is not bound; retried with the VIP"
+        );
+        report.errors.push(format!(
+            "virtual server {key} of {service} not created: its VIP {} is not bound on the \
+             dummy interface (retried with the VIP)",
+            key.addr
+        ));
+    }
+
+    /// Creates the virtual servers that waited for `addr` once it is bound.
+    fn unblock(&mut self, addr: IpAddr, now: Instant, report: &mut SyncReport) {
+        if !self.dummy.contains(&addr) {
+            return;
+        }
+        let (lo, hi) = vs_range(addr);
+        let keys: Vec<VirtualServerKey> = self.blocked.range(lo..=hi).copied().collect();
+        for key in keys {
+            self.reconcile_vs(key, now, None, report);
+        }
+    }
+
+    /// Milliseconds until `work` is retried (for logs).
+    fn retry_in_ms(&self, work: Work, now: Instant) -> u128 {
+        self.pending
+            .get(&work)
+            .map_or(0, |b| b.due.saturating_duration_since(now).as_millis())
+    }
+
+    /// The Service of a virtual server, for logs and messages.
+    fn owner(&self, key: &VirtualServerKey) -> Owner<'_> {
+        Owner(
+            self.desired
+                .virtual_servers()
+                .get(key)
+                .map(|vs| &vs.service),
+        )
+    }
+
+    /// A Service with a virtual server on `addr`, for logs.
+    fn vip_owner(&self, addr: IpAddr) -> Owner<'_> {
+        let (lo, hi) = vs_range(addr);
+        Owner(
+            self.desired
+                .virtual_servers()
+                .range(lo..=hi)
+                .next()
+                .map(|(_, vs)| &vs.service),
+        )
     }
 
     /// Whether an owned virtual server on `addr` that is not desired may still be in the
@@ -581,16 +811,7 @@ impl<D: Dataplane> Reconciler<D> {
     /// sync that removed it, or by the full pass), and one whose deletion failed waits for a
     /// retry, so the retry queue (ordered by address) says it without scanning the table.
     fn has_unfinished_vs(&self, addr: IpAddr) -> bool {
-        let lo = VirtualServerKey {
-            addr,
-            protocol: Protocol::Tcp,
-            port: 0,
-        };
-        let hi = VirtualServerKey {
-            addr,
-            protocol: Protocol::Sctp,
-            port: u16::MAX,
-        };
+        let (lo, hi) = vs_range(addr);
         let desired = self.desired.virtual_servers();
         self.pending
             .range(Work::Vs(lo)..=Work::Vs(hi))
@@ -644,8 +865,15 @@ impl<D: Dataplane> Reconciler<D> {
                 Ok(state) => fresh = Some(state),
                 Err(e) => {
                     self.metrics.read_failures += 1;
-                    report.errors.push(e.to_string());
                     self.schedule(Work::Vs(key), now);
+                    warn!(
+                        virtual_server = %key,
+                        service = %self.owner(&key),
+                        error = %e,
+                        retry_in_ms = self.retry_in_ms(Work::Vs(key), now),
+                        "cannot read virtual server; retrying"
+                    );
+                    report.errors.push(e.to_string());
                     return;
                 }
             }
@@ -663,7 +891,20 @@ impl<D: Dataplane> Reconciler<D> {
         }
         let counts = fresh.flatten();
         let have = self.view.get(&skey).cloned();
-        let want = self.target(key, desired.as_ref(), have.as_ref(), counts.as_ref(), now);
+        if have.is_none() && desired.is_some() && self.vip_unbound(&key.addr) {
+            self.block(key, now, report);
+            return;
+        }
+        self.blocked.remove(&key);
+        let mut notes = Vec::new();
+        let want = self.target(
+            key,
+            desired.as_ref(),
+            have.as_ref(),
+            counts.as_ref(),
+            now,
+            &mut notes,
+        );
         let current: Table = have.into_iter().collect();
         let target: Table = want.into_iter().collect();
         let plan = diff(&current, &target);
@@ -674,41 +915,146 @@ impl<D: Dataplane> Reconciler<D> {
             self.suspect.insert(key);
             self.schedule(Work::Vs(key), now);
         }
+        self.settle_drains(key, &notes);
         self.forget_finished_drains(key);
+    }
+
+    /// Counts and logs the drain decisions of one plan by what the view shows after it was
+    /// sent: a drain has started once the real server is quiesced, and ended once it is
+    /// deleted. A drain whose quiescing failed is forgotten, and decided again by the retry.
+    fn settle_drains(&mut self, key: VirtualServerKey, notes: &[(DestinationKey, DrainNote)]) {
+        let skey = to_service_key(&key);
+        for (d, note) in notes {
+            let in_view = self.view.destination(&skey, d);
+            let real_server = SocketAddr::new(d.addr, d.port);
+            match note {
+                DrainNote::Started => {
+                    if in_view.is_some_and(|x| x.weight == Weight::QUIESCED) {
+                        self.metrics.drains_started += 1;
+                        info!(
+                            virtual_server = %key,
+                            service = %self.owner(&key),
+                            real_server = %real_server,
+                            timeout_secs = self.config.drain_timeout.as_secs(),
+                            "drain started: real server quiesced (weight 0)"
+                        );
+                    } else {
+                        self.drains.remove(&(key, d.addr, d.port));
+                    }
+                }
+                DrainNote::Completed if in_view.is_none() => {
+                    self.metrics.drains_completed += 1;
+                    info!(
+                        virtual_server = %key,
+                        service = %self.owner(&key),
+                        real_server = %real_server,
+                        "drain completed: no connection left, real server deleted"
+                    );
+                }
+                DrainNote::Expired(c) if in_view.is_none() => {
+                    self.metrics.drains_expired += 1;
+                    info!(
+                        virtual_server = %key,
+                        service = %self.owner(&key),
+                        real_server = %real_server,
+                        active = c.map(|c| c.active),
+                        inactive = c.map(|c| c.inactive),
+                        "drain expired: real server deleted at the deadline"
+                    );
+                }
+                DrainNote::Completed | DrainNote::Expired(_) => {}
+            }
+        }
     }
 
     /// Sends operations; updates the view from each success. Returns whether all succeeded.
     fn send(&mut self, ops: &[Operation], report: &mut SyncReport) -> bool {
+        self.send_each(ops, report).iter().all(|ok| *ok)
+    }
+
+    /// Sends operations; updates the view from each success. Returns, for each operation,
+    /// whether it succeeded and the view could follow it.
+    fn send_each(&mut self, ops: &[Operation], report: &mut SyncReport) -> Vec<bool> {
         if ops.is_empty() {
-            return true;
+            return Vec::new();
         }
         report.operations += ops.len();
-        match self.dataplane.apply(ops) {
+        if tracing::enabled!(Level::TRACE) {
+            for op in ops {
+                trace!(operation = %Describe(op), "IPVS operation");
+            }
+        }
+        let results = match self.dataplane.apply(ops) {
             Err(e) => {
                 self.metrics.operations_failed += ops.len() as u64;
                 report.failed += ops.len();
+                let first = ops.first().and_then(op_key);
+                warn!(
+                    operations = ops.len(),
+                    virtual_server = first.map(|k| k.to_string()),
+                    service = %first.map_or(Owner(None), |k| self.owner(&k)),
+                    error = %e,
+                    "IPVS batch failed: nothing known of its effect; retrying"
+                );
                 report.errors.push(e.to_string());
-                false
+                return vec![false; ops.len()];
             }
-            Ok(results) => {
-                let mut all = results.len() == ops.len();
-                for (op, result) in ops.iter().zip(results) {
-                    match result {
-                        Ok(()) => {
-                            self.metrics.operations_applied += 1;
-                            all &= apply_to_view(&mut self.view, op);
-                        }
-                        Err(e) => {
-                            self.metrics.operations_failed += 1;
-                            report.failed += 1;
-                            report.errors.push(e.to_string());
-                            all = false;
-                        }
-                    }
+            Ok(results) => results,
+        };
+        let mut out = Vec::with_capacity(ops.len());
+        let mut failed = 0usize;
+        for (op, result) in ops.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    self.metrics.operations_applied += 1;
+                    out.push(apply_to_view(&mut self.view, op));
                 }
-                all
+                Err(e) => {
+                    failed += 1;
+                    warn!(
+                        operation = %Describe(op),
+                        service = %op_key(op).map_or(Owner(None), |k| self.owner(&k)),
+                        errno = e.errno,
+                        error = %e,
+                        "IPVS operation failed; retrying"
+                    );
+                    report.errors.push(e.to_string());
+                    out.push(false);
+                }
             }
         }
+        if out.len() < ops.len() {
+            let missing = ops.len() - out.len();
+            failed += missing;
+            warn!(
+                answered = out.len(),
+                sent = ops.len(),
+                "the dataplane did not answer every IPVS operation; retrying the rest"
+            );
+            report.errors.push(format!(
+                "the dataplane answered {} of {} IPVS operations",
+                out.len(),
+                ops.len()
+            ));
+            out.resize(ops.len(), false);
+        }
+        self.metrics.operations_failed += failed as u64;
+        report.failed += failed;
+        if tracing::enabled!(Level::DEBUG) {
+            let count = |kind: OperationKind| ops.iter().filter(|op| kind.matches(op)).count();
+            debug!(
+                operations = ops.len(),
+                failed,
+                add_service = count(OperationKind::AddService),
+                edit_service = count(OperationKind::EditService),
+                delete_service = count(OperationKind::DeleteService),
+                add_destination = count(OperationKind::AddDestination),
+                edit_destination = count(OperationKind::EditDestination),
+                delete_destination = count(OperationKind::DeleteDestination),
+                "IPVS batch applied"
+            );
+        }
+        out
     }
 
     /// What the kernel should hold for `key`: the desired virtual server plus the TCP real
@@ -720,6 +1066,7 @@ impl<D: Dataplane> Reconciler<D> {
         have: Option<&ServiceConfig>,
         counts: Option<&ServiceState>,
         now: Instant,
+        notes: &mut Vec<(DestinationKey, DrainNote)>,
     ) -> Option<ServiceConfig> {
         let vs = desired?;
         let mut want = ServiceConfig::new(ipvs_service(vs))
@@ -737,12 +1084,12 @@ impl<D: Dataplane> Reconciler<D> {
             let keep = match (record, conns) {
                 (_, Some(c)) if c.is_idle() => {
                     if record.is_some() {
-                        self.metrics.drains_completed += 1;
+                        notes.push((d.key(), DrainNote::Completed));
                     }
                     false
                 }
                 (Some(r), _) if now >= r.deadline => {
-                    self.metrics.drains_expired += 1;
+                    notes.push((d.key(), DrainNote::Expired(conns)));
                     false
                 }
                 (Some(r), Some(_)) => {
@@ -768,7 +1115,7 @@ impl<D: Dataplane> Reconciler<D> {
                             next_check,
                         },
                     );
-                    self.metrics.drains_started += 1;
+                    notes.push((d.key(), DrainNote::Started));
                     true
                 }
             };
@@ -809,11 +1156,64 @@ impl<D: Dataplane> Reconciler<D> {
     }
 }
 
+/// A drain decision of one plan, settled once the plan was sent.
+#[derive(Debug, Clone, Copy)]
+enum DrainNote {
+    /// The real server is being quiesced.
+    Started,
+    /// Its connections reached zero: it is being deleted.
+    Completed,
+    /// The deadline passed: it is being deleted (with these counts, when read).
+    Expired(Option<Connections>),
+}
+
+/// The Service of a virtual server in logs; `-` when no Service wants it (stale).
+#[derive(Debug, Clone, Copy)]
+struct Owner<'a>(Option<&'a ServiceRef>);
+
+impl fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(s) => fmt::Display::fmt(s, f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The first and last possible virtual-server keys on `addr` (keys sort by address first).
+fn vs_range(addr: IpAddr) -> (VirtualServerKey, VirtualServerKey) {
+    (
+        VirtualServerKey {
+            addr,
+            protocol: Protocol::Tcp,
+            port: 0,
+        },
+        VirtualServerKey {
+            addr,
+            protocol: Protocol::Sctp,
+            port: u16::MAX,
+        },
+    )
+}
+
+/// The virtual server an operation is about.
+fn op_key(op: &Operation) -> Option<VirtualServerKey> {
+    match op {
+        Operation::AddService(s) | Operation::EditService(s) => from_service_key(&s.key),
+        Operation::DeleteService(k)
+        | Operation::AddDestination(k, _)
+        | Operation::EditDestination(k, _)
+        | Operation::DeleteDestination(k, _) => from_service_key(k),
+        _ => None,
+    }
+}
+
 fn merge(into: &mut SyncReport, from: SyncReport) {
     into.operations += from.operations;
     into.failed += from.failed;
     into.address_changes += from.address_changes;
     into.sysctl_writes += from.sysctl_writes;
+    into.interface_deleted |= from.interface_deleted;
     into.errors.extend(from.errors);
 }
 

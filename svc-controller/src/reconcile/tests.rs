@@ -251,9 +251,158 @@ fn repairs_drift_and_removes_stale_owned_entries() {
 fn cleanup_removes_only_what_is_ours() {
     let now = Instant::now();
     let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
-    r.cleanup().unwrap();
+    let report = r.cleanup().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.interface_deleted);
     assert_eq!(r.dataplane().table(), foreign_table());
-    assert!(r.dataplane().dummy().unwrap().is_empty());
+    // The addresses, then the interface itself (kube-proxy's cleanup removes kube-ipvs0 too).
+    assert!(r.dataplane().dummy().is_none());
+    assert_eq!(
+        r.dataplane().address_log().last(),
+        Some(&AddressOp::DeleteInterface)
+    );
+    assert!(r.view().is_empty());
+
+    // Nothing of ours is left: a second cleanup changes nothing and creates nothing.
+    r.dataplane_mut().clear_logs();
+    let report = r.cleanup().unwrap();
+    assert!(report.is_quiet() && !report.interface_deleted, "{report:?}");
+    assert!(r.dataplane().address_log().is_empty());
+    assert!(r.dataplane().dummy().is_none());
+}
+
+#[test]
+fn cleanup_keeps_a_vip_until_its_virtual_server_is_gone() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
+    r.dataplane_mut()
+        .inject(Fault::new(Errno::ENOMEM).on(OperationKind::DeleteService));
+    let report = r.cleanup().unwrap();
+    assert_eq!(report.failed, 1);
+    assert!(!report.interface_deleted);
+    // Unbinding the VIP now would leave the virtual server on an address that no longer
+    // makes it ours: both stay, and the view holds exactly what is left.
+    assert!(r.dataplane().table().contains_service(&web_key()));
+    assert!(r.dataplane().dummy().unwrap().contains(&ip("10.96.0.10")));
+    assert_eq!(r.view(), &owned(&r));
+
+    // A second cleanup recognises it as ours and finishes.
+    let report = r.cleanup().unwrap();
+    assert!(report.is_ok() && report.interface_deleted, "{report:?}");
+    assert_eq!(r.dataplane().table(), foreign_table());
+    assert!(r.dataplane().dummy().is_none());
+    assert!(r.view().is_empty());
+}
+
+#[test]
+fn virtual_server_waits_for_its_vip() {
+    let t0 = Instant::now();
+    let vip = ip("10.96.0.10");
+    let mut r = started(node(), vec![], t0);
+    r.dataplane_mut().clear_logs();
+    r.dataplane_mut().fail_address_changes(2);
+    let report = r.sync_service(web(&["10.244.0.1"]), t0);
+    // Reported, and not created: a virtual server off the dummy interface would not be
+    // recognised as ours after a restart.
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains("not created") && e.contains("default/web")),
+        "{report:?}"
+    );
+    assert!(
+        r.dataplane().journal().is_empty(),
+        "created without its VIP"
+    );
+    let web_vs = from_service_key(&web_key()).unwrap();
+    assert_eq!(r.blocked_on_vip().collect::<Vec<_>>(), [web_vs]);
+    assert_eq!(
+        r.pending_retries(),
+        1,
+        "retried with the VIP, not on its own"
+    );
+    assert_eq!(r.metrics().blocked_on_vip, 1);
+
+    // A second port on the same VIP waits too (the VIP is already wanted: no VIP change).
+    let two = service(
+        "web",
+        vec![
+            vs("10.96.0.10", Protocol::Tcp, 80, &["10.244.0.1"]),
+            vs("10.96.0.10", Protocol::Tcp, 443, &["10.244.0.1"]),
+        ],
+    );
+    assert!(!r.sync_service(two, t0).is_ok());
+    assert!(r.dataplane().journal().is_empty());
+    assert_eq!(r.blocked_on_vip().count(), 2);
+
+    // The retry fails again (backoff doubles), then binds the VIP and creates both.
+    let t1 = r.next_wakeup().unwrap();
+    assert_eq!(t1, t0 + Duration::from_secs(1));
+    assert!(!r.poll(t1).is_ok());
+    assert!(r.dataplane().journal().is_empty());
+    let t2 = r.next_wakeup().unwrap();
+    assert_eq!(t2, t1 + Duration::from_secs(2));
+    let report = r.poll(t2);
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(r.dataplane().address_log(), [AddressOp::Add(vip)]);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.view(), &owned(&r));
+    assert_eq!(r.blocked_on_vip().count(), 0);
+    assert_eq!(r.next_wakeup(), None);
+}
+
+#[test]
+fn full_pass_does_not_create_a_virtual_server_without_its_vip() {
+    let t0 = Instant::now();
+    let mut r = Reconciler::new(node(), ReconcilerConfig::default());
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    r.dataplane_mut().fail_address_changes(1);
+    let report = r.verify(t0).unwrap();
+    assert!(!report.is_ok());
+    assert!(!r.dataplane().table().contains_service(&web_key()));
+    assert_eq!(r.view(), &owned(&r));
+    let t1 = r.next_wakeup().unwrap();
+    assert!(r.poll(t1).is_ok());
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert!(r.verify(t1).unwrap().is_quiet());
+}
+
+#[test]
+fn drains_are_counted_once_and_only_when_they_happen() {
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+    let busy = Connections {
+        active: 1,
+        inactive: 0,
+    };
+    r.dataplane_mut()
+        .set_connections(web_key(), dkey("10.244.0.2"), busy);
+    // Quiescing fails: no drain has started.
+    r.dataplane_mut()
+        .inject(Fault::new(Errno::ENOMEM).on(OperationKind::EditDestination));
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    assert_eq!(r.metrics().drains_started, 0);
+    assert_eq!(r.draining().count(), 0);
+    // The retry quiesces it.
+    let t1 = r.next_wakeup().unwrap();
+    r.poll(t1);
+    assert_eq!(r.metrics().drains_started, 1);
+    assert_eq!(r.draining().count(), 1);
+    // Idle, but the deletion fails once: completed once, when it is really deleted.
+    r.dataplane_mut()
+        .set_connections(web_key(), dkey("10.244.0.2"), Connections::NONE);
+    r.dataplane_mut()
+        .inject(Fault::new(Errno::ENOMEM).on(OperationKind::DeleteDestination));
+    let t2 = r.next_wakeup().unwrap();
+    r.poll(t2);
+    assert_eq!(r.metrics().drains_completed, 0);
+    while let Some(next) = r.next_wakeup() {
+        r.poll(next);
+    }
+    assert_eq!(r.metrics().drains_completed, 1);
+    assert_eq!(r.metrics().drains_started, 1);
+    assert_eq!(owned(&r), desired_table(r.desired()));
 }
 
 #[test]
@@ -551,4 +700,156 @@ fn sysctls_are_held() {
         Some("0")
     );
     assert_eq!(r.verify(t0).unwrap().sysctl_writes, 0);
+}
+
+/// A `tracing` subscriber that keeps every event as its level and `name=value` fields.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl Capture {
+    fn events(&self) -> Vec<(tracing::Level, String)> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn has(&self, level: tracing::Level, parts: &[&str]) -> bool {
+        self.events()
+            .iter()
+            .any(|(l, e)| *l == level && parts.iter().all(|p| e.contains(p)))
+    }
+}
+
+struct Fields(String);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), fields.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn logs_failures_drains_drift_and_adoption_with_the_service() {
+    use tracing::Level;
+    let capture = Capture::default();
+    tracing::subscriber::with_default(capture.clone(), || {
+        let t0 = Instant::now();
+        let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+        r.dataplane_mut().set_connections(
+            web_key(),
+            dkey("10.244.0.2"),
+            Connections {
+                active: 1,
+                inactive: 0,
+            },
+        );
+        r.dataplane_mut()
+            .inject(Fault::new(Errno::ENOMEM).on(OperationKind::AddDestination));
+        // .2 drains, .3 cannot be added.
+        r.sync_service(web(&["10.244.0.1", "10.244.0.3"]), t0);
+        // A VIP that cannot be bound.
+        r.dataplane_mut().fail_address_changes(1);
+        r.sync_service(
+            service(
+                "api",
+                vec![vs("10.96.0.20", Protocol::Tcp, 443, &["10.244.1.1"])],
+            ),
+            t0,
+        );
+        // Drift, then everything runs to the end of the drain.
+        r.dataplane_mut()
+            .tamper(|t| {
+                t.remove_service(&web_key());
+            })
+            .unwrap();
+        r.verify(t0).unwrap();
+        while let Some(next) = r.next_wakeup() {
+            r.poll(next);
+        }
+    });
+    let has = |level, parts: &[&str]| {
+        assert!(
+            capture.has(level, parts),
+            "no {level} event with {parts:?} in {:#?}",
+            capture.events()
+        );
+    };
+    has(
+        Level::INFO,
+        &[
+            "adopted the node",
+            "owned_virtual_servers=0",
+            "operations=3",
+        ],
+    );
+    has(
+        Level::WARN,
+        &[
+            "IPVS operation failed",
+            "service=default/web",
+            "errno=12",
+            "10.244.0.3",
+        ],
+    );
+    has(
+        Level::WARN,
+        &[
+            "address change failed",
+            "vip=10.96.0.20",
+            "service=default/api",
+            "injected failure",
+        ],
+    );
+    has(
+        Level::WARN,
+        &[
+            "not created",
+            "virtual_server=TCP 10.96.0.20:443",
+            "service=default/api",
+        ],
+    );
+    has(
+        Level::INFO,
+        &[
+            "drain started",
+            "real_server=10.244.0.2:8080",
+            "service=default/web",
+        ],
+    );
+    has(Level::INFO, &["drift repaired", "service=default/web"]);
+    has(
+        Level::DEBUG,
+        &["IPVS batch applied", "add_destination=1", "failed=1"],
+    );
+    has(Level::TRACE, &["IPVS operation", "10.244.0.3"]);
+    // The drain ended when the service was re-created by the drift repair: no drain event
+    // is left open, and nothing is logged at info per real server of a batch.
+    let infos: Vec<String> = capture
+        .events()
+        .into_iter()
+        .filter(|(l, _)| *l == Level::INFO)
+        .map(|(_, e)| e)
+        .filter(|e| !e.contains("drain") && !e.contains("drift") && !e.contains("adopted"))
+        .collect();
+    assert!(infos.is_empty(), "{infos:#?}");
 }
