@@ -281,11 +281,107 @@ mod real_kernel {
                     .contains(&ip("10.96.0.53"))
             );
 
-            // Cleanup removes everything of ours and nothing else.
+            // Cleanup removes everything of ours and nothing else: the virtual servers, the
+            // VIPs, then kube-ipvs0 itself.
             let report = r.cleanup().unwrap();
             assert!(report.is_ok(), "{report:?}");
+            assert!(report.interface_deleted, "{report:?}");
             assert_eq!(kernel_table(&mut ipvs), foreign);
-            assert!(r.dataplane_mut().dummy_addresses().unwrap().is_empty());
+            assert!(!link_exists(DEFAULT_DUMMY_INTERFACE));
+            assert_eq!(r.dataplane_mut().existing_dummy_addresses().unwrap(), None);
+            // Again: nothing to do, and the interface is not created again.
+            let report = r.cleanup().unwrap();
+            assert!(report.is_quiet(), "{report:?}");
+            assert!(!link_exists(DEFAULT_DUMMY_INTERFACE));
+            assert_eq!(kernel_table(&mut ipvs), foreign);
+        });
+    }
+
+    /// Whether an interface called `name` exists in this namespace.
+    fn link_exists(name: &str) -> bool {
+        use futures_util::TryStreamExt;
+        let name = name.to_owned();
+        link::block_on_future(async move {
+            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+            let task = tokio::spawn(connection);
+            let found = handle
+                .link()
+                .get()
+                .match_name(name)
+                .execute()
+                .try_next()
+                .await;
+            task.abort();
+            match found {
+                Ok(link) => link.is_some(),
+                // ENODEV: no such interface.
+                Err(rtnetlink::Error::NetlinkError(e))
+                    if e.code.is_some_and(|c| c.get().abs() == 19) =>
+                {
+                    false
+                }
+                Err(e) => panic!("look up {e}"),
+            }
+        })
+        .unwrap()
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn controller_deletes_only_its_own_dummy_interface() {
+        use svc_controller::dataplane::{DataplaneError, InterfaceRemoval};
+        in_fresh_netns("ctl-iface", || {
+            let mut dp = KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap();
+            assert_eq!(
+                dp.delete_dummy_interface(&BTreeSet::new()).unwrap(),
+                InterfaceRemoval::Absent
+            );
+            assert!(dp.dummy_addresses().unwrap().is_empty());
+            dp.add_dummy_address(ip("10.96.0.10")).unwrap();
+            // Someone else's address on it: kept, and so is everything on it.
+            link::add_address(DEFAULT_DUMMY_INTERFACE, ip("10.1.2.3"), 32).unwrap();
+            let ours: BTreeSet<IpAddr> = [ip("10.96.0.10")].into();
+            assert_eq!(
+                dp.delete_dummy_interface(&ours).unwrap(),
+                InterfaceRemoval::Kept {
+                    foreign: [ip("10.1.2.3")].into()
+                }
+            );
+            assert!(link_exists(DEFAULT_DUMMY_INTERFACE));
+            assert_eq!(dp.dummy_addresses().unwrap().len(), 2);
+            // Once it is gone, the interface goes; the IPv6 link-local address the kernel
+            // gives a link that was set up does not count.
+            dp.delete_dummy_address(ip("10.1.2.3")).unwrap();
+            link::set_up(DEFAULT_DUMMY_INTERFACE).unwrap();
+            assert_eq!(
+                dp.delete_dummy_interface(&ours).unwrap(),
+                InterfaceRemoval::Deleted
+            );
+            assert!(!link_exists(DEFAULT_DUMMY_INTERFACE));
+            assert_eq!(
+                dp.delete_dummy_interface(&ours).unwrap(),
+                InterfaceRemoval::Absent
+            );
+
+            // An interface of another kind with that name is never deleted.
+            link::block_on_future(async {
+                let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+                let task = tokio::spawn(connection);
+                handle
+                    .link()
+                    .add(rtnetlink::LinkVeth::new(DEFAULT_DUMMY_INTERFACE, "ctl-peer").build())
+                    .execute()
+                    .await
+                    .unwrap();
+                task.abort();
+            })
+            .unwrap();
+            let refused = dp.delete_dummy_interface(&BTreeSet::new());
+            assert!(
+                matches!(refused, Err(DataplaneError::NotDummy(_))),
+                "{refused:?}"
+            );
+            assert!(link_exists(DEFAULT_DUMMY_INTERFACE));
         });
     }
 
