@@ -34,7 +34,10 @@
 //! diffing each against the reconciler's own view of it: a Service event costs work
 //! proportional to that Service, not to the table. [`Reconciler::verify`] is the periodic full
 //! pass: it lists the kernel, rebuilds the view of every owned virtual server from it, and
-//! repairs drift (a virtual server deleted or a weight edited behind our back).
+//! repairs drift (a virtual server deleted or a weight edited behind our back). Retries and
+//! drain checks are indexed by time, so [`Reconciler::next_wakeup`] (called after every
+//! event in the loop above) costs nothing per waiting item and [`Reconciler::poll`] costs
+//! what is due.
 //!
 //! # The view never believes what the kernel does not hold
 //!
@@ -221,6 +224,14 @@ pub struct Drain {
 
 type DrainKey = (VirtualServerKey, IpAddr, u16);
 
+/// Something scheduled: a retry or a drain check, indexed by its time so that
+/// [`Reconciler::next_wakeup`] and [`Reconciler::poll`] cost what is due, not what waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retry(Work),
+    Drain(DrainKey),
+}
+
 /// Keeps IPVS and the dummy interface in line with the desired state. See the
 /// [module documentation](self).
 #[derive(Debug)]
@@ -236,6 +247,9 @@ pub struct Reconciler<D> {
     node_addresses: BTreeSet<IpAddr>,
     drains: BTreeMap<DrainKey, Drain>,
     pending: BTreeMap<Work, Backoff>,
+    /// Every retry's due time and every drain's next check, in time order (kept in step
+    /// with `pending` and `drains` by `set_retry`, `clear_retry`, `set_drain`, `clear_drain`).
+    timers: BTreeSet<(Instant, Timer)>,
     /// Virtual servers whose view must be re-read before planning.
     suspect: BTreeSet<VirtualServerKey>,
     /// Desired virtual servers not created because their VIP is not bound: retried when the
@@ -259,6 +273,7 @@ impl<D: Dataplane> Reconciler<D> {
             node_addresses: BTreeSet::new(),
             drains: BTreeMap::new(),
             pending: BTreeMap::new(),
+            timers: BTreeSet::new(),
             suspect: BTreeSet::new(),
             blocked: BTreeSet::new(),
             adopted: false,
@@ -345,12 +360,24 @@ impl<D: Dataplane> Reconciler<D> {
     /// When the reconciler wants [`Reconciler::poll`] to be called: the earliest due retry or
     /// drain check; `None` when nothing is scheduled.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        let retry = self.pending.values().map(|b| b.due).min();
-        let drain = self.drains.values().map(|d| d.next_check).min();
-        match (retry, drain) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        debug_assert!(self.timers_in_step(), "timer index out of step");
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Whether the timer index holds exactly the retries and drain checks (debug builds
+    /// check it at every [`Reconciler::next_wakeup`]).
+    fn timers_in_step(&self) -> bool {
+        let derived: BTreeSet<(Instant, Timer)> = self
+            .pending
+            .iter()
+            .map(|(w, b)| (b.due, Timer::Retry(*w)))
+            .chain(
+                self.drains
+                    .iter()
+                    .map(|(k, d)| (d.next_check, Timer::Drain(*k))),
+            )
+            .collect();
+        derived == self.timers
     }
 
     /// Replaces one Service's desired virtual servers and programs what changed.
@@ -391,11 +418,13 @@ impl<D: Dataplane> Reconciler<D> {
     /// Runs what is due at `now`: retries whose backoff has elapsed and drain checks.
     pub fn poll(&mut self, now: Instant) -> SyncReport {
         let mut report = SyncReport::default();
-        let due: Vec<Work> = self
-            .pending
-            .iter()
-            .filter(|(_, b)| b.due <= now)
-            .map(|(w, _)| *w)
+        // Retries run in key order: virtual servers before addresses before a full pass.
+        let due: BTreeSet<Work> = self
+            .due(now)
+            .filter_map(|t| match t {
+                Timer::Retry(w) => Some(w),
+                Timer::Drain(_) => None,
+            })
             .collect();
         for work in due {
             self.metrics.retries += 1;
@@ -414,12 +443,20 @@ impl<D: Dataplane> Reconciler<D> {
         // Due drain checks. The next check is pushed back first, so that a check that cannot
         // read the kernel waits for the next interval instead of being due again at once.
         let interval = self.config.drain_check_interval;
+        let due: Vec<DrainKey> = self
+            .due(now)
+            .filter_map(|t| match t {
+                Timer::Drain(k) => Some(k),
+                Timer::Retry(_) => None,
+            })
+            .collect();
         let mut drains = BTreeSet::new();
-        for ((k, _, _), d) in self.drains.iter_mut() {
-            if d.next_check <= now {
+        for dkey in due {
+            if let Some(d) = self.drains.get(&dkey).copied() {
                 let next = (now + interval).min(d.deadline);
-                d.next_check = if next > now { next } else { now + interval };
-                drains.insert(*k);
+                let next_check = if next > now { next } else { now + interval };
+                self.set_drain(dkey, Drain { next_check, ..d });
+                drains.insert(dkey.0);
             }
         }
         // A check reads the kernel's connection counts.
@@ -455,7 +492,7 @@ impl<D: Dataplane> Reconciler<D> {
                 return Err(e);
             }
         };
-        self.pending.remove(&Work::FullPass);
+        self.clear_retry(Work::FullPass);
         self.node_addresses = node;
         self.dummy = dummy;
         self.hold_sysctls(&mut report);
@@ -639,6 +676,7 @@ impl<D: Dataplane> Reconciler<D> {
         self.desired = DesiredState::new();
         self.drains.clear();
         self.pending.clear();
+        self.timers.clear();
         self.suspect.clear();
         self.blocked.clear();
         Ok(report)
@@ -657,12 +695,47 @@ impl<D: Dataplane> Reconciler<D> {
     }
 
     fn schedule(&mut self, work: Work, now: Instant) {
-        let entry = self.pending.entry(work).or_insert(Backoff {
-            attempts: 0,
-            due: now,
-        });
-        entry.attempts = entry.attempts.saturating_add(1);
-        entry.due = now + self.config.retry_delay(entry.attempts);
+        let attempts = self
+            .pending
+            .get(&work)
+            .map_or(0, |b| b.attempts)
+            .saturating_add(1);
+        let due = now + self.config.retry_delay(attempts);
+        self.set_retry(work, Backoff { attempts, due });
+    }
+
+    /// What is scheduled at or before `now`, in time order.
+    fn due(&self, now: Instant) -> impl Iterator<Item = Timer> + '_ {
+        self.timers
+            .iter()
+            .take_while(move |(t, _)| *t <= now)
+            .map(|(_, timer)| *timer)
+    }
+
+    fn set_retry(&mut self, work: Work, backoff: Backoff) {
+        if let Some(old) = self.pending.insert(work, backoff) {
+            self.timers.remove(&(old.due, Timer::Retry(work)));
+        }
+        self.timers.insert((backoff.due, Timer::Retry(work)));
+    }
+
+    fn clear_retry(&mut self, work: Work) {
+        if let Some(old) = self.pending.remove(&work) {
+            self.timers.remove(&(old.due, Timer::Retry(work)));
+        }
+    }
+
+    fn set_drain(&mut self, key: DrainKey, drain: Drain) {
+        if let Some(old) = self.drains.insert(key, drain) {
+            self.timers.remove(&(old.next_check, Timer::Drain(key)));
+        }
+        self.timers.insert((drain.next_check, Timer::Drain(key)));
+    }
+
+    fn clear_drain(&mut self, key: DrainKey) {
+        if let Some(old) = self.drains.remove(&key) {
+            self.timers.remove(&(old.next_check, Timer::Drain(key)));
+        }
     }
 
     fn hold_sysctls(&mut self, report: &mut SyncReport) {
@@ -707,14 +780,14 @@ impl<D: Dataplane> Reconciler<D> {
                 self.dummy.remove(&addr);
             })
         } else {
-            self.pending.remove(&Work::Vip(addr));
+            self.clear_retry(Work::Vip(addr));
             return;
         };
         match result {
             Ok(()) => {
                 self.metrics.address_changes += 1;
                 report.address_changes += 1;
-                self.pending.remove(&Work::Vip(addr));
+                self.clear_retry(Work::Vip(addr));
                 debug!(vip = %addr, bound = wanted, "dummy interface address changed");
             }
             Err(e) => {
@@ -742,7 +815,7 @@ impl<D: Dataplane> Reconciler<D> {
     /// Records that `key` is not created because its VIP is not bound; it is retried with
     /// the VIP (see [`Reconciler::unblock`]).
     fn block(&mut self, key: VirtualServerKey, now: Instant, report: &mut SyncReport) {
-        self.pending.remove(&Work::Vs(key));
+        self.clear_retry(Work::Vs(key));
         if self.blocked.insert(key) {
             self.metrics.blocked_on_vip += 1;
         }
@@ -910,7 +983,7 @@ impl<D: Dataplane> Reconciler<D> {
         let plan = diff(&current, &target);
         let ok = plan.is_empty() || self.send(plan.operations(), report);
         if ok {
-            self.pending.remove(&Work::Vs(key));
+            self.clear_retry(Work::Vs(key));
         } else {
             self.suspect.insert(key);
             self.schedule(Work::Vs(key), now);
@@ -939,7 +1012,7 @@ impl<D: Dataplane> Reconciler<D> {
                             "drain started: real server quiesced (weight 0)"
                         );
                     } else {
-                        self.drains.remove(&(key, d.addr, d.port));
+                        self.clear_drain((key, d.addr, d.port));
                     }
                 }
                 DrainNote::Completed if in_view.is_none() => {
@@ -1094,7 +1167,7 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 (Some(r), Some(_)) => {
                     let next = (now + self.config.drain_check_interval).min(r.deadline);
-                    self.drains.insert(
+                    self.set_drain(
                         dkey,
                         Drain {
                             next_check: next,
@@ -1108,7 +1181,7 @@ impl<D: Dataplane> Reconciler<D> {
                 (None, _) => {
                     let deadline = now + self.config.drain_timeout;
                     let next_check = (now + self.config.drain_check_interval).min(deadline);
-                    self.drains.insert(
+                    self.set_drain(
                         dkey,
                         Drain {
                             deadline,
@@ -1141,17 +1214,24 @@ impl<D: Dataplane> Reconciler<D> {
             .collect();
         let skey = to_service_key(&key);
         let desired = self.desired.virtual_servers().get(&key);
-        for dkey @ (_, addr, port) in records {
-            let dk = DestinationKey { addr, port };
-            let still = self.view.destination(&skey, &dk).is_some()
-                && desired.is_some_and(|vs| {
-                    !vs.real_servers
-                        .iter()
-                        .any(|r| r.addr == addr && r.port == port)
-                });
-            if !still {
-                self.drains.remove(&dkey);
-            }
+        let finished: Vec<DrainKey> = records
+            .into_iter()
+            .filter(|(_, addr, port)| {
+                let dk = DestinationKey {
+                    addr: *addr,
+                    port: *port,
+                };
+                let still = self.view.destination(&skey, &dk).is_some()
+                    && desired.is_some_and(|vs| {
+                        !vs.real_servers
+                            .iter()
+                            .any(|r| r.addr == *addr && r.port == *port)
+                    });
+                !still
+            })
+            .collect();
+        for dkey in finished {
+            self.clear_drain(dkey);
         }
     }
 }
