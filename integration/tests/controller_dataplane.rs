@@ -353,6 +353,20 @@ mod real_kernel {
             // gives a link that was set up does not count.
             dp.delete_dummy_address(ip("10.1.2.3")).unwrap();
             link::set_up(DEFAULT_DUMMY_INTERFACE).unwrap();
+            let link_local = |dp: &mut KernelDataplane| {
+                dp.dummy_addresses()
+                    .unwrap()
+                    .iter()
+                    .any(|a| matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+            };
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !link_local(&mut dp) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                link_local(&mut dp),
+                "the kernel gave the link an fe80:: address"
+            );
             assert_eq!(
                 dp.delete_dummy_interface(&ours).unwrap(),
                 InterfaceRemoval::Deleted
