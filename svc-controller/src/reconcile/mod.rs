@@ -641,7 +641,12 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 Err(e) => {
                     self.metrics.address_failures += 1;
-                    warn!(vip = %addr, error = %e, "cleanup: cannot unbind VIP");
+                    warn!(
+                        vip = %addr,
+                        service = %self.vip_owner(addr),
+                        error = %e,
+                        "cleanup: cannot unbind VIP"
+                    );
                     report.errors.push(e.to_string());
                 }
             }
@@ -964,6 +969,8 @@ impl<D: Dataplane> Reconciler<D> {
         }
         let counts = fresh.flatten();
         let have = self.view.get(&skey).cloned();
+        // Bind before create: a virtual server off the dummy interface would not be
+        // recognised as ours after a restart (see the ownership rule).
         if have.is_none() && desired.is_some() && self.vip_unbound(&key.addr) {
             self.block(key, now, report);
             return;
