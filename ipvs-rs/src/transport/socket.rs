@@ -15,7 +15,7 @@
 //!   that one chunk's replies fit the buffer (see [`Options::batch_reply_cost`]).
 //! * A large send buffer (`SO_SNDBUFFORCE`, else `SO_SNDBUF`): one `send` may carry at most
 //!   `sk_sndbuf - 32` bytes (`EMSGSIZE` otherwise).
-//! * Datagrams are read many per system call (`recvmmsg` into [`RECV_SLOTS`] slots of
+//! * Datagrams are read many per system call (`recvmmsg` into 64 slots of
 //!   4 KiB; the kernel sizes dump chunks to the reader's buffer, so they fit a slot).
 //!   Every receive passes `MSG_TRUNC`, so the kernel returns a datagram's real length even
 //!   when it did not fit: truncation is detected per datagram and reported as
