@@ -63,8 +63,27 @@ pub(crate) fn services() -> Read<Vec<ServiceEntry>> {
     Read {
         request: Request::DumpServices,
         operation: ReadName::Fixed("list services"),
-        decode: Box::new(|m| each(codec::decode_service)(m)),
+        decode: Box::new(|m| each(codec::decode_service)(m).map(without_repeats)),
     }
+}
+
+/// Drops services a dump reported more than once, keeping the latest report of each.
+///
+/// The kernel resumes a service dump by position in a hash table that is shared by every
+/// network namespace, so services added or removed meanwhile (in any namespace) shift the
+/// position and a dump can report a service twice (seen in the real-kernel tests: `ipvsadm -Sn`
+/// printed one service three times). Nothing marks such a dump as interrupted.
+pub(crate) fn without_repeats(services: Vec<ServiceEntry>) -> Vec<ServiceEntry> {
+    let mut latest = std::collections::HashMap::with_capacity(services.len());
+    for (i, entry) in services.iter().enumerate() {
+        latest.insert(entry.service.key, i);
+    }
+    services
+        .into_iter()
+        .enumerate()
+        .filter(|(i, entry)| latest.get(&entry.service.key) == Some(i))
+        .map(|(_, entry)| entry)
+        .collect()
 }
 
 pub(crate) fn service(key: &ServiceKey) -> Read<ServiceEntry> {
@@ -214,5 +233,33 @@ impl<'a> Batch<'a> {
                 },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_repeats;
+    use crate::model::{Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats};
+
+    #[test]
+    fn a_service_reported_twice_is_listed_once_with_its_latest_report() {
+        let entry = |port, scheduler| ServiceEntry {
+            service: Service::new(
+                ServiceKey::tcp(std::net::Ipv4Addr::LOCALHOST, port),
+                scheduler,
+            ),
+            flags: ServiceFlags(0),
+            stats: Stats::default(),
+        };
+        let listed = without_repeats(vec![
+            entry(1, Scheduler::RoundRobin),
+            entry(2, Scheduler::RoundRobin),
+            entry(1, Scheduler::LeastConnection),
+        ]);
+        let ports: Vec<String> = listed
+            .iter()
+            .map(|e| format!("{} {}", e.service.key, e.service.scheduler))
+            .collect();
+        assert_eq!(ports, ["TCP 127.0.0.1:2 rr", "TCP 127.0.0.1:1 lc"]);
     }
 }

@@ -702,21 +702,18 @@ fn sysctls_are_held() {
     assert_eq!(r.verify(t0).unwrap().sysctl_writes, 0);
 }
 
-/// A `tracing` subscriber that keeps every event as its level and `name=value` fields.
-#[derive(Clone, Default)]
-struct Capture(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+/// Events captured on the current thread while [`capture_events`] runs.
+type Events = Vec<(tracing::Level, String)>;
 
-impl Capture {
-    fn events(&self) -> Vec<(tracing::Level, String)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn has(&self, level: tracing::Level, parts: &[&str]) -> bool {
-        self.events()
-            .iter()
-            .any(|(l, e)| *l == level && parts.iter().all(|p| e.contains(p)))
-    }
+thread_local! {
+    static SINK: std::cell::RefCell<Option<Events>> = const { std::cell::RefCell::new(None) };
 }
+
+/// A global `tracing` subscriber, always interested, that keeps each event as its level and
+/// `name=value` fields in the emitting thread's sink (if one is open). Global rather than
+/// scoped: with a scoped subscriber, callsites first hit by other tests' threads (running in
+/// parallel) can keep a cached "never" interest and this test would miss events.
+struct Capture;
 
 struct Fields(String);
 
@@ -728,6 +725,15 @@ impl tracing::field::Visit for Fields {
 }
 
 impl tracing::Subscriber for Capture {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::always()
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
     fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
         true
     }
@@ -737,22 +743,34 @@ impl tracing::Subscriber for Capture {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), fields.0));
+        SINK.with(|sink| {
+            if let Some(events) = sink.borrow_mut().as_mut() {
+                let mut fields = Fields(String::new());
+                event.record(&mut fields);
+                events.push((*event.metadata().level(), fields.0));
+            }
+        });
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
+/// Runs `f` and returns the events it emitted on this thread.
+fn capture_events(f: impl FnOnce()) -> Events {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(Capture).expect("no other global subscriber");
+    });
+    SINK.with(|sink| *sink.borrow_mut() = Some(Vec::new()));
+    f();
+    SINK.with(|sink| sink.borrow_mut().take())
+        .unwrap_or_default()
+}
+
 #[test]
 fn logs_failures_drains_drift_and_adoption_with_the_service() {
     use tracing::Level;
-    let capture = Capture::default();
-    tracing::subscriber::with_default(capture.clone(), || {
+    let events = capture_events(|| {
         let t0 = Instant::now();
         let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
         r.dataplane_mut().set_connections(
@@ -789,9 +807,10 @@ fn logs_failures_drains_drift_and_adoption_with_the_service() {
     });
     let has = |level, parts: &[&str]| {
         assert!(
-            capture.has(level, parts),
-            "no {level} event with {parts:?} in {:#?}",
-            capture.events()
+            events
+                .iter()
+                .any(|(l, e)| *l == level && parts.iter().all(|p| e.contains(p))),
+            "no {level} event with {parts:?} in {events:#?}"
         );
     };
     has(
@@ -844,9 +863,8 @@ fn logs_failures_drains_drift_and_adoption_with_the_service() {
     has(Level::TRACE, &["IPVS operation", "10.244.0.3"]);
     // The drain ended when the service was re-created by the drift repair: no drain event
     // is left open, and nothing is logged at info per real server of a batch.
-    let infos: Vec<String> = capture
-        .events()
-        .into_iter()
+    let infos: Vec<&String> = events
+        .iter()
         .filter(|(l, _)| *l == Level::INFO)
         .map(|(_, e)| e)
         .filter(|e| !e.contains("drain") && !e.contains("drift") && !e.contains("adopted"))
