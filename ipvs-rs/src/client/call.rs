@@ -147,6 +147,21 @@ pub(crate) fn running_kernel_features() -> KernelFeatures {
 /// How many times a dump that the kernel flagged inconsistent is retried before giving up.
 pub(crate) const DUMP_RETRIES: usize = 3;
 
+/// The shortest deadline an operation gets: starting or stopping a sync daemon makes the kernel
+/// start or stop its threads and wait for them, which takes seconds on a loaded machine.
+pub(crate) fn deadline_for(
+    operation: &Operation,
+    normal: std::time::Duration,
+) -> std::time::Duration {
+    match operation {
+        Operation::StartDaemon(_) | Operation::StopDaemon(_) => normal.max(DAEMON_DEADLINE),
+        _ => normal,
+    }
+}
+
+/// See [`deadline_for`].
+const DAEMON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A short description of an operation for errors and logs.
 pub(crate) fn describe(op: &Operation) -> String {
     match op {

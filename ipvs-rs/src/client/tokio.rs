@@ -153,11 +153,18 @@ impl AsyncIpvs {
                 operation: call::describe(operation),
                 source,
             })?;
+        // Starting or stopping a sync daemon waits for kernel threads: allow it longer.
+        let normal = self.connection.timeout();
         self.connection
+            .set_timeout(call::deadline_for(operation, normal));
+        let result = self
+            .connection
             .request(message, 0)
             .await
             .map(drop)
-            .map_err(|e| Error::transport(call::describe(operation), e))
+            .map_err(|e| Error::transport(call::describe(operation), e));
+        self.connection.set_timeout(normal);
+        result
     }
 
     /// Applies many changes in as few system calls as possible, in order, and returns each
