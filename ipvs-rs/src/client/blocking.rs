@@ -217,14 +217,7 @@ impl Ipvs {
 
     /// Applies one change and waits for the kernel's acknowledgement.
     pub fn apply(&mut self, operation: &Operation) -> Result<()> {
-        // Described only on failure: formatting addresses costs more than a successful call's
-        // encoding.
-        let message = operation
-            .to_message(&self.features)
-            .map_err(|source| Error::Encode {
-                operation: call::describe(operation),
-                source,
-            })?;
+        let message = call::encode(operation, &self.features)?;
         // Starting or stopping a sync daemon waits for kernel threads: allow it longer.
         let normal = self.connection.timeout();
         self.connection

@@ -147,6 +147,17 @@ pub(crate) fn running_kernel_features() -> KernelFeatures {
 /// How many times a dump that the kernel flagged inconsistent is retried before giving up.
 pub(crate) const DUMP_RETRIES: usize = 3;
 
+/// Encodes one operation for a kernel with `features`. The operation is described only on
+/// failure: formatting addresses costs more than a successful call's encoding.
+pub(crate) fn encode(operation: &Operation, features: &KernelFeatures) -> Result<IpvsMessage> {
+    operation
+        .to_message(features)
+        .map_err(|source| Error::Encode {
+            operation: describe(operation),
+            source,
+        })
+}
+
 /// The shortest deadline an operation gets: starting or stopping a sync daemon makes the kernel
 /// start or stop its threads and wait for them, which takes seconds on a loaded machine.
 pub(crate) fn deadline_for(

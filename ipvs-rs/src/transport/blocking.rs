@@ -216,16 +216,7 @@ where
                 self.exchange.push(&next, 0, &mut self.send_buf)?;
             }
             self.run(&mut Deadline::new(self.timeout))?;
-            for result in self.exchange.finish() {
-                results.push(match result {
-                    Ok(replies) => Ok(replies),
-                    Err(TransportError::Kernel(e)) => Err(e),
-                    Err(other) => {
-                        first_failure.get_or_insert(other);
-                        Err(KernelError::new(nix::libc::EPROTO))
-                    }
-                });
-            }
+            self.exchange.finish_batch(&mut results, &mut first_failure);
         }
         match first_failure {
             Some(failure) => Err(failure),

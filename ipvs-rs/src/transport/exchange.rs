@@ -282,6 +282,26 @@ where
         Ok(())
     }
 
+    /// Takes the results of a batch chunk, in request order, and appends them to `results`:
+    /// a kernel error stays that request's result; any other failure is kept in
+    /// `first_failure` (the first one wins) and the request is marked `EPROTO`.
+    pub fn finish_batch(
+        &mut self,
+        results: &mut Vec<std::result::Result<Vec<F>, KernelError>>,
+        first_failure: &mut Option<TransportError>,
+    ) {
+        for result in self.finish() {
+            results.push(match result {
+                Ok(replies) => Ok(replies),
+                Err(TransportError::Kernel(e)) => Err(e),
+                Err(other) => {
+                    first_failure.get_or_insert(other);
+                    Err(KernelError::new(nix::libc::EPROTO))
+                }
+            });
+        }
+    }
+
     /// Takes the results of the current call, in request order. Call it once
     /// [`in_flight`](Self::in_flight) is 0; requests still in flight are abandoned and
     /// reported as [`TransportError::Protocol`] errors.

@@ -172,16 +172,7 @@ where
             }
             self.run(Instant::now() + self.io.timeout).await?;
             self.dirty = false;
-            for result in self.exchange.finish() {
-                results.push(match result {
-                    Ok(replies) => Ok(replies),
-                    Err(TransportError::Kernel(e)) => Err(e),
-                    Err(other) => {
-                        first_failure.get_or_insert(other);
-                        Err(KernelError::new(nix::libc::EPROTO))
-                    }
-                });
-            }
+            self.exchange.finish_batch(&mut results, &mut first_failure);
         }
         match first_failure {
             Some(failure) => Err(failure),
