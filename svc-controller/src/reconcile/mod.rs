@@ -135,6 +135,8 @@ pub struct Metrics {
     pub full_syncs: u64,
     /// IPVS operations that succeeded.
     pub operations_applied: u64,
+    /// The same, by kind of operation.
+    pub applied_by_kind: OperationCounts,
     /// IPVS operations that failed (each is retried).
     pub operations_failed: u64,
     /// Retries carried out (due work run by [`Reconciler::poll`]).
@@ -159,6 +161,54 @@ pub struct Metrics {
     pub sysctl_writes: u64,
     /// Sysctls that could not be read or written.
     pub sysctl_failures: u64,
+}
+
+/// Operations counted by kind (for metrics labelled by kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperationCounts {
+    /// Virtual servers added.
+    pub add_service: u64,
+    /// Virtual servers edited.
+    pub edit_service: u64,
+    /// Virtual servers deleted.
+    pub delete_service: u64,
+    /// Real servers added.
+    pub add_destination: u64,
+    /// Real servers edited (weight changes, quiescing for a drain).
+    pub edit_destination: u64,
+    /// Real servers deleted.
+    pub delete_destination: u64,
+    /// Any other kind (the reconciler sends none today).
+    pub other: u64,
+}
+
+impl OperationCounts {
+    /// Counts one operation of `kind`.
+    pub fn record(&mut self, kind: OperationKind) {
+        let slot = match kind {
+            OperationKind::AddService => &mut self.add_service,
+            OperationKind::EditService => &mut self.edit_service,
+            OperationKind::DeleteService => &mut self.delete_service,
+            OperationKind::AddDestination => &mut self.add_destination,
+            OperationKind::EditDestination => &mut self.edit_destination,
+            OperationKind::DeleteDestination => &mut self.delete_destination,
+            _ => &mut self.other,
+        };
+        *slot += 1;
+    }
+
+    /// Each count with a stable `snake_case` name for its kind (`add_service`, ...).
+    pub fn by_name(&self) -> [(&'static str, u64); 7] {
+        [
+            ("add_service", self.add_service),
+            ("edit_service", self.edit_service),
+            ("delete_service", self.delete_service),
+            ("add_destination", self.add_destination),
+            ("edit_destination", self.edit_destination),
+            ("delete_destination", self.delete_destination),
+            ("other", self.other),
+        ]
+    }
 }
 
 /// What one call did.
@@ -1087,6 +1137,7 @@ impl<D: Dataplane> Reconciler<D> {
             match result {
                 Ok(()) => {
                     self.metrics.operations_applied += 1;
+                    self.metrics.applied_by_kind.record(OperationKind::of(op));
                     out.push(apply_to_view(&mut self.view, op));
                 }
                 Err(e) => {

@@ -1,0 +1,718 @@
+//! The engine: the one loop that owns the [`Reconciler`] and the [`ObjectStore`].
+//!
+//! It runs on a thread of its own (the kernel dataplane blocks on netlink), reads
+//! [`Message`]s from the sources, and:
+//!
+//! 1. **waits** until every source has delivered its complete initial state (a `Reset` of
+//!    Services, of EndpointSlices and, with the Kubernetes source, of the Node). Until then it
+//!    touches nothing: a daemon that cannot reach the API server leaves the table alone;
+//! 2. **adopts** the node: computes the whole desired state and runs one full pass, which
+//!    changes nothing when the table is already right (a restart);
+//! 3. then **syncs incrementally**: each message marks the Services it touched; all messages
+//!    waiting in the channel are taken before a sync, so a burst is programmed in one go, and
+//!    syncs are at least [`EngineConfig::min_sync_period`] apart. Only the touched Services
+//!    are recomputed and reprogrammed;
+//! 4. runs the reconciler's due work (retries, drain checks) when
+//!    [`Reconciler::next_wakeup`] says, and a full pass every [`EngineConfig::sync_period`],
+//!    which re-reads the node's addresses (NodePort virtual servers follow them) and repairs
+//!    drift.
+//!
+//! A [`Message::Shutdown`] returns from [`Engine::run`] and leaves the table as it is: traffic
+//! keeps flowing through a restart, and the next start adopts it with no change.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime};
+
+use k8s_openapi::api::core::v1::Node;
+use svc_controller::dataplane::Dataplane;
+use svc_controller::reconcile::{Reconciler, ReconcilerConfig, SyncReport};
+use svc_controller::{NodeInfo, Problem, ProxyConfig, ServiceRef};
+use tracing::{debug, error, info, warn};
+
+use crate::source::Message;
+use crate::store::{Change, NodeFacts, ObjectStore, trigger_time};
+use crate::telemetry::{Health, Metrics};
+
+/// How long to wait before trying the adoption again after it failed.
+const ADOPTION_RETRY: Duration = Duration::from_secs(1);
+
+/// The engine's settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// How Services map to virtual servers.
+    pub proxy: ProxyConfig,
+    /// The interval of full passes.
+    pub sync_period: Duration,
+    /// The shortest interval between two incremental syncs.
+    pub min_sync_period: Duration,
+    /// Whether to wait for the Node object before adopting (the Kubernetes source sends it;
+    /// the manifests source has none).
+    pub wait_for_node: bool,
+}
+
+/// Which sources have delivered their complete state.
+#[derive(Debug, Default, Clone, Copy)]
+struct Synced {
+    services: bool,
+    slices: bool,
+    node: bool,
+}
+
+/// What [`Engine::handle`] asks of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// Stop (leave the table as it is).
+    Stop,
+}
+
+/// The loop's state. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Engine<D> {
+    reconciler: Reconciler<D>,
+    store: ObjectStore,
+    config: EngineConfig,
+    node: NodeInfo,
+    node_deleting: bool,
+    synced: Synced,
+    adopted: bool,
+    next_adoption: Option<Instant>,
+    dirty: BTreeSet<ServiceRef>,
+    /// The earliest trigger time of the slice changes waiting, by Service.
+    triggers: HashMap<ServiceRef, SystemTime>,
+    /// The problems last reported, by Service (only Services that have some).
+    problems: HashMap<ServiceRef, Vec<Problem>>,
+    last_sync: Option<Instant>,
+    next_full: Option<Instant>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+impl<D: Dataplane> Engine<D> {
+    /// An engine over `dataplane`; nothing is touched until the sources have synced.
+    pub fn new(
+        dataplane: D,
+        reconciler: ReconcilerConfig,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            reconciler: Reconciler::new(dataplane, reconciler),
+            store: ObjectStore::new(),
+            node: NodeInfo::new(config.node_name.clone()),
+            config,
+            node_deleting: false,
+            synced: Synced::default(),
+            adopted: false,
+            next_adoption: None,
+            dirty: BTreeSet::new(),
+            triggers: HashMap::new(),
+            problems: HashMap::new(),
+            last_sync: None,
+            next_full: None,
+            metrics,
+            health,
+        }
+    }
+
+    /// The reconciler (to inspect it in tests).
+    pub fn reconciler(&self) -> &Reconciler<D> {
+        &self.reconciler
+    }
+
+    /// The node as the computation sees it.
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Whether the node has been adopted (every source synced, first full pass done).
+    pub fn is_adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// Services touched and not programmed yet.
+    pub fn pending(&self) -> usize {
+        self.dirty.len()
+    }
+
+    fn ready(&self) -> bool {
+        self.synced.services
+            && self.synced.slices
+            && (self.synced.node || !self.config.wait_for_node)
+    }
+
+    /// Takes one message into the store. Cheap: the work is done by [`Engine::step`].
+    pub fn handle(&mut self, message: Message, wall: SystemTime) -> Flow {
+        let touched = match message {
+            Message::Shutdown => return Flow::Stop,
+            Message::Services(change) => {
+                if matches!(change, Change::Reset(_)) {
+                    self.synced.services = true;
+                }
+                self.store.change_services(change)
+            }
+            Message::Slices(change) => {
+                let reset = matches!(change, Change::Reset(_));
+                if reset {
+                    self.synced.slices = true;
+                }
+                let touched = self.store.change_slices(change.clone());
+                if self.adopted && !reset {
+                    // Network programming latency is measured for live changes, as kube-proxy.
+                    if let Change::Applied(slice) | Change::Deleted(slice) = &change
+                        && let Some(t) = trigger_time(slice)
+                    {
+                        for service in &touched {
+                            let entry = self.triggers.entry(service.clone()).or_insert(t);
+                            *entry = (*entry).min(t);
+                        }
+                    }
+                }
+                touched
+            }
+            Message::Node(change) => {
+                self.synced.node = true;
+                self.set_node(change)
+            }
+        };
+        if !touched.is_empty() {
+            self.health.queued(wall);
+            self.metrics.last_queued.set(unix_seconds(wall));
+            self.dirty.extend(touched);
+        }
+        Flow::Continue
+    }
+
+    fn set_node(&mut self, change: Change<Node>) -> BTreeSet<ServiceRef> {
+        let facts = match change {
+            Change::Applied(node) => NodeFacts::of(&node),
+            Change::Deleted(_) => NodeFacts::default(),
+            Change::Reset(nodes) => nodes.first().map(NodeFacts::of).unwrap_or_default(),
+        };
+        if facts.deleting != self.node_deleting {
+            self.node_deleting = facts.deleting;
+            self.health.set_node_deleting(facts.deleting);
+            if facts.deleting {
+                warn!(node = %self.node.name, "this node is being deleted: /healthz now fails");
+            }
+        }
+        if facts.zone != self.node.zone {
+            info!(node = %self.node.name, zone = ?facts.zone, "node zone changed");
+            self.node.zone = facts.zone;
+            return self.store.service_refs().cloned().collect();
+        }
+        BTreeSet::new()
+    }
+
+    /// Does the work that is due at `now`.
+    pub fn step(&mut self, now: Instant, wall: SystemTime) {
+        if !self.adopted {
+            if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
+                self.adopt(now, wall);
+            }
+            return;
+        }
+        let min_gap_passed = self
+            .last_sync
+            .is_none_or(|t| now >= t + self.config.min_sync_period);
+        if !self.dirty.is_empty() && min_gap_passed {
+            self.sync_dirty(now, wall);
+        }
+        if self.reconciler.next_wakeup().is_some_and(|t| t <= now) {
+            let report = self.reconciler.poll(now);
+            self.after(&report);
+        }
+        if self.next_full.is_some_and(|t| t <= now) {
+            self.full_pass(now, wall);
+        }
+    }
+
+    /// When [`Engine::step`] has work next (`None`: only a message can create work).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        if !self.adopted {
+            return if self.ready() {
+                self.next_adoption
+            } else {
+                None
+            };
+        }
+        let sync = (!self.dirty.is_empty()).then(|| {
+            self.last_sync
+                .map_or_else(Instant::now, |t| t + self.config.min_sync_period)
+        });
+        [sync, self.reconciler.next_wakeup(), self.next_full]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Reads the node's addresses; when they changed, every Service is recomputed.
+    fn refresh_node_addresses(&mut self) {
+        match self.reconciler.dataplane_mut().node_addresses() {
+            Ok(addresses) => {
+                let addresses: Vec<_> = addresses.into_iter().collect();
+                if addresses != self.node.addresses {
+                    if self.adopted {
+                        info!(addresses = ?addresses, "node addresses changed");
+                        self.dirty.extend(self.store.service_refs().cloned());
+                    }
+                    self.node.addresses = addresses;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the node's addresses; keeping the last known"),
+        }
+    }
+
+    fn adopt(&mut self, now: Instant, wall: SystemTime) {
+        let started = Instant::now();
+        self.refresh_node_addresses();
+        let desired = self.store.compute_all(&self.node, &self.config.proxy);
+        for problem in desired.problems() {
+            warn!(%problem, "invalid Service input skipped");
+        }
+        self.problems.clear();
+        for service in self.store.service_refs() {
+            let problems = desired.problems_of(service);
+            if !problems.is_empty() {
+                self.problems.insert(service.clone(), problems);
+            }
+        }
+        self.reconciler.set_desired(desired);
+        match self.reconciler.verify(now) {
+            Ok(report) => {
+                self.adopted = true;
+                self.next_adoption = None;
+                self.dirty.clear();
+                self.triggers.clear();
+                self.last_sync = Some(now);
+                self.next_full = Some(now + self.config.sync_period);
+                info!(
+                    services = self.store.services_len(),
+                    slices = self.store.slices_len(),
+                    virtual_servers = self.reconciler.desired().virtual_servers().len(),
+                    operations = report.operations,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "node adopted"
+                );
+                self.finish_sync(started, wall, &report, true);
+            }
+            Err(e) => {
+                error!(error = %e, "cannot adopt the node (reading IPVS failed); retrying");
+                self.next_adoption = Some(now + ADOPTION_RETRY);
+                self.after(&SyncReport::default());
+            }
+        }
+    }
+
+    fn sync_dirty(&mut self, now: Instant, wall: SystemTime) {
+        let started = Instant::now();
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut total = SyncReport::default();
+        for service in &dirty {
+            let report = match self.store.compute(service, &self.node, &self.config.proxy) {
+                Some(desired) => {
+                    self.note_problems(service, &desired.problems);
+                    self.reconciler.sync_service(desired, now)
+                }
+                None => {
+                    self.note_problems(service, &[]);
+                    self.reconciler.remove_service(service, now)
+                }
+            };
+            total.operations += report.operations;
+            total.failed += report.failed;
+            total.address_changes += report.address_changes;
+            total.errors.extend(report.errors);
+        }
+        self.last_sync = Some(now);
+        debug!(
+            services = dirty.len(),
+            operations = total.operations,
+            failed = total.failed,
+            "synced"
+        );
+        self.finish_sync(started, wall, &total, false);
+        let done = SystemTime::now();
+        for service in &dirty {
+            if let Some(t) = self.triggers.remove(service) {
+                let latency = done.duration_since(t).unwrap_or_default();
+                self.metrics
+                    .network_programming
+                    .observe(latency.as_secs_f64());
+            }
+        }
+    }
+
+    fn note_problems(&mut self, service: &ServiceRef, problems: &[Problem]) {
+        let before = self.problems.get(service).map(Vec::as_slice).unwrap_or(&[]);
+        if before == problems {
+            return;
+        }
+        for problem in problems {
+            if !before.contains(problem) {
+                warn!(service = %service, %problem, "invalid Service input skipped");
+            }
+        }
+        if problems.is_empty() {
+            if self.problems.remove(service).is_some() {
+                info!(service = %service, "Service input valid again");
+            }
+        } else {
+            self.problems.insert(service.clone(), problems.to_vec());
+        }
+    }
+
+    fn full_pass(&mut self, now: Instant, wall: SystemTime) {
+        let started = Instant::now();
+        self.refresh_node_addresses();
+        if !self.dirty.is_empty() {
+            self.sync_dirty(now, wall);
+        }
+        let report = match self.reconciler.verify(now) {
+            Ok(report) => report,
+            Err(e) => {
+                // The reconciler schedules the retry itself.
+                warn!(error = %e, "full pass failed");
+                SyncReport {
+                    errors: vec![e.to_string()],
+                    ..SyncReport::default()
+                }
+            }
+        };
+        self.next_full = Some(now + self.config.sync_period);
+        self.finish_sync(started, wall, &report, true);
+    }
+
+    fn finish_sync(&mut self, started: Instant, wall: SystemTime, report: &SyncReport, full: bool) {
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics.sync_duration.observe(elapsed);
+        if full {
+            self.metrics.full_sync_duration.observe(elapsed);
+        }
+        if report.is_ok() {
+            self.health.updated(wall);
+            self.metrics.last_sync.set(unix_seconds(wall));
+        }
+        self.after(report);
+    }
+
+    /// Updates the gauges and counters after any reconciler call.
+    fn after(&mut self, _report: &SyncReport) {
+        self.metrics.record_reconciler(self.reconciler.metrics());
+        self.metrics
+            .virtual_servers
+            .set(self.reconciler.desired().virtual_servers().len() as i64);
+        self.metrics
+            .draining
+            .set(self.reconciler.draining().count() as i64);
+        self.metrics
+            .services_invalid
+            .set(self.problems.len() as i64);
+    }
+
+    /// Runs until [`Message::Shutdown`] or until every sender is gone; returns the dataplane.
+    pub fn run(mut self, messages: Receiver<Message>) -> D {
+        loop {
+            let message = match self.next_deadline() {
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    messages.recv_timeout(wait)
+                }
+                None => messages.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match message {
+                Ok(message) => {
+                    let mut flow = self.handle(message, SystemTime::now());
+                    // Take everything already waiting: a burst becomes one sync.
+                    while flow == Flow::Continue {
+                        match messages.try_recv() {
+                            Ok(message) => flow = self.handle(message, SystemTime::now()),
+                            Err(_) => break,
+                        }
+                    }
+                    if flow == Flow::Stop {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.step(Instant::now(), SystemTime::now());
+        }
+        info!("stopping; the IPVS table is left in place");
+        self.reconciler.into_dataplane()
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{service, slice};
+    use ipvs::table::OperationKind;
+    use svc_controller::dataplane::MemoryDataplane;
+
+    fn engine(wait_for_node: bool) -> Engine<MemoryDataplane> {
+        engine_over(MemoryDataplane::new(), wait_for_node)
+    }
+
+    fn engine_over(dp: MemoryDataplane, wait_for_node: bool) -> Engine<MemoryDataplane> {
+        Engine::new(
+            dp,
+            ReconcilerConfig::default(),
+            EngineConfig {
+                node_name: "node-a".into(),
+                proxy: ProxyConfig::default(),
+                sync_period: Duration::from_secs(30),
+                min_sync_period: Duration::ZERO,
+                wait_for_node,
+            },
+            Arc::new(Metrics::new(false)),
+            Arc::new(Health::new(Duration::from_secs(60))),
+        )
+    }
+
+    fn feed(e: &mut Engine<MemoryDataplane>, messages: Vec<Message>, now: Instant) {
+        for m in messages {
+            assert_eq!(e.handle(m, SystemTime::now()), Flow::Continue);
+        }
+        e.step(now, SystemTime::now());
+    }
+
+    fn initial() -> Vec<Message> {
+        vec![
+            Message::Services(Change::Reset(vec![
+                service("ns", "a", "10.96.0.1"),
+                service("ns", "b", "10.96.0.2"),
+            ])),
+            Message::Slices(Change::Reset(vec![
+                slice("ns", "a-1", "a", &["10.1.0.1", "10.1.0.2"]),
+                slice("ns", "b-1", "b", &["10.1.1.1"]),
+            ])),
+        ]
+    }
+
+    fn kinds(e: &Engine<MemoryDataplane>) -> Vec<OperationKind> {
+        e.reconciler()
+            .dataplane()
+            .journal()
+            .iter()
+            .map(|j| OperationKind::of(&j.operation))
+            .collect()
+    }
+
+    #[test]
+    fn nothing_is_touched_before_every_source_synced() {
+        let now = Instant::now();
+        let mut e = engine(true);
+        let mut msgs = initial();
+        let slices = msgs.pop().unwrap();
+        feed(&mut e, msgs, now);
+        assert!(!e.is_adopted());
+        assert_eq!(
+            e.next_deadline(),
+            None,
+            "nothing to do until the slices come"
+        );
+        feed(&mut e, vec![slices], now);
+        assert!(!e.is_adopted(), "the Node has not been listed yet");
+        assert!(e.reconciler().dataplane().journal().is_empty());
+        feed(&mut e, vec![Message::Node(Change::Reset(vec![]))], now);
+        assert!(e.is_adopted());
+        assert_eq!(e.reconciler().dataplane().table().len(), 2);
+    }
+
+    #[test]
+    fn a_change_programs_only_its_service() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), now);
+        assert!(e.is_adopted());
+        e.reconciler.dataplane_mut().clear_logs();
+        feed(
+            &mut e,
+            vec![Message::Slices(Change::Applied(slice(
+                "ns",
+                "b-1",
+                "b",
+                &["10.1.1.1", "10.1.1.2"],
+            )))],
+            now,
+        );
+        assert_eq!(kinds(&e), [OperationKind::AddDestination]);
+        assert_eq!(e.pending(), 0);
+    }
+
+    #[test]
+    fn a_restart_with_the_same_input_changes_nothing() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), now);
+        let mut dp = e.reconciler.into_dataplane();
+        dp.clear_logs();
+        let mut e = engine_over(dp, false);
+        feed(&mut e, initial(), now);
+        assert!(e.is_adopted());
+        assert!(kinds(&e).is_empty(), "{:?}", kinds(&e));
+    }
+
+    #[test]
+    fn a_relist_applies_what_was_missed_and_nothing_else() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), now);
+        e.reconciler.dataplane_mut().clear_logs();
+        // The watch was lost; meanwhile b was deleted. The relist says so.
+        feed(
+            &mut e,
+            vec![
+                Message::Services(Change::Reset(vec![service("ns", "a", "10.96.0.1")])),
+                Message::Slices(Change::Reset(vec![slice(
+                    "ns",
+                    "a-1",
+                    "a",
+                    &["10.1.0.1", "10.1.0.2"],
+                )])),
+            ],
+            now,
+        );
+        assert_eq!(kinds(&e), [OperationKind::DeleteService]);
+        assert_eq!(e.reconciler().dataplane().table().len(), 1);
+    }
+
+    #[test]
+    fn syncs_respect_the_minimum_interval_and_coalesce() {
+        let t0 = Instant::now();
+        let mut e = engine(false);
+        e.config.min_sync_period = Duration::from_secs(1);
+        feed(&mut e, initial(), t0);
+        e.reconciler.dataplane_mut().clear_logs();
+        let flip =
+            |addrs: &[&str]| Message::Slices(Change::Applied(slice("ns", "b-1", "b", addrs)));
+        feed(&mut e, vec![flip(&["10.1.1.1", "10.1.1.2"])], t0);
+        assert!(kinds(&e).is_empty(), "too soon after the adoption");
+        assert_eq!(e.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        feed(
+            &mut e,
+            vec![flip(&["10.1.1.1", "10.1.1.3"])],
+            t0 + Duration::from_millis(500),
+        );
+        e.step(t0 + Duration::from_secs(1), SystemTime::now());
+        // Both changes in one sync: the table goes straight to the last state.
+        assert_eq!(kinds(&e), [OperationKind::AddDestination]);
+    }
+
+    #[test]
+    fn invalid_services_are_counted_and_others_work() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        let mut bad = service("ns", "bad", "10.96.0.9");
+        bad.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 0;
+        let mut msgs = initial();
+        if let Message::Services(Change::Reset(v)) = &mut msgs[0] {
+            v.push(bad);
+        }
+        feed(&mut e, msgs, now);
+        assert_eq!(e.reconciler().dataplane().table().len(), 2);
+        assert_eq!(e.metrics.services_invalid.get(), 1);
+        feed(
+            &mut e,
+            vec![Message::Services(Change::Applied(service(
+                "ns",
+                "bad",
+                "10.96.0.9",
+            )))],
+            now,
+        );
+        assert_eq!(e.metrics.services_invalid.get(), 0);
+        assert_eq!(e.reconciler().dataplane().table().len(), 3);
+    }
+
+    #[test]
+    fn network_programming_latency_is_measured_from_the_trigger_time() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), now);
+        let mut s = slice("ns", "b-1", "b", &["10.1.1.1", "10.1.1.2"]);
+        let trigger = SystemTime::now() - Duration::from_secs(3);
+        s.metadata.annotations = Some(std::collections::BTreeMap::from([(
+            crate::store::TRIGGER_TIME_ANNOTATION.into(),
+            humantime::format_rfc3339(trigger).to_string(),
+        )]));
+        feed(&mut e, vec![Message::Slices(Change::Applied(s))], now);
+        let text = e.metrics.encode().unwrap();
+        assert!(
+            text.contains("kubeproxy_network_programming_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeproxy_network_programming_duration_seconds_bucket{le=\"2.0\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn node_deletion_fails_healthz_and_zone_changes_recompute() {
+        let now = Instant::now();
+        let mut e = engine(true);
+        let mut msgs = initial();
+        msgs.push(Message::Node(Change::Reset(vec![Node::default()])));
+        feed(&mut e, msgs, now);
+        assert!(e.health.healthz(SystemTime::now()).healthy);
+        let mut node = Node::default();
+        node.metadata.labels = Some(std::collections::BTreeMap::from([(
+            crate::store::ZONE_LABEL.into(),
+            "zone-b".into(),
+        )]));
+        node.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+        );
+        assert_eq!(
+            e.handle(Message::Node(Change::Applied(node)), SystemTime::now()),
+            Flow::Continue
+        );
+        assert_eq!(e.node().zone.as_deref(), Some("zone-b"));
+        assert_eq!(
+            e.pending(),
+            2,
+            "every Service is recomputed for the new zone"
+        );
+        assert!(!e.health.healthz(SystemTime::now()).healthy);
+        assert!(e.health.livez(SystemTime::now()).healthy);
+    }
+
+    #[test]
+    fn shutdown_stops_and_leaves_the_table() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for m in initial() {
+            tx.send(m).unwrap();
+        }
+        tx.send(Message::Shutdown).unwrap();
+        let e = engine(false);
+        let dp = e.run(rx);
+        // The initial messages and the shutdown arrived together: the loop stops before
+        // adopting, and whatever was in the kernel stays.
+        assert!(dp.journal().is_empty());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || engine(false).run(rx));
+        for m in initial() {
+            tx.send(m).unwrap();
+        }
+        // Wait until adopted: the table has both virtual servers.
+        std::thread::sleep(Duration::from_millis(200));
+        tx.send(Message::Shutdown).unwrap();
+        let dp = handle.join().unwrap();
+        assert_eq!(dp.table().len(), 2, "the table stays after a shutdown");
+    }
+}

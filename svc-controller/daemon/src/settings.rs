@@ -1,0 +1,736 @@
+//! Settings: command-line flags, an optional config file, and the defaults.
+//!
+//! Where kube-proxy has a setting with the same meaning, the flag and the config-file field
+//! carry kube-proxy's name (`--ipvs-scheduler`, `ipvs.scheduler`, ...), so a node's existing
+//! configuration carries over. The config file is kube-proxy's own `KubeProxyConfiguration`
+//! (YAML or JSON): its IPVS-mode fields are read, fields that only concern other modes are
+//! reported once at start-up and ignored, and this daemon's own settings are extra top-level
+//! fields (`manifests`, `logFormat`, `drainTimeout`, ...). Flags override the file, which
+//! overrides the defaults.
+//!
+//! Durations are written as kube-proxy writes them (`30s`, `1m0s`, `500ms`, `2h`).
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use serde::Deserialize;
+use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler};
+
+/// An error in the flags or the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not a valid configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line when known.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid setting {name}: {message}")]
+    Invalid {
+        /// The flag or field.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Plain,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// The command line. Every setting is optional here; see [`Settings`] for the defaults.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "ipvs-proxy",
+    version,
+    about = "Programs Kubernetes Services (or a folder of manifests) into IPVS on this node",
+    long_about = "Programs Kubernetes Services (or a folder of manifests) into IPVS on this node, \
+                  in place of kube-proxy's IPVS mode: incremental, owner-safe, with graceful \
+                  termination. SIGTERM leaves the IPVS table in place; --cleanup removes what \
+                  this daemon owns and nothing else."
+)]
+pub struct Cli {
+    /// A KubeProxyConfiguration file (YAML or JSON); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read Services and EndpointSlices from this file or folder of YAML manifests (watched for
+    /// changes) instead of a Kubernetes API server.
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Option<PathBuf>,
+    /// The kubeconfig file (default: in-cluster configuration, then $KUBECONFIG, then
+    /// ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The name of this node (default: the host name).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub hostname_override: Option<String>,
+    /// The IPVS scheduler of Services without the scheduler annotation (rr, wrr, lc, wlc,
+    /// lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos).
+    #[arg(long, value_name = "NAME")]
+    pub ipvs_scheduler: Option<String>,
+    /// The interval of full passes: the table is re-read and drift repaired.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_sync_period: Option<Duration>,
+    /// The shortest interval between two syncs: changes arriving faster are coalesced.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_min_sync_period: Option<Duration>,
+    /// Node addresses that get NodePort virtual servers, as CIDRs (default: every usable
+    /// address of the node).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub nodeport_addresses: Option<Vec<IpNet>>,
+    /// Set arp_ignore=1 and arp_announce=2 so the node does not answer ARP for VIPs bound on the
+    /// dummy interface (needed by MetalLB in layer-2 mode).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub ipvs_strict_arp: Option<bool>,
+    /// The IPVS timeout of idle TCP connections (0 keeps the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_tcp_timeout: Option<Duration>,
+    /// The IPVS timeout of TCP connections after a FIN (0 keeps the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_tcpfin_timeout: Option<Duration>,
+    /// The IPVS timeout of UDP flows (0 keeps the kernel's).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ipvs_udp_timeout: Option<Duration>,
+    /// Remove what this daemon owns (its virtual servers, VIPs and dummy interface) and exit.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// Where /metrics is served (empty: nowhere).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_bind_address: Option<String>,
+    /// Where /healthz and /livez are served (empty: nowhere).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub healthz_bind_address: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (`info`, `debug`, `svc_controller=trace,info`); default: $RUST_LOG,
+    /// else `info`.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// How long a removed TCP real server drains (weight 0) before it is deleted.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// The cluster's NodePort range (the API server's --service-node-port-range).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub node_port_range: Option<String>,
+    /// Handle only the Services labelled service.kubernetes.io/service-proxy-name=NAME
+    /// (default: only Services without that label, as kube-proxy).
+    #[arg(long, value_name = "NAME")]
+    pub service_proxy_name: Option<String>,
+    /// Serve per-virtual-server traffic counters from IPVS statistics on /metrics.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub metrics_per_virtual_server: Option<bool>,
+}
+
+/// Parses a duration as kube-proxy writes them: `30s`, `1m0s`, `500ms`, `1h30m`, `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+}
+
+/// The IPVS settings of a `KubeProxyConfiguration`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileIpvs {
+    scheduler: Option<String>,
+    sync_period: Option<String>,
+    min_sync_period: Option<String>,
+    #[serde(rename = "strictARP")]
+    strict_arp: Option<bool>,
+    tcp_timeout: Option<String>,
+    tcp_fin_timeout: Option<String>,
+    udp_timeout: Option<String>,
+    #[serde(rename = "excludeCIDRs")]
+    exclude_cidrs: Option<Vec<String>>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileClientConnection {
+    kubeconfig: Option<PathBuf>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A config file: kube-proxy's `KubeProxyConfiguration` plus this daemon's own fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileSettings {
+    api_version: Option<String>,
+    kind: Option<String>,
+    mode: Option<String>,
+    hostname_override: Option<String>,
+    metrics_bind_address: Option<String>,
+    healthz_bind_address: Option<String>,
+    node_port_addresses: Option<Vec<String>>,
+    client_connection: Option<FileClientConnection>,
+    ipvs: Option<FileIpvs>,
+    // This daemon's own settings.
+    manifests: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    drain_timeout: Option<String>,
+    node_port_range: Option<String>,
+    service_proxy_name: Option<String>,
+    metrics_per_virtual_server: Option<bool>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Where Services and EndpointSlices come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSettings {
+    /// A Kubernetes API server.
+    Kubernetes {
+        /// The kubeconfig file, `None` for the default chain.
+        kubeconfig: Option<PathBuf>,
+    },
+    /// A file or folder of manifests.
+    Manifests(PathBuf),
+}
+
+/// The daemon's complete settings, after flags, file and defaults are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Where Services come from.
+    pub source: SourceSettings,
+    /// This node's name.
+    pub node_name: String,
+    /// The default scheduler.
+    pub scheduler: Scheduler,
+    /// Full-pass interval (default 30 s, kube-proxy's).
+    pub sync_period: Duration,
+    /// Shortest interval between syncs (default 0: every change is programmed as soon as the
+    /// previous sync is done, and a burst arriving meanwhile is taken in one go).
+    pub min_sync_period: Duration,
+    /// NodePort address filter.
+    pub nodeport_addresses: Vec<IpNet>,
+    /// Strict ARP.
+    pub strict_arp: bool,
+    /// IPVS TCP timeout (zero: keep).
+    pub tcp_timeout: Duration,
+    /// IPVS TCP FIN timeout (zero: keep).
+    pub tcpfin_timeout: Duration,
+    /// IPVS UDP timeout (zero: keep).
+    pub udp_timeout: Duration,
+    /// Cleanup mode.
+    pub cleanup: bool,
+    /// `/metrics` address.
+    pub metrics_bind_address: Option<SocketAddr>,
+    /// `/healthz` and `/livez` address.
+    pub healthz_bind_address: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter, `None` for `$RUST_LOG` or `info`.
+    pub log_level: Option<String>,
+    /// Drain deadline.
+    pub drain_timeout: Duration,
+    /// NodePort range.
+    pub node_port_range: RangeInclusive<u16>,
+    /// Service proxy name.
+    pub service_proxy_name: Option<String>,
+    /// Per-virtual-server traffic metrics.
+    pub metrics_per_virtual_server: bool,
+    /// The dummy interface.
+    pub dummy_interface: String,
+    /// Config-file fields that were ignored (other proxy modes' settings), to report once.
+    pub ignored_fields: Vec<String>,
+}
+
+/// kube-proxy's metrics address.
+pub const DEFAULT_METRICS_BIND_ADDRESS: &str = "127.0.0.1:10249";
+/// kube-proxy's health address.
+pub const DEFAULT_HEALTHZ_BIND_ADDRESS: &str = "0.0.0.0:10256";
+
+impl Settings {
+    /// Merges the command line, the config file it names (if any) and the defaults.
+    /// `hostname` is used when neither names the node.
+    pub fn load(
+        cli: &Cli,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let file = match &cli.config {
+            Some(path) => Some((path.clone(), read_file(path)?)),
+            None => None,
+        };
+        Self::merge(cli, file.as_ref().map(|(p, f)| (p.as_path(), f)), hostname)
+    }
+
+    /// Parses a config file's text (for tests and `load`).
+    pub fn from_file_text(
+        cli: &Cli,
+        path: &Path,
+        text: &str,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let file = parse_file(path, text)?;
+        Self::merge(cli, Some((path, &file)), hostname)
+    }
+
+    fn merge(
+        cli: &Cli,
+        file: Option<(&Path, &FileSettings)>,
+        hostname: impl FnOnce() -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let f = file.map(|(_, f)| f.clone()).unwrap_or_default();
+        let ipvs = f.ipvs.clone().unwrap_or_default();
+        let mut ignored = Vec::new();
+        if let Some((_, file)) = file {
+            if let Some(kind) = &file.kind
+                && kind != "KubeProxyConfiguration"
+            {
+                return Err(invalid(
+                    "kind",
+                    format!("expected KubeProxyConfiguration, found {kind:?}"),
+                ));
+            }
+            if let Some(mode) = &file.mode
+                && !mode.is_empty()
+                && mode != "ipvs"
+            {
+                return Err(invalid(
+                    "mode",
+                    format!("this daemon is an IPVS proxy; the file asks for mode {mode:?}"),
+                ));
+            }
+            let _ = &file.api_version;
+            ignored.extend(file.other.keys().cloned());
+            ignored.extend(ipvs.other.keys().map(|k| format!("ipvs.{k}")));
+            if let Some(cc) = &file.client_connection {
+                ignored.extend(cc.other.keys().map(|k| format!("clientConnection.{k}")));
+            }
+            if ipvs.exclude_cidrs.as_ref().is_some_and(|v| !v.is_empty()) {
+                // Ownership already spares every virtual server this daemon did not make.
+                ignored.push(
+                    "ipvs.excludeCIDRs (not needed: foreign virtual servers are never touched)"
+                        .into(),
+                );
+            }
+        }
+        let file_duration = |name: &'static str,
+                             value: &Option<String>|
+         -> Result<Option<Duration>, SettingsError> {
+            value
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|m| invalid(name, m))
+        };
+
+        let source = match cli.manifests.clone().or(f.manifests.clone()) {
+            Some(path) => SourceSettings::Manifests(path),
+            None => SourceSettings::Kubernetes {
+                kubeconfig: cli
+                    .kubeconfig
+                    .clone()
+                    .or(f
+                        .client_connection
+                        .as_ref()
+                        .and_then(|c| c.kubeconfig.clone()))
+                    .filter(|p| !p.as_os_str().is_empty()),
+            },
+        };
+        let node_name = cli
+            .hostname_override
+            .clone()
+            .or(f.hostname_override.clone())
+            .filter(|s| !s.trim().is_empty())
+            .or_else(hostname)
+            .ok_or_else(|| {
+                invalid(
+                    "hostname-override",
+                    "the host name is unknown: set --hostname-override".into(),
+                )
+            })?
+            .trim()
+            .to_lowercase();
+        let scheduler = match cli.ipvs_scheduler.clone().or(ipvs.scheduler.clone()) {
+            None => Scheduler::Rr,
+            Some(s) if s.is_empty() => Scheduler::Rr,
+            Some(s) => s.parse().map_err(|_| {
+                invalid(
+                    "ipvs-scheduler",
+                    format!(
+                        "unknown scheduler {s:?}; known: {}",
+                        Scheduler::NAMES.join(", ")
+                    ),
+                )
+            })?,
+        };
+        let sync_period = cli
+            .ipvs_sync_period
+            .or(file_duration("ipvs.syncPeriod", &ipvs.sync_period)?)
+            .unwrap_or(Duration::from_secs(30));
+        if sync_period.is_zero() {
+            return Err(invalid("ipvs-sync-period", "must be greater than 0".into()));
+        }
+        let min_sync_period = cli
+            .ipvs_min_sync_period
+            .or(file_duration("ipvs.minSyncPeriod", &ipvs.min_sync_period)?)
+            .unwrap_or(Duration::ZERO);
+        if min_sync_period > sync_period {
+            return Err(invalid(
+                "ipvs-min-sync-period",
+                "must not exceed --ipvs-sync-period".into(),
+            ));
+        }
+        let nodeport_addresses = match &cli.nodeport_addresses {
+            Some(v) => v.clone(),
+            None => f
+                .node_port_addresses
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    s.parse::<IpNet>().map_err(|e| {
+                        invalid(
+                            "nodePortAddresses",
+                            format!("{s:?} is not a CIDR ({e}); the \"primary\" keyword is not supported"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let bind =
+            |name: &'static str, cli: &Option<String>, file: &Option<String>, default: &str| {
+                let text = cli
+                    .clone()
+                    .or(file.clone())
+                    .unwrap_or_else(|| default.to_owned());
+                parse_bind_address(&text).map_err(|m| invalid(name, m))
+            };
+        let node_port_range = cli
+            .node_port_range
+            .clone()
+            .or(f.node_port_range.clone())
+            .map(|s| parse_port_range(&s).map_err(|m| invalid("node-port-range", m)))
+            .transpose()?
+            .unwrap_or(30000..=32767);
+        Ok(Settings {
+            source,
+            node_name,
+            scheduler,
+            sync_period,
+            min_sync_period,
+            nodeport_addresses,
+            strict_arp: cli.ipvs_strict_arp.or(ipvs.strict_arp).unwrap_or(false),
+            tcp_timeout: cli
+                .ipvs_tcp_timeout
+                .or(file_duration("ipvs.tcpTimeout", &ipvs.tcp_timeout)?)
+                .unwrap_or_default(),
+            tcpfin_timeout: cli
+                .ipvs_tcpfin_timeout
+                .or(file_duration("ipvs.tcpFinTimeout", &ipvs.tcp_fin_timeout)?)
+                .unwrap_or_default(),
+            udp_timeout: cli
+                .ipvs_udp_timeout
+                .or(file_duration("ipvs.udpTimeout", &ipvs.udp_timeout)?)
+                .unwrap_or_default(),
+            cleanup: cli.cleanup,
+            metrics_bind_address: bind(
+                "metrics-bind-address",
+                &cli.metrics_bind_address,
+                &f.metrics_bind_address,
+                DEFAULT_METRICS_BIND_ADDRESS,
+            )?,
+            healthz_bind_address: bind(
+                "healthz-bind-address",
+                &cli.healthz_bind_address,
+                &f.healthz_bind_address,
+                DEFAULT_HEALTHZ_BIND_ADDRESS,
+            )?,
+            log_format: cli.log_format.or(f.log_format).unwrap_or_default(),
+            log_level: cli.log_level.clone().or(f.log_level.clone()),
+            drain_timeout: cli
+                .drain_timeout
+                .or(file_duration("drainTimeout", &f.drain_timeout)?)
+                .unwrap_or(svc_controller::reconcile::DEFAULT_DRAIN_TIMEOUT),
+            node_port_range,
+            service_proxy_name: cli
+                .service_proxy_name
+                .clone()
+                .or(f.service_proxy_name.clone())
+                .filter(|s| !s.is_empty()),
+            metrics_per_virtual_server: cli
+                .metrics_per_virtual_server
+                .or(f.metrics_per_virtual_server)
+                .unwrap_or(false),
+            dummy_interface: DEFAULT_DUMMY_INTERFACE.to_owned(),
+            ignored_fields: ignored,
+        })
+    }
+
+    /// The controller's configuration from these settings.
+    pub fn proxy_config(&self) -> svc_controller::ProxyConfig {
+        svc_controller::ProxyConfig {
+            default_scheduler: self.scheduler,
+            node_port_cidrs: self.nodeport_addresses.clone(),
+            dummy_interface: self.dummy_interface.clone(),
+            service_proxy_name: self.service_proxy_name.clone(),
+            ..svc_controller::ProxyConfig::default()
+        }
+    }
+}
+
+fn invalid(name: &'static str, message: String) -> SettingsError {
+    SettingsError::Invalid { name, message }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError> {
+    // YAML is a superset of JSON: one parser reads both.
+    serde_yaml_ng::from_str::<Option<FileSettings>>(text)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| SettingsError::Parse {
+            path: path.to_owned(),
+            message: match e.location() {
+                Some(l) => format!("line {}: {e}", l.line()),
+                None => e.to_string(),
+            },
+        })
+}
+
+/// `""` disables; `ADDR:PORT` or `[V6]:PORT`; a bare `:PORT` means every address.
+fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_owned()
+    };
+    full.parse()
+        .map(Some)
+        .map_err(|_| format!("{text:?} is not ADDRESS:PORT"))
+}
+
+fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not FIRST-LAST"))?;
+    let a: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || a > b {
+        return Err(format!("{text:?} is not a range of ports"));
+    }
+    Ok(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Option<String> {
+        Some("Node-A".into())
+    }
+
+    #[test]
+    fn defaults_are_kube_proxys() {
+        let s = Settings::load(&Cli::default(), host).unwrap();
+        assert_eq!(s.node_name, "node-a");
+        assert_eq!(s.scheduler, Scheduler::Rr);
+        assert_eq!(s.sync_period, Duration::from_secs(30));
+        assert_eq!(s.min_sync_period, Duration::ZERO);
+        assert_eq!(
+            s.metrics_bind_address,
+            Some("127.0.0.1:10249".parse().unwrap())
+        );
+        assert_eq!(
+            s.healthz_bind_address,
+            Some("0.0.0.0:10256".parse().unwrap())
+        );
+        assert_eq!(s.node_port_range, 30000..=32767);
+        assert_eq!(s.source, SourceSettings::Kubernetes { kubeconfig: None });
+    }
+
+    #[test]
+    fn kube_proxy_config_file_is_read_and_flags_win() {
+        let text = r#"
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: ipvs
+hostnameOverride: worker-1
+metricsBindAddress: 0.0.0.0:10249
+nodePortAddresses: ["192.168.0.0/16"]
+clientConnection:
+  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
+  qps: 5
+iptables:
+  masqueradeAll: false
+ipvs:
+  scheduler: wlc
+  syncPeriod: 1m0s
+  minSyncPeriod: 500ms
+  strictARP: true
+  tcpTimeout: 900s
+  tcpFinTimeout: 2m
+  udpTimeout: 0s
+drainTimeout: 1m
+"#;
+        let cli = Cli {
+            ipvs_scheduler: Some("sh".into()),
+            ..Cli::default()
+        };
+        let s = Settings::from_file_text(&cli, Path::new("kp.yaml"), text, host).unwrap();
+        assert_eq!(s.node_name, "worker-1");
+        assert_eq!(s.scheduler, Scheduler::Sh, "the flag wins");
+        assert_eq!(s.sync_period, Duration::from_secs(60));
+        assert_eq!(s.min_sync_period, Duration::from_millis(500));
+        assert!(s.strict_arp);
+        assert_eq!(s.tcp_timeout, Duration::from_secs(900));
+        assert_eq!(s.tcpfin_timeout, Duration::from_secs(120));
+        assert_eq!(s.udp_timeout, Duration::ZERO);
+        assert_eq!(s.drain_timeout, Duration::from_secs(60));
+        assert_eq!(
+            s.nodeport_addresses,
+            vec!["192.168.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            s.metrics_bind_address,
+            Some("0.0.0.0:10249".parse().unwrap())
+        );
+        assert_eq!(
+            s.source,
+            SourceSettings::Kubernetes {
+                kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into())
+            }
+        );
+        assert!(s.ignored_fields.contains(&"iptables".to_owned()));
+        assert!(
+            s.ignored_fields
+                .contains(&"clientConnection.qps".to_owned())
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cli = Cli::default();
+        let err = Settings::from_file_text(&cli, Path::new("kp.yaml"), "mode: iptables\n", host)
+            .unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
+        let err = Settings::from_file_text(
+            &cli,
+            Path::new("kp.yaml"),
+            "ipvs:\n  syncPeriod: soon\n",
+            host,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ipvs.syncPeriod"), "{err}");
+        let err = Settings::from_file_text(&cli, Path::new("kp.yaml"), "ipvs: [1, 2\n", host)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("kp.yaml: line"), "{err}");
+        let err = Settings::load(
+            &Cli {
+                ipvs_scheduler: Some("roundrobin".into()),
+                ..Cli::default()
+            },
+            host,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown scheduler"), "{err}");
+        let err = Settings::load(
+            &Cli {
+                node_port_range: Some("3000".into()),
+                ..Cli::default()
+            },
+            host,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("node-port-range"), "{err}");
+        let err = Settings::load(&Cli::default(), || None).unwrap_err();
+        assert!(err.to_string().contains("hostname-override"), "{err}");
+    }
+
+    #[test]
+    fn durations_in_go_notation() {
+        assert_eq!(parse_duration("1m0s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind_address("").unwrap(), None);
+        assert_eq!(
+            parse_bind_address(":10256").unwrap(),
+            Some("0.0.0.0:10256".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind_address("[::1]:9").unwrap(),
+            Some("[::1]:9".parse().unwrap())
+        );
+        assert!(parse_bind_address("localhost").is_err());
+    }
+
+    #[test]
+    fn cli_parses_kube_proxy_flags() {
+        let cli = Cli::try_parse_from([
+            "ipvs-proxy",
+            "--ipvs-scheduler=wrr",
+            "--ipvs-sync-period",
+            "45s",
+            "--nodeport-addresses=10.0.0.0/8,192.168.1.0/24",
+            "--ipvs-strict-arp",
+            "--manifests",
+            "/etc/ipvs-proxy/manifests",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let s = Settings::load(&cli, host).unwrap();
+        assert_eq!(s.scheduler, Scheduler::Wrr);
+        assert_eq!(s.sync_period, Duration::from_secs(45));
+        assert_eq!(s.nodeport_addresses.len(), 2);
+        assert!(s.strict_arp);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(
+            s.source,
+            SourceSettings::Manifests("/etc/ipvs-proxy/manifests".into())
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! The Kubernetes source: watches of Services, EndpointSlices and this node's Node object.
+//!
+//! The watches filter on the server as kube-proxy's do: Services and EndpointSlices labelled
+//! `service.kubernetes.io/service-proxy-name` (another proxy's) or
+//! `service.kubernetes.io/headless` are never sent to this node (or, with
+//! `--service-proxy-name`, only those labelled with that name are), and the Node watch selects
+//! this node by name.
+//!
+//! Each watch is a `kube-runtime` watcher: it lists, then watches from the list's resource
+//! version, follows bookmarks, relists when the server answers 410 Gone, and re-watches after
+//! a dropped connection, with backoff while the API server is unreachable. A (re)list is
+//! passed on only once complete, as one [`Change::Reset`], so a relist after an outage
+//! replaces what was known in one step; until then the engine keeps its last good state and
+//! the IPVS table does not move.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use svc_controller::SERVICE_PROXY_NAME_LABEL;
+use tracing::{debug, info, warn};
+
+use super::{Message, Sender};
+use crate::store::{Change, trim_service, trim_slice};
+use crate::telemetry::Metrics;
+
+/// The label the EndpointSlice controller puts on the slices of headless Services.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+
+/// The label selector of the Service and EndpointSlice watches (kube-proxy's).
+pub fn label_selector(service_proxy_name: Option<&str>) -> String {
+    match service_proxy_name {
+        None => format!("!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}"),
+        Some(name) => format!("{SERVICE_PROXY_NAME_LABEL}={name},!{HEADLESS_LABEL}"),
+    }
+}
+
+/// Watches Services, EndpointSlices and the Node named `node_name` and sends what changes to
+/// `tx`, until `tx`'s receiver is gone. Never returns an error: a failing watch is logged,
+/// counted in `ipvs_proxy_source_errors_total{source="kubernetes"}`, and retried with backoff.
+pub async fn run(
+    client: Client,
+    node_name: String,
+    service_proxy_name: Option<String>,
+    tx: Sender,
+    metrics: Arc<Metrics>,
+) {
+    let selector = label_selector(service_proxy_name.as_deref());
+    let services = watch::<Service>(
+        Api::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+        tx.clone(),
+        metrics.clone(),
+        trim_service,
+        Message::Services,
+    );
+    let slices = watch::<EndpointSlice>(
+        Api::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+        tx.clone(),
+        metrics.clone(),
+        trim_slice,
+        Message::Slices,
+    );
+    let node = watch::<Node>(
+        Api::all(client),
+        watcher::Config::default().fields(&format!("metadata.name={node_name}")),
+        tx,
+        metrics,
+        trim_node,
+        Message::Node,
+    );
+    tokio::join!(services, slices, node);
+}
+
+/// A Node reduced to what the daemon reads: its name, labels and deletion timestamp.
+pub fn trim_node(node: Node) -> Node {
+    Node {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: node.metadata.name,
+            labels: node.metadata.labels,
+            deletion_timestamp: node.metadata.deletion_timestamp,
+            ..Default::default()
+        },
+        spec: None,
+        status: None,
+    }
+}
+
+async fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    tx: Sender,
+    metrics: Arc<Metrics>,
+    trim: fn(K) -> K,
+    wrap: fn(Change<K>) -> Message,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut initial: Option<Vec<K>> = None;
+    while let Some(event) = stream.next().await {
+        let change = match event {
+            Ok(Event::Init) => {
+                debug!(%kind, "listing");
+                initial = Some(Vec::new());
+                continue;
+            }
+            Ok(Event::InitApply(object)) => {
+                initial.get_or_insert_with(Vec::new).push(trim(object));
+                continue;
+            }
+            Ok(Event::InitDone) => {
+                let all = initial.take().unwrap_or_default();
+                info!(%kind, objects = all.len(), "listed");
+                Change::Reset(all)
+            }
+            Ok(Event::Apply(object)) => Change::Applied(trim(object)),
+            Ok(Event::Delete(object)) => Change::Deleted(trim(object)),
+            Err(error) => {
+                // The watcher retries by itself (with backoff); the engine keeps what it has.
+                warn!(%kind, %error, "watch failed; keeping the last known state and retrying");
+                metrics.source_error("kubernetes");
+                continue;
+            }
+        };
+        if tx.send(wrap(change)).is_err() {
+            return; // the engine is gone: shutting down
+        }
+    }
+}

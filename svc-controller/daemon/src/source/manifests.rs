@@ -1,0 +1,817 @@
+//! The manifests source: Services and EndpointSlices from a file or a folder of YAML (or
+//! JSON) manifests, watched for changes. It lets the daemon run with no cluster at all: for
+//! demos, tests, and declarative IPVS on a plain host.
+//!
+//! # What is read
+//!
+//! - The path given, if it is a file; else every `*.yaml`, `*.yml` and `*.json` file under the
+//!   folder (recursively, in path order), skipping names that start with a dot (editor swap
+//!   files, and the `..data` folder of a mounted ConfigMap, whose files are reached through
+//!   their top-level links).
+//! - Several documents per file (`---`), and `kind: List` documents (as `kubectl get -o yaml`
+//!   writes them).
+//! - Documents of kind `Service` (`v1`) and `EndpointSlice` (`discovery.k8s.io/v1`); any
+//!   other kind is reported and skipped. A missing namespace means `default`.
+//!
+//! # Errors lose nothing
+//!
+//! A file that does not parse, or whose documents do not match the Kubernetes types, is
+//! reported with its path and line ([`ManifestError`]), and **everything it defined before
+//! stays loaded** until it is fixed: a half-written file never deletes Services. The same
+//! object defined in two files is reported and the first file (in path order) keeps it. When
+//! the path itself disappears (an unmounted volume), nothing is unloaded either.
+//!
+//! # Watching
+//!
+//! [`watch`] rescans on every inotify event under the path (through `notify`) and, as a
+//! fallback for filesystems without inotify, every few seconds. A rescan only reads files
+//! whose size, modification time or inode changed, and reports only the objects that
+//! changed, so editing one file of a large folder costs that file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize;
+use tracing::{debug, info, warn};
+
+use super::{Message, Sender};
+use crate::store::{Change, ObjectKey};
+use crate::telemetry::Metrics;
+
+/// How often the folder is rescanned when no inotify event arrives.
+pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A manifest that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ManifestError {
+    /// The file.
+    pub path: PathBuf,
+    /// The line (1-based), when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What a scan found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The changes to send to the engine.
+    pub messages: Vec<Message>,
+    /// Files that could not be loaded (what they defined before is kept).
+    pub errors: Vec<ManifestError>,
+    /// Documents skipped (unknown kinds, duplicates), as readable notes.
+    pub skipped: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+#[derive(Debug, Default)]
+struct LoadedFile {
+    /// The fingerprint of the content loaded (or of the content that failed, so a broken file
+    /// is reported once per change, not once per scan).
+    fingerprint: Option<Fingerprint>,
+    services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+}
+
+/// The objects of one parsed file.
+#[derive(Debug, Default)]
+struct Parsed {
+    services: BTreeMap<ObjectKey, Service>,
+    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    skipped: Vec<String>,
+}
+
+/// A file or folder of manifests and what was loaded from it.
+#[derive(Debug)]
+pub struct ManifestFolder {
+    root: PathBuf,
+    files: BTreeMap<PathBuf, LoadedFile>,
+    service_owner: HashMap<ObjectKey, PathBuf>,
+    slice_owner: HashMap<ObjectKey, PathBuf>,
+}
+
+impl ManifestFolder {
+    /// Nothing loaded yet from `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            files: BTreeMap::new(),
+            service_owner: HashMap::new(),
+            slice_owner: HashMap::new(),
+        }
+    }
+
+    /// The path watched.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The first load: everything, as one `Reset` of each kind (also when some files fail:
+    /// those are reported and the others loaded).
+    pub fn load(&mut self) -> Scan {
+        let mut scan = self.rescan();
+        scan.messages = vec![
+            Message::Services(Change::Reset(self.owned_services())),
+            Message::Slices(Change::Reset(self.owned_slices())),
+        ];
+        scan
+    }
+
+    fn owned_services(&self) -> Vec<Service> {
+        self.service_owner
+            .iter()
+            .filter_map(|(k, p)| self.files.get(p)?.services.get(k).cloned())
+            .collect()
+    }
+
+    fn owned_slices(&self) -> Vec<EndpointSlice> {
+        self.slice_owner
+            .iter()
+            .filter_map(|(k, p)| self.files.get(p)?.slices.get(k).cloned())
+            .collect()
+    }
+
+    /// Looks for changed, new and removed files and reports the objects that changed.
+    pub fn rescan(&mut self) -> Scan {
+        let mut scan = Scan::default();
+        let current = match list_files(&self.root) {
+            Ok(files) => files,
+            Err(error) => {
+                scan.errors.push(error);
+                return scan;
+            }
+        };
+        let removed: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !current.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in removed {
+            if let Some(old) = self.files.remove(&path) {
+                self.replace(&path, old, Parsed::default(), None, &mut scan);
+            }
+        }
+        for (path, fingerprint) in current {
+            if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
+                continue;
+            }
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| ManifestError {
+                    path: path.clone(),
+                    line: None,
+                    message: format!("cannot read: {e}"),
+                })
+                .and_then(|text| parse_manifests(&path, &text));
+            match parsed {
+                Err(error) => {
+                    scan.errors.push(error);
+                    self.files.entry(path).or_default().fingerprint = Some(fingerprint);
+                }
+                Ok(parsed) => {
+                    let old = self.files.remove(&path).unwrap_or_default();
+                    self.replace(&path, old, parsed, Some(fingerprint), &mut scan);
+                }
+            }
+        }
+        scan
+    }
+
+    /// Replaces what `path` defined (`old`, already taken out of `self.files`) with `new`,
+    /// reporting the differences.
+    fn replace(
+        &mut self,
+        path: &Path,
+        old: LoadedFile,
+        new: Parsed,
+        fingerprint: Option<Fingerprint>,
+        scan: &mut Scan,
+    ) {
+        scan.skipped.extend(new.skipped);
+        let services = diff_objects(
+            path,
+            old.services,
+            new.services,
+            &mut self.service_owner,
+            &mut scan.skipped,
+            "Service",
+        );
+        let slices = diff_objects(
+            path,
+            old.slices,
+            new.slices,
+            &mut self.slice_owner,
+            &mut scan.skipped,
+            "EndpointSlice",
+        );
+        scan.messages
+            .extend(services.changes.into_iter().map(Message::Services));
+        scan.messages
+            .extend(slices.changes.into_iter().map(Message::Slices));
+        if fingerprint.is_some() {
+            self.files.insert(
+                path.to_owned(),
+                LoadedFile {
+                    fingerprint,
+                    services: services.kept,
+                    slices: slices.kept,
+                },
+            );
+        }
+    }
+}
+
+struct Diffed<K> {
+    changes: Vec<Change<K>>,
+    kept: BTreeMap<ObjectKey, K>,
+}
+
+fn diff_objects<K: Clone + PartialEq>(
+    path: &Path,
+    old: BTreeMap<ObjectKey, K>,
+    new: BTreeMap<ObjectKey, K>,
+    owners: &mut HashMap<ObjectKey, PathBuf>,
+    skipped: &mut Vec<String>,
+    kind: &str,
+) -> Diffed<K> {
+    let mut changes = Vec::new();
+    for (key, object) in &old {
+        if !new.contains_key(key) && owners.get(key).is_some_and(|p| p == path) {
+            owners.remove(key);
+            changes.push(Change::Deleted(object.clone()));
+        }
+    }
+    let mut kept = BTreeMap::new();
+    for (key, object) in new {
+        match owners.get(&key) {
+            Some(owner) if owner != path => {
+                skipped.push(format!(
+                    "{}: {kind} {}/{} is also defined in {}, which keeps it",
+                    path.display(),
+                    key.namespace,
+                    key.name,
+                    owner.display()
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        owners.insert(key.clone(), path.to_owned());
+        if old.get(&key) != Some(&object) {
+            changes.push(Change::Applied(object.clone()));
+        }
+        kept.insert(key, object);
+    }
+    Diffed { changes, kept }
+}
+
+fn fingerprint_of(meta: &std::fs::Metadata) -> Fingerprint {
+    use std::os::unix::fs::MetadataExt;
+    Fingerprint {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+    }
+}
+
+fn is_manifest_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
+/// The manifest files under `root` with their fingerprints.
+fn list_files(root: &Path) -> Result<BTreeMap<PathBuf, Fingerprint>, ManifestError> {
+    let error = |path: &Path, e: std::io::Error| ManifestError {
+        path: path.to_owned(),
+        line: None,
+        message: format!("cannot read: {e}; keeping what was loaded"),
+    };
+    let meta = std::fs::metadata(root).map_err(|e| error(root, e))?;
+    let mut out = BTreeMap::new();
+    if meta.is_file() {
+        out.insert(root.to_owned(), fingerprint_of(&meta));
+        return Ok(out);
+    }
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| error(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| error(&dir, e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            // Follows links (ConfigMap volumes link each key into `..data`).
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue; // a dangling link, or a file removed meanwhile
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file() && is_manifest_name(name) {
+                out.insert(path, fingerprint_of(&meta));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// One YAML document of a file: its text and the line it starts on (1-based).
+fn documents(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_marker =
+            line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "...";
+        if is_marker {
+            out.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    out.push((start, current));
+    out.retain(|(_, doc)| {
+        doc.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+    });
+    out
+}
+
+/// Parses one manifest file's text. Any error fails the whole file (nothing of it is used).
+fn parse_manifests(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
+    let mut parsed = Parsed::default();
+    let located = |start: usize, e: &serde_yaml_ng::Error| ManifestError {
+        path: path.to_owned(),
+        line: Some(start + e.location().map_or(0, |l| l.line().saturating_sub(1))),
+        message: e.to_string(),
+    };
+    for (start, doc) in documents(text) {
+        let meta: TypeMeta = serde_yaml_ng::from_str(&doc).map_err(|e| located(start, &e))?;
+        let kind = meta.kind.unwrap_or_default();
+        let api_version = meta.api_version.unwrap_or_default();
+        if kind == "List" {
+            #[derive(Deserialize)]
+            struct List {
+                #[serde(default)]
+                items: Vec<serde_yaml_ng::Value>,
+            }
+            let list: List = serde_yaml_ng::from_str(&doc).map_err(|e| located(start, &e))?;
+            for (i, item) in list.items.into_iter().enumerate() {
+                let item_meta: TypeMeta = serde_yaml_ng::from_value(item.clone())
+                    .map_err(|e| in_list(path, start, i, &e))?;
+                let kind = item_meta.kind.unwrap_or_default();
+                let api_version = item_meta.api_version.unwrap_or_default();
+                add_document(&mut parsed, path, start, &kind, &api_version, || {
+                    Document::Value(item.clone())
+                })
+                .map_err(|e| ManifestError {
+                    message: format!("item {i} of the List: {}", e.message),
+                    ..e
+                })?;
+            }
+            continue;
+        }
+        add_document(&mut parsed, path, start, &kind, &api_version, || {
+            Document::Text(doc.clone())
+        })?;
+    }
+    Ok(parsed)
+}
+
+fn in_list(path: &Path, start: usize, index: usize, e: &serde_yaml_ng::Error) -> ManifestError {
+    ManifestError {
+        path: path.to_owned(),
+        line: Some(start),
+        message: format!("item {index} of the List: {e}"),
+    }
+}
+
+enum Document {
+    Text(String),
+    Value(serde_yaml_ng::Value),
+}
+
+fn decode<K: serde::de::DeserializeOwned>(
+    path: &Path,
+    start: usize,
+    doc: Document,
+) -> Result<K, ManifestError> {
+    match doc {
+        Document::Text(text) => serde_yaml_ng::from_str(&text).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            line: Some(start + e.location().map_or(0, |l| l.line().saturating_sub(1))),
+            message: e.to_string(),
+        }),
+        Document::Value(value) => serde_yaml_ng::from_value(value).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            line: Some(start),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn add_document(
+    parsed: &mut Parsed,
+    path: &Path,
+    start: usize,
+    kind: &str,
+    api_version: &str,
+    doc: impl FnOnce() -> Document,
+) -> Result<(), ManifestError> {
+    let error = |message: String| ManifestError {
+        path: path.to_owned(),
+        line: Some(start),
+        message,
+    };
+    match (kind, api_version) {
+        ("Service", "v1") => {
+            let mut service: Service = decode(path, start, doc())?;
+            let key = keyed(&mut service.metadata).map_err(error)?;
+            if parsed.services.insert(key.clone(), service).is_some() {
+                return Err(error(format!(
+                    "Service {}/{} is defined twice in this file",
+                    key.namespace, key.name
+                )));
+            }
+        }
+        ("EndpointSlice", "discovery.k8s.io/v1") => {
+            let mut slice: EndpointSlice = decode(path, start, doc())?;
+            let key = keyed(&mut slice.metadata).map_err(error)?;
+            if parsed.slices.insert(key.clone(), slice).is_some() {
+                return Err(error(format!(
+                    "EndpointSlice {}/{} is defined twice in this file",
+                    key.namespace, key.name
+                )));
+            }
+        }
+        ("Service" | "EndpointSlice", _) => {
+            return Err(error(format!(
+                "{kind} with apiVersion {api_version:?}: expected {}",
+                if kind == "Service" {
+                    "v1"
+                } else {
+                    "discovery.k8s.io/v1"
+                }
+            )));
+        }
+        ("", _) => return Err(error("a document without `kind`".into())),
+        (other, _) => parsed.skipped.push(format!(
+            "{}:{start}: kind {other} skipped (only Service and EndpointSlice are read)",
+            path.display()
+        )),
+    }
+    Ok(())
+}
+
+/// Defaults the namespace to `default`; a name is required.
+fn keyed(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<ObjectKey, String> {
+    if meta.name.as_deref().is_none_or(str::is_empty) {
+        return Err("an object without metadata.name".into());
+    }
+    if meta.namespace.as_deref().is_none_or(str::is_empty) {
+        meta.namespace = Some("default".into());
+    }
+    Ok(ObjectKey::of(meta))
+}
+
+/// Reports a scan: errors and skipped documents in the log and the metrics; sends the
+/// changes. Returns `false` when the engine is gone.
+fn publish(scan: Scan, tx: &Sender, metrics: &Metrics) -> bool {
+    for error in &scan.errors {
+        warn!(%error, "manifest not loaded; what it defined before is kept");
+        metrics.source_error("manifests");
+    }
+    for note in &scan.skipped {
+        warn!("{note}");
+    }
+    for message in scan.messages {
+        if tx.send(message).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Loads `folder` and then follows its changes until the engine is gone, on the calling
+/// thread (blocking: run it on a thread of its own).
+pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
+    use notify::{RecursiveMode, Watcher};
+
+    let (events_tx, events) = std::sync::mpsc::channel();
+    // inotify where available; the periodic rescan covers the rest.
+    let watcher = notify::recommended_watcher(move |event| {
+        let _ = events_tx.send(event);
+    });
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            // A file root is watched through its folder (editors replace files by renaming).
+            let target = if folder.root().is_file() {
+                folder
+                    .root()
+                    .parent()
+                    .map(Path::to_owned)
+                    .unwrap_or_else(|| folder.root().to_owned())
+            } else {
+                folder.root().to_owned()
+            };
+            match w.watch(&target, RecursiveMode::Recursive) {
+                Ok(()) => Some(w),
+                Err(error) => {
+                    warn!(path = %target.display(), %error, "cannot watch the manifests; rescanning every {RESCAN_INTERVAL:?}");
+                    None
+                }
+            }
+        }
+        Err(error) => {
+            warn!(%error, "no file watcher; rescanning every {RESCAN_INTERVAL:?}");
+            None
+        }
+    };
+    let first = folder.load();
+    info!(
+        path = %folder.root().display(),
+        errors = first.errors.len(),
+        "manifests loaded"
+    );
+    if !publish(first, &tx, &metrics) {
+        return;
+    }
+    loop {
+        match events.recv_timeout(RESCAN_INTERVAL) {
+            Ok(_) => {
+                // Let a burst of events (an editor's write, a `cp -r`) settle, then scan once.
+                std::thread::sleep(Duration::from_millis(20));
+                while events.try_recv().is_ok() {}
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(RESCAN_INTERVAL);
+            }
+        }
+        let scan = folder.rescan();
+        if !scan.messages.is_empty() {
+            debug!(changes = scan.messages.len(), "manifests changed");
+        }
+        if !publish(scan, &tx, &metrics) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "ipvs-proxy-manifests-{name}-{}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).unwrap();
+            Self(path)
+        }
+        fn write(&self, name: &str, text: &str) {
+            let path = self.0.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            // Write beside and rename, as editors do, so the inode changes every time (the
+            // size and mtime alone may not within one test).
+            let tmp = self.0.join(format!(".{}.tmp", name.replace('/', "_")));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(tmp, path).unwrap();
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const WEB: &str = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  clusterIP: 10.96.0.10
+  ports:
+  - port: 80
+    targetPort: 8080
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- port: 8080
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: true}
+";
+
+    fn names(messages: &[Message]) -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Message::Services(Change::Applied(s)) => {
+                    format!("+svc/{}", s.metadata.name.clone().unwrap_or_default())
+                }
+                Message::Services(Change::Deleted(s)) => {
+                    format!("-svc/{}", s.metadata.name.clone().unwrap_or_default())
+                }
+                Message::Slices(Change::Applied(s)) => {
+                    format!("+slice/{}", s.metadata.name.clone().unwrap_or_default())
+                }
+                Message::Slices(Change::Deleted(s)) => {
+                    format!("-slice/{}", s.metadata.name.clone().unwrap_or_default())
+                }
+                Message::Services(Change::Reset(v)) => format!("svc*{}", v.len()),
+                Message::Slices(Change::Reset(v)) => format!("slice*{}", v.len()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn loads_multi_document_files_with_default_namespace() {
+        let dir = TempDir::new("load");
+        dir.write("web.yaml", WEB);
+        dir.write("notes.txt", "not a manifest");
+        dir.write(".web.yaml.swp", "garbage: [");
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        assert_eq!(names(&scan.messages), ["svc*1", "slice*1"]);
+        if let Message::Services(Change::Reset(v)) = &scan.messages[0] {
+            assert_eq!(v[0].metadata.namespace.as_deref(), Some("default"));
+        }
+        assert!(folder.rescan().messages.is_empty(), "nothing changed");
+    }
+
+    #[test]
+    fn edits_report_only_what_changed() {
+        let dir = TempDir::new("edit");
+        dir.write("web.yaml", WEB);
+        dir.write(
+            "sub/db.yaml",
+            &WEB.replace("web", "db").replace("10.96.0.10", "10.96.0.11"),
+        );
+        let mut folder = ManifestFolder::new(&dir.0);
+        folder.load();
+        dir.write("web.yaml", &WEB.replace("10.1.0.1]", "10.1.0.1, 10.1.0.2]"));
+        assert_eq!(names(&folder.rescan().messages), ["+slice/web-1"]);
+        std::fs::remove_file(dir.0.join("sub/db.yaml")).unwrap();
+        assert_eq!(names(&folder.rescan().messages), ["-svc/db", "-slice/db-1"]);
+        let only_service = WEB.split("---").next().unwrap();
+        dir.write("web.yaml", only_service);
+        assert_eq!(names(&folder.rescan().messages), ["-slice/web-1"]);
+    }
+
+    #[test]
+    fn a_broken_file_is_reported_with_its_line_and_keeps_what_it_had() {
+        let dir = TempDir::new("broken");
+        dir.write("web.yaml", WEB);
+        let mut folder = ManifestFolder::new(&dir.0);
+        folder.load();
+        // Line 19 of the file (the second document) gets a port that is not a number.
+        dir.write("web.yaml", &WEB.replace("- port: 8080", "- port: eighty"));
+        let scan = folder.rescan();
+        assert!(
+            scan.messages.is_empty(),
+            "nothing unloaded: {:?}",
+            names(&scan.messages)
+        );
+        assert_eq!(scan.errors.len(), 1);
+        let error = scan.errors[0].to_string();
+        assert!(error.contains("web.yaml:19:"), "{error}");
+        assert!(
+            folder.rescan().errors.is_empty(),
+            "reported once per change"
+        );
+        // A syntax error in the first document.
+        dir.write("web.yaml", &WEB.replace("  name: web\n", "  name: [web\n"));
+        let error = folder.rescan().errors[0].to_string();
+        assert!(error.contains("web.yaml:"), "{error}");
+        // Fixed: the change since the last good state is reported.
+        dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.20"));
+        let scan = folder.rescan();
+        assert!(scan.errors.is_empty());
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+    }
+
+    #[test]
+    fn bad_documents_fail_the_file_with_a_reason() {
+        let path = Path::new("x.yaml");
+        let err =
+            parse_manifests(path, "apiVersion: v1\nkind: Service\nmetadata: {}\n").unwrap_err();
+        assert!(err.message.contains("metadata.name"), "{err}");
+        let err = parse_manifests(path, "kind: Service\napiVersion: v2\nmetadata: {name: a}\n")
+            .unwrap_err();
+        assert!(err.message.contains("apiVersion"), "{err}");
+        let err = parse_manifests(path, "metadata: {name: a}\n").unwrap_err();
+        assert!(err.message.contains("kind"), "{err}");
+        let twice = format!("{}---\n{}", WEB, WEB.split("---").next().unwrap());
+        let err = parse_manifests(path, &twice).unwrap_err();
+        assert!(err.message.contains("defined twice"), "{err}");
+        let other = parse_manifests(
+            path,
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        assert_eq!(other.skipped.len(), 1);
+    }
+
+    #[test]
+    fn lists_and_json_are_read() {
+        let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "a", "namespace": "x"},
+             "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 53, "protocol": "UDP"}]}}
+        ]}"#;
+        let parsed = parse_manifests(Path::new("l.json"), list).unwrap();
+        assert_eq!(parsed.services.len(), 1);
+        let bad = list.replace("53", "\"dns\"");
+        let err = parse_manifests(Path::new("l.json"), &bad).unwrap_err();
+        assert!(err.message.contains("item 0"), "{err}");
+    }
+
+    #[test]
+    fn duplicates_across_files_keep_the_first() {
+        let dir = TempDir::new("dup");
+        dir.write("a.yaml", WEB);
+        dir.write("b.yaml", &WEB.replace("10.96.0.10", "10.96.0.99"));
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert_eq!(scan.skipped.len(), 2, "{:?}", scan.skipped);
+        if let Message::Services(Change::Reset(v)) = &scan.messages[0] {
+            assert_eq!(v.len(), 1);
+            let ip = v[0].spec.as_ref().unwrap().cluster_ip.as_deref();
+            assert_eq!(ip, Some("10.96.0.10"), "a.yaml comes first");
+        }
+    }
+
+    #[test]
+    fn a_vanished_root_unloads_nothing() {
+        let dir = TempDir::new("vanish");
+        dir.write("web.yaml", WEB);
+        let mut folder = ManifestFolder::new(dir.0.join("missing"));
+        let scan = folder.load();
+        assert_eq!(scan.errors.len(), 1);
+        assert_eq!(names(&scan.messages), ["svc*0", "slice*0"]);
+        let mut folder = ManifestFolder::new(&dir.0);
+        folder.load();
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        let scan = folder.rescan();
+        assert_eq!(scan.errors.len(), 1);
+        assert!(scan.messages.is_empty());
+    }
+
+    #[test]
+    fn the_watcher_sends_changes() {
+        let dir = TempDir::new("watch");
+        dir.write("web.yaml", WEB);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let folder = ManifestFolder::new(&dir.0);
+        let metrics = Arc::new(Metrics::new(false));
+        std::thread::spawn(move || watch(folder, tx, metrics));
+        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(names(&[first]), ["svc*1"]);
+        let _slices = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        let change = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(names(&[change]), ["+svc/web"]);
+    }
+}

@@ -1,0 +1,475 @@
+//! The objects the daemon keeps: Services and EndpointSlices, trimmed to what the desired-state
+//! computation reads, indexed by the Service they belong to.
+//!
+//! Sources ([`crate::source`]) feed it [`Change`]s; each change answers which Services it
+//! touched, so the engine recomputes those and nothing else. An update that changes nothing
+//! the computation reads (a status condition, a managed-fields entry, an unrelated annotation)
+//! is trimmed away before comparison and costs no work at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use svc_controller::{
+    DesiredState, NodeInfo, ProxyConfig, SCHEDULER_ANNOTATION, SERVICE_NAME_LABEL,
+    SERVICE_PROXY_NAME_LABEL, ServiceDesired, ServiceRef, compute_service, service_ref,
+    slice_service,
+};
+
+/// The annotation on EndpointSlices that records when the change behind them happened
+/// (kube-proxy's network-programming latency is measured from it).
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The node label that names the node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// A change to one kind of object, as a source reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change<K> {
+    /// The object was created or updated.
+    Applied(K),
+    /// The object was deleted (its last known state).
+    Deleted(K),
+    /// The complete set of objects of this kind, replacing everything known before (an initial
+    /// list, a relist after the watch expired, a manifests reload).
+    Reset(Vec<K>),
+}
+
+impl<K> Change<K> {
+    /// The same change with `f` applied to each object.
+    pub fn map<T>(self, mut f: impl FnMut(K) -> T) -> Change<T> {
+        match self {
+            Change::Applied(k) => Change::Applied(f(k)),
+            Change::Deleted(k) => Change::Deleted(f(k)),
+            Change::Reset(v) => Change::Reset(v.into_iter().map(f).collect()),
+        }
+    }
+}
+
+/// The identity of a namespaced object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// `metadata.namespace` (empty when missing).
+    pub namespace: String,
+    /// `metadata.name` (empty when missing).
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of an object's metadata.
+    pub fn of(meta: &ObjectMeta) -> Self {
+        Self {
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What the daemon needs of its Node object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The zone label ([`ZONE_LABEL`]).
+    pub zone: Option<String>,
+    /// Whether the Node has a deletion timestamp (`/healthz` then reports unhealthy, as
+    /// kube-proxy's does, so load balancers stop sending traffic to a node going away).
+    pub deleting: bool,
+}
+
+impl NodeFacts {
+    /// The facts of a Node object.
+    pub fn of(node: &Node) -> Self {
+        Self {
+            zone: node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ZONE_LABEL))
+                .cloned(),
+            deleting: node.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct StoredSlice {
+    owner: Option<ServiceRef>,
+    slice: EndpointSlice,
+}
+
+/// Services and EndpointSlices, trimmed, with the slices indexed by their Service.
+#[derive(Debug, Default)]
+pub struct ObjectStore {
+    services: HashMap<ServiceRef, Service>,
+    slices: HashMap<ObjectKey, StoredSlice>,
+    slices_by_service: HashMap<ServiceRef, BTreeSet<ObjectKey>>,
+}
+
+impl ObjectStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many Services are kept.
+    pub fn services_len(&self) -> usize {
+        self.services.len()
+    }
+
+    /// How many EndpointSlices are kept.
+    pub fn slices_len(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// Every Service known (for a full recomputation).
+    pub fn service_refs(&self) -> impl Iterator<Item = &ServiceRef> + '_ {
+        self.services.keys()
+    }
+
+    /// Applies a change to Services; returns the Services whose input changed.
+    pub fn change_services(&mut self, change: Change<Service>) -> BTreeSet<ServiceRef> {
+        let mut touched = BTreeSet::new();
+        match change {
+            Change::Applied(service) => {
+                let service = trim_service(service);
+                let key = service_ref(&service);
+                if self.services.get(&key) != Some(&service) {
+                    self.services.insert(key.clone(), service);
+                    touched.insert(key);
+                }
+            }
+            Change::Deleted(service) => {
+                let key = service_ref(&service);
+                if self.services.remove(&key).is_some() {
+                    touched.insert(key);
+                }
+            }
+            Change::Reset(services) => {
+                let mut fresh: HashMap<ServiceRef, Service> =
+                    HashMap::with_capacity(services.len());
+                for service in services {
+                    let service = trim_service(service);
+                    fresh.insert(service_ref(&service), service);
+                }
+                for key in self.services.keys() {
+                    if !fresh.contains_key(key) {
+                        touched.insert(key.clone());
+                    }
+                }
+                for (key, service) in &fresh {
+                    if self.services.get(key) != Some(service) {
+                        touched.insert(key.clone());
+                    }
+                }
+                self.services = fresh;
+            }
+        }
+        touched
+    }
+
+    /// Applies a change to EndpointSlices; returns the Services whose input changed (a slice
+    /// whose `kubernetes.io/service-name` label changed touches both Services).
+    pub fn change_slices(&mut self, change: Change<EndpointSlice>) -> BTreeSet<ServiceRef> {
+        let mut touched = BTreeSet::new();
+        match change {
+            Change::Applied(slice) => self.put_slice(slice, &mut touched),
+            Change::Deleted(slice) => {
+                self.remove_slice(&ObjectKey::of(&slice.metadata), &mut touched);
+            }
+            Change::Reset(slices) => {
+                let fresh: HashSet<ObjectKey> =
+                    slices.iter().map(|s| ObjectKey::of(&s.metadata)).collect();
+                let gone: Vec<ObjectKey> = self
+                    .slices
+                    .keys()
+                    .filter(|k| !fresh.contains(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.remove_slice(&key, &mut touched);
+                }
+                for slice in slices {
+                    self.put_slice(slice, &mut touched);
+                }
+            }
+        }
+        touched
+    }
+
+    fn put_slice(&mut self, slice: EndpointSlice, touched: &mut BTreeSet<ServiceRef>) {
+        let slice = trim_slice(slice);
+        let key = ObjectKey::of(&slice.metadata);
+        let stored = StoredSlice {
+            owner: slice_service(&slice),
+            slice,
+        };
+        if self.slices.get(&key) == Some(&stored) {
+            return;
+        }
+        self.remove_slice(&key, touched);
+        if let Some(owner) = &stored.owner {
+            self.slices_by_service
+                .entry(owner.clone())
+                .or_default()
+                .insert(key.clone());
+            touched.insert(owner.clone());
+        }
+        self.slices.insert(key, stored);
+    }
+
+    fn remove_slice(&mut self, key: &ObjectKey, touched: &mut BTreeSet<ServiceRef>) {
+        let Some(old) = self.slices.remove(key) else {
+            return;
+        };
+        if let Some(owner) = old.owner {
+            if let Some(set) = self.slices_by_service.get_mut(&owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.slices_by_service.remove(&owner);
+                }
+            }
+            touched.insert(owner);
+        }
+    }
+
+    /// The EndpointSlices of one Service.
+    pub fn slices_of(&self, service: &ServiceRef) -> Vec<&EndpointSlice> {
+        self.slices_by_service
+            .get(service)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k))
+            .map(|s| &s.slice)
+            .collect()
+    }
+
+    /// One Service's desired virtual servers; `None` when the Service is not known (it was
+    /// deleted, or never existed: its virtual servers must go).
+    pub fn compute(
+        &self,
+        service: &ServiceRef,
+        node: &NodeInfo,
+        config: &ProxyConfig,
+    ) -> Option<ServiceDesired> {
+        let svc = self.services.get(service)?;
+        Some(compute_service(svc, &self.slices_of(service), node, config))
+    }
+
+    /// The desired state of the whole node.
+    pub fn compute_all(&self, node: &NodeInfo, config: &ProxyConfig) -> DesiredState {
+        let mut state = DesiredState::new();
+        for key in self.services.keys() {
+            if let Some(desired) = self.compute(key, node, config) {
+                state.update(desired);
+            }
+        }
+        state
+    }
+}
+
+/// Keeps only the metadata the computation reads.
+fn trim_meta(meta: ObjectMeta, keep_labels: &[&str], keep_annotations: &[&str]) -> ObjectMeta {
+    let pick = |map: Option<BTreeMap<String, String>>, keep: &[&str]| {
+        let picked: BTreeMap<String, String> = map
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| keep.contains(&k.as_str()))
+            .collect();
+        (!picked.is_empty()).then_some(picked)
+    };
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels: pick(meta.labels, keep_labels),
+        annotations: pick(meta.annotations, keep_annotations),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A Service reduced to what [`compute_service`] reads: name, namespace, the proxy-name label,
+/// the scheduler annotation, the spec and the load balancer status.
+pub fn trim_service(service: Service) -> Service {
+    let status = service.status.and_then(|s| s.load_balancer).map(|lb| {
+        k8s_openapi::api::core::v1::ServiceStatus {
+            load_balancer: Some(lb),
+            conditions: None,
+        }
+    });
+    Service {
+        metadata: trim_meta(
+            service.metadata,
+            &[SERVICE_PROXY_NAME_LABEL],
+            &[SCHEDULER_ANNOTATION],
+        ),
+        spec: service.spec,
+        status,
+    }
+}
+
+/// An EndpointSlice reduced to what [`compute_service`] reads: name, namespace, the
+/// service-name label, address type, ports, and each endpoint's addresses, conditions, node,
+/// zone and hints (no target reference, hostname or deprecated topology), and the
+/// [`TRIGGER_TIME_ANNOTATION`] (see [`trigger_time`]).
+pub fn trim_slice(slice: EndpointSlice) -> EndpointSlice {
+    let endpoints = slice.endpoints.map(|endpoints| {
+        endpoints
+            .into_iter()
+            .map(|e| k8s_openapi::api::discovery::v1::Endpoint {
+                addresses: e.addresses,
+                conditions: e.conditions,
+                node_name: e.node_name,
+                zone: e.zone,
+                hints: e.hints,
+                ..Default::default()
+            })
+            .collect()
+    });
+    EndpointSlice {
+        metadata: trim_meta(
+            slice.metadata,
+            &[SERVICE_NAME_LABEL],
+            &[TRIGGER_TIME_ANNOTATION],
+        ),
+        address_type: slice.address_type,
+        endpoints,
+        ports: slice.ports,
+    }
+}
+
+/// The time of the change behind an EndpointSlice ([`TRIGGER_TIME_ANNOTATION`]), when present
+/// and well-formed (RFC 3339).
+pub fn trigger_time(slice: &EndpointSlice) -> Option<std::time::SystemTime> {
+    let text = slice
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TRIGGER_TIME_ANNOTATION)?;
+    humantime::parse_rfc3339(text.trim())
+        .or_else(|_| humantime::parse_rfc3339_weak(text.trim()))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{service, slice};
+
+    #[test]
+    fn irrelevant_updates_touch_nothing() {
+        let mut store = ObjectStore::new();
+        let a = ServiceRef::new("default", "a");
+        assert_eq!(
+            store.change_services(Change::Applied(service("default", "a", "10.0.0.1"))),
+            BTreeSet::from([a.clone()])
+        );
+        let mut same = service("default", "a", "10.0.0.1");
+        same.metadata.resource_version = Some("8".into());
+        same.metadata.annotations = Some(BTreeMap::from([("other".into(), "y".into())]));
+        assert!(store.change_services(Change::Applied(same)).is_empty());
+        let mut slice_a = slice("default", "a-1", "a", &["10.1.0.1"]);
+        assert_eq!(
+            store.change_slices(Change::Applied(slice_a.clone())),
+            BTreeSet::from([a.clone()])
+        );
+        slice_a.endpoints.as_mut().unwrap()[0].hostname = Some("other".into());
+        assert!(store.change_slices(Change::Applied(slice_a)).is_empty());
+    }
+
+    #[test]
+    fn relabelled_slice_touches_both_services() {
+        let mut store = ObjectStore::new();
+        store.change_slices(Change::Applied(slice("ns", "s", "a", &["10.1.0.1"])));
+        let touched = store.change_slices(Change::Applied(slice("ns", "s", "b", &["10.1.0.1"])));
+        assert_eq!(
+            touched,
+            BTreeSet::from([ServiceRef::new("ns", "a"), ServiceRef::new("ns", "b")])
+        );
+        assert!(store.slices_of(&ServiceRef::new("ns", "a")).is_empty());
+        assert_eq!(store.slices_of(&ServiceRef::new("ns", "b")).len(), 1);
+    }
+
+    #[test]
+    fn reset_reports_deleted_changed_and_new() {
+        let mut store = ObjectStore::new();
+        store.change_services(Change::Reset(vec![
+            service("ns", "keep", "10.0.0.1"),
+            service("ns", "gone", "10.0.0.2"),
+            service("ns", "edit", "10.0.0.3"),
+        ]));
+        let touched = store.change_services(Change::Reset(vec![
+            service("ns", "keep", "10.0.0.1"),
+            service("ns", "edit", "10.0.0.4"),
+            service("ns", "new", "10.0.0.5"),
+        ]));
+        assert_eq!(
+            touched,
+            BTreeSet::from([
+                ServiceRef::new("ns", "edit"),
+                ServiceRef::new("ns", "gone"),
+                ServiceRef::new("ns", "new"),
+            ])
+        );
+        assert_eq!(store.services_len(), 3);
+        store.change_slices(Change::Reset(vec![
+            slice("ns", "k-1", "keep", &["10.1.0.1"]),
+            slice("ns", "g-1", "gone", &["10.1.0.2"]),
+        ]));
+        let touched = store.change_slices(Change::Reset(vec![slice(
+            "ns",
+            "k-1",
+            "keep",
+            &["10.1.0.1"],
+        )]));
+        assert_eq!(touched, BTreeSet::from([ServiceRef::new("ns", "gone")]));
+    }
+
+    #[test]
+    fn compute_joins_slices() {
+        let mut store = ObjectStore::new();
+        store.change_services(Change::Applied(service("ns", "a", "10.0.0.1")));
+        store.change_slices(Change::Applied(slice(
+            "ns",
+            "a-1",
+            "a",
+            &["10.1.0.1", "10.1.0.2"],
+        )));
+        let node = NodeInfo::new("n");
+        let desired = store
+            .compute(&ServiceRef::new("ns", "a"), &node, &ProxyConfig::default())
+            .unwrap();
+        let vs = desired.virtual_servers.values().next().unwrap();
+        assert_eq!(vs.real_servers.len(), 2);
+        assert!(
+            store
+                .compute(&ServiceRef::new("ns", "b"), &node, &ProxyConfig::default())
+                .is_none()
+        );
+        assert_eq!(
+            store
+                .compute_all(&node, &ProxyConfig::default())
+                .virtual_servers()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn trigger_time_parses_rfc3339() {
+        let mut s = slice("ns", "a", "a", &[]);
+        assert_eq!(trigger_time(&s), None);
+        s.metadata.annotations = Some(BTreeMap::from([(
+            TRIGGER_TIME_ANNOTATION.into(),
+            "2026-11-22T08:00:00Z".into(),
+        )]));
+        let t = trigger_time(&s).unwrap();
+        assert_eq!(
+            humantime::format_rfc3339(t).to_string(),
+            "2026-11-22T08:00:00Z"
+        );
+        s.metadata.annotations = Some(BTreeMap::from([(
+            TRIGGER_TIME_ANNOTATION.into(),
+            "yesterday".into(),
+        )]));
+        assert_eq!(trigger_time(&s), None);
+    }
+}
