@@ -1,5 +1,5 @@
 //! Where Services and EndpointSlices come from: a Kubernetes API server ([`kubernetes`]) or a
-//! file or folder of manifests ([`manifests`]). Both report [`Change`](crate::store::Change)s
+//! file or folder of manifests ([`manifests`]). Both report [`Change`]s
 //! to the engine as [`Message`]s; neither touches the node.
 
 pub mod kubernetes;
