@@ -7,7 +7,10 @@
 //!   host's), entered on helper threads so the test's own thread never moves;
 //! - [`link`]: veth pairs, addresses, routes and sysctls inside a namespace, over rtnetlink;
 //! - [`backend`]: tiny TCP servers that answer with their name, and clients that count answers;
-//! - [`topology`]: a client → director → backends network ready for IPVS.
+//! - [`topology`]: a client → director → backends network ready for IPVS;
+//! - [`daemon`]: the node daemon as a real process in a namespace (log, HTTP, signals);
+//! - [`synthetic`]: deterministic synthetic clusters (Services and EndpointSlices as manifests)
+//!   for the scale benchmarks.
 //!
 //! # The real-kernel marker
 //!
@@ -18,8 +21,10 @@
 //! otherwise inside a QEMU VM booted with a Debian kernel. It never counts a skipped test as passed.
 
 pub mod backend;
+pub mod daemon;
 pub mod link;
 mod netns;
+pub mod synthetic;
 pub mod topology;
 
 pub use netns::{Netns, current_netns_inode};

@@ -1,0 +1,356 @@
+//! The `ipvs-proxy` binary end to end, in the real kernel: a "node" namespace (the director of
+//! [`LoadBalancerTopology`]) runs the daemon on a folder of manifests; a client namespace sends
+//! real traffic to the ClusterIP and to node-IP:NodePort; three backend namespaces answer with
+//! their names.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod real_kernel {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use integration::Netns;
+    use integration::backend::tally;
+    use integration::daemon::{DaemonProcess, http_get, wait_until, write_atomically};
+    use integration::topology::{DIRECTOR_ADDR, LoadBalancerTopology};
+    use ipvs::Ipvs;
+    use ipvs::model::{Destination, Forwarding, Scheduler, Service, ServiceKey};
+
+    /// Waiting times are generous: the VM these tests run in here is emulated (TCG).
+    const SLOW: Duration = Duration::from_secs(90);
+    const CLUSTER_IP: &str = "10.96.0.10";
+    const METRICS: &str = "127.0.0.1:10249";
+    const HEALTHZ: &str = "127.0.0.1:10256";
+
+    fn daemon_binary() -> PathBuf {
+        PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy"))
+    }
+
+    struct Scratch(PathBuf);
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("ipvs-proxy-e2e-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("manifests")).unwrap();
+            Self(dir)
+        }
+        fn manifests(&self) -> PathBuf {
+            self.0.join("manifests")
+        }
+        fn log(&self) -> PathBuf {
+            self.0.join("daemon.log")
+        }
+    }
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A NodePort Service `web` (ClusterIP 10.96.0.10:80, NodePort 30080) with one slice; each
+    /// endpoint is (backend index, ready).
+    fn web_manifest(endpoints: &[(usize, bool)]) -> String {
+        let mut text = format!(
+            "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  type: NodePort
+  clusterIP: {CLUSTER_IP}
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+    nodePort: 30080
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+- name: http
+  port: 8080
+endpoints:
+"
+        );
+        for (i, ready) in endpoints {
+            text.push_str(&format!(
+                "- addresses: [{}]\n  conditions: {{ready: {ready}}}\n  nodeName: node-a\n",
+                LoadBalancerTopology::backend_ip(*i)
+            ));
+        }
+        text
+    }
+
+    /// The IPVS table of `netns` as `"TCP 10.96.0.10:80" → ["203.0.113.2:8080 w1", ...]`.
+    fn listing(netns: &Netns) -> BTreeMap<String, Vec<String>> {
+        netns
+            .run(|| {
+                let table = Ipvs::open().unwrap().table().unwrap();
+                table
+                    .iter()
+                    .map(|config| {
+                        let mut dests: Vec<String> = config
+                            .destinations()
+                            .map(|d| format!("{}:{} w{}", d.addr, d.port, d.weight.get()))
+                            .collect();
+                        dests.sort();
+                        (config.key().to_string(), dests)
+                    })
+                    .collect()
+            })
+            .unwrap()
+    }
+
+    fn start(node: &Netns, scratch: &Scratch, extra: &[&str]) -> DaemonProcess {
+        let mut args: Vec<String> = [
+            "--manifests",
+            scratch.manifests().to_str().unwrap(),
+            "--hostname-override",
+            "node-a",
+            "--log-format",
+            "json",
+            "--metrics-bind-address",
+            METRICS,
+            "--healthz-bind-address",
+            HEALTHZ,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        DaemonProcess::start(node, &daemon_binary(), &args, &scratch.log()).unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn wait_for_table(
+        node: &Netns,
+        what: &str,
+        mut ok: impl FnMut(&BTreeMap<String, Vec<String>>) -> bool,
+    ) -> BTreeMap<String, Vec<String>> {
+        let mut last = BTreeMap::new();
+        wait_until(SLOW, || {
+            last = listing(node);
+            ok(&last).then(|| last.clone())
+        })
+        .unwrap_or_else(|| panic!("the table never showed {what}; last seen: {last:#?}"))
+    }
+
+    fn json_field(line: &str, field: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v.get(field).cloned().unwrap_or(serde_json::Value::Null)
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn daemon_follows_manifests_survives_restart_and_leaves_the_table_on_sigterm() {
+        let topo = LoadBalancerTopology::build(3).unwrap();
+        let node = &topo.director;
+        let scratch = Scratch::new("lifecycle");
+        let manifest = scratch.manifests().join("web.yaml");
+        write_atomically(&manifest, &web_manifest(&[(0, true), (1, true), (2, true)])).unwrap();
+
+        let mut daemon = start(node, &scratch, &["--ipvs-sync-period", "5s"]);
+        let adopted = daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        assert_eq!(
+            json_field(&adopted, "virtual_servers")
+                .as_u64()
+                .map(|n| n > 1),
+            Some(true),
+            "{adopted}"
+        );
+
+        // The ClusterIP and the NodePort on the node's address, three real servers each.
+        let cluster = format!("TCP {CLUSTER_IP}:80");
+        let node_port = format!("TCP {DIRECTOR_ADDR}:30080");
+        let table = wait_for_table(node, "the Service", |t| {
+            t.get(&cluster).is_some_and(|d| d.len() == 3)
+                && t.get(&node_port).is_some_and(|d| d.len() == 3)
+        });
+        assert_eq!(
+            table[&cluster],
+            [
+                "203.0.113.10:8080 w1",
+                "203.0.113.2:8080 w1",
+                "203.0.113.6:8080 w1"
+            ]
+        );
+
+        // Real traffic: by ClusterIP and by node address and NodePort.
+        let by_cluster_ip = tally(&topo.client, addr(&format!("{CLUSTER_IP}:80")), 30).unwrap();
+        assert_eq!(
+            by_cluster_ip,
+            BTreeMap::from([
+                ("backend-1".to_owned(), 10),
+                ("backend-2".to_owned(), 10),
+                ("backend-3".to_owned(), 10)
+            ])
+        );
+        let by_node_port = tally(&topo.client, addr(&format!("{DIRECTOR_ADDR}:30080")), 9).unwrap();
+        assert_eq!(by_node_port.values().sum::<usize>(), 9);
+        assert!(
+            by_node_port.keys().all(|k| k.starts_with("backend-")),
+            "{by_node_port:?}"
+        );
+
+        // Metrics and health.
+        let (status, metrics) = http_get(node, addr(METRICS), "/metrics").unwrap();
+        assert_eq!(status, 200);
+        for needle in [
+            "kubeproxy_sync_proxy_rules_duration_seconds_count",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "ipvs_proxy_operations_total{kind=\"add_destination\"}",
+            "ipvs_proxy_virtual_servers",
+        ] {
+            assert!(metrics.contains(needle), "no {needle} in\n{metrics}");
+        }
+        let (status, body) = http_get(node, addr(HEALTHZ), "/healthz").unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("lastUpdated"), "{body}");
+        assert_eq!(http_get(node, addr(HEALTHZ), "/livez").unwrap().0, 200);
+
+        // An endpoint becomes not ready: it leaves (idle, so deleted at once) and traffic follows.
+        write_atomically(
+            &manifest,
+            &web_manifest(&[(0, true), (1, false), (2, true)]),
+        )
+        .unwrap();
+        wait_for_table(node, "backend-2 gone", |t| {
+            t.get(&cluster)
+                .is_some_and(|d| d.len() == 2 && !d.iter().any(|x| x.starts_with("203.0.113.6:")))
+        });
+        let after = tally(&topo.client, addr(&format!("{CLUSTER_IP}:80")), 20).unwrap();
+        assert_eq!(
+            after,
+            BTreeMap::from([("backend-1".to_owned(), 10), ("backend-3".to_owned(), 10)])
+        );
+
+        // A malformed edit is reported with its line and changes nothing.
+        let lines = daemon.log_lines();
+        write_atomically(
+            &manifest,
+            &web_manifest(&[(0, true)]).replace("port: 8080", "port: [8080"),
+        )
+        .unwrap();
+        let reported = daemon
+            .wait_for_log(lines, &["manifest not loaded"], SLOW)
+            .unwrap();
+        assert!(reported.contains("web.yaml:"), "{reported}");
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            listing(node)[&cluster].len(),
+            2,
+            "a broken file unloads nothing"
+        );
+
+        // SIGTERM: the daemon exits 0 and the table stays.
+        write_atomically(&manifest, &web_manifest(&[(0, true), (2, true)])).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let before = listing(node);
+        let status = daemon.terminate(SLOW).unwrap();
+        assert!(status.success(), "{status}; log:\n{}", daemon.log());
+        assert_eq!(listing(node), before, "SIGTERM leaves the table in place");
+        let served = tally(&topo.client, addr(&format!("{CLUSTER_IP}:80")), 4).unwrap();
+        assert_eq!(
+            served.values().sum::<usize>(),
+            4,
+            "traffic flows with the daemon stopped: {served:?}"
+        );
+
+        // A restart on the same manifests adopts the table with zero operations.
+        let lines = daemon.log_lines();
+        drop(daemon);
+        let mut daemon = start(node, &scratch, &[]);
+        let adopted = daemon.wait_for_log(lines, &["node adopted"], SLOW).unwrap();
+        assert_eq!(
+            json_field(&adopted, "operations").as_u64(),
+            Some(0),
+            "{adopted}"
+        );
+        assert_eq!(listing(node), before);
+
+        // The Service is deleted: its virtual servers and VIP go.
+        std::fs::remove_file(&manifest).unwrap();
+        wait_for_table(node, "no virtual server", BTreeMap::is_empty);
+        let vip_bound = node
+            .run(|| {
+                std::fs::read_to_string("/proc/net/fib_trie")
+                    .unwrap()
+                    .contains(CLUSTER_IP)
+            })
+            .unwrap();
+        assert!(!vip_bound, "the ClusterIP is no longer a local address");
+        assert!(daemon.terminate(SLOW).unwrap().success());
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn cleanup_removes_only_what_the_daemon_owns() {
+        let topo = LoadBalancerTopology::build(1).unwrap();
+        let node = &topo.director;
+        let scratch = Scratch::new("cleanup");
+        write_atomically(
+            &scratch.manifests().join("web.yaml"),
+            &web_manifest(&[(0, true)]),
+        )
+        .unwrap();
+        // Someone else's virtual server (keepalived, say) on the same node.
+        let foreign = ServiceKey::tcp(integration::topology::VIP, 443);
+        node.run(|| {
+            let mut ipvs = Ipvs::open().unwrap();
+            ipvs.add_service(&Service::new(foreign, Scheduler::WeightedLeastConnection))
+                .unwrap();
+            ipvs.add_destination(
+                &foreign,
+                &Destination::new(
+                    LoadBalancerTopology::backend_ip(0),
+                    8080,
+                    Forwarding::Masquerade,
+                ),
+            )
+            .unwrap();
+        })
+        .unwrap();
+        let mut daemon = start(node, &scratch, &[]);
+        daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        assert!(daemon.terminate(SLOW).unwrap().success());
+        assert!(listing(node).len() > 1);
+
+        let output = node
+            .run(|| {
+                std::process::Command::new(daemon_binary())
+                    .args(["--cleanup", "--hostname-override", "node-a"])
+                    .output()
+                    .unwrap()
+            })
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let left = listing(node);
+        assert_eq!(
+            left.keys().collect::<Vec<_>>(),
+            [&foreign.to_string()],
+            "only the foreign one stays"
+        );
+        let has_dummy = node
+            .run(|| Path::new("/sys/class/net/kube-ipvs0").exists())
+            .unwrap();
+        assert!(!has_dummy, "the dummy interface is removed");
+    }
+}
