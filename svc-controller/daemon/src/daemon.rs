@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{Engine, EngineConfig};
 use crate::node_setup;
-use crate::settings::{Settings, SourceSettings};
+use crate::settings::{Settings, SourceSettings, SysctlMode};
 use crate::source::{self, Message};
 use crate::telemetry::{self, Health, Metrics};
 
@@ -95,9 +95,19 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         return Ok(());
     }
 
-    let written = node_setup::apply_sysctls(&mut dataplane, &reconciler_config.sysctls)?;
-    if !written.is_empty() {
-        info!(sysctls = ?written, "node settings applied");
+    let mut reconciler_config = reconciler_config;
+    match (settings.sysctls, settings.init_node) {
+        (SysctlMode::Hold, _) | (SysctlMode::Check, true) => {
+            let written = node_setup::apply_sysctls(&mut dataplane, &reconciler_config.sysctls)?;
+            if !written.is_empty() {
+                info!(sysctls = ?written, "node settings applied");
+            }
+        }
+        (SysctlMode::Check, false) => {
+            node_setup::check_sysctls(&mut dataplane, &reconciler_config.sysctls)?;
+            // Checked once; the reconciler must not try to write them.
+            reconciler_config.sysctls.clear();
+        }
     }
     if let Some(timeouts) = node_setup::timeouts(
         settings.tcp_timeout,
@@ -109,6 +119,10 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
             .set_timeouts(&timeouts)
             .map_err(DaemonError::Timeouts)?;
         info!(?timeouts, "IPVS timeouts set");
+    }
+    if settings.init_node {
+        info!("node settings applied; exiting (--init-node)");
+        return Ok(());
     }
 
     let metrics = Arc::new(Metrics::new(settings.metrics_per_virtual_server));

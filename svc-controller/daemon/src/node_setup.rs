@@ -75,6 +75,32 @@ pub fn apply_sysctls(
     Ok(written)
 }
 
+/// Checks the sysctls without writing any (`--sysctls check`): the first one that differs or
+/// cannot be read is an error that says how to fix it.
+pub fn check_sysctls(
+    dataplane: &mut impl Dataplane,
+    sysctls: &[(String, String)],
+) -> Result<(), SysctlError> {
+    for (key, value) in sysctls {
+        let fail = |message: String| SysctlError {
+            key: key.clone(),
+            value: value.clone(),
+            message,
+        };
+        match dataplane.sysctl(key).map_err(|e| fail(e.to_string()))? {
+            None => return Err(fail("no such sysctl (is the ip_vs module loaded?)".into())),
+            Some(v) if v == *value => {}
+            Some(v) => {
+                return Err(fail(format!(
+                    "it is {v} and --sysctls check does not write it (run `ipvs-proxy --init-node` \
+                     with the same settings first, or use --sysctls hold)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The IPVS timeouts to set (zero durations keep the kernel's value), `None` when all are
 /// zero. Durations are rounded up to whole seconds.
 pub fn timeouts(
@@ -122,6 +148,26 @@ mod tests {
             ]
         );
         assert!(apply_sysctls(&mut dp, &wanted).unwrap().is_empty());
+    }
+
+    #[test]
+    fn check_mode_reads_and_never_writes() {
+        let mut dp = MemoryDataplane::new().with_sysctls([
+            ("net/ipv4/vs/conntrack", "1"),
+            ("net/ipv4/vs/expire_nodest_conn", "1"),
+            ("net/ipv4/vs/expire_quiescent_template", "0"),
+            ("net/ipv4/ip_forward", "1"),
+        ]);
+        let wanted = sysctls(Some("6.1.0"), false);
+        let err = check_sysctls(&mut dp, &wanted).unwrap_err();
+        assert_eq!(err.key, "net/ipv4/vs/expire_quiescent_template");
+        assert!(err.to_string().contains("--init-node"), "{err}");
+        assert_eq!(
+            dp.sysctl("net/ipv4/vs/expire_quiescent_template").unwrap(),
+            Some("0".to_owned())
+        );
+        apply_sysctls(&mut dp, &wanted).unwrap();
+        check_sysctls(&mut dp, &wanted).unwrap();
     }
 
     #[test]

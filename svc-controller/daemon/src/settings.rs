@@ -61,6 +61,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// What the daemon does with the node's IPVS sysctls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SysctlMode {
+    /// Set them at start-up and set them back whenever they drift (needs a writable
+    /// `/proc/sys/net`, which a container has only when privileged).
+    #[default]
+    Hold,
+    /// Only read them: refuse to start if one differs (set them with `--init-node` in a privileged
+    /// init container, then run the daemon itself with CAP_NET_ADMIN alone).
+    Check,
+}
+
 /// The command line. Every setting is optional here; see [`Settings`] for the defaults.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -117,6 +130,14 @@ pub struct Cli {
     /// Remove what this daemon owns (its virtual servers, VIPs and dummy interface) and exit.
     #[arg(long)]
     pub cleanup: bool,
+    /// Apply the node settings (IPVS sysctls, strict ARP, IPVS timeouts) and exit: for a
+    /// privileged init container, so the daemon itself can run with `--sysctls check`.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub init_node: bool,
+    /// Whether the daemon sets the IPVS sysctls and holds them (`hold`, the default) or only checks
+    /// them at start-up (`check`).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub sysctls: Option<SysctlMode>,
     /// Where /metrics is served (empty: nowhere).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_bind_address: Option<String>,
@@ -201,6 +222,7 @@ struct FileSettings {
     node_port_range: Option<String>,
     service_proxy_name: Option<String>,
     metrics_per_virtual_server: Option<bool>,
+    sysctls: Option<SysctlMode>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
 }
@@ -243,6 +265,10 @@ pub struct Settings {
     pub udp_timeout: Duration,
     /// Cleanup mode.
     pub cleanup: bool,
+    /// Apply the node settings and exit.
+    pub init_node: bool,
+    /// Hold or only check the IPVS sysctls.
+    pub sysctls: SysctlMode,
     /// `/metrics` address.
     pub metrics_bind_address: Option<SocketAddr>,
     /// `/healthz` and `/livez` address.
@@ -455,6 +481,8 @@ impl Settings {
                 .or(file_duration("ipvs.udpTimeout", &ipvs.udp_timeout)?)
                 .unwrap_or_default(),
             cleanup: cli.cleanup,
+            init_node: cli.init_node,
+            sysctls: cli.sysctls.or(f.sysctls).unwrap_or_default(),
             metrics_bind_address: bind(
                 "metrics-bind-address",
                 &cli.metrics_bind_address,
