@@ -232,6 +232,7 @@ fn build_plan(filter: Option<&str>) -> Result<Vec<Entry>> {
     })
     .collect();
     if filter.is_none() {
+        build_daemon()?;
         step(
             "building the example programs (cargo build -p examples --bins); each runs and must exit 0",
         );
@@ -265,17 +266,36 @@ pub(crate) fn run_kernel_tests(
     run_plan(place, &entries)
 }
 
+/// Builds the node daemon, which the `node-daemon` example runs from beside its own executable.
+fn build_daemon() -> Result<()> {
+    step("building the node daemon (cargo build -p ipvs-proxy --bin ipvs-proxy)");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "ipvs-proxy", "--bin", "ipvs-proxy"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building the node daemon failed".into());
+    }
+    Ok(())
+}
+
+/// The example the demo runs: the node daemon on a manifests folder.
+const DEMO_EXAMPLE: &str = "node-daemon";
+
 /// `cargo xtask demo`.
 pub(crate) fn run_demo(choice: KernelChoice) -> Result<bool> {
-    step("building the demo (cargo build -p examples --bin demo)");
+    build_daemon()?;
+    step(&format!(
+        "building the demo (cargo build -p examples --bin {DEMO_EXAMPLE})"
+    ));
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "examples", "--bin", "demo"])
+        .args(["build", "-p", "examples", "--bin", DEMO_EXAMPLE])
         .status()
         .map_err(|e| e.to_string())?;
     if !status.success() {
         return Err("building the demo failed".into());
     }
-    let exe = target_dir()?.join("debug").join("demo");
+    let exe = target_dir()?.join("debug").join(DEMO_EXAMPLE);
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
     step("running the demo where IPVS is");
     let place = choose_place(choice)?.ok_or("the demo cannot be skipped")?;
