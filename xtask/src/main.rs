@@ -56,7 +56,7 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
-    /// Runs the demo: IPVS spreading real connections over real servers in namespaces.
+    /// Runs the demo: the node daemon on a manifests folder, real traffic through IPVS in namespaces.
     Demo {
         /// Where it runs (env IPVS_TEST_KERNEL; `skip` is not allowed).
         #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
