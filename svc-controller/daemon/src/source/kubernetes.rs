@@ -92,6 +92,12 @@ pub fn trim_node(node: Node) -> Node {
     }
 }
 
+/// Whether a watch request was answered with HTTP 410 Gone (its resource version is older
+/// than the server's history), which only a relist can get past.
+fn watch_refused_as_expired(error: &watcher::Error) -> bool {
+    matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
+}
+
 async fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -103,7 +109,12 @@ async fn watch<K>(
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let kind = K::kind(&()).into_owned();
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let start = || {
+        watcher::watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed()
+    };
+    let mut stream = start();
     let mut initial: Option<Vec<K>> = None;
     while let Some(event) = stream.next().await {
         let change = match event {
@@ -127,6 +138,12 @@ async fn watch<K>(
                 // The watcher retries by itself (with backoff); the engine keeps what it has.
                 warn!(%kind, %error, "watch failed; keeping the last known state and retrying");
                 metrics.source_error("kubernetes");
+                if watch_refused_as_expired(&error) {
+                    // kube-runtime retries a watch refused with HTTP 410 at the same expired
+                    // version forever (it relists only on a 410 ERROR event): start a fresh
+                    // watcher, which lists at once and watches from the new list.
+                    stream = start();
+                }
                 continue;
             }
         };
