@@ -353,4 +353,75 @@ endpoints:
             .unwrap();
         assert!(!has_dummy, "the dummy interface is removed");
     }
+
+    fn read_sysctl(node: &Netns, key: &str) -> String {
+        let path = format!("/proc/sys/{key}");
+        node.run(move || std::fs::read_to_string(path).unwrap().trim().to_owned())
+            .unwrap()
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn init_node_applies_the_sysctls_and_check_mode_refuses_a_drifted_one() {
+        let node = Netns::new("node-settings").unwrap();
+        let scratch = Scratch::new("sysctls");
+        let run = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            node.run(move || {
+                std::process::Command::new(daemon_binary())
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            })
+            .unwrap()
+        };
+        let key = "net/ipv4/vs/expire_quiescent_template";
+        // The namespace starts with the kernel's defaults (0 here).
+        let output = run(&["--init-node", "--hostname-override", "node-a"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(read_sysctl(&node, key), "1");
+        assert_eq!(read_sysctl(&node, "net/ipv4/vs/conntrack"), "1");
+        assert_eq!(read_sysctl(&node, "net/ipv4/ip_forward"), "1");
+
+        // Someone sets one back: check mode names it and does not start (nor write it).
+        let path = format!("/proc/sys/{key}");
+        node.run(move || std::fs::write(path, "0"))
+            .unwrap()
+            .unwrap();
+        let manifests = scratch.manifests();
+        let manifests = manifests.to_str().unwrap();
+        let check = [
+            "--sysctls",
+            "check",
+            "--manifests",
+            manifests,
+            "--hostname-override",
+            "node-a",
+            "--metrics-bind-address",
+            "",
+            "--healthz-bind-address",
+            "",
+        ];
+        let output = run(&check);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "check mode started anyway");
+        assert!(stderr.contains(key), "{stderr}");
+        assert_eq!(read_sysctl(&node, key), "0", "check mode wrote it");
+
+        // Applied again, check mode starts.
+        assert!(
+            run(&["--init-node", "--hostname-override", "node-a"])
+                .status
+                .success()
+        );
+        let args: Vec<String> = check.iter().map(|a| (*a).to_owned()).collect();
+        let mut daemon =
+            DaemonProcess::start(&node, &daemon_binary(), &args, &scratch.log()).unwrap();
+        daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        assert!(daemon.terminate(SLOW).unwrap().success());
+    }
 }
