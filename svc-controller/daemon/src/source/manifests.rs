@@ -520,40 +520,62 @@ fn publish(scan: Scan, tx: &Sender, metrics: &Metrics) -> bool {
     true
 }
 
-/// Loads `folder` and then follows its changes until the engine is gone, on the calling
-/// thread (blocking: run it on a thread of its own).
-pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
+/// Whether a file-system event can change what the manifests say. Reads, opens and closes
+/// without writing (`Access`) cannot; they must not trigger a rescan, since the rescan's own
+/// directory listing produces them (a rescan would trigger the next one, forever).
+fn may_change_content(event: &notify::Result<notify::Event>) -> bool {
+    match event {
+        Ok(event) => !matches!(event.kind, notify::EventKind::Access(_)),
+        // An error (an overflowed queue, say) may hide a change: rescan.
+        Err(_) => true,
+    }
+}
+
+/// Starts watching `root` (a file is watched through its folder, since editors replace files
+/// by renaming): the receiver gets one `()` per event that may change content. `None` when
+/// the platform or file system has no watcher (the periodic rescan covers it).
+fn start_watcher(
+    root: &Path,
+) -> Option<(notify::RecommendedWatcher, std::sync::mpsc::Receiver<()>)> {
     use notify::{RecursiveMode, Watcher};
 
     let (events_tx, events) = std::sync::mpsc::channel();
-    // inotify where available; the periodic rescan covers the rest.
     let watcher = notify::recommended_watcher(move |event| {
-        let _ = events_tx.send(event);
-    });
-    let _watcher = match watcher {
-        Ok(mut w) => {
-            // A file root is watched through its folder (editors replace files by renaming).
-            let target = if folder.root().is_file() {
-                folder
-                    .root()
-                    .parent()
-                    .map(Path::to_owned)
-                    .unwrap_or_else(|| folder.root().to_owned())
-            } else {
-                folder.root().to_owned()
-            };
-            match w.watch(&target, RecursiveMode::Recursive) {
-                Ok(()) => Some(w),
-                Err(error) => {
-                    warn!(path = %target.display(), %error, "cannot watch the manifests; rescanning every {RESCAN_INTERVAL:?}");
-                    None
-                }
-            }
+        if may_change_content(&event) {
+            let _ = events_tx.send(());
         }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
         Err(error) => {
             warn!(%error, "no file watcher; rescanning every {RESCAN_INTERVAL:?}");
+            return None;
+        }
+    };
+    let target = if root.is_file() {
+        root.parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| root.to_owned())
+    } else {
+        root.to_owned()
+    };
+    match watcher.watch(&target, RecursiveMode::Recursive) {
+        Ok(()) => Some((watcher, events)),
+        Err(error) => {
+            warn!(path = %target.display(), %error, "cannot watch the manifests; rescanning every {RESCAN_INTERVAL:?}");
             None
         }
+    }
+}
+
+/// Loads `folder` and then follows its changes until the engine is gone, on the calling
+/// thread (blocking: run it on a thread of its own).
+pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
+    // inotify where available; the periodic rescan covers the rest. Without a watcher, the
+    // channel's sender is dropped at once and every wait is a plain timeout.
+    let (_watcher, events) = match start_watcher(folder.root()) {
+        Some((watcher, events)) => (Some(watcher), events),
+        None => (None, std::sync::mpsc::channel().1),
     };
     let first = folder.load();
     info!(
@@ -573,6 +595,7 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // No watcher: poll.
                 std::thread::sleep(RESCAN_INTERVAL);
             }
         }
@@ -813,5 +836,52 @@ endpoints:
         dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
         let change = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(names(&[change]), ["+svc/web"]);
+    }
+
+    #[test]
+    fn reading_the_folder_does_not_wake_the_watcher() {
+        // A rescan lists the folder and reads files; if that woke the watcher, every rescan
+        // would trigger the next and an idle daemon would spin.
+        let dir = TempDir::new("quiet");
+        dir.write("web.yaml", WEB);
+        dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
+        let (_watcher, events) = start_watcher(&dir.0).expect("inotify works here");
+        let mut folder = ManifestFolder::new(&dir.0);
+        assert!(folder.load().errors.is_empty());
+        for _ in 0..3 {
+            folder.rescan();
+            for entry in std::fs::read_dir(&dir.0).unwrap() {
+                std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            }
+        }
+        assert_eq!(
+            events.recv_timeout(Duration::from_millis(300)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+            "reads woke the watcher"
+        );
+        // A write does wake it.
+        dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        assert_eq!(events.recv_timeout(Duration::from_secs(10)), Ok(()));
+    }
+
+    #[test]
+    fn access_events_are_not_changes() {
+        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
+        let event = |kind| Ok(notify::Event::new(kind));
+        assert!(!may_change_content(&event(EventKind::Access(
+            AccessKind::Open(AccessMode::Any)
+        ))));
+        assert!(!may_change_content(&event(EventKind::Access(
+            AccessKind::Close(AccessMode::Read)
+        ))));
+        assert!(may_change_content(&event(EventKind::Create(
+            CreateKind::File
+        ))));
+        assert!(may_change_content(&event(EventKind::Modify(
+            ModifyKind::Any
+        ))));
+        assert!(may_change_content(&Err(notify::Error::generic(
+            "queue overflow"
+        ))));
     }
 }
