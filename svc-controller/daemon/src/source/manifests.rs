@@ -9,7 +9,9 @@
 //!   files, and the `..data` folder of a mounted ConfigMap, whose files are reached through
 //!   their top-level links).
 //! - Several documents per file (`---`), and `kind: List` documents (as `kubectl get -o yaml`
-//!   writes them).
+//!   writes them). A `*.json` file is read as JSON (one value or several one after the other),
+//!   with a JSON parser many times faster than the YAML one: generated folders of thousands
+//!   of Services load quickly as JSON.
 //! - Documents of kind `Service` (`v1`) and `EndpointSlice` (`discovery.k8s.io/v1`); any
 //!   other kind is reported and skipped. A missing namespace means `default`.
 //!
@@ -363,8 +365,77 @@ fn documents(text: &str) -> Vec<(usize, String)> {
     out
 }
 
-/// Parses one manifest file's text. Any error fails the whole file (nothing of it is used).
+/// Parses one manifest file's text (JSON for `*.json`, else YAML). Any error fails the whole
+/// file (nothing of it is used).
 fn parse_manifests(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
+    if path.extension().is_some_and(|e| e == "json") {
+        parse_json(path, text)
+    } else {
+        parse_yaml(path, text)
+    }
+}
+
+/// A JSON file: one or more JSON values one after the other, each an object or a `List`.
+/// Parsed by `serde_json`, many times faster than the YAML parser on the same text (which
+/// matters for folders of thousands of generated files).
+fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
+    let mut parsed = Parsed::default();
+    let syntax = |e: serde_json::Error| ManifestError {
+        path: path.to_owned(),
+        line: Some(e.line().max(1)),
+        message: e.to_string(),
+    };
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+    while let Some(value) = values.next() {
+        // The line the value ends on; good enough to find it in a file of a few values.
+        let start = text[..values.byte_offset()].lines().count().max(1);
+        let mut value = value.map_err(syntax)?;
+        let meta: TypeMeta = TypeMeta::deserialize(&value).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            line: Some(start),
+            message: e.to_string(),
+        })?;
+        let kind = meta.kind.unwrap_or_default();
+        let api_version = meta.api_version.unwrap_or_default();
+        if kind == "List" {
+            let items = match value.get_mut("items").map(serde_json::Value::take) {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(serde_json::Value::Array(items)) => items,
+                Some(_) => {
+                    return Err(ManifestError {
+                        path: path.to_owned(),
+                        line: Some(start),
+                        message: "a List whose `items` is not an array".into(),
+                    });
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let item_meta = TypeMeta::deserialize(&item).map_err(|e| ManifestError {
+                    path: path.to_owned(),
+                    line: Some(start),
+                    message: format!("item {i} of the List: {e}"),
+                })?;
+                let kind = item_meta.kind.unwrap_or_default();
+                let api_version = item_meta.api_version.unwrap_or_default();
+                add_document(&mut parsed, path, start, &kind, &api_version, || {
+                    Document::Json(item)
+                })
+                .map_err(|e| ManifestError {
+                    message: format!("item {i} of the List: {}", e.message),
+                    ..e
+                })?;
+            }
+            continue;
+        }
+        add_document(&mut parsed, path, start, &kind, &api_version, || {
+            Document::Json(value)
+        })?;
+    }
+    Ok(parsed)
+}
+
+/// A YAML file: documents separated by `---`.
+fn parse_yaml(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
     let mut parsed = Parsed::default();
     let located = |start: usize, e: &serde_yaml_ng::Error| ManifestError {
         path: path.to_owned(),
@@ -415,6 +486,7 @@ fn in_list(path: &Path, start: usize, index: usize, e: &serde_yaml_ng::Error) ->
 enum Document {
     Text(String),
     Value(serde_yaml_ng::Value),
+    Json(serde_json::Value),
 }
 
 fn decode<K: serde::de::DeserializeOwned>(
@@ -429,6 +501,11 @@ fn decode<K: serde::de::DeserializeOwned>(
             message: e.to_string(),
         }),
         Document::Value(value) => serde_yaml_ng::from_value(value).map_err(|e| ManifestError {
+            path: path.to_owned(),
+            line: Some(start),
+            message: e.to_string(),
+        }),
+        Document::Json(value) => K::deserialize(value).map_err(|e| ManifestError {
             path: path.to_owned(),
             line: Some(start),
             message: e.to_string(),
@@ -777,6 +854,10 @@ endpoints:
         assert_eq!(other.skipped.len(), 1);
     }
 
+    const JSON_SERVICE: &str = r#"{"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "a", "namespace": "x"},
+        "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 53, "protocol": "UDP"}]}}"#;
+
     #[test]
     fn lists_and_json_are_read() {
         let list = r#"{"apiVersion": "v1", "kind": "List", "items": [
@@ -789,6 +870,31 @@ endpoints:
         let bad = list.replace("53", "\"dns\"");
         let err = parse_manifests(Path::new("l.json"), &bad).unwrap_err();
         assert!(err.message.contains("item 0"), "{err}");
+        // The same text as YAML (JSON is YAML) reads the same.
+        let as_yaml = parse_manifests(Path::new("l.yaml"), list).unwrap();
+        assert_eq!(as_yaml.services, parsed.services);
+    }
+
+    #[test]
+    fn json_files_hold_several_values_and_errors_name_the_line() {
+        let two = format!(
+            "{}\n{}\n",
+            JSON_SERVICE,
+            JSON_SERVICE.replace("\"a\"", "\"b\"")
+        );
+        let parsed = parse_manifests(Path::new("two.json"), &two).unwrap();
+        assert_eq!(parsed.services.len(), 2);
+        let broken = format!("{JSON_SERVICE}\n{{\"kind\": x}}\n");
+        let err = parse_manifests(Path::new("b.json"), &broken).unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        let not_list = r#"{"apiVersion": "v1", "kind": "List", "items": 3}"#;
+        let err = parse_manifests(Path::new("n.json"), not_list).unwrap_err();
+        assert!(err.message.contains("items"), "{err}");
+        let wrong_type = JSON_SERVICE.replace("53", "\"dns\"");
+        let err = parse_manifests(Path::new("w.json"), &wrong_type).unwrap_err();
+        assert!(err.message.contains("invalid type"), "{err}");
+        let no_kind = parse_manifests(Path::new("k.json"), r#"{"metadata": {"name": "a"}}"#);
+        assert!(no_kind.unwrap_err().message.contains("kind"));
     }
 
     #[test]
