@@ -101,6 +101,9 @@ pub struct ManifestFolder {
     files: BTreeMap<PathBuf, LoadedFile>,
     service_owner: HashMap<ObjectKey, PathBuf>,
     slice_owner: HashMap<ObjectKey, PathBuf>,
+    /// Set while loading: the scan's per-object changes are not wanted (a `Reset` of each
+    /// kind replaces them), so they are not built.
+    quiet: bool,
 }
 
 impl ManifestFolder {
@@ -111,6 +114,7 @@ impl ManifestFolder {
             files: BTreeMap::new(),
             service_owner: HashMap::new(),
             slice_owner: HashMap::new(),
+            quiet: false,
         }
     }
 
@@ -122,7 +126,9 @@ impl ManifestFolder {
     /// The first load: everything, as one `Reset` of each kind (also when some files fail:
     /// those are reported and the others loaded).
     pub fn load(&mut self) -> Scan {
+        self.quiet = true;
         let mut scan = self.rescan();
+        self.quiet = false;
         scan.messages = vec![
             Message::Services(Change::Reset(self.owned_services())),
             Message::Slices(Change::Reset(self.owned_slices())),
@@ -165,17 +171,13 @@ impl ManifestFolder {
                 self.replace(&path, old, Parsed::default(), None, &mut scan);
             }
         }
-        for (path, fingerprint) in current {
-            if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
-                continue;
-            }
-            let parsed = std::fs::read_to_string(&path)
-                .map_err(|e| ManifestError {
-                    path: path.clone(),
-                    line: None,
-                    message: format!("cannot read: {e}"),
-                })
-                .and_then(|text| parse_manifests(&path, &text));
+        let changed: Vec<(PathBuf, Fingerprint)> = current
+            .into_iter()
+            .filter(|(path, fingerprint)| {
+                self.files.get(path).and_then(|f| f.fingerprint) != Some(*fingerprint)
+            })
+            .collect();
+        for ((path, fingerprint), parsed) in read_all(changed) {
             match parsed {
                 Err(error) => {
                     scan.errors.push(error);
@@ -208,6 +210,7 @@ impl ManifestFolder {
             &mut self.service_owner,
             &mut scan.skipped,
             "Service",
+            !self.quiet,
         );
         let slices = diff_objects(
             path,
@@ -216,6 +219,7 @@ impl ManifestFolder {
             &mut self.slice_owner,
             &mut scan.skipped,
             "EndpointSlice",
+            !self.quiet,
         );
         scan.messages
             .extend(services.changes.into_iter().map(Message::Services));
@@ -246,12 +250,15 @@ fn diff_objects<K: Clone + PartialEq>(
     owners: &mut HashMap<ObjectKey, PathBuf>,
     skipped: &mut Vec<String>,
     kind: &str,
+    report: bool,
 ) -> Diffed<K> {
     let mut changes = Vec::new();
     for (key, object) in &old {
         if !new.contains_key(key) && owners.get(key).is_some_and(|p| p == path) {
             owners.remove(key);
-            changes.push(Change::Deleted(object.clone()));
+            if report {
+                changes.push(Change::Deleted(object.clone()));
+            }
         }
     }
     let mut kept = BTreeMap::new();
@@ -270,12 +277,69 @@ fn diff_objects<K: Clone + PartialEq>(
             _ => {}
         }
         owners.insert(key.clone(), path.to_owned());
-        if old.get(&key) != Some(&object) {
+        if report && old.get(&key) != Some(&object) {
             changes.push(Change::Applied(object.clone()));
         }
         kept.insert(key, object);
     }
     Diffed { changes, kept }
+}
+
+/// Reads and parses `files`, in order; on several threads when there are many (a first load
+/// of thousands of files is bound by parsing).
+fn read_all(
+    files: Vec<(PathBuf, Fingerprint)>,
+) -> Vec<((PathBuf, Fingerprint), Result<Parsed, ManifestError>)> {
+    /// Below this, one thread is quicker than starting others.
+    const PER_THREAD: usize = 256;
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| ManifestError {
+                path: path.to_owned(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            })
+            .and_then(|text| parse_manifests(path, &text))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len() / PER_THREAD)
+        .min(8);
+    if threads <= 1 {
+        return files
+            .into_iter()
+            .map(|file| {
+                let parsed = read(&file.0);
+                (file, parsed)
+            })
+            .collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    let parsed: Vec<Result<Parsed, ManifestError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|(p, _)| read(p)).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .zip(files.chunks(chunk))
+            .flat_map(|(worker, part)| {
+                // A worker that panicked (a bug in a parser) fails its files, not the daemon.
+                worker.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|(p, _)| {
+                            Err(ManifestError {
+                                path: p.clone(),
+                                line: None,
+                                message: "the parser failed on this file".into(),
+                            })
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    });
+    files.into_iter().zip(parsed).collect()
 }
 
 fn fingerprint_of(meta: &std::fs::Metadata) -> Fingerprint {
@@ -942,6 +1006,47 @@ endpoints:
         dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
         let change = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(names(&[change]), ["+svc/web"]);
+    }
+
+    #[test]
+    fn many_files_load_in_order_with_each_broken_one_reported() {
+        // Enough files for the parallel reader; every 97th is broken.
+        let dir = TempDir::new("many");
+        for i in 0..600 {
+            let text = if i % 97 == 5 {
+                "kind: Service\n  bad: [\n".to_owned()
+            } else {
+                WEB.replace("name: web", &format!("name: web-{i:03}"))
+            };
+            dir.write(&format!("s{i:03}.yaml"), &text);
+        }
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        let broken: Vec<String> = scan
+            .errors
+            .iter()
+            .map(|e| e.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        let want: Vec<String> = (0..600)
+            .filter(|i| i % 97 == 5)
+            .map(|i| format!("s{i:03}.yaml"))
+            .collect();
+        assert_eq!(broken, want);
+        let Message::Services(Change::Reset(services)) = &scan.messages[0] else {
+            panic!("{:?}", scan.messages[0]);
+        };
+        assert_eq!(services.len(), 600 - want.len());
+        // Every file parsed into its own objects (an out-of-order join would mix them up).
+        for i in (0..600).filter(|i| i % 97 != 5) {
+            let key = ObjectKey {
+                namespace: "default".into(),
+                name: format!("web-{i:03}"),
+            };
+            assert_eq!(
+                folder.service_owner.get(&key),
+                Some(&dir.0.join(format!("s{i:03}.yaml")))
+            );
+        }
     }
 
     #[test]
