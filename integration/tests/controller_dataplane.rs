@@ -328,6 +328,32 @@ mod real_kernel {
 
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
+    fn many_vips_are_bound_in_one_pipelined_call_with_a_result_each() {
+        in_fresh_netns("ctl-vips", || {
+            let mut dp = KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap();
+            // One already bound (success, as for a single bind), 600 IPv4 and one IPv6.
+            dp.add_dummy_address(ip("10.96.0.1")).unwrap();
+            let mut addrs: Vec<IpAddr> = (1..=600u32)
+                .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0x0a60_0000 + i)))
+                .collect();
+            addrs.push(ip("fd00::96:1"));
+            let results = dp.add_dummy_addresses(&addrs);
+            assert_eq!(results.len(), addrs.len());
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            let bound = dp.dummy_addresses().unwrap();
+            for addr in &addrs {
+                assert!(bound.contains(addr), "{addr} is not bound");
+            }
+            // On an interface that is not a dummy one, every address fails, each with an error.
+            let mut other = KernelDataplane::open("lo").unwrap();
+            let results = other.add_dummy_addresses(&addrs[..3]);
+            assert_eq!(results.len(), 3);
+            assert!(results.iter().all(Result::is_err), "{results:?}");
+        });
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
     fn controller_deletes_only_its_own_dummy_interface() {
         use svc_controller::dataplane::{DataplaneError, InterfaceRemoval};
         in_fresh_netns("ctl-iface", || {

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::IpAddr;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use ipvs::codec::Operation;
 use ipvs::model::ServiceKey;
 use ipvs::table::{ServiceConfig, Table};
@@ -333,6 +333,47 @@ impl Dataplane for KernelDataplane {
                 e,
             )),
         }
+    }
+
+    fn add_dummy_addresses(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
+        /// Requests in flight at once on the rtnetlink socket.
+        const IN_FLIGHT: usize = 128;
+        let index = match self.ensure_interface() {
+            Ok(index) => index,
+            Err(e) => {
+                // The first address carries the error itself; the others say the same.
+                let message = e.to_string();
+                let mut first = Some(e);
+                return addrs
+                    .iter()
+                    .map(|addr| {
+                        Err(first
+                            .take()
+                            .unwrap_or_else(|| netlink(format!("bind {addr}"), &message)))
+                    })
+                    .collect();
+            }
+        };
+        let handle = self.handle.clone();
+        let list: Vec<IpAddr> = addrs.to_vec();
+        let answers: Vec<Result<(), rtnetlink::Error>> = self.runtime.block_on(async move {
+            futures_util::stream::iter(list.into_iter().map(|addr| {
+                let prefix = if addr.is_ipv4() { 32 } else { 128 };
+                handle.address().add(index, addr, prefix).execute()
+            }))
+            .buffered(IN_FLIGHT)
+            .collect()
+            .await
+        });
+        addrs
+            .iter()
+            .zip(answers)
+            .map(|(addr, answer)| match answer {
+                Ok(()) => Ok(()),
+                Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
+                Err(e) => Err(netlink(format!("bind {addr} on {}", self.interface), e)),
+            })
+            .collect()
     }
 
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {

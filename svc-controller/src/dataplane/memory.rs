@@ -53,12 +53,19 @@ pub struct MemoryDataplane {
     address_log: Vec<AddressOp>,
     failing_listings: usize,
     failing_address_changes: usize,
+    apply_calls: usize,
 }
 
 /// The errno injected by whole-call faults (EAGAIN).
 const INJECTED_ERRNO: i32 = 11;
 
 impl MemoryDataplane {
+    /// How many times [`Dataplane::apply`] was called (each call is one batch of requests to
+    /// the kernel, so this counts round trips).
+    pub fn apply_calls(&self) -> usize {
+        self.apply_calls
+    }
+
     /// An empty node: empty table, no dummy interface yet, no other address, no sysctl.
     pub fn new() -> Self {
         Self::default()
@@ -249,6 +256,7 @@ impl Dataplane for MemoryDataplane {
         &mut self,
         operations: &[Operation],
     ) -> Result<Vec<Result<(), OperationError>>, DataplaneError> {
+        self.apply_calls += 1;
         Ok(operations
             .iter()
             .map(|op| {

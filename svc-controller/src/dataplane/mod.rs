@@ -257,6 +257,13 @@ pub trait Dataplane {
     /// Binds `addr` on the dummy interface as a /32 or /128 (already bound: success).
     fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
 
+    /// Binds each of `addrs` as [`Dataplane::add_dummy_address`] does, with one result per
+    /// address, in order. The kernel dataplane sends the requests without waiting for each
+    /// answer (a cold start binds thousands of VIPs); this default binds one at a time.
+    fn add_dummy_addresses(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
+        addrs.iter().map(|a| self.add_dummy_address(*a)).collect()
+    }
+
     /// Removes `addr` from the dummy interface (not bound: success).
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
 

@@ -456,9 +456,8 @@ impl<D: Dataplane> Reconciler<D> {
             self.reconcile_vip(addr, now, &mut report);
             self.unblock(addr, now, &mut report);
         }
-        for key in &changes.virtual_servers {
-            self.reconcile_vs(*key, now, None, &mut report);
-        }
+        let items = changes.virtual_servers.iter().map(|key| (*key, None));
+        self.reconcile_many(items, now, &mut report);
         for addr in unbind {
             self.reconcile_vip(addr, now, &mut report);
         }
@@ -573,25 +572,27 @@ impl<D: Dataplane> Reconciler<D> {
             .into_iter()
             .filter(|a| !self.node_addresses.contains(a))
             .collect();
-        for addr in wanted.difference(&self.dummy.clone()) {
-            self.reconcile_vip(*addr, now, &mut report);
-        }
+        let missing: Vec<IpAddr> = wanted.difference(&self.dummy).copied().collect();
+        self.bind_vips(missing, now, &mut report);
         let examined = keys.len();
+        let mut drifted = BTreeSet::new();
+        let mut items = Vec::with_capacity(keys.len());
         for key in keys {
             let skey = to_service_key(&key);
             let fresh = listing.service(&skey);
-            let drifted = self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config);
-            if drifted {
+            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
                 self.metrics.drift_detected += 1;
+                drifted.insert(key);
             }
             self.suspect.remove(&key);
-            let (ops, failed) = (report.operations, report.failed);
-            self.reconcile_vs(key, now, Some(fresh), &mut report);
-            if drifted && report.failed == failed {
+            items.push((key, Some(fresh)));
+        }
+        for (key, operations, ok) in self.reconcile_many(items, now, &mut report) {
+            if ok && drifted.contains(&key) {
                 info!(
                     virtual_server = %key,
                     service = %self.owner(&key),
-                    operations = report.operations - ops,
+                    operations,
                     "drift repaired: the kernel differed from what was programmed"
                 );
             }
@@ -838,6 +839,42 @@ impl<D: Dataplane> Reconciler<D> {
             self.clear_retry(Work::Vip(addr));
             return;
         };
+        self.vip_changed(addr, wanted, result, now, report);
+    }
+
+    /// Binds many addresses the desired state wants and the dummy interface lacks, with the
+    /// requests sent together (see [`Dataplane::add_dummy_addresses`]), then handles each
+    /// result as [`Self::reconcile_vip`] does.
+    fn bind_vips(&mut self, addrs: Vec<IpAddr>, now: Instant, report: &mut SyncReport) {
+        let addrs: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| self.vip_wanted(a) && !self.dummy.contains(a))
+            .collect();
+        let results = self.dataplane.add_dummy_addresses(&addrs);
+        let mut results = results.into_iter();
+        for addr in addrs {
+            let result = results.next().unwrap_or_else(|| {
+                Err(DataplaneError::Netlink {
+                    context: format!("bind {addr}"),
+                    message: "the dataplane gave no answer".into(),
+                })
+            });
+            if result.is_ok() {
+                self.dummy.insert(addr);
+            }
+            self.vip_changed(addr, true, result, now, report);
+        }
+    }
+
+    /// Counts, logs and schedules the outcome of binding (`wanted`) or unbinding `addr`.
+    fn vip_changed(
+        &mut self,
+        addr: IpAddr,
+        wanted: bool,
+        result: Result<(), DataplaneError>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) {
         match result {
             Ok(()) => {
                 self.metrics.address_changes += 1;
@@ -983,6 +1020,76 @@ impl<D: Dataplane> Reconciler<D> {
         fresh: Option<Option<ServiceState>>,
         report: &mut SyncReport,
     ) {
+        if let Some(prepared) = self.prepare_vs(key, now, fresh, report) {
+            let ok = prepared.operations.is_empty() || self.send(&prepared.operations, report);
+            self.finish_vs(prepared, ok);
+        }
+    }
+
+    /// Brings many virtual servers in line, as [`Self::reconcile_vs`] does for each, with
+    /// their operations sent together in batches of up to [`MAX_BATCH_OPERATIONS`]: a full
+    /// pass over thousands of virtual servers costs a few system calls, not one round trip
+    /// each. Each plan is computed before any of the batch is sent, which is sound because a
+    /// virtual server's plan depends only on its own state. Returns, for each virtual server
+    /// that had a plan (not one waiting for its VIP or unreadable), its operations and whether
+    /// they all succeeded.
+    fn reconcile_many(
+        &mut self,
+        items: impl IntoIterator<Item = (VirtualServerKey, Option<Option<ServiceState>>)>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) -> Vec<(VirtualServerKey, usize, bool)> {
+        let mut out = Vec::new();
+        let mut pending: Vec<PreparedVs> = Vec::new();
+        let mut pending_ops = 0usize;
+        for (key, fresh) in items {
+            let Some(prepared) = self.prepare_vs(key, now, fresh, report) else {
+                continue;
+            };
+            pending_ops += prepared.operations.len();
+            pending.push(prepared);
+            if pending_ops >= MAX_BATCH_OPERATIONS {
+                self.send_prepared(std::mem::take(&mut pending), report, &mut out);
+                pending_ops = 0;
+            }
+        }
+        self.send_prepared(pending, report, &mut out);
+        out
+    }
+
+    /// Sends the plans of `prepared` as one batch and finishes each virtual server with its
+    /// own share of the results.
+    fn send_prepared(
+        &mut self,
+        prepared: Vec<PreparedVs>,
+        report: &mut SyncReport,
+        out: &mut Vec<(VirtualServerKey, usize, bool)>,
+    ) {
+        let ops: Vec<Operation> = prepared
+            .iter()
+            .flat_map(|p| p.operations.iter().cloned())
+            .collect();
+        let results = self.send_each(&ops, report);
+        let mut results = results.into_iter();
+        for p in prepared {
+            let count = p.operations.len();
+            // Every result of this share is consumed (no short-circuit), so the next share starts right.
+            let ok = results.by_ref().take(count).filter(|ok| !ok).count() == 0;
+            out.push((p.key, count, ok));
+            self.finish_vs(p, ok);
+        }
+    }
+
+    /// The first half of [`Self::reconcile_vs`]: reads what is needed and computes the plan.
+    /// `None` when there is nothing to send and nothing to finish (the virtual server waits
+    /// for its VIP, or could not be read and is scheduled for a retry).
+    fn prepare_vs(
+        &mut self,
+        key: VirtualServerKey,
+        now: Instant,
+        fresh: Option<Option<ServiceState>>,
+        report: &mut SyncReport,
+    ) -> Option<PreparedVs> {
         let skey = to_service_key(&key);
         let desired = self.desired.virtual_servers().get(&key).cloned();
         let mut fresh = fresh;
@@ -1002,7 +1109,7 @@ impl<D: Dataplane> Reconciler<D> {
                         "cannot read virtual server; retrying"
                     );
                     report.errors.push(e.to_string());
-                    return;
+                    return None;
                 }
             }
         }
@@ -1023,7 +1130,7 @@ impl<D: Dataplane> Reconciler<D> {
         // recognised as ours after a restart (see the ownership rule).
         if have.is_none() && desired.is_some() && self.vip_unbound(&key.addr) {
             self.block(key, now, report);
-            return;
+            return None;
         }
         self.blocked.remove(&key);
         let mut notes = Vec::new();
@@ -1038,7 +1145,20 @@ impl<D: Dataplane> Reconciler<D> {
         let current: Table = have.into_iter().collect();
         let target: Table = want.into_iter().collect();
         let plan = diff(&current, &target);
-        let ok = plan.is_empty() || self.send(plan.operations(), report);
+        Some(PreparedVs {
+            key,
+            operations: plan.into_operations(),
+            notes,
+            now,
+        })
+    }
+
+    /// The second half of [`Self::reconcile_vs`], once the plan was sent (`ok`: every
+    /// operation succeeded).
+    fn finish_vs(&mut self, prepared: PreparedVs, ok: bool) {
+        let PreparedVs {
+            key, notes, now, ..
+        } = prepared;
         if ok {
             self.clear_retry(Work::Vs(key));
         } else {
@@ -1292,6 +1412,20 @@ impl<D: Dataplane> Reconciler<D> {
             self.clear_drain(dkey);
         }
     }
+}
+
+/// The most IPVS operations sent in one batch by a pass over many virtual servers: large
+/// enough that a full pass of a big node costs a handful of system calls, small enough to
+/// bound the memory of one batch (the kernel answers each with an ACK).
+const MAX_BATCH_OPERATIONS: usize = 4096;
+
+/// One virtual server's plan, computed and not yet sent.
+#[derive(Debug)]
+struct PreparedVs {
+    key: VirtualServerKey,
+    operations: Vec<Operation>,
+    notes: Vec<(DestinationKey, DrainNote)>,
+    now: Instant,
 }
 
 /// A drain decision of one plan, settled once the plan was sent.

@@ -613,6 +613,53 @@ fn restart_recognises_draining_real_servers() {
 }
 
 #[test]
+fn a_full_pass_sends_many_virtual_servers_per_batch_with_results_each() {
+    // 2,000 virtual servers of 3 real servers: 8,000 operations in two batches (the first
+    // closed once it holds MAX_BATCH_OPERATIONS), not one batch per virtual server.
+    assert_eq!(MAX_BATCH_OPERATIONS, 4096);
+    let services: Vec<ServiceDesired> = (0..2000u32)
+        .map(|i| {
+            let [_, _, hi, lo] = (0x0a60_0000 + i + 1).to_be_bytes();
+            let addr = format!("10.96.{hi}.{lo}");
+            service(
+                &format!("s{i}"),
+                vec![vs(
+                    &addr,
+                    Protocol::Tcp,
+                    80,
+                    &["10.244.0.1", "10.244.0.2", "10.244.0.3"],
+                )],
+            )
+        })
+        .collect();
+    let broken = ServiceKey::tcp(Ipv4Addr::new(10, 96, 1, 245), 80);
+    let mut dp = node();
+    dp.inject(
+        Fault::new(Errno::ENOMEM)
+            .on(OperationKind::AddDestination)
+            .when(move |op| matches!(op, Operation::AddDestination(s, _) if *s == broken)),
+    );
+    let t0 = Instant::now();
+    let mut r = Reconciler::new(dp, ReconcilerConfig::default());
+    let mut desired = DesiredState::new();
+    for s in services {
+        desired.update(s);
+    }
+    r.set_desired(desired);
+    let report = r.verify(t0).unwrap();
+    assert_eq!(report.operations, 8000);
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(r.dataplane().apply_calls(), 2);
+    // Only the virtual server whose operation failed is retried, and the view follows each
+    // result.
+    assert_eq!(r.view(), &owned(&r));
+    let due = r.next_wakeup().expect("a retry is scheduled");
+    let report = r.poll(due);
+    assert_eq!(report.operations, 1, "{report:?}");
+    assert_eq!(owned(&r), desired_table(r.desired()));
+}
+
+#[test]
 fn failed_operations_are_retried_with_backoff_and_never_believed() {
     let t0 = Instant::now();
     let mut r = started(node(), vec![], t0);
