@@ -2,7 +2,7 @@
 //! in the VM.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -317,18 +317,156 @@ pub(crate) fn run_demo(choice: KernelChoice) -> Result<bool> {
     Ok(outcome.ok())
 }
 
+/// Runs the desired-state computation benchmark (criterion, on the host: it needs no kernel)
+/// for the same cluster sizes and returns its figures as a section of `BENCHMARKS.md`.
+fn desired_state_section(sizes: &str) -> Result<String> {
+    step(
+        "the desired-state computation alone (cargo bench -p svc-controller --bench desired_state)",
+    );
+    let output = Command::new(env!("CARGO"))
+        .args(["bench", "-p", "svc-controller", "--bench", "desired_state"])
+        .env("DESIRED_STATE_BENCH_SIZES", sizes)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        return Err("the desired-state benchmark failed".into());
+    }
+    // Criterion prints each benchmark's name, then `time: [low estimate high]` (on the same
+    // line when the name is short) and `thrpt:` when a throughput is set.
+    let mut rows = Vec::new();
+    let mut name = String::new();
+    for line in stdout.lines() {
+        let trimmed = line.trim();
+        if !line.starts_with(' ') && !trimmed.is_empty() && !trimmed.starts_with("Benchmarking") {
+            name = trimmed
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        if let Some(rest) = trimmed.split("time:").nth(1) {
+            rows.push(format!("| `{name}` | {} |", rest.trim()));
+        } else if let Some(rest) = trimmed.strip_prefix("thrpt:")
+            && let Some(last) = rows.last_mut()
+        {
+            last.push_str(&format!(" {} |", rest.trim()));
+        }
+    }
+    let mut md = String::from(
+        "\n## The desired-state computation alone\n\n\
+         `DESIRED_STATE_BENCH_SIZES=SIZES cargo bench -p svc-controller --bench desired_state`, \
+         run by `cargo xtask bench` on the host (criterion; no kernel, no I/O; the same \
+         synthetic cluster). `compute_service`: one Service; `one_change/N`: what an incremental \
+         sync computes when one endpoint of one Service flips in a node of N Services; \
+         `whole_cluster/N`: the desired state of N Services from scratch (an adoption's \
+         computation). Times are criterion's [low, estimate, high].\n\n\
+         | benchmark | time | throughput |\n| --- | --- | --- |\n",
+    );
+    for row in rows {
+        // Rows without a throughput get an empty cell.
+        let cells = row.matches(" | ").count();
+        md += &row;
+        if cells < 2 {
+            md += "  |";
+        }
+        md += "\n";
+    }
+    Ok(md)
+}
+
 /// `cargo xtask bench`: the benchmarks that need the real kernel, built in release mode and run
 /// where IPVS is. They print figures; they do not pass or fail on speed.
+///
+/// - `ipvs_bulk_load`: the library's bulk load and listing against `ipvsadm`
+///   (`IPVS_BENCH_SERVICES=2000` for a quick run);
+/// - `controller_scale`: the release `ipvs-proxy` daemon on synthetic clusters
+///   (`IPVS_BENCH_CLUSTER_SIZES`, default `1000,10000,50000`; `IPVS_BENCH_CHURN_SAMPLES`,
+///   `IPVS_BENCH_BURST`, `IPVS_BENCH_STEADY_SECS` tune it). It writes `BENCHMARKS.md`, which is
+///   copied to the workspace root.
+///
+/// The VM's memory is raised to 6G for clusters above 10,000 Services unless `IPVS_VM_MEMORY`
+/// says otherwise: 50,000 Services hold about 61,000 virtual and 610,000 real servers in the
+/// kernel, next to the daemon, the peers' tables being freed and the manifests on tmpfs.
 pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
+    let sizes = std::env::var("IPVS_BENCH_CLUSTER_SIZES")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "1000,10000,50000".into());
+    let biggest = sizes
+        .split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    let memory = if biggest > 10_000 { "6G" } else { "2G" };
+    if biggest > 10_000 && std::env::var_os("IPVS_VM_MEMORY").is_none() {
+        println!("    clusters above 10,000 Services: the VM gets 6G of memory (IPVS_VM_MEMORY)");
+    }
+
+    step(
+        "building the node daemon in release mode (cargo build --release -p ipvs-proxy --bin ipvs-proxy)",
+    );
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "ipvs-proxy",
+            "--bin",
+            "ipvs-proxy",
+        ])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building the node daemon failed".into());
+    }
+    let daemon = target_dir()?.join("release").join("ipvs-proxy");
+
+    // The guest sees the file system read-only except the folders it is given: the scale
+    // benchmark writes its report into this one, which outlives the run.
+    let out = target_dir()?
+        .join("xtask")
+        .join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let report = out.join("BENCHMARKS.md");
+    let mut scale_args: Vec<String> = vec![
+        "--bench".into(),
+        "--sizes".into(),
+        sizes.clone(),
+        "--daemon".into(),
+        daemon.display().to_string(),
+        "--write".into(),
+        report.display().to_string(),
+    ];
+    for (var, flag) in [
+        ("IPVS_BENCH_CHURN_SAMPLES", "--samples"),
+        ("IPVS_BENCH_BURST", "--burst"),
+        ("IPVS_BENCH_STEADY_SECS", "--steady-secs"),
+    ] {
+        if let Ok(value) = std::env::var(var) {
+            scale_args.extend([flag.to_string(), value]);
+        }
+    }
+
     step("building the real-kernel benchmarks (cargo bench -p integration --no-run)");
     let entries: Vec<Entry> = built_executables(&["bench", "-p", "integration", "--no-run"], None)?
         .into_iter()
-        .filter(|(name, _, _)| name.contains("ipvs_bulk_load"))
-        .map(|(name, exe, cwd)| Entry {
-            name,
-            exe,
-            cwd,
-            kind: EntryKind::Program(vec!["--bench".into()]),
+        .filter_map(|(name, exe, cwd)| {
+            let args = if name.contains("ipvs_bulk_load") {
+                vec!["--bench".to_string()]
+            } else if name.contains("controller_scale") {
+                scale_args.clone()
+            } else {
+                return None;
+            };
+            Some(Entry {
+                name,
+                exe,
+                cwd,
+                kind: EntryKind::Program(args),
+            })
         })
         .collect();
     if entries.is_empty() {
@@ -336,6 +474,43 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     }
     step("running the benchmarks where IPVS is");
     let place = choose_place(choice)?.ok_or("benchmarks cannot be skipped")?;
-    let outcome = run_plan(place, &entries)?;
+    let outcome = match place {
+        Place::Host => run_plan(Place::Host, &entries)?,
+        Place::Vm => {
+            // As run_plan does, with `out` writable in the guest so the report comes back.
+            let kernel = provision::provision()?;
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let plan_path = out.join("plan.json");
+            let results_path = out.join("results.json");
+            plan::write_plan(&entries, &plan_path)?;
+            let command = format!(
+                "{} guest-run --plan {} --results {}",
+                exe.display(),
+                plan_path.display(),
+                results_path.display()
+            );
+            let ok = vm::run_in_guest_with_memory(&kernel, &command, &[&out], memory)?;
+            KernelOutcome::Ran {
+                place: "in a QEMU VM".into(),
+                results: Results::read(&results_path)?,
+                ok,
+            }
+        }
+    };
+    println!("\nbenchmarks: {}", outcome.describe());
+    if report.is_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or("no workspace root")?;
+        let mut text =
+            std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+        text += &desired_state_section(&sizes)?;
+        let dest = root.join("BENCHMARKS.md");
+        std::fs::write(&dest, text).map_err(|e| format!("{}: {e}", dest.display()))?;
+        println!("report written to {}", dest.display());
+    } else {
+        println!("no report was written (the scale benchmark did not finish)");
+    }
+    let _ = std::fs::remove_dir_all(&out);
     Ok(outcome.ok())
 }

@@ -35,8 +35,19 @@ fn timeout() -> Duration {
 /// Runs `command` (a shell command line) in the guest, with `writable` folders writable there.
 /// Returns whether it exited with status 0.
 pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -> Result<bool> {
+    run_in_guest_with_memory(kernel, command, writable, "2G")
+}
+
+/// As [`run_in_guest`], with `default_memory` (a QEMU size such as `6G`) unless the
+/// environment's `IPVS_VM_MEMORY` says otherwise.
+pub(crate) fn run_in_guest_with_memory(
+    kernel: &Kernel,
+    command: &str,
+    writable: &[&Path],
+    default_memory: &str,
+) -> Result<bool> {
     let vng = provision::vng_path()?;
-    let memory = std::env::var("IPVS_VM_MEMORY").unwrap_or_else(|_| "2G".into());
+    let memory = std::env::var("IPVS_VM_MEMORY").unwrap_or_else(|_| default_memory.into());
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
