@@ -25,10 +25,13 @@
 //!
 //! # Watching
 //!
-//! [`watch`] rescans on every inotify event under the path (through `notify`) and, as a
-//! fallback for filesystems without inotify, every few seconds. A rescan only reads files
-//! whose size, modification time or inode changed, and reports only the objects that
-//! changed, so editing one file of a large folder costs that file.
+//! [`watch`] follows inotify events under the path (through `notify`): it looks only at the
+//! paths they name ([`ManifestFolder::rescan_paths`]), and rescans the whole folder when an
+//! event cannot be pinned to files (a folder appeared or vanished, a mounted ConfigMap
+//! swapped its `..data` link, events were lost) and once a minute as insurance. Without
+//! inotify it rescans every few seconds. A rescan only reads files whose size, modification
+//! time or inode changed, and reports only the objects that changed, so editing one file of
+//! a large folder costs that file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -44,8 +47,12 @@ use super::{Message, Sender};
 use crate::store::{Change, ObjectKey};
 use crate::telemetry::Metrics;
 
-/// How often the folder is rescanned when no inotify event arrives.
+/// How often the folder is rescanned when there is no file watcher.
 pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How often the whole folder is rescanned, as insurance, when a file watcher reports
+/// changes (between these, only the files it names are looked at).
+pub const WATCHED_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A manifest that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,7 +184,77 @@ impl ManifestFolder {
                 self.files.get(path).and_then(|f| f.fingerprint) != Some(*fingerprint)
             })
             .collect();
-        for ((path, fingerprint), parsed) in read_all(changed) {
+        self.take_read(read_all(changed), &mut scan);
+        scan
+    }
+
+    /// Looks only at `paths` (what a file watcher reported) and reports the objects that
+    /// changed, reading only the files among them whose fingerprint changed. `None` when the
+    /// paths need a full [`ManifestFolder::rescan`]: a folder appeared or vanished, the root
+    /// itself or a path outside it changed, or an entry starting with `..` changed (the
+    /// folders and links through which Kubernetes swaps a mounted ConfigMap's content).
+    /// Other names starting with a dot (editors' swap and temporary files) are never read,
+    /// so they are ignored.
+    pub fn rescan_paths(&mut self, paths: impl IntoIterator<Item = PathBuf>) -> Option<Scan> {
+        if !std::fs::metadata(&self.root).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+        let mut check: BTreeMap<PathBuf, Option<Fingerprint>> = BTreeMap::new();
+        for path in paths {
+            let relative = path.strip_prefix(&self.root).ok()?;
+            let mut names = relative.components().map(|c| c.as_os_str().to_str());
+            if relative.as_os_str().is_empty()
+                || names.clone().any(|n| n.is_none_or(|n| n.starts_with("..")))
+            {
+                return None;
+            }
+            if names.any(|n| n.is_some_and(|n| n.starts_with('.'))) {
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => return None,
+                Ok(meta) if meta.is_file() => {
+                    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if is_manifest_name(name) {
+                        check.insert(path, Some(fingerprint_of(&meta)));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) if self.files.contains_key(&path) => {
+                    check.insert(path, None);
+                }
+                // A vanished folder takes its files with it.
+                Err(_) if self.files.keys().any(|f| f.starts_with(&path)) => return None,
+                Err(_) => {}
+            }
+        }
+        let mut scan = Scan::default();
+        let mut changed = Vec::new();
+        for (path, fingerprint) in check {
+            match fingerprint {
+                None => {
+                    if let Some(old) = self.files.remove(&path) {
+                        self.replace(&path, old, Parsed::default(), None, &mut scan);
+                    }
+                }
+                Some(fingerprint) => {
+                    if self.files.get(&path).and_then(|f| f.fingerprint) != Some(fingerprint) {
+                        changed.push((path, fingerprint));
+                    }
+                }
+            }
+        }
+        self.take_read(read_all(changed), &mut scan);
+        Some(scan)
+    }
+
+    /// Takes in what [`read_all`] read: each file's objects replace what it defined.
+    fn take_read(
+        &mut self,
+        read: Vec<((PathBuf, Fingerprint), Result<Parsed, ManifestError>)>,
+        scan: &mut Scan,
+    ) {
+        for ((path, fingerprint), parsed) in read {
             match parsed {
                 Err(error) => {
                     scan.errors.push(error);
@@ -185,11 +262,10 @@ impl ManifestFolder {
                 }
                 Ok(parsed) => {
                     let old = self.files.remove(&path).unwrap_or_default();
-                    self.replace(&path, old, parsed, Some(fingerprint), &mut scan);
+                    self.replace(&path, old, parsed, Some(fingerprint), scan);
                 }
             }
         }
-        scan
     }
 
     /// Replaces what `path` defined (`old`, already taken out of `self.files`) with `new`,
@@ -672,19 +748,35 @@ fn may_change_content(event: &notify::Result<notify::Event>) -> bool {
     }
 }
 
+/// What the file watcher saw.
+#[derive(Debug)]
+enum Seen {
+    /// These paths may have changed.
+    Paths(Vec<PathBuf>),
+    /// Anything may have changed (the watcher lost events, or could not say where).
+    Everything,
+}
+
 /// Starts watching `root` (a file is watched through its folder, since editors replace files
-/// by renaming): the receiver gets one `()` per event that may change content. `None` when
-/// the platform or file system has no watcher (the periodic rescan covers it).
+/// by renaming): the receiver gets what each event that may change content names. `None`
+/// when the platform or file system has no watcher (the periodic rescan covers it).
 fn start_watcher(
     root: &Path,
-) -> Option<(notify::RecommendedWatcher, std::sync::mpsc::Receiver<()>)> {
+) -> Option<(notify::RecommendedWatcher, std::sync::mpsc::Receiver<Seen>)> {
     use notify::{RecursiveMode, Watcher};
 
     let (events_tx, events) = std::sync::mpsc::channel();
-    let watcher = notify::recommended_watcher(move |event| {
-        if may_change_content(&event) {
-            let _ = events_tx.send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if !may_change_content(&event) {
+            return;
         }
+        let seen = match event {
+            Ok(event) if !event.need_rescan() && !event.paths.is_empty() => {
+                Seen::Paths(event.paths)
+            }
+            _ => Seen::Everything,
+        };
+        let _ = events_tx.send(seen);
     });
     let mut watcher = match watcher {
         Ok(w) => w,
@@ -727,20 +819,47 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
     if !publish(first, &tx, &metrics) {
         return;
     }
+    // With a watcher, changes are read from the paths it names, and the whole folder is
+    // rescanned now and then as insurance; without one, the folder is polled.
+    let full_every = if _watcher.is_some() {
+        WATCHED_RESCAN_INTERVAL
+    } else {
+        RESCAN_INTERVAL
+    };
+    let mut last_full = std::time::Instant::now();
     loop {
-        match events.recv_timeout(RESCAN_INTERVAL) {
-            Ok(_) => {
+        let wait = full_every.saturating_sub(last_full.elapsed());
+        let mut paths = std::collections::BTreeSet::new();
+        let mut everything = false;
+        let mut take = |seen: Seen| match seen {
+            Seen::Paths(p) => paths.extend(p),
+            Seen::Everything => everything = true,
+        };
+        match events.recv_timeout(wait) {
+            Ok(seen) => {
                 // Let a burst of events (an editor's write, a `cp -r`) settle, then scan once.
+                take(seen);
                 std::thread::sleep(Duration::from_millis(20));
-                while events.try_recv().is_ok() {}
+                while let Ok(seen) = events.try_recv() {
+                    take(seen);
+                }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => everything = true,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 // No watcher: poll.
-                std::thread::sleep(RESCAN_INTERVAL);
+                std::thread::sleep(wait);
+                everything = true;
             }
         }
-        let scan = folder.rescan();
+        let targeted = if everything {
+            None
+        } else {
+            folder.rescan_paths(paths)
+        };
+        let scan = targeted.unwrap_or_else(|| {
+            last_full = std::time::Instant::now();
+            folder.rescan()
+        });
         if !scan.messages.is_empty() {
             debug!(changes = scan.messages.len(), "manifests changed");
         }
@@ -1065,14 +1184,79 @@ endpoints:
                 std::fs::read_to_string(entry.unwrap().path()).unwrap();
             }
         }
-        assert_eq!(
-            events.recv_timeout(Duration::from_millis(300)),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
-            "reads woke the watcher"
+        let woke = events.recv_timeout(Duration::from_millis(300));
+        assert!(
+            matches!(woke, Err(std::sync::mpsc::RecvTimeoutError::Timeout)),
+            "reads woke the watcher: {woke:?}"
         );
-        // A write does wake it.
+        // A write does wake it, naming the file (after the temporary it was written to).
         dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
-        assert_eq!(events.recv_timeout(Duration::from_secs(10)), Ok(()));
+        let target = dir.0.join("web.yaml");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match events.recv_timeout(left) {
+                Ok(Seen::Paths(paths)) if paths.contains(&target) => break,
+                Ok(_) => {}
+                Err(e) => panic!("the write of {} was not seen: {e}", target.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn rescanning_named_paths_reads_only_those_and_knows_when_it_cannot() {
+        let dir = TempDir::new("paths");
+        dir.write("web.yaml", WEB);
+        dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
+        let mut folder = ManifestFolder::new(&dir.0);
+        assert!(folder.load().errors.is_empty());
+
+        // An edit, written atomically through a dot-file: one change; the temporary is
+        // ignored, and so is an unrelated file.
+        let tmp = dir.0.join(".web.yaml.tmp");
+        std::fs::write(&tmp, WEB.replace("10.96.0.10", "10.96.0.30")).unwrap();
+        std::fs::rename(&tmp, dir.0.join("web.yaml")).unwrap();
+        dir.write("notes.txt", "not a manifest");
+        let scan = folder
+            .rescan_paths([tmp, dir.0.join("web.yaml"), dir.0.join("notes.txt")])
+            .expect("named files are enough");
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        // Unchanged: nothing read, nothing reported.
+        let scan = folder.rescan_paths([dir.0.join("web.yaml")]).unwrap();
+        assert!(scan.messages.is_empty());
+        // A removed file: its objects go.
+        std::fs::remove_file(dir.0.join("db.yaml")).unwrap();
+        let scan = folder.rescan_paths([dir.0.join("db.yaml")]).unwrap();
+        assert_eq!(names(&scan.messages), ["-svc/db", "-slice/db-1"]);
+        // A new file appears.
+        dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
+        let scan = folder.rescan_paths([dir.0.join("db.yaml")]).unwrap();
+        assert_eq!(names(&scan.messages), ["+svc/db", "+slice/db-1"]);
+
+        // What named paths cannot settle: a full rescan.
+        std::fs::create_dir(dir.0.join("team")).unwrap();
+        assert!(
+            folder.rescan_paths([dir.0.join("team")]).is_none(),
+            "a new folder"
+        );
+        assert!(
+            folder.rescan_paths([dir.0.join("..data")]).is_none(),
+            "a ConfigMap swap"
+        );
+        assert!(folder.rescan_paths([dir.0.clone()]).is_none(), "the root");
+        assert!(
+            folder
+                .rescan_paths([PathBuf::from("/elsewhere/x.yaml")])
+                .is_none(),
+            "outside the root"
+        );
+        dir.write("team/api.yaml", &WEB.replace("name: web", "name: api"));
+        assert_eq!(folder.rescan().messages.len(), 2);
+        std::fs::remove_dir_all(dir.0.join("team")).unwrap();
+        assert!(
+            folder.rescan_paths([dir.0.join("team")]).is_none(),
+            "a vanished folder"
+        );
     }
 
     #[test]
