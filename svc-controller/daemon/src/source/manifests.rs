@@ -160,13 +160,14 @@ impl ManifestFolder {
     /// Looks for changed, new and removed files and reports the objects that changed.
     pub fn rescan(&mut self) -> Scan {
         let mut scan = Scan::default();
-        let current = match list_files(&self.root) {
+        let mut current = match list_files(&self.root) {
             Ok(files) => files,
             Err(error) => {
                 scan.errors.push(error);
                 return scan;
             }
         };
+        confirm_missing(&mut current, self.files.keys());
         let removed: Vec<PathBuf> = self
             .files
             .keys()
@@ -359,6 +360,24 @@ fn diff_objects<K: Clone + PartialEq>(
         kept.insert(key, object);
     }
     Diffed { changes, kept }
+}
+
+/// Adds to a folder `listing` the `known` files it lacks that still exist. Reading a folder
+/// while files in it are renamed over (the atomic way to write a file) can miss a name: the
+/// kernel moves the entry within the folder, behind the reader's position. Taking such a
+/// file for removed would delete its Services until the next rescan.
+fn confirm_missing<'a>(
+    listing: &mut BTreeMap<PathBuf, Fingerprint>,
+    known: impl IntoIterator<Item = &'a PathBuf>,
+) {
+    for path in known {
+        if !listing.contains_key(path)
+            && let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+        {
+            listing.insert(path.clone(), fingerprint_of(&meta));
+        }
+    }
 }
 
 /// Reads and parses `files`, in order; on several threads when there are many (a first load
@@ -1166,6 +1185,21 @@ endpoints:
                 Some(&dir.0.join(format!("s{i:03}.yaml")))
             );
         }
+    }
+
+    #[test]
+    fn a_file_a_listing_missed_is_not_taken_for_removed() {
+        let dir = TempDir::new("missed");
+        dir.write("web.yaml", WEB);
+        dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
+        let mut listing = list_files(&dir.0).unwrap();
+        // As a listing raced by a rename over web.yaml could come back:
+        listing.remove(&dir.0.join("web.yaml"));
+        let known = [dir.0.join("web.yaml"), dir.0.join("gone.yaml")];
+        confirm_missing(&mut listing, &known);
+        assert!(listing.contains_key(&dir.0.join("web.yaml")));
+        assert!(!listing.contains_key(&dir.0.join("gone.yaml")));
+        assert_eq!(listing.len(), 2);
     }
 
     #[test]
