@@ -363,6 +363,8 @@ struct SizeResult {
     cold_total: f64,
     cold_loaded: f64,
     cold_first_log: f64,
+    /// Burst changes not seen programmed in time (0: the burst completed).
+    burst_unfinished: usize,
     cold_adopt_ms: f64,
     cold_operations: u64,
     cold_address_changes: u64,
@@ -809,40 +811,53 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
         .iter()
         .map(|(s, _)| cluster.service(*s).virtual_servers(NODE_ADDR).len())
         .collect();
-    let deadline = Instant::now() + SLOW;
+    // Generous, but short of the VM's own timeout: an unfinished burst is reported, and the
+    // other sizes still run.
+    let burst_limit = Duration::from_secs(300);
+    let deadline = Instant::now() + burst_limit;
     let done = loop {
         let (seen, when) = burst_progress(&log2, lines_before, &index, burst);
-        if (0..burst).all(|c| seen[c] >= need[c]) {
-            break when;
+        let unfinished: Vec<usize> = (0..burst).filter(|c| seen[*c] < need[*c]).collect();
+        if unfinished.is_empty() {
+            break Some(when);
         }
         if Instant::now() >= deadline {
             let text = std::fs::read_to_string(&log2).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().skip(lines_before).take(5).collect();
-            let unfinished: Vec<String> = (0..burst)
-                .filter(|c| seen[*c] < need[*c])
+            let lines: Vec<&str> = text.lines().skip(lines_before).collect();
+            let sample: Vec<String> = unfinished
+                .iter()
                 .take(5)
                 .map(|c| {
-                    let (s, e) = targets[c];
+                    let (s, e) = targets[*c];
                     format!(
                         "{}:{TARGET_PORT} ({} of {})",
                         cluster.service(s).endpoints[e],
-                        seen[c],
-                        need[c]
+                        seen[*c],
+                        need[*c]
                     )
                 })
                 .collect();
-            panic!(
-                "the burst was not programmed within {SLOW:?}: unfinished {unfinished:?}; the \
-                 log after the burst began: {tail:#?}"
+            println!(
+                "burst: {} of {burst} changes not seen programmed within {burst_limit:?} (e.g. \
+                 {sample:?}); {} log lines since the burst began, the first: {:#?}, the last: \
+                 {:#?}",
+                unfinished.len(),
+                lines.len(),
+                &lines[..lines.len().min(3)],
+                &lines[lines.len().saturating_sub(3)..]
             );
+            r.burst_unfinished = unfinished.len();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
     std::thread::sleep(Duration::from_millis(200));
     r.burst_cpu = Cpu::read(pid).since(&cpu0);
     let m1 = ns.run(Metrics::read).expect("metrics");
-    for c in 0..burst {
-        r.burst.push(done[c] - written[c]);
+    if let Some(done) = &done {
+        for c in 0..burst {
+            r.burst.push(done[c] - written[c]);
+        }
     }
     r.burst_changes = burst;
     r.burst_ops = (m1.total() - m0.total()) as f64 / burst.max(1) as f64;
@@ -1109,6 +1124,9 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
         format!("{} ({:.2} s)", r.burst_changes, r.burst_write_secs)
     });
     row(&mut md, "burst: latency p50 / p99 / max", &|r| {
+        if r.burst_unfinished > 0 {
+            return format!("**{} changes not programmed in 300 s**", r.burst_unfinished);
+        }
         r.burst.describe()
     });
     row(&mut md, "burst: IPVS operations per change / syncs", &|r| {
