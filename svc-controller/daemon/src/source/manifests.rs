@@ -89,8 +89,11 @@ struct LoadedFile {
     /// The fingerprint of the content loaded (or of the content that failed, so a broken file
     /// is reported once per change, not once per scan).
     fingerprint: Option<Fingerprint>,
-    services: BTreeMap<ObjectKey, Service>,
-    slices: BTreeMap<ObjectKey, EndpointSlice>,
+    /// The content hash of each object it defines (and owns): enough to tell a change. The
+    /// objects themselves live in the engine's store, trimmed; a second full copy here would
+    /// be most of the daemon's memory on a large folder.
+    services: BTreeMap<ObjectKey, u64>,
+    slices: BTreeMap<ObjectKey, u64>,
 }
 
 /// The objects of one parsed file.
@@ -108,9 +111,9 @@ pub struct ManifestFolder {
     files: BTreeMap<PathBuf, LoadedFile>,
     service_owner: HashMap<ObjectKey, PathBuf>,
     slice_owner: HashMap<ObjectKey, PathBuf>,
-    /// Set while loading: the scan's per-object changes are not wanted (a `Reset` of each
-    /// kind replaces them), so they are not built.
-    quiet: bool,
+    /// Set while loading: the objects found go here, to be sent as one `Reset` of each kind,
+    /// instead of per-object changes.
+    loading: Option<(Vec<Service>, Vec<EndpointSlice>)>,
 }
 
 impl ManifestFolder {
@@ -121,7 +124,7 @@ impl ManifestFolder {
             files: BTreeMap::new(),
             service_owner: HashMap::new(),
             slice_owner: HashMap::new(),
-            quiet: false,
+            loading: None,
         }
     }
 
@@ -133,28 +136,18 @@ impl ManifestFolder {
     /// The first load: everything, as one `Reset` of each kind (also when some files fail:
     /// those are reported and the others loaded).
     pub fn load(&mut self) -> Scan {
-        self.quiet = true;
+        // Everything is read again: only what is read can be sent.
+        self.files.clear();
+        self.service_owner.clear();
+        self.slice_owner.clear();
+        self.loading = Some((Vec::new(), Vec::new()));
         let mut scan = self.rescan();
-        self.quiet = false;
+        let (services, slices) = self.loading.take().unwrap_or_default();
         scan.messages = vec![
-            Message::Services(Change::Reset(self.owned_services())),
-            Message::Slices(Change::Reset(self.owned_slices())),
+            Message::Services(Change::Reset(services)),
+            Message::Slices(Change::Reset(slices)),
         ];
         scan
-    }
-
-    fn owned_services(&self) -> Vec<Service> {
-        self.service_owner
-            .iter()
-            .filter_map(|(k, p)| self.files.get(p)?.services.get(k).cloned())
-            .collect()
-    }
-
-    fn owned_slices(&self) -> Vec<EndpointSlice> {
-        self.slice_owner
-            .iter()
-            .filter_map(|(k, p)| self.files.get(p)?.slices.get(k).cloned())
-            .collect()
     }
 
     /// Looks for changed, new and removed files and reports the objects that changed.
@@ -280,6 +273,10 @@ impl ManifestFolder {
         scan: &mut Scan,
     ) {
         scan.skipped.extend(new.skipped);
+        let (loading_services, loading_slices) = match &mut self.loading {
+            Some((services, slices)) => (Some(services), Some(slices)),
+            None => (None, None),
+        };
         let services = diff_objects(
             path,
             old.services,
@@ -287,7 +284,7 @@ impl ManifestFolder {
             &mut self.service_owner,
             &mut scan.skipped,
             "Service",
-            !self.quiet,
+            loading_services,
         );
         let slices = diff_objects(
             path,
@@ -296,7 +293,7 @@ impl ManifestFolder {
             &mut self.slice_owner,
             &mut scan.skipped,
             "EndpointSlice",
-            !self.quiet,
+            loading_slices,
         );
         scan.messages
             .extend(services.changes.into_iter().map(Message::Services));
@@ -317,24 +314,64 @@ impl ManifestFolder {
 
 struct Diffed<K> {
     changes: Vec<Change<K>>,
-    kept: BTreeMap<ObjectKey, K>,
+    kept: BTreeMap<ObjectKey, u64>,
 }
 
-fn diff_objects<K: Clone + PartialEq>(
+/// A hash of an object's content, to tell whether a re-read object changed. Computed by
+/// serialising into the hasher: nothing is allocated.
+fn content_hash<K: serde::Serialize>(object: &K) -> u64 {
+    use std::hash::Hasher;
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut writer = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    // Serialising these types cannot fail (string keys, no I/O error from the writer).
+    let _ = serde_json::to_writer(&mut writer, object);
+    writer.0.finish()
+}
+
+/// An object with only its name and namespace: what a deletion needs.
+fn stub<K>(key: &ObjectKey) -> K
+where
+    K: Default
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let mut object = K::default();
+    let meta = object.metadata_mut();
+    meta.name = Some(key.name.clone());
+    meta.namespace = Some(key.namespace.clone());
+    object
+}
+
+/// What `path` now defines against what it defined: the changes to report (or, while
+/// loading, the objects to send, into `loading`), and the hashes to keep.
+fn diff_objects<K>(
     path: &Path,
-    old: BTreeMap<ObjectKey, K>,
+    old: BTreeMap<ObjectKey, u64>,
     new: BTreeMap<ObjectKey, K>,
     owners: &mut HashMap<ObjectKey, PathBuf>,
     skipped: &mut Vec<String>,
     kind: &str,
-    report: bool,
-) -> Diffed<K> {
+    mut loading: Option<&mut Vec<K>>,
+) -> Diffed<K>
+where
+    K: serde::Serialize
+        + Default
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
     let mut changes = Vec::new();
-    for (key, object) in &old {
+    for key in old.keys() {
         if !new.contains_key(key) && owners.get(key).is_some_and(|p| p == path) {
             owners.remove(key);
-            if report {
-                changes.push(Change::Deleted(object.clone()));
+            if loading.is_none() {
+                changes.push(Change::Deleted(stub(key)));
             }
         }
     }
@@ -354,10 +391,13 @@ fn diff_objects<K: Clone + PartialEq>(
             _ => {}
         }
         owners.insert(key.clone(), path.to_owned());
-        if report && old.get(&key) != Some(&object) {
-            changes.push(Change::Applied(object.clone()));
+        let hash = content_hash(&object);
+        if let Some(loading) = loading.as_deref_mut() {
+            loading.push(object);
+        } else if old.get(&key) != Some(&hash) {
+            changes.push(Change::Applied(object));
         }
-        kept.insert(key, object);
+        kept.insert(key, hash);
     }
     Diffed { changes, kept }
 }
