@@ -1219,8 +1219,9 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
            namespace each; they do not bind VIPs, which the daemon does (one address per \
            ClusterIP and ingress IP on `kube-ipvs0`).\n";
     md += "- **steady state**: utime + stime from `/proc/PID/stat` (and per thread from \
-           `/proc/PID/task/*/stat`) over the window, which includes a full pass (every 30 s) \
-           and the manifests source's periodic rescan (every 2 s).\n";
+           `/proc/PID/task/*/stat`) over the window, which includes a full pass (every 30 s: \
+           the whole kernel table listed and compared); the manifests source rescans the \
+           whole folder only once a minute when inotify works.\n";
     md += "- **one change at a time**: an endpoint's readiness is flipped by renaming a new \
            file over its Service's manifest; latency is from just before the rename to the \
            kernel showing the change on every virtual server of the Service (polled every \
