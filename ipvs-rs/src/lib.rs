@@ -114,7 +114,8 @@
 //! [`Ipvs::in_namespace`] opens the socket in another namespace (`/run/netns/NAME`,
 //! `/proc/PID/ns/net`) without moving the calling thread. `AsyncIpvs` (feature `tokio`) has the
 //! same methods as async functions. Every call has a deadline
-//! ([`transport::Options::timeout`], 5 s by default): no call waits forever on a lost reply.
+//! ([`transport::Options::timeout`], 5 s by default, renewed by every datagram the kernel
+//! sends, so a long dump of a huge table completes): no call waits forever on a lost reply.
 //!
 //! ## Errors
 //!

@@ -3,7 +3,9 @@
 //! Every call has a deadline ([`Options::timeout`]; for a batch, per chunk): the socket is
 //! non-blocking, the driver reads whatever is queued (many datagrams per `recvmmsg`) and
 //! otherwise waits in `poll` for at most the time left, and it checks the deadline between
-//! receives too. No call can wait forever. A call that times out (or fails) abandons its requests; their late
+//! receives too. Each datagram received renews the deadline: it bounds how long the kernel
+//! may stay silent, so a dump of a huge table that keeps arriving is not cut short, while a
+//! lost reply still fails the call. No call can wait forever. A call that times out (or fails) abandons its requests; their late
 //! replies are discarded as stale by the next call, so the connection stays usable.
 
 use std::{fmt::Debug, os::fd::AsFd, sync::OnceLock, time::Duration};
@@ -51,6 +53,11 @@ impl Deadline {
 
     fn passed(&self) -> bool {
         now(self.clock) >= self.at
+    }
+
+    /// Starts the timeout again from now (the kernel just answered).
+    fn renew(&mut self) {
+        self.at = now(self.clock).saturating_add(self.timeout);
     }
 
     fn left(&self) -> Duration {
@@ -303,7 +310,10 @@ where
         }
         match recv.recv(&socket.socket)? {
             0 => wait_ready(socket, PollFlags::POLLIN, deadline, exchange.in_flight())?,
-            _ => recv.feed(exchange)?,
+            _ => {
+                recv.feed(exchange)?;
+                deadline.renew();
+            }
         }
     }
     Ok(())
@@ -331,5 +341,26 @@ fn wait_ready(
             Ok(_) => return Ok(()),
             Err(e) => return Err(TransportError::io("poll", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_passes_after_its_timeout_unless_renewed() {
+        let timeout = Duration::from_millis(300);
+        let mut deadline = Deadline::new(timeout);
+        assert!(!deadline.passed());
+        assert!(deadline.left() <= timeout);
+        std::thread::sleep(Duration::from_millis(200));
+        deadline.renew();
+        std::thread::sleep(Duration::from_millis(200));
+        // 400 ms since the start, 200 ms since the renewal.
+        assert!(!deadline.passed(), "the renewal restarted the timeout");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(deadline.passed());
+        assert_eq!(deadline.left(), Duration::ZERO);
     }
 }

@@ -123,8 +123,9 @@ pub enum TransportError {
     /// The kernel rejected the request.
     #[error("kernel rejected the request")]
     Kernel(#[source] KernelError),
-    /// The call's deadline passed before every reply arrived. The connection stays
-    /// usable: late replies are recognised by sequence number and discarded.
+    /// The kernel stayed silent for the whole timeout before every reply arrived. The
+    /// connection stays usable: late replies are recognised by sequence number and
+    /// discarded.
     #[error(
         "no complete answer from the kernel within {timeout:?} ({pending} request(s) unanswered)"
     )]

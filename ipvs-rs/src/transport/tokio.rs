@@ -224,7 +224,7 @@ impl Io {
     async fn wait<G>(
         &mut self,
         exchange: &mut Exchange<G>,
-        deadline: Instant,
+        mut deadline: Instant,
         done: impl Fn(&Exchange<G>) -> bool,
     ) -> Result<()>
     where
@@ -248,6 +248,8 @@ impl Io {
             if let Ok(received) = received {
                 received.map_err(|e| TransportError::io("recv", e))??;
                 self.recv.feed(exchange)?;
+                // The kernel answered: the timeout bounds its silence, not a long dump.
+                deadline = Instant::now() + self.timeout;
             }
         }
         Ok(())
