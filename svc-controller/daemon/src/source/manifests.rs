@@ -614,14 +614,8 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
                     line: Some(start),
                     message: format!("item {i} of the List: {e}"),
                 })?;
-                let kind = item_meta.kind.unwrap_or_default();
-                let api_version = item_meta.api_version.unwrap_or_default();
-                add_document(&mut parsed, path, start, &kind, &api_version, || {
+                add_list_item(&mut parsed, path, start, i, item_meta, || {
                     Document::Json(item)
-                })
-                .map_err(|e| ManifestError {
-                    message: format!("item {i} of the List: {}", e.message),
-                    ..e
                 })?;
             }
             continue;
@@ -631,6 +625,24 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
         })?;
     }
     Ok(parsed)
+}
+
+/// Adds item `index` of a `List` document that starts on line `start`; its errors say which
+/// item.
+fn add_list_item(
+    parsed: &mut Parsed,
+    path: &Path,
+    start: usize,
+    index: usize,
+    meta: TypeMeta,
+    doc: impl FnOnce() -> Document,
+) -> Result<(), ManifestError> {
+    let kind = meta.kind.unwrap_or_default();
+    let api_version = meta.api_version.unwrap_or_default();
+    add_document(parsed, path, start, &kind, &api_version, doc).map_err(|e| ManifestError {
+        message: format!("item {index} of the List: {}", e.message),
+        ..e
+    })
 }
 
 /// A YAML file: documents separated by `---`.
@@ -655,14 +667,8 @@ fn parse_yaml(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
             for (i, item) in list.items.into_iter().enumerate() {
                 let item_meta: TypeMeta = serde_yaml_ng::from_value(item.clone())
                     .map_err(|e| in_list(path, start, i, &e))?;
-                let kind = item_meta.kind.unwrap_or_default();
-                let api_version = item_meta.api_version.unwrap_or_default();
-                add_document(&mut parsed, path, start, &kind, &api_version, || {
+                add_list_item(&mut parsed, path, start, i, item_meta, || {
                     Document::Value(item.clone())
-                })
-                .map_err(|e| ManifestError {
-                    message: format!("item {i} of the List: {}", e.message),
-                    ..e
                 })?;
             }
             continue;
