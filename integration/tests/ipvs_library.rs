@@ -372,6 +372,46 @@ mod real_kernel {
                 1000,
                 "ipvsadm sees every service and destination"
             );
+
+            // Read back by key, in batches and over parallel sockets, with missing keys mixed in.
+            let mut keys: Vec<ServiceKey> = (0..500u16)
+                .map(|i| ServiceKey::tcp(std::net::Ipv4Addr::new(198, 51, 100, 1), 1000 + i))
+                .collect();
+            let absent = [
+                ServiceKey::tcp(std::net::Ipv4Addr::new(198, 51, 100, 2), 1),
+                ServiceKey::udp(std::net::Ipv4Addr::new(198, 51, 100, 1), 1000),
+            ];
+            keys.insert(3, absent[0]);
+            keys.push(absent[1]);
+            let services = ipvs.services_by_key(&keys).unwrap();
+            assert_eq!(services.len(), keys.len());
+            for (key, service) in keys.iter().zip(&services) {
+                let missing = absent.contains(key);
+                match service {
+                    Some(entry) => {
+                        assert!(!missing, "{key} is not in the kernel");
+                        assert_eq!(entry.service.key, *key);
+                        assert_eq!(entry.service.scheduler, Scheduler::RoundRobin);
+                    }
+                    None => assert!(missing, "{key} is in the kernel"),
+                }
+            }
+            let lists = ipvs.destinations_of(&keys).unwrap();
+            assert_eq!(lists.len(), keys.len());
+            for ((key, service), dests) in keys.iter().zip(&services).zip(&lists) {
+                if service.is_some() {
+                    assert_eq!(dests.len(), 1, "{key}");
+                    assert_eq!(
+                        dests[0].destination.key(),
+                        dest("203.0.113.2", 8080, Forwarding::Masquerade, 1).key()
+                    );
+                } else {
+                    assert!(dests.is_empty(), "{key}");
+                }
+            }
+            let none: Vec<ServiceKey> = Vec::new();
+            assert!(ipvs.services_by_key(&none).unwrap().is_empty());
+            assert!(ipvs.destinations_of(&none).unwrap().is_empty());
         });
     }
 
@@ -456,6 +496,14 @@ mod real_kernel {
                 let dests = ipvs.destinations(&key).await.unwrap();
                 assert_eq!(dests[0].destination.weight.get(), 9);
                 assert_eq!(ipvs.services().await.unwrap().len(), 1);
+                let missing =
+                    ServiceKey::tcp("198.51.100.51".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+                let found = ipvs.services_by_key(&[missing, key]).await.unwrap();
+                assert!(found[0].is_none());
+                assert_eq!(found[1].as_ref().unwrap().service.key, key);
+                let lists = ipvs.destinations_of(&[key, missing]).await.unwrap();
+                assert_eq!(lists[0].len(), 1);
+                assert!(lists[1].is_empty());
             })
             .unwrap();
         });

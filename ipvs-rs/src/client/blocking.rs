@@ -109,29 +109,37 @@ impl Ipvs {
         self.read(call::destinations(key))
     }
 
-    /// The whole table: every service with its destinations, settings, flags and statistics,
-    /// in the order the kernel lists services.
+    /// Several services by key, in order: `None` for a key the kernel has no service for.
     ///
-    /// One `GET_SERVICE` dump, then one `GET_DEST` dump per service. The kernel runs one dump
-    /// at a time per socket, so for a large table the destination dumps are spread over a few
-    /// extra sockets of this handle (opened in its namespace on first use and kept), each
-    /// driven by a short-lived thread. Like every dump, this is not a consistent snapshot: a
-    /// service deleted meanwhile is listed without destinations.
-    pub fn services_with_destinations(
-        &mut self,
-    ) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
-        let services = self.services()?;
-        let sockets = self.listing_sockets(services.len());
-        if sockets <= 1 {
-            let mut listing = Vec::with_capacity(services.len());
-            for service in services {
-                let destinations = self.destinations(&service.service.key)?;
-                listing.push((service, destinations));
-            }
-            return Ok(listing);
+    /// One `GET_SERVICE` request per key, sent together as a [batch](Self::apply_batch): a
+    /// few system calls for thousands of keys, where [`service`](Self::service) costs a round
+    /// trip each. A refusal other than "not found" fails the whole read.
+    pub fn services_by_key(&mut self, keys: &[ServiceKey]) -> Result<Vec<Option<ServiceEntry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        // Contiguous shares, one per socket, so the listing keeps the kernel's order.
-        let share = services.len().div_ceil(sockets);
+        let answers = self
+            .connection
+            .batch(call::service_requests(keys))
+            .map_err(|e| Error::transport("get services", e))?;
+        call::services_by_key(keys, answers, &mut self.features)
+    }
+
+    /// The destinations of each of `keys`, in order (empty for a missing service, as the
+    /// kernel answers).
+    ///
+    /// One `GET_DEST` dump per key. The kernel runs one dump at a time per socket, so for
+    /// many keys the dumps are spread over a few extra sockets of this handle (opened in its
+    /// namespace on first use and kept), each driven by a short-lived thread.
+    pub fn destinations_of(&mut self, keys: &[ServiceKey]) -> Result<Vec<Vec<DestinationEntry>>> {
+        let sockets = self.listing_sockets(keys.len());
+        if sockets <= 1 {
+            let (lists, learned) = list_destinations(&mut self.connection, self.features, keys)?;
+            self.features = learned;
+            return Ok(lists);
+        }
+        // Contiguous shares, one per socket, so the answers keep the order of the keys.
+        let share = keys.len().div_ceil(sockets);
         let features = self.features;
         let mut connections: Vec<&mut Connection<IpvsMessage>> =
             std::iter::once(&mut self.connection)
@@ -140,7 +148,7 @@ impl Ipvs {
                 .collect();
         let results: Vec<Result<(Vec<Vec<DestinationEntry>>, KernelFeatures)>> =
             std::thread::scope(|scope| {
-                let mut shares = services.chunks(share);
+                let mut shares = keys.chunks(share);
                 let mut connections = connections.iter_mut();
                 let own = (shares.next(), connections.next());
                 let handles: Vec<_> = shares
@@ -166,12 +174,28 @@ impl Ipvs {
                 }));
                 results
             });
-        let mut destinations = Vec::with_capacity(services.len());
+        let mut destinations = Vec::with_capacity(keys.len());
         for result in results {
             let (lists, learned) = result?;
             self.features = learned.iter().fold(self.features, KernelFeatures::with);
             destinations.extend(lists);
         }
+        Ok(destinations)
+    }
+
+    /// The whole table: every service with its destinations, settings, flags and statistics,
+    /// in the order the kernel lists services.
+    ///
+    /// One `GET_SERVICE` dump, then the destinations of every service as
+    /// [`destinations_of`](Self::destinations_of) reads them (over a few sockets for a large
+    /// table). Like every dump, this is not a consistent snapshot: a service deleted meanwhile
+    /// is listed without destinations.
+    pub fn services_with_destinations(
+        &mut self,
+    ) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
+        let services = self.services()?;
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.service.key).collect();
+        let destinations = self.destinations_of(&keys)?;
         Ok(services.into_iter().zip(destinations).collect())
     }
 
@@ -341,21 +365,15 @@ fn read_on<T>(
     })
 }
 
-/// The destinations of each of `services`, in order, read on `connection`.
+/// The destinations of each of `keys`, in order, read on `connection`.
 fn list_destinations(
     connection: &mut Connection<IpvsMessage>,
     mut features: KernelFeatures,
-    services: &[ServiceEntry],
+    keys: &[ServiceKey],
 ) -> Result<(Vec<Vec<DestinationEntry>>, KernelFeatures)> {
-    let lists = services
+    let lists = keys
         .iter()
-        .map(|service| {
-            read_on(
-                connection,
-                &mut features,
-                call::destinations(&service.service.key),
-            )
-        })
+        .map(|key| read_on(connection, &mut features, call::destinations(key)))
         .collect::<Result<_>>()?;
     Ok((lists, features))
 }

@@ -131,6 +131,55 @@ pub(crate) fn timeouts() -> Read<Timeouts> {
     }
 }
 
+/// The requests of [`services_by_key`]: one `GET_SERVICE` per key, in order.
+pub(crate) fn service_requests(keys: &[ServiceKey]) -> Vec<IpvsMessage> {
+    keys.iter()
+        .map(|key| Request::GetService(*key).to_message())
+        .collect()
+}
+
+/// Reads the answers of a batch of [`service_requests`]: each key's service, or `None` where
+/// the kernel has no such service. Any other refusal, or a reply that cannot be decoded,
+/// fails the whole read.
+pub(crate) fn services_by_key(
+    keys: &[ServiceKey],
+    answers: Vec<std::result::Result<Vec<IpvsMessage>, KernelError>>,
+    features: &mut KernelFeatures,
+) -> Result<Vec<Option<ServiceEntry>>> {
+    if answers.len() != keys.len() {
+        return Err(Error::transport(
+            "get services",
+            TransportError::protocol(format!(
+                "{} answers to {} requests",
+                answers.len(),
+                keys.len()
+            )),
+        ));
+    }
+    keys.iter()
+        .zip(answers)
+        .map(|(key, answer)| match answer {
+            Ok(replies) => {
+                *features = observe(*features, &replies);
+                one(&replies, codec::decode_service)
+                    .map(Some)
+                    .map_err(|source| Error::Decode {
+                        operation: ReadName::Service(*key).into(),
+                        source,
+                    })
+            }
+            Err(refusal) => {
+                let error = Error::rejected(ReadName::Service(*key), refusal);
+                if error.kind() == super::ErrorKind::NotFound {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
+        })
+        .collect()
+}
+
 /// Learns what replies prove the kernel supports.
 pub(crate) fn observe(features: KernelFeatures, msgs: &[IpvsMessage]) -> KernelFeatures {
     msgs.iter()

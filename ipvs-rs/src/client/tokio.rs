@@ -115,6 +115,37 @@ impl AsyncIpvs {
         self.read(call::destinations(key)).await
     }
 
+    /// Several services by key, in order: `None` for a key the kernel has no service for
+    /// (one `GET_SERVICE` request per key, sent together as a batch; see
+    /// [`Ipvs::services_by_key`](super::Ipvs::services_by_key)).
+    pub async fn services_by_key(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> Result<Vec<Option<ServiceEntry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = self
+            .connection
+            .batch(call::service_requests(keys))
+            .await
+            .map_err(|e| Error::transport("get services", e))?;
+        call::services_by_key(keys, answers, &mut self.features)
+    }
+
+    /// The destinations of each of `keys`, in order (one `GET_DEST` dump per key, on this
+    /// handle's socket; empty for a missing service, as the kernel answers).
+    pub async fn destinations_of(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> Result<Vec<Vec<DestinationEntry>>> {
+        let mut lists = Vec::with_capacity(keys.len());
+        for key in keys {
+            lists.push(self.destinations(key).await?);
+        }
+        Ok(lists)
+    }
+
     /// The whole table: every service with its destinations, in the order the kernel lists
     /// services (one `GET_SERVICE` dump, then one `GET_DEST` dump per service, on this
     /// handle's socket). Not a consistent snapshot, like every dump.
@@ -122,12 +153,9 @@ impl AsyncIpvs {
         &mut self,
     ) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
         let services = self.services().await?;
-        let mut listing = Vec::with_capacity(services.len());
-        for service in services {
-            let destinations = self.destinations(&service.service.key).await?;
-            listing.push((service, destinations));
-        }
-        Ok(listing)
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.service.key).collect();
+        let destinations = self.destinations_of(&keys).await?;
+        Ok(services.into_iter().zip(destinations).collect())
     }
 
     /// The whole table's configuration, as a [`Table`] (see
