@@ -15,7 +15,10 @@
 //! 4. runs the reconciler's due work (retries, drain checks) when
 //!    [`Reconciler::next_wakeup`] says, and a full pass every [`EngineConfig::sync_period`],
 //!    which re-reads the node's addresses (NodePort virtual servers follow them) and repairs
-//!    drift.
+//!    drift. The pass is a sweep in slices of [`SWEEP_SLICE`] virtual servers
+//!    ([`Reconciler::start_sweep`]), spread over the first half of the period, with
+//!    incremental syncs run between slices: verifying a table of 100,000 real servers never
+//!    holds a change back for longer than one slice.
 //!
 //! A [`Message::Shutdown`] returns from [`Engine::run`] and leaves the table as it is: traffic
 //! keeps flowing through a restart, and the next start adopts it with no change.
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Node;
 use svc_controller::dataplane::Dataplane;
-use svc_controller::reconcile::{Reconciler, ReconcilerConfig, SyncReport};
+use svc_controller::reconcile::{Reconciler, ReconcilerConfig, ServiceUpdate, SyncReport};
 use svc_controller::{NodeInfo, Problem, ProxyConfig, ServiceRef};
 use tracing::{debug, error, info, warn};
 
@@ -37,6 +40,28 @@ use crate::telemetry::{Health, Metrics};
 
 /// How long to wait before trying the adoption again after it failed.
 const ADOPTION_RETRY: Duration = Duration::from_secs(1);
+
+/// How long to wait before trying a full pass again when the node could not be read.
+const FULL_PASS_RETRY: Duration = Duration::from_secs(5);
+
+/// How many virtual servers one slice of a full pass verifies (one read of that many, then
+/// their repairs). At 10 real servers each, a slice reads about 2,800 netlink messages.
+pub const SWEEP_SLICE: usize = 256;
+
+/// A full pass under way: when its next slice is due and what it has done so far.
+#[derive(Debug)]
+struct SweepPace {
+    /// When the pass started.
+    started: Instant,
+    /// When the next slice is due.
+    next: Instant,
+    /// The time between two slices.
+    interval: Duration,
+    /// Time spent working on the pass (its slices), for the full-sync duration metric.
+    work: Duration,
+    /// What the pass has done so far.
+    report: SyncReport,
+}
 
 /// The engine's settings.
 #[derive(Debug, Clone)]
@@ -89,6 +114,8 @@ pub struct Engine<D> {
     problems: HashMap<ServiceRef, Vec<Problem>>,
     last_sync: Option<Instant>,
     next_full: Option<Instant>,
+    /// The full pass under way, if any.
+    sweep: Option<SweepPace>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -116,6 +143,7 @@ impl<D: Dataplane> Engine<D> {
             problems: HashMap::new(),
             last_sync: None,
             next_full: None,
+            sweep: None,
             metrics,
             health,
         }
@@ -134,6 +162,12 @@ impl<D: Dataplane> Engine<D> {
     /// Whether the node has been adopted (every source synced, first full pass done).
     pub fn is_adopted(&self) -> bool {
         self.adopted
+    }
+
+    /// Whether a full pass is under way (it runs in slices, see step 4 of the
+    /// [module documentation](self)).
+    pub fn full_pass_running(&self) -> bool {
+        self.sweep.is_some()
     }
 
     /// Services touched and not programmed yet.
@@ -228,8 +262,10 @@ impl<D: Dataplane> Engine<D> {
             let report = self.reconciler.poll(now);
             self.after(&report);
         }
-        if self.next_full.is_some_and(|t| t <= now) {
-            self.full_pass(now, wall);
+        if self.sweep.as_ref().is_some_and(|p| p.next <= now) {
+            self.sweep_slice(now, wall);
+        } else if self.sweep.is_none() && self.next_full.is_some_and(|t| t <= now) {
+            self.start_full_pass(now, wall);
         }
     }
 
@@ -246,7 +282,11 @@ impl<D: Dataplane> Engine<D> {
             self.last_sync
                 .map_or_else(Instant::now, |t| t + self.config.min_sync_period)
         });
-        [sync, self.reconciler.next_wakeup(), self.next_full]
+        let full = match &self.sweep {
+            Some(pace) => Some(pace.next),
+            None => self.next_full,
+        };
+        [sync, self.reconciler.next_wakeup(), full]
             .into_iter()
             .flatten()
             .min()
@@ -300,7 +340,7 @@ impl<D: Dataplane> Engine<D> {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "node adopted"
                 );
-                self.finish_sync(started, wall, &report, true);
+                self.finish_sync(started.elapsed(), wall, &report, true);
             }
             Err(e) => {
                 error!(error = %e, "cannot adopt the node (reading IPVS failed); retrying");
@@ -313,23 +353,21 @@ impl<D: Dataplane> Engine<D> {
     fn sync_dirty(&mut self, now: Instant, wall: SystemTime) {
         let started = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
-        let mut total = SyncReport::default();
+        let mut updates = Vec::with_capacity(dirty.len());
         for service in &dirty {
-            let report = match self.store.compute(service, &self.node, &self.config.proxy) {
+            match self.store.compute(service, &self.node, &self.config.proxy) {
                 Some(desired) => {
                     self.note_problems(service, &desired.problems);
-                    self.reconciler.sync_service(desired, now)
+                    updates.push(ServiceUpdate::Set(desired));
                 }
                 None => {
                     self.note_problems(service, &[]);
-                    self.reconciler.remove_service(service, now)
+                    updates.push(ServiceUpdate::Remove(service.clone()));
                 }
-            };
-            total.operations += report.operations;
-            total.failed += report.failed;
-            total.address_changes += report.address_changes;
-            total.errors.extend(report.errors);
+            }
         }
+        // One sync for all: reads and operations of every touched Service go together.
+        let total = self.reconciler.sync_services(updates, now);
         self.last_sync = Some(now);
         debug!(
             services = dirty.len(),
@@ -337,7 +375,7 @@ impl<D: Dataplane> Engine<D> {
             failed = total.failed,
             "synced"
         );
-        self.finish_sync(started, wall, &total, false);
+        self.finish_sync(started.elapsed(), wall, &total, false);
         let done = SystemTime::now();
         for service in &dirty {
             if let Some(t) = self.triggers.remove(service) {
@@ -368,29 +406,77 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
-    fn full_pass(&mut self, now: Instant, wall: SystemTime) {
+    /// Starts a full pass (see step 4 of the [module documentation](self)); its first slice
+    /// runs at once.
+    fn start_full_pass(&mut self, now: Instant, wall: SystemTime) {
         let started = Instant::now();
         self.refresh_node_addresses();
         if !self.dirty.is_empty() {
             self.sync_dirty(now, wall);
         }
-        let report = match self.reconciler.verify(now) {
-            Ok(report) => report,
+        match self.reconciler.start_sweep(now) {
+            Ok(report) => {
+                let remaining = self.reconciler.sweep_remaining().unwrap_or(0);
+                let slices = remaining.div_ceil(SWEEP_SLICE).max(1);
+                let interval =
+                    (self.config.sync_period / 2) / u32::try_from(slices).unwrap_or(u32::MAX);
+                self.sweep = Some(SweepPace {
+                    started: now,
+                    next: now,
+                    interval,
+                    work: started.elapsed(),
+                    report,
+                });
+                self.sweep_slice(now, wall);
+            }
             Err(e) => {
-                // The reconciler schedules the retry itself.
-                warn!(error = %e, "full pass failed");
-                SyncReport {
+                warn!(error = %e, retry_in_ms = FULL_PASS_RETRY.as_millis() as u64, "full pass failed");
+                self.next_full = Some(now + FULL_PASS_RETRY);
+                let report = SyncReport {
                     errors: vec![e.to_string()],
                     ..SyncReport::default()
-                }
+                };
+                self.finish_sync(started.elapsed(), wall, &report, true);
             }
-        };
-        self.next_full = Some(now + self.config.sync_period);
-        self.finish_sync(started, wall, &report, true);
+        }
     }
 
-    fn finish_sync(&mut self, started: Instant, wall: SystemTime, report: &SyncReport, full: bool) {
-        let elapsed = started.elapsed().as_secs_f64();
+    /// Runs the next slice of the full pass under way, and ends the pass after its last.
+    fn sweep_slice(&mut self, now: Instant, wall: SystemTime) {
+        let started = Instant::now();
+        let report = self.reconciler.sweep_step(now, SWEEP_SLICE);
+        let Some(pace) = &mut self.sweep else {
+            return;
+        };
+        pace.work += started.elapsed();
+        pace.report.merge(report);
+        pace.next = now + pace.interval;
+        if self.reconciler.sweep_remaining().is_some() {
+            self.after(&SyncReport::default());
+            return;
+        }
+        let Some(pace) = self.sweep.take() else {
+            return;
+        };
+        debug!(
+            operations = pace.report.operations,
+            failed = pace.report.failed,
+            work_ms = pace.work.as_millis() as u64,
+            elapsed_ms = now.saturating_duration_since(pace.started).as_millis() as u64,
+            "full pass done"
+        );
+        self.next_full = Some((pace.started + self.config.sync_period).max(now));
+        self.finish_sync(pace.work, wall, &pace.report, true);
+    }
+
+    fn finish_sync(
+        &mut self,
+        elapsed: Duration,
+        wall: SystemTime,
+        report: &SyncReport,
+        full: bool,
+    ) {
+        let elapsed = elapsed.as_secs_f64();
         self.metrics.sync_duration.observe(elapsed);
         if full {
             self.metrics.full_sync_duration.observe(elapsed);
@@ -714,5 +800,96 @@ mod tests {
         tx.send(Message::Shutdown).unwrap();
         let dp = handle.join().unwrap();
         assert_eq!(dp.table().len(), 2, "the table stays after a shutdown");
+    }
+    #[test]
+    fn the_full_pass_runs_in_slices_and_changes_go_between_them() {
+        let t0 = Instant::now();
+        let mut e = engine(false);
+        let count = SWEEP_SLICE * 2 + 10;
+        let services = (0..count)
+            .map(|i| {
+                service(
+                    "ns",
+                    &format!("s{i}"),
+                    &format!("10.96.{}.{}", i / 200, i % 200 + 1),
+                )
+            })
+            .collect();
+        let slices = (0..count)
+            .map(|i| slice("ns", &format!("s{i}-1"), &format!("s{i}"), &["10.1.0.1"]))
+            .collect();
+        feed(
+            &mut e,
+            vec![
+                Message::Services(Change::Reset(services)),
+                Message::Slices(Change::Reset(slices)),
+            ],
+            t0,
+        );
+        assert!(e.is_adopted());
+        assert_eq!(e.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        // Drift behind our back: the last virtual server is deleted.
+        let last =
+            ipvs::model::ServiceKey::tcp("10.96.2.122".parse::<std::net::Ipv4Addr>().unwrap(), 80);
+        e.reconciler
+            .dataplane_mut()
+            .tamper(|t| {
+                assert!(t.remove_service(&last).is_some());
+            })
+            .unwrap();
+        e.reconciler.dataplane_mut().clear_logs();
+
+        // The pass starts with its first slice, the next ones are spread over 15 s.
+        let t1 = t0 + Duration::from_secs(30);
+        e.step(t1, SystemTime::now());
+        assert!(e.full_pass_running());
+        assert_eq!(e.next_deadline(), Some(t1 + Duration::from_secs(5)));
+        // A change between slices is programmed at once.
+        feed(
+            &mut e,
+            vec![Message::Slices(Change::Applied(slice(
+                "ns",
+                "s0-1",
+                "s0",
+                &["10.1.0.1", "10.1.0.2"],
+            )))],
+            t1 + Duration::from_millis(1),
+        );
+        assert_eq!(kinds(&e), [OperationKind::AddDestination]);
+        assert!(e.full_pass_running());
+        // The later slices: the missing virtual server comes back.
+        e.step(t1 + Duration::from_secs(5), SystemTime::now());
+        assert!(e.full_pass_running());
+        e.step(t1 + Duration::from_secs(10), SystemTime::now());
+        assert!(!e.full_pass_running());
+        assert_eq!(
+            kinds(&e),
+            [
+                OperationKind::AddDestination,
+                OperationKind::AddService,
+                OperationKind::AddDestination
+            ]
+        );
+        assert!(e.reconciler().dataplane().table().get(&last).is_some());
+        // The next pass is one period after this one started.
+        assert_eq!(e.next_deadline(), Some(t1 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_full_pass_that_cannot_read_the_node_is_tried_again() {
+        let t0 = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), t0);
+        e.reconciler.dataplane_mut().fail_listings(1);
+        let t1 = t0 + Duration::from_secs(30);
+        e.step(t1, SystemTime::now());
+        assert!(!e.full_pass_running());
+        assert_eq!(e.next_deadline(), Some(t1 + FULL_PASS_RETRY));
+        e.step(t1 + FULL_PASS_RETRY, SystemTime::now());
+        assert!(!e.full_pass_running(), "one slice covers this small table");
+        assert_eq!(
+            e.next_deadline(),
+            Some(t1 + FULL_PASS_RETRY + Duration::from_secs(30))
+        );
     }
 }

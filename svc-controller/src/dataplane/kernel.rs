@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use futures_util::{StreamExt, TryStreamExt};
 use ipvs::codec::Operation;
-use ipvs::model::ServiceKey;
+use ipvs::model::{DestinationEntry, ServiceEntry, ServiceKey};
 use ipvs::table::{ServiceConfig, Table};
 use ipvs::{ErrorKind, Ipvs};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -210,38 +210,40 @@ impl KernelDataplane {
         let dests = self.ipvs.destinations(key).map_err(|source| {
             DataplaneError::ipvs(format!("list the destinations of {key}"), source)
         })?;
-        let connections = dests
-            .iter()
-            .map(|d| {
-                (
-                    d.destination.key(),
-                    Connections {
-                        active: d.active_connections,
-                        inactive: d.inactive_connections,
-                    },
-                )
-            })
-            .collect();
-        Ok(Some(ServiceState {
-            config: ServiceConfig::from_entries(entry, dests),
-            connections,
-        }))
+        Ok(Some(service_state(entry, dests)))
+    }
+}
+
+/// One virtual server as read from the kernel, with its destinations' connection counts.
+fn service_state(entry: ServiceEntry, dests: Vec<DestinationEntry>) -> ServiceState {
+    let connections = dests
+        .iter()
+        .map(|d| {
+            (
+                d.destination.key(),
+                Connections {
+                    active: d.active_connections,
+                    inactive: d.inactive_connections,
+                },
+            )
+        })
+        .collect();
+    ServiceState {
+        config: ServiceConfig::from_entries(entry, dests),
+        connections,
     }
 }
 
 impl Dataplane for KernelDataplane {
     fn list(&mut self) -> Result<Listing, DataplaneError> {
-        let services = self
+        let listing = self
             .ipvs
-            .services()
-            .map_err(|source| DataplaneError::ipvs("list IPVS services", source))?;
+            .services_with_destinations()
+            .map_err(|source| DataplaneError::ipvs("list the IPVS table", source))?;
         let mut table = Table::new();
         let mut connections = HashMap::new();
-        for entry in services {
+        for (entry, dests) in listing {
             let key = entry.service.key;
-            let dests = self.ipvs.destinations(&key).map_err(|source| {
-                DataplaneError::ipvs(format!("list the destinations of {key}"), source)
-            })?;
             for d in &dests {
                 let c = Connections {
                     active: d.active_connections,
@@ -258,6 +260,48 @@ impl Dataplane for KernelDataplane {
 
     fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceState>, DataplaneError> {
         self.read_service(key)
+    }
+
+    fn services(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> Result<Vec<Option<ServiceState>>, DataplaneError> {
+        let entries = self.ipvs.services_by_key(keys).map_err(|source| {
+            DataplaneError::ipvs(format!("read {} IPVS services", keys.len()), source)
+        })?;
+        let found: Vec<ServiceKey> = entries
+            .iter()
+            .flatten()
+            .map(|entry| entry.service.key)
+            .collect();
+        let mut lists = self
+            .ipvs
+            .destinations_of(&found)
+            .map_err(|source| {
+                DataplaneError::ipvs(
+                    format!("list the destinations of {} IPVS services", found.len()),
+                    source,
+                )
+            })?
+            .into_iter();
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let entry = entry?;
+                let dests = lists.next().unwrap_or_default();
+                Some(service_state(entry, dests))
+            })
+            .collect())
+    }
+
+    fn service_keys(&mut self) -> Result<Vec<ServiceKey>, DataplaneError> {
+        Ok(self
+            .ipvs
+            .services()
+            .map_err(|source| DataplaneError::ipvs("list IPVS services", source))?
+            .into_iter()
+            .map(|entry| entry.service.key)
+            .collect())
     }
 
     fn apply(

@@ -54,6 +54,7 @@ pub struct MemoryDataplane {
     failing_listings: usize,
     failing_address_changes: usize,
     apply_calls: usize,
+    read_calls: usize,
 }
 
 /// The errno injected by whole-call faults (EAGAIN).
@@ -64,6 +65,13 @@ impl MemoryDataplane {
     /// the kernel, so this counts round trips).
     pub fn apply_calls(&self) -> usize {
         self.apply_calls
+    }
+
+    /// How many reads of the table were made ([`Dataplane::list`], [`Dataplane::service`],
+    /// [`Dataplane::services`] and [`Dataplane::service_keys`] count one each, as each is
+    /// one exchange with the kernel).
+    pub fn read_calls(&self) -> usize {
+        self.read_calls
     }
 
     /// An empty node: empty table, no dummy interface yet, no other address, no sysctl.
@@ -153,8 +161,8 @@ impl MemoryDataplane {
         self.failing_address_changes = 0;
     }
 
-    /// Makes the next `count` reads of the table ([`Dataplane::list`], [`Dataplane::service`])
-    /// fail.
+    /// Makes the next `count` reads of the table fail (each call counted by
+    /// [`MemoryDataplane::read_calls`] is one read).
     pub fn fail_listings(&mut self, count: usize) -> &mut Self {
         self.failing_listings = count;
         self
@@ -194,6 +202,7 @@ impl MemoryDataplane {
     }
 
     fn read_fault(&mut self, context: &str) -> Result<(), DataplaneError> {
+        self.read_calls += 1;
         if self.failing_listings > 0 {
             self.failing_listings -= 1;
             return Err(DataplaneError::Injected {
@@ -213,6 +222,14 @@ impl MemoryDataplane {
             });
         }
         Ok(())
+    }
+
+    fn state_of(&self, key: &ServiceKey) -> Option<ServiceState> {
+        let config = self.kernel.as_table().get(key)?.clone();
+        Some(ServiceState {
+            config,
+            connections: self.counts_of(key),
+        })
     }
 
     fn counts_of(&self, key: &ServiceKey) -> HashMap<DestinationKey, Connections> {
@@ -243,13 +260,20 @@ impl Dataplane for MemoryDataplane {
 
     fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceState>, DataplaneError> {
         self.read_fault("read one IPVS service")?;
-        let Some(config) = self.kernel.as_table().get(key).cloned() else {
-            return Ok(None);
-        };
-        Ok(Some(ServiceState {
-            config,
-            connections: self.counts_of(key),
-        }))
+        Ok(self.state_of(key))
+    }
+
+    fn services(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> Result<Vec<Option<ServiceState>>, DataplaneError> {
+        self.read_fault("read IPVS services")?;
+        Ok(keys.iter().map(|key| self.state_of(key)).collect())
+    }
+
+    fn service_keys(&mut self) -> Result<Vec<ServiceKey>, DataplaneError> {
+        self.read_fault("list IPVS services")?;
+        Ok(self.kernel.as_table().keys().collect())
     }
 
     fn apply(

@@ -243,6 +243,23 @@ pub trait Dataplane {
     /// does not have it.
     fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceState>, DataplaneError>;
 
+    /// Several virtual servers, as [`Dataplane::service`] answers for each, in the order of
+    /// `keys`. The kernel dataplane reads them in a few system calls (a batch of requests and
+    /// dumps spread over parallel sockets), where one [`Dataplane::service`] call each costs
+    /// round trips each; this default reads one at a time.
+    fn services(
+        &mut self,
+        keys: &[ServiceKey],
+    ) -> Result<Vec<Option<ServiceState>>, DataplaneError> {
+        keys.iter().map(|key| self.service(key)).collect()
+    }
+
+    /// The keys of every virtual server in the table, without their destinations (one
+    /// dump, where [`Dataplane::list`] costs one more per virtual server).
+    fn service_keys(&mut self) -> Result<Vec<ServiceKey>, DataplaneError> {
+        Ok(self.list()?.table.keys().collect())
+    }
+
     /// Applies `operations` in order, one request each, and returns one result per operation
     /// (a failure does not stop the next ones). The outer error means the conversation itself
     /// failed and nothing is known about which operations took effect.

@@ -101,7 +101,7 @@
 
 pub mod config;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -244,6 +244,27 @@ impl SyncReport {
     pub fn is_ok(&self) -> bool {
         self.errors.is_empty()
     }
+
+    /// Adds what `other` did to this report (to sum the reports of several calls).
+    pub fn merge(&mut self, other: SyncReport) {
+        self.operations += other.operations;
+        self.failed += other.failed;
+        self.address_changes += other.address_changes;
+        self.sysctl_writes += other.sysctl_writes;
+        self.deferred |= other.deferred;
+        self.interface_deleted |= other.interface_deleted;
+        self.errors.extend(other.errors);
+    }
+}
+
+/// One Service's new input for [`Reconciler::sync_services`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceUpdate {
+    /// The Service's newly computed virtual servers (see
+    /// [`compute_service`](crate::compute_service)).
+    Set(ServiceDesired),
+    /// The Service is gone, or no longer handled by this proxy.
+    Remove(ServiceRef),
 }
 
 /// Work to retry.
@@ -306,7 +327,18 @@ pub struct Reconciler<D> {
     /// VIP is.
     blocked: BTreeSet<VirtualServerKey>,
     adopted: bool,
+    /// The full pass in slices under way, if any.
+    sweep: Option<Sweep>,
     metrics: Metrics,
+}
+
+/// A full pass in slices (see [`Reconciler::start_sweep`]).
+#[derive(Debug)]
+struct Sweep {
+    /// The virtual servers left to verify, in key order.
+    keys: VecDeque<VirtualServerKey>,
+    /// How many have been verified.
+    examined: usize,
 }
 
 impl<D: Dataplane> Reconciler<D> {
@@ -327,6 +359,7 @@ impl<D: Dataplane> Reconciler<D> {
             suspect: BTreeSet::new(),
             blocked: BTreeSet::new(),
             adopted: false,
+            sweep: None,
             metrics: Metrics::default(),
         }
     }
@@ -442,6 +475,28 @@ impl<D: Dataplane> Reconciler<D> {
         self.apply_changes(changes, now)
     }
 
+    /// Replaces the desired virtual servers of many Services and programs what changed, as
+    /// one sync: the reads it needs are made together and its operations share batches, so
+    /// a burst of changes across thousands of Services costs a few system calls, not round
+    /// trips per Service. The result is the same as calling [`Reconciler::sync_service`] and
+    /// [`Reconciler::remove_service`] for each update in turn.
+    pub fn sync_services(
+        &mut self,
+        updates: impl IntoIterator<Item = ServiceUpdate>,
+        now: Instant,
+    ) -> SyncReport {
+        let mut changes = Changes::default();
+        for update in updates {
+            let more = match update {
+                ServiceUpdate::Set(desired) => self.desired.update(desired),
+                ServiceUpdate::Remove(service) => self.desired.remove(&service),
+            };
+            changes.virtual_servers.extend(more.virtual_servers);
+            changes.vips.extend(more.vips);
+        }
+        self.apply_changes(changes, now)
+    }
+
     fn apply_changes(&mut self, changes: Changes, now: Instant) -> SyncReport {
         self.metrics.syncs += 1;
         let mut report = SyncReport::default();
@@ -452,8 +507,13 @@ impl<D: Dataplane> Reconciler<D> {
         // Bind before creating, delete before unbinding (see the ownership rule).
         let (bind, unbind): (Vec<IpAddr>, Vec<IpAddr>) =
             changes.vips.iter().partition(|a| self.vip_wanted(a));
+        let (bound, missing): (Vec<IpAddr>, Vec<IpAddr>) =
+            bind.iter().partition(|a| self.dummy.contains(a));
+        for addr in bound {
+            self.clear_retry(Work::Vip(addr));
+        }
+        self.bind_vips(missing, now, &mut report);
         for addr in bind {
-            self.reconcile_vip(addr, now, &mut report);
             self.unblock(addr, now, &mut report);
         }
         let items = changes.virtual_servers.iter().map(|key| (*key, None));
@@ -467,7 +527,8 @@ impl<D: Dataplane> Reconciler<D> {
     /// Runs what is due at `now`: retries whose backoff has elapsed and drain checks.
     pub fn poll(&mut self, now: Instant) -> SyncReport {
         let mut report = SyncReport::default();
-        // Retries run in key order: virtual servers before addresses before a full pass.
+        // Retries run in key order: virtual servers (together) before addresses before a
+        // full pass.
         let due: BTreeSet<Work> = self
             .due(now)
             .filter_map(|t| match t {
@@ -475,18 +536,30 @@ impl<D: Dataplane> Reconciler<D> {
                 Timer::Drain(_) => None,
             })
             .collect();
+        let virtual_servers: Vec<(VirtualServerKey, Option<Option<ServiceState>>)> = due
+            .iter()
+            .filter_map(|w| match w {
+                Work::Vs(key) => Some((*key, None)),
+                _ => None,
+            })
+            .collect();
+        self.metrics.retries += virtual_servers.len() as u64;
+        self.reconcile_many(virtual_servers, now, &mut report);
         for work in due {
-            self.metrics.retries += 1;
             match work {
-                Work::Vs(key) => self.reconcile_vs(key, now, None, &mut report),
+                Work::Vs(_) => {} // done above, together
                 Work::Vip(addr) => {
+                    self.metrics.retries += 1;
                     self.reconcile_vip(addr, now, &mut report);
                     self.unblock(addr, now, &mut report);
                 }
-                Work::FullPass => match self.verify(now) {
-                    Ok(r) => merge(&mut report, r),
-                    Err(e) => report.errors.push(e.to_string()),
-                },
+                Work::FullPass => {
+                    self.metrics.retries += 1;
+                    match self.verify(now) {
+                        Ok(r) => report.merge(r),
+                        Err(e) => report.errors.push(e.to_string()),
+                    }
+                }
             }
         }
         // Due drain checks. The next check is pushed back first, so that a check that cannot
@@ -510,9 +583,7 @@ impl<D: Dataplane> Reconciler<D> {
         }
         // A check reads the kernel's connection counts.
         self.suspect.extend(drains.iter().copied());
-        for key in drains {
-            self.reconcile_vs(key, now, None, &mut report);
-        }
+        self.reconcile_many(drains.into_iter().map(|key| (key, None)), now, &mut report);
         report
     }
 
@@ -542,65 +613,29 @@ impl<D: Dataplane> Reconciler<D> {
             }
         };
         self.clear_retry(Work::FullPass);
+        // This pass covers whatever a sweep had left.
+        self.sweep = None;
         self.node_addresses = node;
         self.dummy = dummy;
         self.hold_sysctls(&mut report);
 
-        let ownership = self.ownership();
-        let mut keys: BTreeSet<VirtualServerKey> =
-            self.desired.virtual_servers().keys().copied().collect();
-        let mut found = 0usize;
-        for skey in listing.table.keys() {
-            if let Some(k) = from_service_key(&skey)
-                && (keys.contains(&k) || ownership.owns(&k) || self.view.contains_service(&skey))
-            {
-                found += 1;
-                keys.insert(k);
-            }
-        }
-        keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
-        // Work waiting for a retry is done now, with the fresh listing.
-        keys.extend(self.pending.keys().filter_map(|w| match w {
-            Work::Vs(k) => Some(*k),
-            _ => None,
-        }));
-        keys.extend(self.suspect.iter().copied());
-
-        let wanted: BTreeSet<IpAddr> = self
-            .desired
-            .vips()
-            .into_iter()
-            .filter(|a| !self.node_addresses.contains(a))
+        let (keys, found) = self.pass_keys(listing.table.keys());
+        let missing: Vec<IpAddr> = self
+            .wanted_vips()
+            .difference(&self.dummy)
+            .copied()
             .collect();
-        let missing: Vec<IpAddr> = wanted.difference(&self.dummy).copied().collect();
         self.bind_vips(missing, now, &mut report);
         let examined = keys.len();
-        let mut drifted = BTreeSet::new();
-        let mut items = Vec::with_capacity(keys.len());
-        for key in keys {
-            let skey = to_service_key(&key);
-            let fresh = listing.service(&skey);
-            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
-                self.metrics.drift_detected += 1;
-                drifted.insert(key);
-            }
-            self.suspect.remove(&key);
-            items.push((key, Some(fresh)));
-        }
-        for (key, operations, ok) in self.reconcile_many(items, now, &mut report) {
-            if ok && drifted.contains(&key) {
-                info!(
-                    virtual_server = %key,
-                    service = %self.owner(&key),
-                    operations,
-                    "drift repaired: the kernel differed from what was programmed"
-                );
-            }
-        }
-        let stale: Vec<IpAddr> = self.dummy.difference(&wanted).copied().collect();
-        for addr in stale {
-            self.reconcile_vip(addr, now, &mut report);
-        }
+        let states = keys
+            .into_iter()
+            .map(|key| {
+                let fresh = listing.service(&to_service_key(&key));
+                (key, fresh)
+            })
+            .collect();
+        self.verify_states(states, now, &mut report);
+        self.unbind_stale_vips(now, &mut report);
         if !self.adopted {
             info!(
                 owned_virtual_servers = found,
@@ -625,6 +660,186 @@ impl<D: Dataplane> Reconciler<D> {
         );
         self.adopted = true;
         Ok(report)
+    }
+
+    /// Starts a full pass in slices: the same checks as [`Reconciler::verify`], with the
+    /// work spread over [`Reconciler::sweep_step`] calls so that a large table is verified
+    /// without holding up incremental syncs (a daemon runs them between slices).
+    ///
+    /// This call reads what is cheap to read whole: the node's addresses, the dummy
+    /// interface, the sysctls and the keys of the table's virtual servers (one dump, without
+    /// destinations). It binds missing VIPs and lines up every virtual server to verify:
+    /// the desired ones, the owned ones in the kernel, the ones in the view and the ones
+    /// waiting for a retry. Each [`Reconciler::sweep_step`] then reads a slice of them whole
+    /// (destinations and connection counts, at that moment, so changes made meanwhile are
+    /// seen) and repairs what differs. A sweep started while another runs replaces it.
+    ///
+    /// An error means the node could not be read; nothing was changed and no sweep is
+    /// running (the caller tries again later).
+    pub fn start_sweep(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
+        let read = (|| {
+            let listed = self.dataplane.service_keys()?;
+            let node = self.dataplane.node_addresses()?;
+            let dummy = self.dataplane.dummy_addresses()?;
+            Ok::<_, DataplaneError>((listed, node, dummy))
+        })();
+        let (listed, node, dummy) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics.read_failures += 1;
+                self.sweep = None;
+                warn!(error = %e, "full pass: cannot read the node; trying again later");
+                return Err(e);
+            }
+        };
+        self.metrics.full_syncs += 1;
+        self.node_addresses = node;
+        self.dummy = dummy;
+        let mut report = SyncReport::default();
+        self.hold_sysctls(&mut report);
+        let (keys, _) = self.pass_keys(listed.into_iter());
+        let missing: Vec<IpAddr> = self
+            .wanted_vips()
+            .difference(&self.dummy)
+            .copied()
+            .collect();
+        self.bind_vips(missing, now, &mut report);
+        self.sweep = Some(Sweep {
+            examined: 0,
+            keys: keys.into_iter().collect(),
+        });
+        Ok(report)
+    }
+
+    /// Verifies the next `max` virtual servers of the running sweep (see
+    /// [`Reconciler::start_sweep`]): reads them in one go ([`Dataplane::services`]) and
+    /// repairs what differs, as [`Reconciler::verify`] does. After the last slice the sweep
+    /// ends: addresses no longer wanted are unbound and the pass is logged. A slice that
+    /// cannot be read marks its virtual servers for a retry (with backoff) and the sweep goes
+    /// on. Does nothing when no sweep runs.
+    pub fn sweep_step(&mut self, now: Instant, max: usize) -> SyncReport {
+        let mut report = SyncReport::default();
+        let Some(sweep) = &mut self.sweep else {
+            return report;
+        };
+        let take = max.max(1).min(sweep.keys.len());
+        let keys: Vec<VirtualServerKey> = sweep.keys.drain(..take).collect();
+        sweep.examined += keys.len();
+        if !keys.is_empty() {
+            let skeys: Vec<ServiceKey> = keys.iter().map(to_service_key).collect();
+            match self.dataplane.services(&skeys) {
+                Ok(states) => {
+                    let states = keys.into_iter().zip(states).collect();
+                    self.verify_states(states, now, &mut report);
+                }
+                Err(e) => {
+                    self.metrics.read_failures += 1;
+                    warn!(
+                        virtual_servers = keys.len(),
+                        error = %e,
+                        "full pass: cannot read virtual servers; each is retried"
+                    );
+                    for key in keys {
+                        self.suspect.insert(key);
+                        self.schedule(Work::Vs(key), now);
+                    }
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        if self.sweep.as_ref().is_some_and(|s| s.keys.is_empty()) {
+            let examined = self.sweep.take().map_or(0, |s| s.examined);
+            self.unbind_stale_vips(now, &mut report);
+            self.adopted = true;
+            debug!(virtual_servers = examined, "full pass (in slices) done");
+        }
+        report
+    }
+
+    /// How many virtual servers the running sweep has left to verify (`None`: no sweep).
+    pub fn sweep_remaining(&self) -> Option<usize> {
+        self.sweep.as_ref().map(|s| s.keys.len())
+    }
+
+    /// The virtual servers a full pass examines, given the keys of the kernel's table: the
+    /// desired ones, the listed ones we own or have in the view, the rest of the view, and the
+    /// ones waiting for a retry or suspect. Also returns how many listed ones are ours.
+    fn pass_keys(
+        &self,
+        listed: impl Iterator<Item = ServiceKey>,
+    ) -> (BTreeSet<VirtualServerKey>, usize) {
+        let ownership = self.ownership();
+        let mut keys: BTreeSet<VirtualServerKey> =
+            self.desired.virtual_servers().keys().copied().collect();
+        let mut found = 0usize;
+        for skey in listed {
+            if let Some(k) = from_service_key(&skey)
+                && (keys.contains(&k) || ownership.owns(&k) || self.view.contains_service(&skey))
+            {
+                found += 1;
+                keys.insert(k);
+            }
+        }
+        keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
+        // Work waiting for a retry is done now, with the fresh read.
+        keys.extend(self.pending.keys().filter_map(|w| match w {
+            Work::Vs(k) => Some(*k),
+            _ => None,
+        }));
+        keys.extend(self.suspect.iter().copied());
+        (keys, found)
+    }
+
+    /// The VIPs to bind on the dummy interface: the desired ones the node does not already
+    /// have on another interface.
+    fn wanted_vips(&self) -> BTreeSet<IpAddr> {
+        self.desired
+            .vips()
+            .into_iter()
+            .filter(|a| !self.node_addresses.contains(a))
+            .collect()
+    }
+
+    /// Unbinds the dummy interface's addresses that are no longer wanted (each once its
+    /// virtual servers are gone).
+    fn unbind_stale_vips(&mut self, now: Instant, report: &mut SyncReport) {
+        let wanted = self.wanted_vips();
+        let stale: Vec<IpAddr> = self.dummy.difference(&wanted).copied().collect();
+        for addr in stale {
+            self.reconcile_vip(addr, now, report);
+        }
+    }
+
+    /// The heart of a full pass: brings each virtual server in line with the desired state
+    /// from its state just read from the kernel, counting and logging drift (the kernel
+    /// differs from the view).
+    fn verify_states(
+        &mut self,
+        states: Vec<(VirtualServerKey, Option<ServiceState>)>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) {
+        let mut drifted = BTreeSet::new();
+        let mut items = Vec::with_capacity(states.len());
+        for (key, fresh) in states {
+            let skey = to_service_key(&key);
+            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
+                self.metrics.drift_detected += 1;
+                drifted.insert(key);
+            }
+            self.suspect.remove(&key);
+            items.push((key, Some(fresh)));
+        }
+        for (key, operations, ok) in self.reconcile_many(items, now, report) {
+            if ok && drifted.contains(&key) {
+                info!(
+                    virtual_server = %key,
+                    service = %self.owner(&key),
+                    operations,
+                    "drift repaired: the kernel differed from what was programmed"
+                );
+            }
+        }
     }
 
     /// Removes everything this controller owns from the node: every owned virtual server
@@ -730,6 +945,7 @@ impl<D: Dataplane> Reconciler<D> {
             "cleanup done"
         );
         self.desired = DesiredState::new();
+        self.sweep = None;
         self.drains.clear();
         self.pending.clear();
         self.timers.clear();
@@ -1039,6 +1255,9 @@ impl<D: Dataplane> Reconciler<D> {
         now: Instant,
         report: &mut SyncReport,
     ) -> Vec<(VirtualServerKey, usize, bool)> {
+        let mut items: Vec<(VirtualServerKey, Option<Option<ServiceState>>)> =
+            items.into_iter().collect();
+        self.read_ahead(&mut items, now);
         let mut out = Vec::new();
         let mut pending: Vec<PreparedVs> = Vec::new();
         let mut pending_ops = 0usize;
@@ -1055,6 +1274,52 @@ impl<D: Dataplane> Reconciler<D> {
         }
         self.send_prepared(pending, report, &mut out);
         out
+    }
+
+    /// Reads together the kernel's state of the items that need a read before planning
+    /// (suspect, or a TCP real server leaves and its connection counts decide its drain), so
+    /// that syncing many virtual servers costs a few system calls
+    /// ([`Dataplane::services`]), not round trips each. If that read fails, each is read on
+    /// its own by [`Self::prepare_vs`], which reports and retries its failure.
+    fn read_ahead(
+        &mut self,
+        items: &mut [(VirtualServerKey, Option<Option<ServiceState>>)],
+        now: Instant,
+    ) {
+        let wanted: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, (key, fresh))| fresh.is_none() && self.needs_read(key, now))
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.len() < 2 {
+            return;
+        }
+        let keys: Vec<ServiceKey> = wanted
+            .iter()
+            .map(|&i| to_service_key(&items[i].0))
+            .collect();
+        match self.dataplane.services(&keys) {
+            Ok(states) => {
+                for (i, state) in wanted.into_iter().zip(states) {
+                    items[i].1 = Some(state);
+                }
+            }
+            Err(e) => {
+                self.metrics.read_failures += 1;
+                warn!(
+                    virtual_servers = keys.len(),
+                    error = %e,
+                    "cannot read virtual servers together; reading each on its own"
+                );
+            }
+        }
+    }
+
+    /// Whether planning `key` needs the kernel's state first (see [`Self::read_ahead`]).
+    fn needs_read(&self, key: &VirtualServerKey, now: Instant) -> bool {
+        self.suspect.contains(key)
+            || self.needs_counts(key, self.desired.virtual_servers().get(key), now)
     }
 
     /// Sends the plans of `prepared` as one batch and finishes each virtual server with its
@@ -1093,9 +1358,7 @@ impl<D: Dataplane> Reconciler<D> {
         let skey = to_service_key(&key);
         let desired = self.desired.virtual_servers().get(&key).cloned();
         let mut fresh = fresh;
-        if fresh.is_none()
-            && (self.suspect.contains(&key) || self.needs_counts(&key, desired.as_ref(), now))
-        {
+        if fresh.is_none() && self.needs_read(&key, now) {
             match self.dataplane.service(&skey) {
                 Ok(state) => fresh = Some(state),
                 Err(e) => {
@@ -1478,15 +1741,6 @@ fn op_key(op: &Operation) -> Option<VirtualServerKey> {
         | Operation::DeleteDestination(k, _) => from_service_key(k),
         _ => None,
     }
-}
-
-fn merge(into: &mut SyncReport, from: SyncReport) {
-    into.operations += from.operations;
-    into.failed += from.failed;
-    into.address_changes += from.address_changes;
-    into.sysctl_writes += from.sysctl_writes;
-    into.interface_deleted |= from.interface_deleted;
-    into.errors.extend(from.errors);
 }
 
 /// Whether the desired virtual server has this destination.

@@ -918,3 +918,187 @@ fn logs_failures_drains_drift_and_adoption_with_the_service() {
         .collect();
     assert!(infos.is_empty(), "{infos:#?}");
 }
+
+/// `count` Services, each with one TCP virtual server of the given real servers.
+fn many(count: u32, backends: &[&str]) -> Vec<ServiceDesired> {
+    (0..count)
+        .map(|i| {
+            let [_, _, hi, lo] = (0x0a60_0000 + i + 1).to_be_bytes();
+            let addr = format!("10.96.{hi}.{lo}");
+            service(
+                &format!("s{i}"),
+                vec![vs(&addr, Protocol::Tcp, 80, backends)],
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_across_services_is_one_read_and_one_batch() {
+    let t0 = Instant::now();
+    let before = many(50, &["10.244.0.1", "10.244.0.2"]);
+    let after = many(50, &["10.244.0.1"]);
+    let mut together = started(node(), before.clone(), t0);
+    let mut alone = started(node(), before, t0);
+    // Half of the leaving real servers still have connections: they drain.
+    for s in after.iter().step_by(2) {
+        let key = to_service_key(s.virtual_servers.keys().next().unwrap());
+        let busy = Connections {
+            active: 1,
+            inactive: 0,
+        };
+        together
+            .dataplane_mut()
+            .set_connections(key, dkey("10.244.0.2"), busy);
+        alone
+            .dataplane_mut()
+            .set_connections(key, dkey("10.244.0.2"), busy);
+    }
+    let (reads, batches) = (
+        together.dataplane().read_calls(),
+        together.dataplane().apply_calls(),
+    );
+    let mut updates: Vec<ServiceUpdate> = after.iter().cloned().map(ServiceUpdate::Set).collect();
+    // A removal in the same sync.
+    updates.push(ServiceUpdate::Remove(ServiceRef::new("default", "s49")));
+    let report = together.sync_services(updates, t0);
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(
+        together.dataplane().read_calls() - reads,
+        1,
+        "one read for all"
+    );
+    assert_eq!(
+        together.dataplane().apply_calls() - batches,
+        1,
+        "one batch for all"
+    );
+    // 25 quiesced, 24 deleted, and the removed Service's virtual server.
+    assert_eq!(report.operations, 50, "{report:?}");
+    assert_eq!(together.draining().count(), 25);
+
+    // The same as one sync per Service.
+    for s in after {
+        if s.service.name == "s49" {
+            alone.remove_service(&s.service, t0);
+        } else {
+            alone.sync_service(s, t0);
+        }
+    }
+    assert_eq!(together.dataplane().table(), alone.dataplane().table());
+    assert_eq!(together.dataplane().dummy(), alone.dataplane().dummy());
+    assert_eq!(together.view(), alone.view());
+    assert!(
+        !together
+            .dataplane()
+            .dummy()
+            .unwrap()
+            .contains(&ip("10.96.0.50"))
+    );
+}
+
+#[test]
+fn a_sweep_verifies_in_slices_and_lets_syncs_run_between_them() {
+    let t0 = Instant::now();
+    let mut r = started(node(), many(10, &["10.244.0.1", "10.244.0.2"]), t0);
+    let first = ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 1), 80);
+    let last = ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 80);
+    r.dataplane_mut()
+        .tamper(|t| {
+            let mut d = *t.destination(&first, &dkey("10.244.0.1")).unwrap();
+            d.weight = Weight::new(7).unwrap();
+            t.insert_destination(&first, d).unwrap();
+            t.remove_service(&last);
+            // A stale entry on an owned VIP.
+            t.insert_service(Service::new(
+                ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 5), 8080),
+                IpvsScheduler::RoundRobin,
+            ));
+        })
+        .unwrap();
+    r.dataplane_mut().tamper_dummy(|d| {
+        d.insert(ip("10.96.0.99"));
+    });
+    let reads = r.dataplane().read_calls();
+    let report = r.start_sweep(t0).unwrap();
+    assert!(report.is_quiet(), "{report:?}");
+    assert_eq!(
+        r.sweep_remaining(),
+        Some(11),
+        "10 desired and the stale one"
+    );
+    assert_eq!(
+        r.dataplane().read_calls() - reads,
+        1,
+        "only the keys are listed"
+    );
+
+    // First slice: the edited weight is repaired.
+    let report = r.sweep_step(t0, 4);
+    assert_eq!(report.operations, 1, "{report:?}");
+    assert_eq!(r.sweep_remaining(), Some(7));
+    assert_eq!(r.metrics().drift_detected, 1);
+    // An incremental sync between slices, on a virtual server the sweep has not reached.
+    let mut changed = many(10, &["10.244.0.1", "10.244.0.3"]).swap_remove(7);
+    changed.problems.clear();
+    let report = r.sync_service(changed, t0);
+    assert_eq!(report.operations, 2, "{report:?}");
+    // The rest: the stale entry is deleted, the missing one comes back, the changed one is
+    // seen as it is now (no drift), and the stale VIP goes at the end.
+    let report = r.sweep_step(t0, 4);
+    assert_eq!(report.operations, 1, "{report:?}");
+    assert!(r.dataplane().dummy().unwrap().contains(&ip("10.96.0.99")));
+    let report = r.sweep_step(t0, 4);
+    assert_eq!(report.operations, 3, "{report:?}");
+    assert_eq!(r.sweep_remaining(), None);
+    assert!(!r.dataplane().dummy().unwrap().contains(&ip("10.96.0.99")));
+    assert_eq!(r.metrics().drift_detected, 3);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.view(), &owned(&r));
+    assert_eq!(
+        r.sweep_step(t0, 4),
+        SyncReport::default(),
+        "no sweep, nothing done"
+    );
+
+    // A sweep over a table that is right changes nothing.
+    r.start_sweep(t0).unwrap();
+    let report = r.sweep_step(t0, 100);
+    assert!(report.is_quiet(), "{report:?}");
+    assert_eq!(r.sweep_remaining(), None);
+}
+
+#[test]
+fn a_sweep_slice_that_cannot_be_read_is_retried() {
+    let t0 = Instant::now();
+    let mut r = started(node(), many(4, &["10.244.0.1"]), t0);
+    let key = ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 2), 80);
+    r.dataplane_mut()
+        .tamper(|t| {
+            t.remove_service(&key);
+        })
+        .unwrap();
+    r.start_sweep(t0).unwrap();
+    r.dataplane_mut().fail_listings(1);
+    let report = r.sweep_step(t0, 2);
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(r.pending_retries(), 2);
+    // The sweep goes on with the next slice.
+    assert!(r.sweep_step(t0, 2).is_ok());
+    assert_eq!(r.sweep_remaining(), None);
+    // The retry re-reads the two and repairs the missing one.
+    let due = r.next_wakeup().unwrap();
+    let report = r.poll(due);
+    assert_eq!(report.operations, 2, "{report:?}");
+    assert_eq!(owned(&r), desired_table(r.desired()));
+}
+
+#[test]
+fn a_sweep_that_cannot_start_changes_nothing() {
+    let t0 = Instant::now();
+    let mut r = started(node(), many(3, &["10.244.0.1"]), t0);
+    r.dataplane_mut().fail_listings(1);
+    assert!(r.start_sweep(t0).is_err());
+    assert_eq!(r.sweep_remaining(), None);
+    assert_eq!(r.next_wakeup(), None, "the caller tries again");
+}
