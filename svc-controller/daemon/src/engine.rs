@@ -313,6 +313,7 @@ impl<D: Dataplane> Engine<D> {
         let started = Instant::now();
         self.refresh_node_addresses();
         let desired = self.store.compute_all(&self.node, &self.config.proxy);
+        let computed = started.elapsed();
         for problem in desired.problems() {
             warn!(%problem, "invalid Service input skipped");
         }
@@ -337,6 +338,7 @@ impl<D: Dataplane> Engine<D> {
                     slices = self.store.slices_len(),
                     virtual_servers = self.reconciler.desired().virtual_servers().len(),
                     operations = report.operations,
+                    compute_ms = computed.as_millis() as u64,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "node adopted"
                 );

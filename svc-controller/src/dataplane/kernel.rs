@@ -398,6 +398,7 @@ impl Dataplane for KernelDataplane {
                     .collect();
             }
         };
+        let started = std::time::Instant::now();
         let handle = self.handle.clone();
         let list: Vec<IpAddr> = addrs.to_vec();
         let answers: Vec<Result<(), rtnetlink::Error>> = self.runtime.block_on(async move {
@@ -409,6 +410,11 @@ impl Dataplane for KernelDataplane {
             .collect()
             .await
         });
+        tracing::debug!(
+            addresses = addrs.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "addresses bound on the dummy interface"
+        );
         addrs
             .iter()
             .zip(answers)
