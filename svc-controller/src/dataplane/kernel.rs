@@ -274,16 +274,16 @@ impl Dataplane for KernelDataplane {
             .flatten()
             .map(|entry| entry.service.key)
             .collect();
-        let mut lists = self
-            .ipvs
-            .destinations_of(&found)
-            .map_err(|source| {
-                DataplaneError::ipvs(
-                    format!("list the destinations of {} IPVS services", found.len()),
-                    source,
-                )
-            })?
-            .into_iter();
+        // One socket: these reads are a slice of a full pass or the few a sync needs, where
+        // the helper threads of a parallel read cost more CPU than they save time (the
+        // kernel serialises the dumps anyway). `list` reads the whole table in parallel.
+        let mut lists = Vec::with_capacity(found.len());
+        for key in &found {
+            lists.push(self.ipvs.destinations(key).map_err(|source| {
+                DataplaneError::ipvs(format!("list the destinations of {key}"), source)
+            })?);
+        }
+        let mut lists = lists.into_iter();
         Ok(entries
             .into_iter()
             .map(|entry| {
