@@ -384,7 +384,7 @@ proptest! {
         if alone.virtual_servers.is_empty() && alone.problems.is_empty() {
             prop_assert!(state.service(&sref).is_none());
         } else {
-            prop_assert_eq!(state.service(&sref), Some(&alone));
+            prop_assert_eq!(state.service(&sref), Some(alone.clone()));
         }
     }
 

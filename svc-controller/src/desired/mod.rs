@@ -127,16 +127,41 @@ impl Changes {
 
 /// The whole desired IPVS state of the node: every virtual server, the VIPs to bind on the
 /// dummy interface, and the problems of every Service.
+///
+/// Kept compact, as a node holds it for every Service: each Service's result as a boxed slice
+/// sorted by key (a `BTreeMap` of one to three entries allocates a node for eleven), claims as
+/// short sorted vectors.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
     /// Each Service's own result (only Services with virtual servers or problems).
-    services: BTreeMap<ServiceRef, ServiceDesired>,
-    /// Which Services claim each virtual server; the first one owns it.
-    claims: BTreeMap<VirtualServerKey, BTreeSet<ServiceRef>>,
+    services: BTreeMap<ServiceRef, StoredService>,
+    /// Which Services claim each virtual server, sorted; the first one owns it.
+    claims: BTreeMap<VirtualServerKey, Vec<ServiceRef>>,
     /// The owners' virtual servers.
     virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
     /// How many virtual servers bind each VIP.
     vip_refs: BTreeMap<IpAddr, usize>,
+}
+
+/// One Service's result as [`DesiredState`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredService {
+    /// Its virtual servers, sorted by key.
+    virtual_servers: Box<[VirtualServer]>,
+    problems: Box<[Problem]>,
+}
+
+impl StoredService {
+    fn get(&self, key: &VirtualServerKey) -> Option<&VirtualServer> {
+        self.virtual_servers
+            .binary_search_by(|vs| vs.key.cmp(key))
+            .ok()
+            .map(|i| &self.virtual_servers[i])
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &VirtualServerKey> + '_ {
+        self.virtual_servers.iter().map(|vs| &vs.key)
+    }
 }
 
 impl DesiredState {
@@ -170,17 +195,24 @@ impl DesiredState {
         let sref = desired.service.clone();
         let mut touched: BTreeSet<VirtualServerKey> = BTreeSet::new();
         if let Some(old) = self.services.remove(&sref) {
-            for key in old.virtual_servers.keys() {
+            for key in old.keys() {
                 self.unclaim(key, &sref);
                 touched.insert(*key);
             }
         }
         for key in desired.virtual_servers.keys() {
-            self.claims.entry(*key).or_default().insert(sref.clone());
+            let claimants = self.claims.entry(*key).or_default();
+            if let Err(at) = claimants.binary_search(&sref) {
+                claimants.insert(at, sref.clone());
+            }
             touched.insert(*key);
         }
         if !desired.virtual_servers.is_empty() || !desired.problems.is_empty() {
-            self.services.insert(sref, desired);
+            let stored = StoredService {
+                virtual_servers: desired.virtual_servers.into_values().collect(),
+                problems: desired.problems.into_boxed_slice(),
+            };
+            self.services.insert(sref, stored);
         }
         let mut changes = Changes::default();
         for key in touched {
@@ -213,9 +245,18 @@ impl DesiredState {
         self.vip_refs.contains_key(addr)
     }
 
-    /// One Service's own result, if it has virtual servers or problems.
-    pub fn service(&self, service: &ServiceRef) -> Option<&ServiceDesired> {
-        self.services.get(service)
+    /// One Service's own result (a copy), if it has virtual servers or problems.
+    pub fn service(&self, service: &ServiceRef) -> Option<ServiceDesired> {
+        let stored = self.services.get(service)?;
+        Some(ServiceDesired {
+            service: service.clone(),
+            virtual_servers: stored
+                .virtual_servers
+                .iter()
+                .map(|vs| (vs.key, vs.clone()))
+                .collect(),
+            problems: stored.problems.to_vec(),
+        })
     }
 
     /// The problems of one Service, including conflicts with other Services.
@@ -223,13 +264,8 @@ impl DesiredState {
         let Some(desired) = self.services.get(service) else {
             return Vec::new();
         };
-        let mut out = desired.problems.clone();
-        out.extend(
-            desired
-                .virtual_servers
-                .keys()
-                .filter_map(|key| self.conflict(key, service)),
-        );
+        let mut out = desired.problems.to_vec();
+        out.extend(desired.keys().filter_map(|key| self.conflict(key, service)));
         out
     }
 
@@ -252,7 +288,7 @@ impl DesiredState {
 
     fn unclaim(&mut self, key: &VirtualServerKey, service: &ServiceRef) {
         if let Some(claimants) = self.claims.get_mut(key) {
-            claimants.remove(service);
+            claimants.retain(|c| c != service);
             if claimants.is_empty() {
                 self.claims.remove(key);
             }
@@ -264,9 +300,9 @@ impl DesiredState {
         let new = self
             .claims
             .get(&key)
-            .and_then(BTreeSet::first)
+            .and_then(|claimants| claimants.first())
             .and_then(|owner| self.services.get(owner))
-            .and_then(|d| d.virtual_servers.get(&key))
+            .and_then(|d| d.get(&key))
             .cloned();
         let old = self.virtual_servers.get(&key);
         if old == new.as_ref() {
