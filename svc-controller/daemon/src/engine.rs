@@ -154,6 +154,11 @@ impl<D: Dataplane> Engine<D> {
         &self.reconciler
     }
 
+    /// The dataplane (to inspect or tamper with it in tests and benchmarks).
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        self.reconciler.dataplane_mut()
+    }
+
     /// The node as the computation sees it.
     pub fn node(&self) -> &NodeInfo {
         &self.node

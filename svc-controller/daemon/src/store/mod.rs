@@ -6,6 +6,8 @@
 //! the computation reads (a status condition, a managed-fields entry, an unrelated annotation)
 //! is trimmed away before comparison and costs no work at all.
 
+mod compact_slice;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -23,6 +25,8 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 
 /// The node label that names the node's zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+use compact_slice::{CompactSlice, Interner};
 
 /// A change to one kind of object, as a source reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,15 +98,20 @@ impl NodeFacts {
 #[derive(Debug, Clone, PartialEq)]
 struct StoredSlice {
     owner: Option<ServiceRef>,
-    slice: EndpointSlice,
+    slice: CompactSlice,
 }
 
-/// Services and EndpointSlices, trimmed, with the slices indexed by their Service.
+/// Services and EndpointSlices, trimmed, with the slices indexed by their Service. Slices are
+/// kept in a compact form (see [`compact_slice`]): they are most of what a node keeps.
 #[derive(Debug, Default)]
 pub struct ObjectStore {
-    services: HashMap<ServiceRef, Service>,
+    /// Boxed: a `Service` is 824 bytes inline, and a map's spare slots would each hold one.
+    services: HashMap<ServiceRef, Box<Service>>,
     slices: HashMap<ObjectKey, StoredSlice>,
-    slices_by_service: HashMap<ServiceRef, BTreeSet<ObjectKey>>,
+    /// The keys of each Service's slices (a vector: a Service has a few slices, and a
+    /// one-entry `BTreeSet` allocates a node for eleven).
+    slices_by_service: HashMap<ServiceRef, Vec<ObjectKey>>,
+    interner: Interner,
 }
 
 impl ObjectStore {
@@ -131,7 +140,7 @@ impl ObjectStore {
         let mut touched = BTreeSet::new();
         match change {
             Change::Applied(service) => {
-                let service = trim_service(service);
+                let service = Box::new(trim_service(service));
                 let key = service_ref(&service);
                 if self.services.get(&key) != Some(&service) {
                     self.services.insert(key.clone(), service);
@@ -145,10 +154,10 @@ impl ObjectStore {
                 }
             }
             Change::Reset(services) => {
-                let mut fresh: HashMap<ServiceRef, Service> =
+                let mut fresh: HashMap<ServiceRef, Box<Service>> =
                     HashMap::with_capacity(services.len());
                 for service in services {
-                    let service = trim_service(service);
+                    let service = Box::new(trim_service(service));
                     fresh.insert(service_ref(&service), service);
                 }
                 for key in self.services.keys() {
@@ -191,6 +200,7 @@ impl ObjectStore {
                 for slice in slices {
                     self.put_slice(slice, &mut touched);
                 }
+                self.interner.prune();
             }
         }
         touched
@@ -201,17 +211,18 @@ impl ObjectStore {
         let key = ObjectKey::of(&slice.metadata);
         let stored = StoredSlice {
             owner: slice_service(&slice),
-            slice,
+            slice: CompactSlice::new(slice, &mut self.interner),
         };
         if self.slices.get(&key) == Some(&stored) {
             return;
         }
         self.remove_slice(&key, touched);
         if let Some(owner) = &stored.owner {
-            self.slices_by_service
-                .entry(owner.clone())
-                .or_default()
-                .insert(key.clone());
+            let keys = self.slices_by_service.entry(owner.clone()).or_default();
+            if !keys.contains(&key) {
+                keys.push(key.clone());
+                keys.sort();
+            }
             touched.insert(owner.clone());
         }
         self.slices.insert(key, stored);
@@ -223,7 +234,7 @@ impl ObjectStore {
         };
         if let Some(owner) = old.owner {
             if let Some(set) = self.slices_by_service.get_mut(&owner) {
-                set.remove(key);
+                set.retain(|k| k != key);
                 if set.is_empty() {
                     self.slices_by_service.remove(&owner);
                 }
@@ -232,14 +243,14 @@ impl ObjectStore {
         }
     }
 
-    /// The EndpointSlices of one Service.
-    pub fn slices_of(&self, service: &ServiceRef) -> Vec<&EndpointSlice> {
+    /// The EndpointSlices of one Service (trimmed).
+    pub fn slices_of(&self, service: &ServiceRef) -> Vec<EndpointSlice> {
         self.slices_by_service
             .get(service)
             .into_iter()
             .flatten()
             .filter_map(|k| self.slices.get(k))
-            .map(|s| &s.slice)
+            .map(|s| s.slice.expand())
             .collect()
     }
 
@@ -252,7 +263,9 @@ impl ObjectStore {
         config: &ProxyConfig,
     ) -> Option<ServiceDesired> {
         let svc = self.services.get(service)?;
-        Some(compute_service(svc, &self.slices_of(service), node, config))
+        let slices = self.slices_of(service);
+        let slices: Vec<&EndpointSlice> = slices.iter().collect();
+        Some(compute_service(svc, &slices, node, config))
     }
 
     /// The desired state of the whole node.
