@@ -9,10 +9,13 @@
 //! Service, 10 endpoints each), loads them with the manifests source, and prints the live heap
 //! after each step and the peak reached during it:
 //!
-//! - the loaded objects, as the source sends them (one `Reset` of each kind);
+//! - the loaded objects, all at once (one `Reset` of each kind, as `ManifestFolder::load`
+//!   gives them);
 //! - the engine's store of them (trimmed), measured alone;
 //! - the desired state computed from the store, measured alone;
-//! - a whole engine adopting a node with the in-memory dataplane, minus that dataplane's own
+//! - a whole engine fed the first load in parts as the daemon feeds it
+//!   (`ManifestFolder::load_in_parts`), then adopting a node with the in-memory dataplane,
+//!   minus that dataplane's own
 //!   simulated kernel table and journal (which a real daemon does not hold): the store, the
 //!   desired state and the reconciler's view of the kernel, as the daemon holds them at
 //!   steady state.
@@ -91,8 +94,7 @@ fn main() {
         println!("{size} Services × 10 endpoints:");
 
         let (messages, live, peak) = measure(|| ManifestFolder::new(&dir).load().messages);
-        let size_of_messages = (live * MIB) as usize;
-        line("objects loaded (the source's Reset messages)", live, peak);
+        line("all objects at once (ManifestFolder::load)", live, peak);
 
         // Each store is built from a fresh load inside the measurement: the store keeps
         // (moves) much of what the messages allocated, which must count.
@@ -126,11 +128,12 @@ fn main() {
         line("desired state", live, peak);
         drop((store, desired));
 
+        // The daemon's way: the first load streamed into the engine in parts, as it is read
+        // (the messages above are dropped first).
+        drop(messages);
         let dataplane = MemoryDataplane::new().with_node_addresses([node_address]);
-        // The engine takes the loaded objects in: what it holds afterwards is measured from
-        // before they were loaded.
-        let before_load = HEAP.current_usage().saturating_sub(size_of_messages);
-        let (engine, _, peak) = measure(move || {
+        let before_load = HEAP.current_usage();
+        let (engine, _, peak) = measure(|| {
             let mut engine = Engine::new(
                 dataplane,
                 ReconcilerConfig::default(),
@@ -144,14 +147,18 @@ fn main() {
                 Arc::new(Metrics::new(false)),
                 Arc::new(Health::new(Duration::from_secs(60))),
             );
-            for m in messages {
-                engine.handle(m, SystemTime::now());
-            }
+            ManifestFolder::new(&dir).load_in_parts(|part| {
+                for m in part.messages {
+                    engine.handle(m, SystemTime::now());
+                }
+                true
+            });
             let handled = HEAP.current_usage().saturating_sub(before_load) as f64 / MIB;
+            let loading_peak = HEAP.peak_usage().saturating_sub(before_load) as f64 / MIB;
             line(
-                "engine with the objects in, before adoption",
+                "engine fed the first load in parts, before adoption",
                 handled,
-                handled,
+                loading_peak,
             );
             engine.step(Instant::now(), SystemTime::now());
             assert!(engine.is_adopted());

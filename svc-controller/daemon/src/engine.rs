@@ -191,26 +191,28 @@ impl<D: Dataplane> Engine<D> {
         let touched = match message {
             Message::Shutdown => return Flow::Stop,
             Message::Services(change) => {
-                if matches!(change, Change::Reset(_)) {
+                if matches!(change, Change::Reset(_) | Change::Synced) {
                     self.synced.services = true;
                 }
                 self.store.change_services(change)
             }
             Message::Slices(change) => {
-                let reset = matches!(change, Change::Reset(_));
-                if reset {
-                    self.synced.slices = true;
-                }
-                let touched = self.store.change_slices(change.clone());
-                if self.adopted && !reset {
-                    // Network programming latency is measured for live changes, as kube-proxy.
-                    if let Change::Applied(slice) | Change::Deleted(slice) = &change
-                        && let Some(t) = trigger_time(slice)
-                    {
-                        for service in &touched {
-                            let entry = self.triggers.entry(service.clone()).or_insert(t);
-                            *entry = (*entry).min(t);
-                        }
+                // Network programming latency is measured for live changes, as kube-proxy.
+                let trigger = match &change {
+                    Change::Applied(slice) | Change::Deleted(slice) if self.adopted => {
+                        trigger_time(slice)
+                    }
+                    Change::Reset(_) | Change::Synced => {
+                        self.synced.slices = true;
+                        None
+                    }
+                    _ => None,
+                };
+                let touched = self.store.change_slices(change);
+                if let Some(t) = trigger {
+                    for service in &touched {
+                        let entry = self.triggers.entry(service.clone()).or_insert(t);
+                        *entry = (*entry).min(t);
                     }
                 }
                 touched
@@ -233,6 +235,8 @@ impl<D: Dataplane> Engine<D> {
             Change::Applied(node) => NodeFacts::of(&node),
             Change::Deleted(_) => NodeFacts::default(),
             Change::Reset(nodes) => nodes.first().map(NodeFacts::of).unwrap_or_default(),
+            // Only sent for kinds delivered in parts; the Node never is.
+            Change::Synced => return BTreeSet::new(),
         };
         if facts.deleting != self.node_deleting {
             self.node_deleting = facts.deleting;
@@ -253,7 +257,10 @@ impl<D: Dataplane> Engine<D> {
     pub fn step(&mut self, now: Instant, wall: SystemTime) {
         if !self.adopted {
             if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
+                let cpu = thread_cpu();
                 self.adopt(now, wall);
+                self.metrics
+                    .engine_cpu("adoption", thread_cpu().saturating_sub(cpu));
             }
             return;
         }
@@ -261,17 +268,28 @@ impl<D: Dataplane> Engine<D> {
             .last_sync
             .is_none_or(|t| now >= t + self.config.min_sync_period);
         if !self.dirty.is_empty() && min_gap_passed {
+            let cpu = thread_cpu();
             self.sync_dirty(now, wall);
+            self.metrics
+                .engine_cpu("sync", thread_cpu().saturating_sub(cpu));
         }
         if self.reconciler.next_wakeup().is_some_and(|t| t <= now) {
+            let cpu = thread_cpu();
             let report = self.reconciler.poll(now);
             self.after(&report);
+            self.metrics
+                .engine_cpu("timers", thread_cpu().saturating_sub(cpu));
         }
+        let cpu = thread_cpu();
         if self.sweep.as_ref().is_some_and(|p| p.next <= now) {
             self.sweep_slice(now, wall);
         } else if self.sweep.is_none() && self.next_full.is_some_and(|t| t <= now) {
             self.start_full_pass(now, wall);
+        } else {
+            return;
         }
+        self.metrics
+            .engine_cpu("full_pass", thread_cpu().saturating_sub(cpu));
     }
 
     /// When [`Engine::step`] has work next (`None`: only a message can create work).
@@ -541,6 +559,13 @@ impl<D: Dataplane> Engine<D> {
         info!("stopping; the IPVS table is left in place");
         self.reconciler.into_dataplane()
     }
+}
+
+/// The CPU time the calling thread has used (zero if the clock cannot be read).
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -898,5 +923,34 @@ mod tests {
             e.next_deadline(),
             Some(t1 + FULL_PASS_RETRY + Duration::from_secs(30))
         );
+    }
+    #[test]
+    fn a_first_list_in_parts_adopts_when_both_kinds_are_synced() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(
+            &mut e,
+            vec![
+                Message::Services(Change::Applied(service("ns", "a", "10.96.0.1"))),
+                Message::Slices(Change::Applied(slice("ns", "a-1", "a", &["10.1.0.1"]))),
+                Message::Services(Change::Applied(service("ns", "b", "10.96.0.2"))),
+                Message::Services(Change::Synced),
+            ],
+            now,
+        );
+        assert!(!e.is_adopted(), "the slices are not all in");
+        assert!(e.reconciler().dataplane().journal().is_empty());
+        feed(
+            &mut e,
+            vec![
+                Message::Slices(Change::Applied(slice("ns", "b-1", "b", &["10.1.1.1"]))),
+                Message::Slices(Change::Synced),
+            ],
+            now,
+        );
+        assert!(e.is_adopted());
+        let table = e.reconciler().dataplane().table();
+        assert_eq!(table.len(), 2);
+        assert_eq!(e.pending(), 0);
     }
 }

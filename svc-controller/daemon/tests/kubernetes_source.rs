@@ -96,6 +96,7 @@ fn describe(message: &Message) -> String {
             Change::Applied(o) => format!("{kind} applied {}", name(o)),
             Change::Deleted(o) => format!("{kind} deleted {}", name(o)),
             Change::Reset(all) => format!("{kind} reset {:?}", names(all)),
+            Change::Synced => format!("{kind} synced"),
         }
     }
     match message {

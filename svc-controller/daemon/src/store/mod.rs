@@ -38,6 +38,10 @@ pub enum Change<K> {
     /// The complete set of objects of this kind, replacing everything known before (an initial
     /// list, a relist after the watch expired, a manifests reload).
     Reset(Vec<K>),
+    /// The first list is complete: the objects applied so far are every object of this kind.
+    /// A source that delivers its first list in parts (as `Applied` changes, so that the
+    /// objects are stored while the rest is read) ends it with this.
+    Synced,
 }
 
 impl<K> Change<K> {
@@ -47,6 +51,7 @@ impl<K> Change<K> {
             Change::Applied(k) => Change::Applied(f(k)),
             Change::Deleted(k) => Change::Deleted(f(k)),
             Change::Reset(v) => Change::Reset(v.into_iter().map(f).collect()),
+            Change::Synced => Change::Synced,
         }
     }
 }
@@ -153,6 +158,7 @@ impl ObjectStore {
                     touched.insert(key);
                 }
             }
+            Change::Synced => {}
             Change::Reset(services) => {
                 let mut fresh: HashMap<ServiceRef, Box<Service>> =
                     HashMap::with_capacity(services.len());
@@ -185,6 +191,7 @@ impl ObjectStore {
             Change::Deleted(slice) => {
                 self.remove_slice(&ObjectKey::of(&slice.metadata), &mut touched);
             }
+            Change::Synced => self.interner.prune(),
             Change::Reset(slices) => {
                 let fresh: HashSet<ObjectKey> =
                     slices.iter().map(|s| ObjectKey::of(&s.metadata)).collect();
@@ -314,9 +321,27 @@ pub fn trim_service(service: Service) -> Service {
             &[SERVICE_PROXY_NAME_LABEL],
             &[SCHEDULER_ANNOTATION],
         ),
-        spec: service.spec,
+        spec: service.spec.map(shrink_spec),
         status,
     }
+}
+
+/// A Service's spec with its lists' spare capacity given back: a parser growing a list
+/// one item at a time leaves room for four (a one-port Service kept 400 bytes of it).
+fn shrink_spec(
+    mut spec: k8s_openapi::api::core::v1::ServiceSpec,
+) -> k8s_openapi::api::core::v1::ServiceSpec {
+    fn shrink<T>(list: &mut Option<Vec<T>>) {
+        if let Some(list) = list {
+            list.shrink_to_fit();
+        }
+    }
+    shrink(&mut spec.ports);
+    shrink(&mut spec.cluster_ips);
+    shrink(&mut spec.external_ips);
+    shrink(&mut spec.ip_families);
+    shrink(&mut spec.load_balancer_source_ranges);
+    spec
 }
 
 /// An EndpointSlice reduced to what [`compute_service`] reads: name, namespace, the
@@ -325,7 +350,7 @@ pub fn trim_service(service: Service) -> Service {
 /// [`TRIGGER_TIME_ANNOTATION`] (see [`trigger_time`]).
 pub fn trim_slice(slice: EndpointSlice) -> EndpointSlice {
     let endpoints = slice.endpoints.map(|endpoints| {
-        endpoints
+        let mut endpoints = endpoints
             .into_iter()
             .map(|e| k8s_openapi::api::discovery::v1::Endpoint {
                 addresses: e.addresses,
@@ -335,7 +360,10 @@ pub fn trim_slice(slice: EndpointSlice) -> EndpointSlice {
                 hints: e.hints,
                 ..Default::default()
             })
-            .collect()
+            .collect::<Vec<_>>();
+        // Collected in place: without this it keeps the parser's spare capacity.
+        endpoints.shrink_to_fit();
+        endpoints
     });
     EndpointSlice {
         metadata: trim_meta(

@@ -14,6 +14,7 @@
 //! | `ipvs_proxy_virtual_servers` | gauge | virtual servers desired on this node |
 //! | `ipvs_proxy_drift_repaired_total` | counter | virtual servers found changed behind the daemon's back and repaired |
 //! | `ipvs_proxy_source_errors_total{source}` | counter | failed watches or list calls (`kubernetes`), unreadable manifests (`manifests`) |
+//! | `ipvs_proxy_engine_cpu_seconds_total{work}` | counter | CPU time of the engine's thread (user and system, so the kernel's work on its netlink requests too), by work: `sync` (incremental syncs), `full_pass`, `adoption`, `timers` (retries and drain checks) |
 //! | `ipvs_proxy_virtual_server_{connections,packets_in,packets_out,bytes_in,bytes_out}_total` | counter | optional (`--metrics-per-virtual-server`): IPVS statistics of each virtual server on the node, labelled `address`, `protocol`, `port` or `fwmark` |
 
 use std::sync::Mutex;
@@ -52,6 +53,13 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// A label naming a kind of work.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkLabel {
+    /// `sync`, `full_pass`, `adoption` or `timers`.
+    pub work: String,
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -80,6 +88,8 @@ pub struct Metrics {
     pub drift_repaired: Counter,
     /// `ipvs_proxy_source_errors_total`.
     pub source_errors: Family<SourceLabel, Counter>,
+    /// `ipvs_proxy_engine_cpu_seconds_total`.
+    pub engine_cpu: Family<WorkLabel, Counter<f64, AtomicU64>>,
     /// What the reconciler's counters were at the last [`Metrics::record_reconciler`].
     seen: Mutex<ReconcilerMetrics>,
 }
@@ -108,6 +118,7 @@ impl Metrics {
             virtual_servers: Gauge::default(),
             drift_repaired: Counter::default(),
             source_errors: Family::default(),
+            engine_cpu: Family::default(),
             seen: Mutex::new(ReconcilerMetrics::default()),
             registry: Registry::default(),
         };
@@ -171,10 +182,24 @@ impl Metrics {
             "Failed watches and unreadable manifests",
             this.source_errors.clone(),
         );
+        registry.register(
+            "ipvs_proxy_engine_cpu_seconds",
+            "CPU time of the engine's thread, by work (sync, full_pass, adoption, timers)",
+            this.engine_cpu.clone(),
+        );
         if per_virtual_server {
             registry.register_collector(Box::new(VirtualServerStats::default()));
         }
         Self { registry, ..this }
+    }
+
+    /// Adds `cpu` to the engine's CPU time spent on `work`.
+    pub fn engine_cpu(&self, work: &str, cpu: std::time::Duration) {
+        self.engine_cpu
+            .get_or_create(&WorkLabel {
+                work: work.to_owned(),
+            })
+            .inc_by(cpu.as_secs_f64());
     }
 
     /// Adds what the reconciler counted since the last call.
