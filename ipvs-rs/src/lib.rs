@@ -85,6 +85,29 @@
 //! # Ok::<(), ipvs::Error>(())
 //! ```
 //!
+//! ## Read many services at once
+//!
+//! [`Ipvs::services_with_destinations`] reads the whole table, spreading the per-service
+//! destination dumps over a few sockets. To re-read only some services (those a controller
+//! is about to change, a slice of a periodic check), [`Ipvs::services_by_key`] sends one
+//! `GET_SERVICE` per key in a single batch (`None` where the kernel has no such service) and
+//! [`Ipvs::destinations_of`] dumps the destinations of each:
+//!
+//! ```no_run
+//! # use std::net::Ipv4Addr;
+//! # use ipvs::model::ServiceKey;
+//! # let mut ipvs = ipvs::Ipvs::open()?;
+//! let keys: Vec<ServiceKey> = (1..=200)
+//!     .map(|i| ServiceKey::tcp(Ipv4Addr::new(198, 51, 100, i), 80))
+//!     .collect();
+//! let services = ipvs.services_by_key(&keys)?; // a few system calls for all 200
+//! let present: Vec<ServiceKey> = services.iter().flatten().map(|s| s.service.key).collect();
+//! for (key, dests) in present.iter().zip(ipvs.destinations_of(&present)?) {
+//!     println!("{key}: {} destinations", dests.len());
+//! }
+//! # Ok::<(), ipvs::Error>(())
+//! ```
+//!
 //! ## Converge on a desired table
 //!
 //! Build the table you want, read the one you have, and apply the minimal

@@ -315,20 +315,23 @@ impl<D: Dataplane> Engine<D> {
             .min()
     }
 
-    /// Reads the node's addresses; when they changed, every Service is recomputed.
+    /// Reads the node's addresses (see [`Self::node_addresses_read`]).
     fn refresh_node_addresses(&mut self) {
         match self.reconciler.dataplane_mut().node_addresses() {
-            Ok(addresses) => {
-                let addresses: Vec<_> = addresses.into_iter().collect();
-                if addresses != self.node.addresses {
-                    if self.adopted {
-                        info!(addresses = ?addresses, "node addresses changed");
-                        self.dirty.extend(self.store.service_refs().cloned());
-                    }
-                    self.node.addresses = addresses;
-                }
-            }
+            Ok(addresses) => self.node_addresses_read(addresses.into_iter().collect()),
             Err(e) => warn!(error = %e, "cannot read the node's addresses; keeping the last known"),
+        }
+    }
+
+    /// Takes the node's addresses as just read; when they changed, every Service is
+    /// recomputed.
+    fn node_addresses_read(&mut self, addresses: Vec<std::net::IpAddr>) {
+        if addresses != self.node.addresses {
+            if self.adopted {
+                info!(addresses = ?addresses, "node addresses changed");
+                self.dirty.extend(self.store.service_refs().cloned());
+            }
+            self.node.addresses = addresses;
         }
     }
 
@@ -435,12 +438,14 @@ impl<D: Dataplane> Engine<D> {
     /// runs at once.
     fn start_full_pass(&mut self, now: Instant, wall: SystemTime) {
         let started = Instant::now();
-        self.refresh_node_addresses();
         if !self.dirty.is_empty() {
             self.sync_dirty(now, wall);
         }
         match self.reconciler.start_sweep(now) {
             Ok(report) => {
+                // The sweep read the node's addresses: NodePort virtual servers follow them.
+                let addresses: Vec<_> = self.reconciler.node_addresses().iter().copied().collect();
+                self.node_addresses_read(addresses);
                 let remaining = self.reconciler.sweep_remaining().unwrap_or(0);
                 let slices = remaining.div_ceil(SWEEP_SLICE).max(1);
                 let interval =
@@ -952,5 +957,48 @@ mod tests {
         let table = e.reconciler().dataplane().table();
         assert_eq!(table.len(), 2);
         assert_eq!(e.pending(), 0);
+    }
+    #[test]
+    fn a_full_pass_follows_the_node_addresses() {
+        let t0 = Instant::now();
+        let node = |last: u8| std::net::IpAddr::from([192, 168, 1, last]);
+        let dp = MemoryDataplane::new().with_node_addresses([node(10)]);
+        let mut e = engine_over(dp, false);
+        let mut port = crate::testing::service("ns", "np", "10.96.0.9");
+        if let Some(spec) = port.spec.as_mut() {
+            spec.type_ = Some("NodePort".into());
+            if let Some(p) = spec.ports.as_mut().and_then(|p| p.first_mut()) {
+                p.node_port = Some(30080);
+            }
+        }
+        feed(
+            &mut e,
+            vec![
+                Message::Services(Change::Reset(vec![port])),
+                Message::Slices(Change::Reset(vec![slice(
+                    "ns",
+                    "np-1",
+                    "np",
+                    &["10.1.0.1"],
+                )])),
+            ],
+            t0,
+        );
+        let on = |e: &Engine<MemoryDataplane>, last: u8| {
+            e.reconciler()
+                .dataplane()
+                .table()
+                .get(&ipvs::model::ServiceKey::tcp(node(last), 30080))
+                .is_some()
+        };
+        assert!(on(&e, 10));
+        e.dataplane_mut().set_node_addresses([node(11)]);
+        // The pass reads the new address; the NodePort moves at the next step.
+        let t1 = t0 + Duration::from_secs(30);
+        e.step(t1, SystemTime::now());
+        e.step(t1, SystemTime::now());
+        assert!(on(&e, 11), "{:?}", e.reconciler().dataplane().table());
+        assert!(!on(&e, 10));
+        assert_eq!(e.node().addresses, [node(11)]);
     }
 }

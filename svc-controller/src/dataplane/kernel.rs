@@ -451,6 +451,20 @@ impl Dataplane for KernelDataplane {
         Ok(())
     }
 
+    fn node_and_dummy_addresses(
+        &mut self,
+    ) -> Result<(BTreeSet<IpAddr>, BTreeSet<IpAddr>), DataplaneError> {
+        let index = self.ensure_interface()?;
+        let (dummy, node): (Vec<AddressMessage>, Vec<AddressMessage>) = self
+            .all_addresses()?
+            .into_iter()
+            .partition(|m| m.header.index == index);
+        Ok((
+            node.iter().filter_map(address_of).collect(),
+            dummy.iter().filter_map(address_of).collect(),
+        ))
+    }
+
     fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {
         let dummy = self.find_interface()?;
         Ok(self

@@ -86,6 +86,11 @@ impl MemoryDataplane {
         self
     }
 
+    /// Replaces the node's other addresses (an address added or removed on the node).
+    pub fn set_node_addresses(&mut self, addrs: impl IntoIterator<Item = IpAddr>) {
+        self.node = addrs.into_iter().collect();
+    }
+
     /// Starts with this IPVS table (e.g. another tool's services).
     pub fn with_table(mut self, table: &Table) -> Result<Self, ipvs::table::Rejected> {
         self.kernel.load(table)?;

@@ -32,9 +32,13 @@
 //! [`Reconciler::sync_service`] and [`Reconciler::remove_service`] update the desired state and
 //! program only the virtual servers and VIPs that [`DesiredState::update`] reports as changed,
 //! diffing each against the reconciler's own view of it: a Service event costs work
-//! proportional to that Service, not to the table. [`Reconciler::verify`] is the periodic full
-//! pass: it lists the kernel, rebuilds the view of every owned virtual server from it, and
-//! repairs drift (a virtual server deleted or a weight edited behind our back). Retries and
+//! proportional to that Service, not to the table; [`Reconciler::sync_services`] does the same
+//! for many Services at once, with their reads and operations sent together.
+//! [`Reconciler::verify`] is the full pass: it lists the kernel, rebuilds the view of every
+//! owned virtual server from it, and repairs drift (a virtual server deleted or a weight edited
+//! behind our back). A daemon runs the periodic one in slices instead
+//! ([`Reconciler::start_sweep`], then [`Reconciler::sweep_step`] between its incremental
+//! syncs), so that verifying a large table never holds a change back. Retries and
 //! drain checks are indexed by time, so [`Reconciler::next_wakeup`] (called after every
 //! event in the loop above) costs nothing per waiting item and [`Reconciler::poll`] costs
 //! what is due.
@@ -380,6 +384,11 @@ impl<D: Dataplane> Reconciler<D> {
         &self.view
     }
 
+    /// The node's other addresses, as the last full pass read them.
+    pub fn node_addresses(&self) -> &BTreeSet<IpAddr> {
+        &self.node_addresses
+    }
+
     /// The addresses the reconciler believes are bound on the dummy interface.
     pub fn dummy_addresses(&self) -> &BTreeSet<IpAddr> {
         &self.dummy
@@ -599,8 +608,7 @@ impl<D: Dataplane> Reconciler<D> {
         let mut report = SyncReport::default();
         let read = (|| {
             let listing = self.dataplane.list()?;
-            let node = self.dataplane.node_addresses()?;
-            let dummy = self.dataplane.dummy_addresses()?;
+            let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
             Ok::<_, DataplaneError>((listing, node, dummy))
         })();
         let (listing, node, dummy) = match read {
@@ -679,8 +687,7 @@ impl<D: Dataplane> Reconciler<D> {
     pub fn start_sweep(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
         let read = (|| {
             let listed = self.dataplane.service_keys()?;
-            let node = self.dataplane.node_addresses()?;
-            let dummy = self.dataplane.dummy_addresses()?;
+            let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
             Ok::<_, DataplaneError>((listed, node, dummy))
         })();
         let (listed, node, dummy) = match read {

@@ -107,7 +107,8 @@ struct StoredSlice {
 }
 
 /// Services and EndpointSlices, trimmed, with the slices indexed by their Service. Slices are
-/// kept in a compact form (see [`compact_slice`]): they are most of what a node keeps.
+/// kept in a compact form (the endpoint's first address as an IP, node names and zones shared
+/// between endpoints, boxed slices): they are most of what a node keeps.
 #[derive(Debug, Default)]
 pub struct ObjectStore {
     /// Boxed: a `Service` is 824 bytes inline, and a map's spare slots would each hold one.
