@@ -115,6 +115,18 @@ struct Parsed {
     seen: HashSet<(bool, ObjectKey)>,
 }
 
+/// How a first load ended (see [`ManifestFolder::load_in_parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstLoad {
+    /// Every readable file was delivered, then `Synced`.
+    Complete,
+    /// The path could not be listed: only its error was delivered, and no `Synced` (a
+    /// receiver waiting for the first list changes nothing meanwhile). Try again later.
+    Unreadable,
+    /// The receiver is gone.
+    Stopped,
+}
+
 /// A file or folder of manifests and what was loaded from it.
 #[derive(Debug)]
 pub struct ManifestFolder {
@@ -146,11 +158,12 @@ impl ManifestFolder {
 
     /// The first load: everything, as one `Reset` of each kind (also when some files fail:
     /// those are reported and the others loaded). [`ManifestFolder::load_in_parts`] is the
-    /// same load delivered as it is read.
+    /// same load delivered as it is read. A path that cannot be listed gives its error and no
+    /// message (see [`FirstLoad::Unreadable`]).
     pub fn load(&mut self) -> Scan {
         let mut all = Scan::default();
         let (mut services, mut slices) = (Vec::new(), Vec::new());
-        self.load_in_parts(|scan| {
+        let outcome = self.load_in_parts(|scan| {
             all.errors.extend(scan.errors);
             all.skipped.extend(scan.skipped);
             for message in scan.messages {
@@ -162,10 +175,12 @@ impl ManifestFolder {
             }
             true
         });
-        all.messages = vec![
-            Message::Services(Change::Reset(services)),
-            Message::Slices(Change::Reset(slices)),
-        ];
+        if outcome == FirstLoad::Complete {
+            all.messages = vec![
+                Message::Services(Change::Reset(services)),
+                Message::Slices(Change::Reset(slices)),
+            ];
+        }
         all
     }
 
@@ -175,8 +190,12 @@ impl ManifestFolder {
     /// parsed never holds a large folder's objects all at once in their parsed form (at
     /// 10,000 Services they are three times the size of the engine's compact store).
     /// Failing files are reported and the others loaded, as [`ManifestFolder::load`] does.
-    /// `deliver` answers whether to go on (`false`: the receiver is gone); so does this.
-    pub fn load_in_parts(&mut self, mut deliver: impl FnMut(Scan) -> bool) -> bool {
+    ///
+    /// A path that cannot be listed at all (missing, unreadable) delivers only its error and
+    /// no `Synced` ([`FirstLoad::Unreadable`]): "no manifests could be read" must not be
+    /// taken for "no Services", which would remove every virtual server the node has. `deliver`
+    /// answers whether to go on (`false`: the receiver is gone, [`FirstLoad::Stopped`]).
+    pub fn load_in_parts(&mut self, mut deliver: impl FnMut(Scan) -> bool) -> FirstLoad {
         // Everything is read again: only what is read can be sent.
         self.files.clear();
         self.service_owner.clear();
@@ -188,10 +207,11 @@ impl ManifestFolder {
                     errors: vec![error],
                     ..Scan::default()
                 };
-                if !deliver(scan) {
-                    return false;
-                }
-                Vec::new()
+                return if deliver(scan) {
+                    FirstLoad::Unreadable
+                } else {
+                    FirstLoad::Stopped
+                };
             }
         };
         for part in files.chunks(LOAD_PART) {
@@ -210,16 +230,21 @@ impl ManifestFolder {
                     .map(|s| Message::Slices(Change::Applied(s))),
             );
             if !deliver(scan) {
-                return false;
+                return FirstLoad::Stopped;
             }
         }
-        deliver(Scan {
+        let end = Scan {
             messages: vec![
                 Message::Services(Change::Synced),
                 Message::Slices(Change::Synced),
             ],
             ..Scan::default()
-        })
+        };
+        if deliver(end) {
+            FirstLoad::Complete
+        } else {
+            FirstLoad::Stopped
+        }
     }
 
     /// Looks for changed, new and removed files and reports the objects that changed.
@@ -966,19 +991,30 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
         Some((watcher, events)) => (Some(watcher), events),
         None => (None, std::sync::mpsc::channel().1),
     };
-    let mut errors = 0;
-    let loaded = folder.load_in_parts(|part| {
-        errors += part.errors.len();
-        publish(part, &tx, &metrics)
-    });
-    if !loaded {
-        return;
+    // The first load, tried again until the path can be listed: until then the engine has
+    // no first list and leaves the node as it is.
+    loop {
+        let mut errors = 0;
+        let outcome = folder.load_in_parts(|part| {
+            errors += part.errors.len();
+            publish(part, &tx, &metrics)
+        });
+        match outcome {
+            FirstLoad::Complete => {
+                info!(path = %folder.root().display(), errors, "manifests loaded");
+                break;
+            }
+            FirstLoad::Stopped => return,
+            FirstLoad::Unreadable => {
+                warn!(
+                    path = %folder.root().display(),
+                    retry_in_ms = RESCAN_INTERVAL.as_millis() as u64,
+                    "the manifests path cannot be listed; the node is left as it is until it can"
+                );
+                std::thread::sleep(RESCAN_INTERVAL);
+            }
+        }
     }
-    info!(
-        path = %folder.root().display(),
-        errors,
-        "manifests loaded"
-    );
     // With a watcher, changes are read from the paths it names, and the whole folder is
     // rescanned now and then as insurance; without one, the folder is polled.
     let full_every = if _watcher.is_some() {
@@ -1261,9 +1297,24 @@ endpoints:
     fn a_vanished_root_unloads_nothing() {
         let dir = TempDir::new("vanish");
         dir.write("web.yaml", WEB);
+        // A first load of a path that cannot be listed sends nothing: "nothing could be read"
+        // is not "no Services", which would empty the node.
         let mut folder = ManifestFolder::new(dir.0.join("missing"));
         let scan = folder.load();
         assert_eq!(scan.errors.len(), 1);
+        assert!(scan.messages.is_empty());
+        let mut parts = Vec::new();
+        let outcome = folder.load_in_parts(|part| {
+            parts.push(part);
+            true
+        });
+        assert_eq!(outcome, FirstLoad::Unreadable);
+        assert_eq!(parts.len(), 1);
+        assert!(parts[0].messages.is_empty());
+        // An empty folder is a complete first load of no Services.
+        std::fs::create_dir_all(dir.0.join("empty")).unwrap();
+        let scan = ManifestFolder::new(dir.0.join("empty")).load();
+        assert!(scan.errors.is_empty());
         assert_eq!(names(&scan.messages), ["svc*0", "slice*0"]);
         let mut folder = ManifestFolder::new(&dir.0);
         folder.load();
@@ -1310,10 +1361,11 @@ endpoints:
         );
         let mut folder = ManifestFolder::new(&dir.0);
         let mut parts = Vec::new();
-        assert!(folder.load_in_parts(|part| {
+        let outcome = folder.load_in_parts(|part| {
             parts.push(part);
             true
-        }));
+        });
+        assert_eq!(outcome, FirstLoad::Complete);
         // Three parts of files, then the end.
         assert_eq!(parts.len(), 4);
         let last = parts.pop().unwrap();
@@ -1342,10 +1394,11 @@ endpoints:
         );
         // A receiver that is gone stops the load.
         let mut calls = 0;
-        assert!(!ManifestFolder::new(&dir.0).load_in_parts(|_| {
+        let outcome = ManifestFolder::new(&dir.0).load_in_parts(|_| {
             calls += 1;
             false
-        }));
+        });
+        assert_eq!(outcome, FirstLoad::Stopped);
         assert_eq!(calls, 1);
     }
 
