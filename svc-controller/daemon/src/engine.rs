@@ -18,7 +18,9 @@
 //!    drift. The pass is a sweep in slices of [`SWEEP_SLICE`] virtual servers
 //!    ([`Reconciler::start_sweep`]), spread over the first half of the period, with
 //!    incremental syncs run between slices: verifying a table of 100,000 real servers never
-//!    holds a change back for longer than one slice.
+//!    holds a change back for longer than one slice. Above [`DISCOVER_ALWAYS_BELOW`] virtual
+//!    servers, only one pass in [`DISCOVER_EVERY`] dumps the kernel's whole service list to
+//!    find leftovers nobody asked for (that dump's cost grows with the square of the table).
 //!
 //! A [`Message::Shutdown`] returns from [`Engine::run`] and leaves the table as it is: traffic
 //! keeps flowing through a restart, and the next start adopts it with no change.
@@ -47,6 +49,13 @@ const FULL_PASS_RETRY: Duration = Duration::from_secs(5);
 /// How many virtual servers one slice of a full pass verifies (one read of that many, then
 /// their repairs). At 10 real servers each, a slice reads about 2,800 netlink messages.
 pub const SWEEP_SLICE: usize = 256;
+
+/// Up to this many desired virtual servers, every full pass also looks for owned leftovers in
+/// the kernel (see [`Reconciler::start_sweep`]); above, one pass in [`DISCOVER_EVERY`] does.
+pub const DISCOVER_ALWAYS_BELOW: usize = 20_000;
+
+/// See [`DISCOVER_ALWAYS_BELOW`].
+pub const DISCOVER_EVERY: u64 = 10;
 
 /// A full pass under way: when its next slice is due and what it has done so far.
 #[derive(Debug)]
@@ -116,6 +125,8 @@ pub struct Engine<D> {
     next_full: Option<Instant>,
     /// The full pass under way, if any.
     sweep: Option<SweepPace>,
+    /// Full passes started.
+    passes: u64,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -144,6 +155,7 @@ impl<D: Dataplane> Engine<D> {
             last_sync: None,
             next_full: None,
             sweep: None,
+            passes: 0,
             metrics,
             health,
         }
@@ -441,7 +453,14 @@ impl<D: Dataplane> Engine<D> {
         if !self.dirty.is_empty() {
             self.sync_dirty(now, wall);
         }
-        match self.reconciler.start_sweep(now) {
+        // The adoption looked at the whole table: the first discovery of a large table comes
+        // DISCOVER_EVERY passes later.
+        self.passes += 1;
+        let discover = discovers(
+            self.passes,
+            self.reconciler.desired().virtual_servers().len(),
+        );
+        match self.reconciler.start_sweep(now, discover) {
             Ok(report) => {
                 // The sweep read the node's addresses: NodePort virtual servers follow them.
                 let addresses: Vec<_> = self.reconciler.node_addresses().iter().copied().collect();
@@ -564,6 +583,12 @@ impl<D: Dataplane> Engine<D> {
         info!("stopping; the IPVS table is left in place");
         self.reconciler.into_dataplane()
     }
+}
+
+/// Whether full pass number `pass` (from 1) of a node with `virtual_servers` desired looks for
+/// leftovers in the kernel (see [`DISCOVER_ALWAYS_BELOW`]).
+fn discovers(pass: u64, virtual_servers: usize) -> bool {
+    virtual_servers <= DISCOVER_ALWAYS_BELOW || pass.is_multiple_of(DISCOVER_EVERY)
 }
 
 /// The CPU time the calling thread has used (zero if the clock cannot be read).
@@ -1000,5 +1025,13 @@ mod tests {
         assert!(on(&e, 11), "{:?}", e.reconciler().dataplane().table());
         assert!(!on(&e, 10));
         assert_eq!(e.node().addresses, [node(11)]);
+    }
+    #[test]
+    fn large_tables_look_for_leftovers_on_one_pass_in_ten() {
+        assert!((1..=30).all(|pass| discovers(pass, DISCOVER_ALWAYS_BELOW)));
+        let large: Vec<u64> = (1..=30)
+            .filter(|pass| discovers(*pass, DISCOVER_ALWAYS_BELOW + 1))
+            .collect();
+        assert_eq!(large, [10, 20, 30]);
     }
 }
