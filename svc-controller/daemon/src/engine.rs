@@ -271,8 +271,7 @@ impl<D: Dataplane> Engine<D> {
             if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
                 let cpu = thread_cpu();
                 self.adopt(now, wall);
-                self.metrics
-                    .engine_cpu("adoption", thread_cpu().saturating_sub(cpu));
+                self.charge("adoption", cpu);
             }
             return;
         }
@@ -282,26 +281,29 @@ impl<D: Dataplane> Engine<D> {
         if !self.dirty.is_empty() && min_gap_passed {
             let cpu = thread_cpu();
             self.sync_dirty(now, wall);
-            self.metrics
-                .engine_cpu("sync", thread_cpu().saturating_sub(cpu));
+            self.charge("sync", cpu);
         }
         if self.reconciler.next_wakeup().is_some_and(|t| t <= now) {
             let cpu = thread_cpu();
             let report = self.reconciler.poll(now);
             self.after(&report);
-            self.metrics
-                .engine_cpu("timers", thread_cpu().saturating_sub(cpu));
+            self.charge("timers", cpu);
         }
-        let cpu = thread_cpu();
         if self.sweep.as_ref().is_some_and(|p| p.next <= now) {
+            let cpu = thread_cpu();
             self.sweep_slice(now, wall);
+            self.charge("full_pass", cpu);
         } else if self.sweep.is_none() && self.next_full.is_some_and(|t| t <= now) {
+            let cpu = thread_cpu();
             self.start_full_pass(now, wall);
-        } else {
-            return;
+            self.charge("full_pass", cpu);
         }
+    }
+
+    /// Adds the engine thread's CPU time since `since` (a [`thread_cpu`] reading) to `work`.
+    fn charge(&self, work: &str, since: Duration) {
         self.metrics
-            .engine_cpu("full_pass", thread_cpu().saturating_sub(cpu));
+            .engine_cpu(work, thread_cpu().saturating_sub(since));
     }
 
     /// When [`Engine::step`] has work next (`None`: only a message can create work).

@@ -623,17 +623,9 @@ impl<D: Dataplane> Reconciler<D> {
         self.clear_retry(Work::FullPass);
         // This pass covers whatever a sweep had left.
         self.sweep = None;
-        self.node_addresses = node;
-        self.dummy = dummy;
-        self.hold_sysctls(&mut report);
-
+        self.take_node(node, dummy, &mut report);
         let (keys, found) = self.pass_keys(listing.table.keys());
-        let missing: Vec<IpAddr> = self
-            .wanted_vips()
-            .difference(&self.dummy)
-            .copied()
-            .collect();
-        self.bind_vips(missing, now, &mut report);
+        self.bind_missing_vips(now, &mut report);
         let examined = keys.len();
         let states = keys
             .into_iter()
@@ -682,9 +674,10 @@ impl<D: Dataplane> Reconciler<D> {
     /// made behind the controller's back on its VIPs or NodePorts). The kernel resumes a
     /// service dump by position, so the dump costs time quadratic in the table's size (about
     /// 20 s at 61,000 services under emulation, during which nothing else runs): a daemon
-    /// discovers on every pass of a small table and on one pass in several of a large one. Each [`Reconciler::sweep_step`] then reads a slice of them whole
-    /// (destinations and connection counts, at that moment, so changes made meanwhile are
-    /// seen) and repairs what differs. A sweep started while another runs replaces it.
+    /// discovers on every pass of a small table and on one pass in several of a large one.
+    /// Each [`Reconciler::sweep_step`] then reads a slice of them whole (destinations and
+    /// connection counts, at that moment, so changes made meanwhile are seen) and repairs
+    /// what differs. A sweep started while another runs replaces it.
     ///
     /// An error means the node could not be read; nothing was changed and no sweep is
     /// running (the caller tries again later).
@@ -712,17 +705,10 @@ impl<D: Dataplane> Reconciler<D> {
             }
         };
         self.metrics.full_syncs += 1;
-        self.node_addresses = node;
-        self.dummy = dummy;
         let mut report = SyncReport::default();
-        self.hold_sysctls(&mut report);
+        self.take_node(node, dummy, &mut report);
         let (keys, _) = self.pass_keys(listed.into_iter());
-        let missing: Vec<IpAddr> = self
-            .wanted_vips()
-            .difference(&self.dummy)
-            .copied()
-            .collect();
-        self.bind_vips(missing, now, &mut report);
+        self.bind_missing_vips(now, &mut report);
         self.sweep = Some(Sweep {
             examined: 0,
             keys: keys.into_iter().collect(),
@@ -807,6 +793,30 @@ impl<D: Dataplane> Reconciler<D> {
         }));
         keys.extend(self.suspect.iter().copied());
         (keys, found)
+    }
+
+    /// Takes in the node's addresses and the dummy interface's, just read by a full pass, and
+    /// holds the configured sysctls.
+    fn take_node(
+        &mut self,
+        node: BTreeSet<IpAddr>,
+        dummy: BTreeSet<IpAddr>,
+        report: &mut SyncReport,
+    ) {
+        self.node_addresses = node;
+        self.dummy = dummy;
+        self.hold_sysctls(report);
+    }
+
+    /// Binds the wanted VIPs the dummy interface lacks (a full pass does it after it has
+    /// decided what it owns: a VIP bound earlier would make foreign entries on it look ours).
+    fn bind_missing_vips(&mut self, now: Instant, report: &mut SyncReport) {
+        let missing: Vec<IpAddr> = self
+            .wanted_vips()
+            .difference(&self.dummy)
+            .copied()
+            .collect();
+        self.bind_vips(missing, now, report);
     }
 
     /// The VIPs to bind on the dummy interface: the desired ones the node does not already

@@ -10,6 +10,7 @@ mod compact_slice;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use compact_slice::{CompactSlice, Interner};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -25,8 +26,6 @@ pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-t
 
 /// The node label that names the node's zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-
-use compact_slice::{CompactSlice, Interner};
 
 /// A change to one kind of object, as a source reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -227,9 +226,8 @@ impl ObjectStore {
         self.remove_slice(&key, touched);
         if let Some(owner) = &stored.owner {
             let keys = self.slices_by_service.entry(owner.clone()).or_default();
-            if !keys.contains(&key) {
-                keys.push(key.clone());
-                keys.sort();
+            if let Err(at) = keys.binary_search(&key) {
+                keys.insert(at, key.clone());
             }
             touched.insert(owner.clone());
         }
