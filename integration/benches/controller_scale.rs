@@ -656,7 +656,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.cold_compute_ms = adopted["compute_ms"].as_f64().unwrap_or(f64::NAN);
     r.cold_bind_ms = entries
         .iter()
-        .filter(|v| message(v) == "addresses bound on the dummy interface")
+        .filter(|v| message(v) == "VIPs bound to the dummy interface")
         .filter_map(|v| v["elapsed_ms"].as_f64())
         .sum();
     r.cold_loaded =
@@ -1253,8 +1253,8 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
            kernel's table is then listed and compared with the expected counts. Operations are \
            the sum of `ipvs_proxy_operations_total`; peak RSS is `VmHWM` from \
            `/proc/PID/status`. The peers load the same virtual and real servers in a fresh \
-           namespace each; they do not bind VIPs, which the daemon does (one address per \
-           ClusterIP and ingress IP on `kube-ipvs0`).\n";
+           namespace each; they do not bind VIPs, which the daemon does (one local route \
+           through `kube-ipvs0` per ClusterIP and ingress IP).\n";
     md += "- **steady state**: utime + stime from `/proc/PID/stat` (and per thread from \
            `/proc/PID/task/*/stat`) over the window, which includes a full pass (every 30 s, \
            in slices of 256 virtual servers spread over 15 s: every virtual server of the \

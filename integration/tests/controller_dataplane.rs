@@ -326,6 +326,117 @@ mod real_kernel {
         .unwrap()
     }
 
+    /// The IPv4 addresses on `name` and the destinations of the local routes through it with
+    /// the controller's protocol, read over rtnetlink.
+    fn addresses_and_vip_routes(name: &str) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+        use futures_util::TryStreamExt;
+        use netlink_packet_route::address::AddressAttribute;
+        use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+        use svc_controller::dataplane::VIP_ROUTE_PROTOCOL;
+        let name = name.to_owned();
+        link::block_on_future(async move {
+            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+            let task = tokio::spawn(connection);
+            let link = handle
+                .link()
+                .get()
+                .match_name(name)
+                .execute()
+                .try_next()
+                .await
+                .unwrap()
+                .expect("the interface exists");
+            let addresses: Vec<_> = handle
+                .address()
+                .get()
+                .set_link_index_filter(link.header.index)
+                .execute()
+                .try_collect()
+                .await
+                .unwrap();
+            let routes: Vec<_> = handle
+                .route()
+                .get(rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new().build())
+                .execute()
+                .try_collect()
+                .await
+                .unwrap();
+            task.abort();
+            let addresses = addresses
+                .iter()
+                .filter(|m| m.header.index == link.header.index)
+                .flat_map(|m| &m.attributes)
+                .filter_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V4(v4)) => Some(IpAddr::V4(*v4)),
+                    _ => None,
+                })
+                .collect();
+            let routes = routes
+                .iter()
+                .filter(|m| m.header.protocol == RouteProtocol::Other(VIP_ROUTE_PROTOCOL))
+                .filter(|m| {
+                    m.attributes
+                        .iter()
+                        .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link.header.index))
+                })
+                .flat_map(|m| &m.attributes)
+                .filter_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+                    _ => None,
+                })
+                .collect();
+            (addresses, routes)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn ipv4_vips_are_local_routes_and_addresses_left_by_older_versions_still_count() {
+        in_fresh_netns("ctl-routes", || {
+            let mut dp = KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap();
+            dp.add_dummy_addresses(&[ip("10.96.0.1"), ip("10.96.0.2"), ip("fd00::96:1")])
+                .into_iter()
+                .for_each(|r| r.unwrap());
+            let (addresses, routes) = addresses_and_vip_routes(DEFAULT_DUMMY_INTERFACE);
+            assert!(addresses.is_empty(), "IPv4 VIPs are no addresses: {addresses:?}");
+            assert_eq!(routes, [ip("10.96.0.1"), ip("10.96.0.2")].into());
+            // The IPv6 VIP is an address (a route through a down link is refused).
+            assert!(dp.dummy_addresses().unwrap().contains(&ip("fd00::96:1")));
+            // Binding again is a success and adds nothing.
+            dp.add_dummy_address(ip("10.96.0.1")).unwrap();
+            assert_eq!(addresses_and_vip_routes(DEFAULT_DUMMY_INTERFACE).1.len(), 2);
+
+            // An IPv4 VIP bound as an address (an older version, kube-proxy) counts as bound,
+            // is not bound a second time, and unbinding it removes the address.
+            link::add_address(DEFAULT_DUMMY_INTERFACE, ip("10.96.0.3"), 32).unwrap();
+            let both = dp.node_and_dummy_addresses().unwrap();
+            let want: BTreeSet<IpAddr> = ["10.96.0.1", "10.96.0.2", "10.96.0.3", "fd00::96:1"]
+                .map(ip)
+                .into();
+            assert_eq!(both.1, want);
+            assert!(!both.0.contains(&ip("10.96.0.1")), "a VIP is no node address");
+            assert_eq!(dp.dummy_addresses().unwrap(), want);
+            dp.add_dummy_address(ip("10.96.0.3")).unwrap();
+            assert_eq!(
+                addresses_and_vip_routes(DEFAULT_DUMMY_INTERFACE),
+                ([ip("10.96.0.3")].into(), [ip("10.96.0.1"), ip("10.96.0.2")].into())
+            );
+            // 10.96.0.3 is the interface's last IPv4 address: the kernel flushes the routes
+            // through it with it, and the dataplane binds 10.96.0.2 again.
+            for vip in ["10.96.0.1", "10.96.0.3", "fd00::96:1"] {
+                dp.delete_dummy_address(ip(vip)).unwrap();
+                // Not bound any more: still a success.
+                dp.delete_dummy_address(ip(vip)).unwrap();
+            }
+            assert_eq!(
+                addresses_and_vip_routes(DEFAULT_DUMMY_INTERFACE),
+                (BTreeSet::new(), [ip("10.96.0.2")].into())
+            );
+            assert_eq!(dp.dummy_addresses().unwrap(), [ip("10.96.0.2")].into());
+        });
+    }
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn many_vips_are_bound_in_one_pipelined_call_with_a_result_each() {

@@ -11,8 +11,9 @@
 //! A virtual server is **ours** exactly when one of these holds:
 //!
 //! 1. its key is in the desired state (we are about to program it, whoever made it);
-//! 2. its address is bound on the dummy interface we manage (`kube-ipvs0`), and its protocol
-//!    is TCP, UDP or SCTP;
+//! 2. its address is bound to the dummy interface we manage (`kube-ipvs0`: a local route
+//!    through it, as the kernel dataplane binds IPv4 VIPs, or an address on it), and its
+//!    protocol is TCP, UDP or SCTP;
 //! 3. its address is one of the node's own addresses (the other interfaces), its protocol is
 //!    TCP, UDP or SCTP, and its port is inside the configured NodePort range
 //!    (`30000-32767` by default).

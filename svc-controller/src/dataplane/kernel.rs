@@ -11,7 +11,10 @@ use ipvs::table::{ServiceConfig, Table};
 use ipvs::{ErrorKind, Ipvs};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
-use rtnetlink::{Handle, LinkDummy};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::{Handle, LinkDummy, RouteMessageBuilder};
 
 use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
@@ -24,16 +27,37 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 /// `EADDRNOTAVAIL`: an address that is not bound.
 const EADDRNOTAVAIL: i32 = 99;
+/// `ESRCH`: a route that does not exist.
+const ESRCH: i32 = 3;
+/// The kernel's `local` routing table (`RT_TABLE_LOCAL`).
+const LOCAL_TABLE: u8 = 255;
+
+/// The routing protocol number (`rtm_protocol`) of the local routes that bind IPv4 VIPs:
+/// `ip route show table local proto 73` lists them. Any local route through the dummy
+/// interface counts as a bound VIP whatever its protocol (an address on the interface makes
+/// one with protocol `kernel`); this number only tells an operator, and a delete, which ones
+/// the controller made.
+pub const VIP_ROUTE_PROTOCOL: u8 = 73;
 
 /// The node's real dataplane.
 ///
 /// - IPVS through one blocking [`Ipvs`] handle (batches go out in as few `sendmsg` calls as
 ///   the library can make, each operation with its own answer);
-/// - the dummy interface and addresses through rtnetlink, on a small current-thread tokio
+/// - the dummy interface and the VIPs through rtnetlink, on a small current-thread tokio
 ///   runtime owned by this value. The interface is created as a `dummy` link and left **down**,
-///   as kube-proxy leaves `kube-ipvs0`: IPVS intercepts packets to a local address in the
+///   as kube-proxy leaves `kube-ipvs0`: IPVS intercepts packets to a local destination in the
 ///   `LOCAL_IN` hook whatever the link state, and a down link never answers ARP or neighbour
-///   solicitations for the VIPs nor carries routes of its own. VIPs are bound as /32 and /128;
+///   solicitations for the VIPs nor carries routes of its own.
+///
+///   An **IPv4 VIP is bound as a local route** through the interface (`local VIP dev
+///   kube-ipvs0 table local proto 73`, see [`VIP_ROUTE_PROTOCOL`]), not as an address: the
+///   kernel delivers a packet locally because of that route either way (an address only adds
+///   the route for you), but adding an address walks the interface's whole address list
+///   (kernel 6.1), so binding 10,000 VIPs as addresses costs time quadratic in their number,
+///   where routes go into the FIB trie; and a VIP that is no address is never picked as a
+///   source address. An address already on the interface (made by an older version, or by
+///   kube-proxy) counts as bound, and unbinding removes it. **IPv6 VIPs are bound as /128
+///   addresses**: the kernel refuses an IPv6 route through a link that is down;
 /// - sysctls by writing `/proc/sys` directly.
 ///
 /// Sockets belong to the network namespace of the thread that opened the dataplane;
@@ -79,6 +103,49 @@ fn address_of(message: &AddressMessage) -> Option<IpAddr> {
             AddressAttribute::Address(addr) => Some(*addr),
             _ => None,
         })
+    })
+}
+
+/// The local route that binds the IPv4 VIP `addr` through the interface `index`.
+fn vip_route(index: u32, addr: std::net::Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+        .destination_prefix(addr, 32)
+        .output_interface(index)
+        .table_id(u32::from(LOCAL_TABLE))
+        .kind(RouteType::Local)
+        .scope(RouteScope::Host)
+        .protocol(RouteProtocol::Other(VIP_ROUTE_PROTOCOL))
+        .build()
+}
+
+/// The destination of a host route in the local table through the interface `index`
+/// (a bound IPv4 VIP), `None` for any other route.
+fn local_route_through(message: &RouteMessage, index: u32) -> Option<IpAddr> {
+    let header = &message.header;
+    let table = message
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(u32::from(header.table));
+    if header.kind != RouteType::Local
+        || table != u32::from(LOCAL_TABLE)
+        || header.destination_prefix_length != 32
+    {
+        return None;
+    }
+    let through = message
+        .attributes
+        .iter()
+        .any(|a| matches!(a, RouteAttribute::Oif(oif) if *oif == index));
+    if !through {
+        return None;
+    }
+    message.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(addr)) => Some(IpAddr::V4(*addr)),
+        _ => None,
     })
 }
 
@@ -181,14 +248,51 @@ impl KernelDataplane {
         })
     }
 
-    /// The addresses bound on the interface with this index.
+    /// The VIPs bound to the interface with this index: its addresses and the IPv4 local
+    /// routes through it.
     fn addresses_of(&mut self, index: u32) -> Result<BTreeSet<IpAddr>, DataplaneError> {
-        Ok(self
+        let mut bound: BTreeSet<IpAddr> = self
             .all_addresses()?
             .iter()
             .filter(|m| m.header.index == index)
             .filter_map(address_of)
+            .collect();
+        bound.extend(self.routes_through(index)?);
+        Ok(bound)
+    }
+
+    /// The destinations of the IPv4 local routes through the interface with this index.
+    fn routes_through(&mut self, index: u32) -> Result<Vec<IpAddr>, DataplaneError> {
+        let handle = self.handle.clone();
+        // The kernel answers a dump with every IPv4 route of every table (without strict
+        // checking it ignores the table asked for); the local table is a few entries per
+        // node address plus the VIPs.
+        let filter = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .table_id(u32::from(LOCAL_TABLE))
+            .build();
+        let routes: Vec<RouteMessage> = self
+            .runtime
+            .block_on(async move { handle.route().get(filter).execute().try_collect().await })
+            .map_err(|e| netlink("list the local routes", e))?;
+        Ok(routes
+            .iter()
+            .filter_map(|m| local_route_through(m, index))
             .collect())
+    }
+
+    /// Sends the request that binds `addr` (a local route for IPv4, an address for IPv6).
+    fn bind_request(
+        handle: &Handle,
+        index: u32,
+        addr: IpAddr,
+    ) -> impl std::future::Future<Output = Result<(), rtnetlink::Error>> + use<> {
+        let handle = handle.clone();
+        async move {
+            match addr {
+                IpAddr::V4(v4) => handle.route().add(vip_route(index, v4)).execute().await,
+                IpAddr::V6(_) => handle.address().add(index, addr, 128).execute().await,
+            }
+        }
     }
 
     /// Every address of the namespace with its interface index.
@@ -364,18 +468,13 @@ impl Dataplane for KernelDataplane {
 
     fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
         let index = self.ensure_interface()?;
-        let prefix = if addr.is_ipv4() { 32 } else { 128 };
-        let handle = self.handle.clone();
         let added = self
             .runtime
-            .block_on(async move { handle.address().add(index, addr, prefix).execute().await });
+            .block_on(Self::bind_request(&self.handle, index, addr));
         match added {
             Ok(()) => Ok(()),
             Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(netlink(
-                format!("bind {addr}/{prefix} on {}", self.interface),
-                e,
-            )),
+            Err(e) => Err(netlink(format!("bind {addr} to {}", self.interface), e)),
         }
     }
 
@@ -402,10 +501,10 @@ impl Dataplane for KernelDataplane {
         let handle = self.handle.clone();
         let list: Vec<IpAddr> = addrs.to_vec();
         let answers: Vec<Result<(), rtnetlink::Error>> = self.runtime.block_on(async move {
-            futures_util::stream::iter(list.into_iter().map(|addr| {
-                let prefix = if addr.is_ipv4() { 32 } else { 128 };
-                handle.address().add(index, addr, prefix).execute()
-            }))
+            futures_util::stream::iter(
+                list.into_iter()
+                    .map(|addr| Self::bind_request(&handle, index, addr)),
+            )
             .buffered(IN_FLIGHT)
             .collect()
             .await
@@ -413,7 +512,7 @@ impl Dataplane for KernelDataplane {
         tracing::debug!(
             addresses = addrs.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "addresses bound on the dummy interface"
+            "VIPs bound to the dummy interface"
         );
         addrs
             .iter()
@@ -421,7 +520,7 @@ impl Dataplane for KernelDataplane {
             .map(|(addr, answer)| match answer {
                 Ok(()) => Ok(()),
                 Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
-                Err(e) => Err(netlink(format!("bind {addr} on {}", self.interface), e)),
+                Err(e) => Err(netlink(format!("bind {addr} to {}", self.interface), e)),
             })
             .collect()
     }
@@ -430,11 +529,42 @@ impl Dataplane for KernelDataplane {
         let Some(index) = self.find_interface()? else {
             return Ok(());
         };
-        let messages: Vec<AddressMessage> = self
+        if let IpAddr::V4(v4) = addr {
+            // The route this controller made (its protocol must match: the route an address
+            // makes is the address's to remove, below).
+            let handle = self.handle.clone();
+            let deleted = self.runtime.block_on(async move {
+                handle.route().del(vip_route(index, v4)).execute().await
+            });
+            match deleted {
+                Ok(()) => {}
+                Err(e) if errno_of(&e) == Some(ESRCH) => {}
+                Err(e) => {
+                    return Err(netlink(format!("unbind {addr} from {}", self.interface), e));
+                }
+            }
+        }
+        // An address: IPv6 VIPs, and IPv4 ones bound as addresses by an older version.
+        let on_interface: Vec<AddressMessage> = self
             .all_addresses()?
             .into_iter()
-            .filter(|m| m.header.index == index && address_of(m) == Some(addr))
+            .filter(|m| m.header.index == index)
             .collect();
+        let (messages, others): (Vec<AddressMessage>, Vec<AddressMessage>) = on_interface
+            .into_iter()
+            .partition(|m| address_of(m) == Some(addr));
+        // The kernel flushes every IPv4 route through an interface when its last IPv4
+        // address goes (`fib_disable_ip`): the VIPs bound as routes must be bound again.
+        let last_v4 = addr.is_ipv4()
+            && !messages.is_empty()
+            && !others.iter().any(|m| address_of(m).is_some_and(|a| a.is_ipv4()));
+        let routes = if last_v4 {
+            let mut routes = self.routes_through(index)?;
+            routes.retain(|r| *r != addr);
+            routes
+        } else {
+            Vec::new()
+        };
         for message in messages {
             let handle = self.handle.clone();
             let deleted = self
@@ -448,6 +578,20 @@ impl Dataplane for KernelDataplane {
                 }
             }
         }
+        if !routes.is_empty() {
+            tracing::info!(
+                vips = routes.len(),
+                "the last IPv4 address left the dummy interface and took its routes: \
+                 binding the VIPs again"
+            );
+            if let Some(error) = self
+                .add_dummy_addresses(&routes)
+                .into_iter()
+                .find_map(Result::err)
+            {
+                return Err(error);
+            }
+        }
         Ok(())
     }
 
@@ -459,10 +603,9 @@ impl Dataplane for KernelDataplane {
             .all_addresses()?
             .into_iter()
             .partition(|m| m.header.index == index);
-        Ok((
-            node.iter().filter_map(address_of).collect(),
-            dummy.iter().filter_map(address_of).collect(),
-        ))
+        let mut bound: BTreeSet<IpAddr> = dummy.iter().filter_map(address_of).collect();
+        bound.extend(self.routes_through(index)?);
+        Ok((node.iter().filter_map(address_of).collect(), bound))
     }
 
     fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {

@@ -9,8 +9,9 @@
 //! - **apply** a batch of [`Operation`]s ([`Dataplane::apply`]), getting one result per
 //!   operation: the kernel has no transactions, so a batch may half succeed, and the reconciler
 //!   must know exactly which half;
-//! - list, add and delete the addresses of the **dummy interface** that holds the VIPs
-//!   ([`Dataplane::dummy_addresses`] creates the interface when it is missing;
+//! - list, bind and unbind the VIPs on the **dummy interface** that holds them (the kernel
+//!   dataplane binds an IPv4 VIP as a local route through it and an IPv6 one as an address;
+//!   [`Dataplane::dummy_addresses`] creates the interface when it is missing;
 //!   [`Dataplane::delete_dummy_interface`] removes it at cleanup when nothing foreign is on
 //!   it), and list the
 //!   node's **other addresses** ([`Dataplane::node_addresses`]), so that a VIP that is already
@@ -39,7 +40,7 @@ use ipvs::codec::Operation;
 use ipvs::model::{DestinationKey, ServiceKey};
 use ipvs::table::{ServiceConfig, Table};
 
-pub use kernel::KernelDataplane;
+pub use kernel::{KernelDataplane, VIP_ROUTE_PROTOCOL};
 pub use memory::{AddressOp, MemoryDataplane};
 
 /// How many connections a destination has, as the kernel counts them.
@@ -268,10 +269,12 @@ pub trait Dataplane {
         operations: &[Operation],
     ) -> Result<Vec<Result<(), OperationError>>, DataplaneError>;
 
-    /// The addresses on the dummy interface, creating the interface (left down) when missing.
+    /// The VIPs bound to the dummy interface (its addresses and, in the kernel dataplane, the
+    /// IPv4 local routes through it), creating the interface (left down) when missing.
     fn dummy_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError>;
 
-    /// Binds `addr` on the dummy interface as a /32 or /128 (already bound: success).
+    /// Binds `addr` to the dummy interface (already bound: success): the kernel dataplane
+    /// adds an IPv4 VIP as a local route through the interface, an IPv6 one as a /128.
     fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
 
     /// Binds each of `addrs` as [`Dataplane::add_dummy_address`] does, with one result per
@@ -281,7 +284,8 @@ pub trait Dataplane {
         addrs.iter().map(|a| self.add_dummy_address(*a)).collect()
     }
 
-    /// Removes `addr` from the dummy interface (not bound: success).
+    /// Unbinds `addr` from the dummy interface, as a route and as an address (not bound:
+    /// success).
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError>;
 
     /// The addresses on the dummy interface, `None` when it does not exist; never creates it
