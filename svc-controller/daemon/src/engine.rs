@@ -5,9 +5,15 @@
 //!
 //! 1. **waits** until every source has delivered its complete initial state (a `Reset` of
 //!    Services, of EndpointSlices and, with the Kubernetes source, of the Node). Until then it
-//!    touches nothing: a daemon that cannot reach the API server leaves the table alone;
+//!    touches nothing: a daemon that cannot reach the API server leaves the table alone.
+//!    The one exception is a node that holds nothing of ours (no virtual server the
+//!    [ownership rule](svc_controller::ownership) claims, no VIP): there is nothing to leave
+//!    alone, so what has arrived is programmed at once (once the Node is known, when it is
+//!    awaited). A first load delivered in parts (the manifests source) is then read and
+//!    programmed at the same time, and a fresh node is complete soon after its last part;
 //! 2. **adopts** the node: computes the whole desired state and runs one full pass, which
-//!    changes nothing when the table is already right (a restart);
+//!    changes nothing when the table is already right (a restart); after an early start, it
+//!    programs what is left and the first full pass comes a period later;
 //! 3. then **syncs incrementally**: each message marks the Services it touched; all messages
 //!    waiting in the channel are taken before a sync, so a burst is programmed in one go, and
 //!    syncs are at least [`EngineConfig::min_sync_period`] apart. Only the touched Services
@@ -32,6 +38,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Node;
 use svc_controller::dataplane::Dataplane;
+use svc_controller::ownership::Ownership;
 use svc_controller::reconcile::{Reconciler, ReconcilerConfig, ServiceUpdate, SyncReport};
 use svc_controller::{NodeInfo, Problem, ProxyConfig, ServiceRef};
 use tracing::{debug, error, info, warn};
@@ -70,6 +77,25 @@ struct SweepPace {
     work: Duration,
     /// What the pass has done so far.
     report: SyncReport,
+}
+
+/// Whether the first load is programmed as it arrives, before every source has synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EarlyStart {
+    /// Not looked at yet (nothing has arrived, or the Node is awaited).
+    Undecided,
+    /// The node held nothing of ours: parts are programmed as they come.
+    Fresh {
+        /// When the early programming began.
+        started: Instant,
+        /// Time spent computing desired states meanwhile.
+        compute: Duration,
+        /// Operations issued meanwhile.
+        operations: usize,
+    },
+    /// The node holds virtual servers or VIPs of ours (or could not be read): nothing is
+    /// touched before the adoption.
+    No,
 }
 
 /// The engine's settings.
@@ -127,6 +153,8 @@ pub struct Engine<D> {
     sweep: Option<SweepPace>,
     /// Full passes started.
     passes: u64,
+    /// Programming the first load as it arrives (see step 1 of the module documentation).
+    early: EarlyStart,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
 }
@@ -156,6 +184,7 @@ impl<D: Dataplane> Engine<D> {
             next_full: None,
             sweep: None,
             passes: 0,
+            early: EarlyStart::Undecided,
             metrics,
             health,
         }
@@ -268,9 +297,16 @@ impl<D: Dataplane> Engine<D> {
     /// Does the work that is due at `now`.
     pub fn step(&mut self, now: Instant, wall: SystemTime) {
         if !self.adopted {
+            let cpu = thread_cpu();
             if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
-                let cpu = thread_cpu();
-                self.adopt(now, wall);
+                if matches!(self.early, EarlyStart::Fresh { .. }) {
+                    self.finish_early_start(now, wall);
+                } else {
+                    self.adopt(now, wall);
+                }
+                self.charge("adoption", cpu);
+            } else if !self.ready() && !self.dirty.is_empty() && self.node_known() {
+                self.early_step(now, wall);
                 self.charge("adoption", cpu);
             }
             return;
@@ -311,6 +347,11 @@ impl<D: Dataplane> Engine<D> {
         if !self.adopted {
             return if self.ready() {
                 self.next_adoption
+            } else if !self.dirty.is_empty()
+                && self.node_known()
+                && !matches!(self.early, EarlyStart::No)
+            {
+                Some(Instant::now())
             } else {
                 None
             };
@@ -347,6 +388,110 @@ impl<D: Dataplane> Engine<D> {
             }
             self.node.addresses = addresses;
         }
+    }
+
+    /// Whether the Node facts the computation needs are in (or not awaited).
+    fn node_known(&self) -> bool {
+        self.synced.node || !self.config.wait_for_node
+    }
+
+    /// Before every source has synced: on a node that holds nothing of ours, programs the
+    /// Services that have arrived so far (a first load delivered in parts overlaps reading
+    /// with programming); elsewhere does nothing (see step 1 of the module documentation).
+    fn early_step(&mut self, now: Instant, wall: SystemTime) {
+        if self.early == EarlyStart::Undecided {
+            self.early = self.decide_early_start(now);
+        }
+        if matches!(self.early, EarlyStart::Fresh { .. }) {
+            self.sync_dirty(now, wall);
+        }
+    }
+
+    /// Reads the node: with no virtual server and no VIP of ours, the reconciler adopts
+    /// it at once with an empty desired state (which changes nothing there) and the first
+    /// load is programmed as it comes. Anything of ours, or a read that fails, means the
+    /// first load waits for the adoption, which must see the whole desired state before it
+    /// removes anything.
+    fn decide_early_start(&mut self, now: Instant) -> EarlyStart {
+        let started = Instant::now();
+        let node_port_range = self.reconciler.config().node_port_range.clone();
+        let dataplane = self.reconciler.dataplane_mut();
+        let read = dataplane
+            .service_keys()
+            .and_then(|keys| Ok((keys, dataplane.node_and_dummy_addresses()?)));
+        let (keys, (node, dummy)) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                debug!(error = %e, "cannot read the node; the first load waits for the adoption");
+                return EarlyStart::No;
+            }
+        };
+        let ownership = Ownership {
+            dummy_addresses: dummy,
+            node_addresses: node.clone(),
+            node_port_range,
+        };
+        let owned = keys.iter().filter(|k| ownership.owns_kernel_key(k)).count();
+        if owned > 0 || !ownership.dummy_addresses.is_empty() {
+            info!(
+                owned_virtual_servers = owned,
+                vips = ownership.dummy_addresses.len(),
+                "the node holds virtual servers or VIPs of ours: the first load is programmed \
+                 when complete"
+            );
+            return EarlyStart::No;
+        }
+        self.node_addresses_read(node.into_iter().collect());
+        match self.reconciler.verify(now) {
+            Ok(report) => {
+                info!(
+                    foreign_virtual_servers = keys.len(),
+                    "nothing of ours on this node: the first load is programmed as it arrives"
+                );
+                self.after(&report);
+                EarlyStart::Fresh {
+                    started,
+                    compute: Duration::ZERO,
+                    operations: report.operations,
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "cannot read the node; the first load waits for the adoption");
+                EarlyStart::No
+            }
+        }
+    }
+
+    /// Every source has synced after an early start: programs what is left and takes the
+    /// node as adopted (the reconciler adopted it when the early start began, and has
+    /// programmed every Service since; the first full pass comes a period later).
+    fn finish_early_start(&mut self, now: Instant, wall: SystemTime) {
+        if !self.dirty.is_empty() {
+            self.sync_dirty(now, wall);
+        }
+        let EarlyStart::Fresh {
+            started,
+            compute,
+            operations,
+        } = self.early
+        else {
+            return;
+        };
+        self.adopted = true;
+        self.next_adoption = None;
+        self.triggers.clear();
+        self.last_sync = Some(now);
+        self.next_full = Some(now + self.config.sync_period);
+        info!(
+            services = self.store.services_len(),
+            slices = self.store.slices_len(),
+            virtual_servers = self.reconciler.desired().virtual_servers().len(),
+            operations,
+            compute_ms = compute.as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            early = true,
+            "node adopted"
+        );
     }
 
     fn adopt(&mut self, now: Instant, wall: SystemTime) {
@@ -396,6 +541,7 @@ impl<D: Dataplane> Engine<D> {
         let started = Instant::now();
         let dirty = std::mem::take(&mut self.dirty);
         let mut updates = Vec::with_capacity(dirty.len());
+        let compute_started = Instant::now();
         for service in &dirty {
             match self.store.compute(service, &self.node, &self.config.proxy) {
                 Some(desired) => {
@@ -408,8 +554,19 @@ impl<D: Dataplane> Engine<D> {
                 }
             }
         }
+        let computed = compute_started.elapsed();
         // One sync for all: reads and operations of every touched Service go together.
         let total = self.reconciler.sync_services(updates, now);
+        if let EarlyStart::Fresh {
+            compute,
+            operations,
+            ..
+        } = &mut self.early
+            && !self.adopted
+        {
+            *compute += computed;
+            *operations += total.operations;
+        }
         self.last_sync = Some(now);
         debug!(
             services = dirty.len(),
@@ -956,35 +1113,106 @@ mod tests {
             Some(t1 + FULL_PASS_RETRY + Duration::from_secs(30))
         );
     }
-    #[test]
-    fn a_first_list_in_parts_adopts_when_both_kinds_are_synced() {
-        let now = Instant::now();
-        let mut e = engine(false);
-        feed(
-            &mut e,
+    /// The first load of [`initial`] in two parts, as the manifests source streams it: the
+    /// Services and the first slice, then the second slice.
+    fn first_load_in_parts() -> (Vec<Message>, Vec<Message>) {
+        (
             vec![
                 Message::Services(Change::Applied(service("ns", "a", "10.96.0.1"))),
-                Message::Slices(Change::Applied(slice("ns", "a-1", "a", &["10.1.0.1"]))),
+                Message::Slices(Change::Applied(slice(
+                    "ns",
+                    "a-1",
+                    "a",
+                    &["10.1.0.1", "10.1.0.2"],
+                ))),
                 Message::Services(Change::Applied(service("ns", "b", "10.96.0.2"))),
                 Message::Services(Change::Synced),
             ],
-            now,
-        );
-        assert!(!e.is_adopted(), "the slices are not all in");
-        assert!(e.reconciler().dataplane().journal().is_empty());
-        feed(
-            &mut e,
             vec![
                 Message::Slices(Change::Applied(slice("ns", "b-1", "b", &["10.1.1.1"]))),
                 Message::Slices(Change::Synced),
             ],
-            now,
+        )
+    }
+
+    /// The kernel table an engine fed [`initial`] at once programs.
+    fn table_of_initial() -> ipvs::table::Table {
+        let mut e = engine(false);
+        feed(&mut e, initial(), Instant::now());
+        e.reconciler().dataplane().table().clone()
+    }
+
+    #[test]
+    fn a_first_load_in_parts_on_a_fresh_node_is_programmed_as_it_arrives() {
+        let now = Instant::now();
+        let mut e = engine(true);
+        let (first, rest) = first_load_in_parts();
+        feed(&mut e, first, now);
+        assert!(
+            e.reconciler().dataplane().journal().is_empty(),
+            "nothing before the Node is known"
         );
-        assert!(e.is_adopted());
+        feed(&mut e, vec![Message::Node(Change::Reset(vec![]))], now);
+        assert!(!e.is_adopted(), "the slices are not all in");
         let table = e.reconciler().dataplane().table();
-        assert_eq!(table.len(), 2);
+        assert_eq!(table.len(), 2, "both Services programmed early");
+        let destinations = |vip: &str| {
+            table
+                .iter()
+                .find(|s| s.key().to_string().contains(vip))
+                .map(|s| s.destinations().len())
+        };
+        assert_eq!(destinations("10.96.0.1"), Some(2));
+        assert_eq!(destinations("10.96.0.2"), Some(0), "its slice comes later");
+        assert_eq!(e.pending(), 0);
+
+        feed(&mut e, rest, now);
+        assert!(e.is_adopted());
+        assert_eq!(e.pending(), 0);
+        assert_eq!(e.reconciler().dataplane().table(), table_of_initial());
+        // The first full pass (a period later) finds nothing to repair.
+        e.reconciler.dataplane_mut().clear_logs();
+        let later = now + Duration::from_secs(30);
+        for i in 0..100 {
+            e.step(later + Duration::from_secs(i), SystemTime::now());
+        }
+        assert!(!e.full_pass_running());
+        assert!(kinds(&e).is_empty(), "{:?}", kinds(&e));
+    }
+
+    #[test]
+    fn a_first_load_in_parts_on_a_node_with_our_state_waits_for_the_adoption() {
+        let now = Instant::now();
+        // A node that ran the daemon before: Service c is gone from the input since.
+        let mut e = engine(false);
+        let mut before = initial();
+        before.push(Message::Services(Change::Applied(service(
+            "ns",
+            "c",
+            "10.96.0.3",
+        ))));
+        feed(&mut e, before, now);
+        assert_eq!(e.reconciler().dataplane().table().len(), 3);
+        let mut dp = e.reconciler.into_dataplane();
+        dp.clear_logs();
+
+        let mut e = engine_over(dp, false);
+        let (first, rest) = first_load_in_parts();
+        feed(&mut e, first, now);
+        assert!(!e.is_adopted(), "the slices are not all in");
+        assert!(
+            e.reconciler().dataplane().journal().is_empty(),
+            "{:?}",
+            kinds(&e)
+        );
+        assert_eq!(e.reconciler().dataplane().table().len(), 3, "untouched");
+        feed(&mut e, rest, now);
+        assert!(e.is_adopted());
+        assert_eq!(e.reconciler().dataplane().table(), table_of_initial());
+        assert_eq!(kinds(&e), vec![OperationKind::DeleteService]);
         assert_eq!(e.pending(), 0);
     }
+
     #[test]
     fn a_full_pass_follows_the_node_addresses() {
         let t0 = Instant::now();
