@@ -487,6 +487,7 @@ impl<D: Dataplane> Engine<D> {
             slices = self.store.slices_len(),
             virtual_servers = self.reconciler.desired().virtual_servers().len(),
             operations,
+            address_changes = self.reconciler.metrics().address_changes,
             compute_ms = compute.as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
             early = true,
@@ -523,6 +524,7 @@ impl<D: Dataplane> Engine<D> {
                     slices = self.store.slices_len(),
                     virtual_servers = self.reconciler.desired().virtual_servers().len(),
                     operations = report.operations,
+                    address_changes = self.reconciler.metrics().address_changes,
                     compute_ms = computed.as_millis() as u64,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "node adopted"
