@@ -504,9 +504,17 @@ fn measure_peers(cluster: &SyntheticCluster, want: (usize, usize)) -> (f64, f64)
 struct Scratch(PathBuf);
 
 impl Scratch {
+    /// On a tmpfs (`/dev/shm`) where there is one, as a node's manifests are (a ConfigMap
+    /// volume): the VM's `/tmp` is an overlay over the host's 9p share, where every lookup
+    /// of a file is a round trip to the host that a node never pays.
     fn new(services: usize) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("ipvs-scale-{services}-{}", std::process::id()));
+        let shm = Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            shm.to_owned()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = root.join(format!("ipvs-scale-{services}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("manifests")).expect("scratch folder");
         Self(dir)
@@ -1028,7 +1036,8 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
     );
     md += "- cluster: 80 % ClusterIP, 18 % NodePort, 2 % LoadBalancer (one ingress IP); one TCP \
            port; one EndpointSlice of 10 ready endpoints per Service; one JSON manifest file per \
-           Service (`integration::synthetic`); the node has one address, so a NodePort Service \
+           Service (`integration::synthetic`) in a folder on a tmpfs (`/dev/shm`, as a \
+           ConfigMap volume is; the VM's `/tmp` is an overlay over the host's 9p share); the node has one address, so a NodePort Service \
            has 2 virtual servers and a LoadBalancer Service 3\n";
     md += "- daemon: release `ipvs-proxy --manifests DIR --log-format json` with default sync \
            settings (`--ipvs-min-sync-period 0`, `--ipvs-sync-period 30s`), logs at \

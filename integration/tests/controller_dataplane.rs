@@ -399,7 +399,10 @@ mod real_kernel {
                 .into_iter()
                 .for_each(|r| r.unwrap());
             let (addresses, routes) = addresses_and_vip_routes(DEFAULT_DUMMY_INTERFACE);
-            assert!(addresses.is_empty(), "IPv4 VIPs are no addresses: {addresses:?}");
+            assert!(
+                addresses.is_empty(),
+                "IPv4 VIPs are no addresses: {addresses:?}"
+            );
             assert_eq!(routes, [ip("10.96.0.1"), ip("10.96.0.2")].into());
             // The IPv6 VIP is an address (a route through a down link is refused).
             assert!(dp.dummy_addresses().unwrap().contains(&ip("fd00::96:1")));
@@ -415,12 +418,18 @@ mod real_kernel {
                 .map(ip)
                 .into();
             assert_eq!(both.1, want);
-            assert!(!both.0.contains(&ip("10.96.0.1")), "a VIP is no node address");
+            assert!(
+                !both.0.contains(&ip("10.96.0.1")),
+                "a VIP is no node address"
+            );
             assert_eq!(dp.dummy_addresses().unwrap(), want);
             dp.add_dummy_address(ip("10.96.0.3")).unwrap();
             assert_eq!(
                 addresses_and_vip_routes(DEFAULT_DUMMY_INTERFACE),
-                ([ip("10.96.0.3")].into(), [ip("10.96.0.1"), ip("10.96.0.2")].into())
+                (
+                    [ip("10.96.0.3")].into(),
+                    [ip("10.96.0.1"), ip("10.96.0.2")].into()
+                )
             );
             // 10.96.0.3 is the interface's last IPv4 address: the kernel flushes the routes
             // through it with it, and the dataplane binds 10.96.0.2 again.

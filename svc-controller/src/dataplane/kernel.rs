@@ -533,9 +533,9 @@ impl Dataplane for KernelDataplane {
             // The route this controller made (its protocol must match: the route an address
             // makes is the address's to remove, below).
             let handle = self.handle.clone();
-            let deleted = self.runtime.block_on(async move {
-                handle.route().del(vip_route(index, v4)).execute().await
-            });
+            let deleted = self
+                .runtime
+                .block_on(async move { handle.route().del(vip_route(index, v4)).execute().await });
             match deleted {
                 Ok(()) => {}
                 Err(e) if errno_of(&e) == Some(ESRCH) => {}
@@ -557,7 +557,9 @@ impl Dataplane for KernelDataplane {
         // address goes (`fib_disable_ip`): the VIPs bound as routes must be bound again.
         let last_v4 = addr.is_ipv4()
             && !messages.is_empty()
-            && !others.iter().any(|m| address_of(m).is_some_and(|a| a.is_ipv4()));
+            && !others
+                .iter()
+                .any(|m| address_of(m).is_some_and(|a| a.is_ipv4()));
         let routes = if last_v4 {
             let mut routes = self.routes_through(index)?;
             routes.retain(|r| *r != addr);

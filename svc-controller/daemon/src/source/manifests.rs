@@ -131,7 +131,9 @@ pub enum FirstLoad {
 #[derive(Debug)]
 pub struct ManifestFolder {
     root: PathBuf,
-    files: BTreeMap<PathBuf, LoadedFile>,
+    /// By path; a hash map, as looking up and replacing a file is most of what a load does
+    /// with it (a `BTreeMap` compared paths component by component at every step).
+    files: HashMap<PathBuf, LoadedFile>,
     service_owner: HashMap<ObjectKey, PathBuf>,
     slice_owner: HashMap<ObjectKey, PathBuf>,
     /// Set while loading: the objects found go here, to be sent as one `Reset` of each kind,
@@ -144,7 +146,7 @@ impl ManifestFolder {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
-            files: BTreeMap::new(),
+            files: HashMap::new(),
             service_owner: HashMap::new(),
             slice_owner: HashMap::new(),
             loading: None,
@@ -258,12 +260,13 @@ impl ManifestFolder {
             }
         };
         confirm_missing(&mut current, self.files.keys());
-        let removed: Vec<PathBuf> = self
+        let mut removed: Vec<PathBuf> = self
             .files
             .keys()
             .filter(|p| !current.contains_key(*p))
             .cloned()
             .collect();
+        removed.sort();
         for path in removed {
             if let Some(old) = self.files.remove(&path) {
                 self.replace(&path, old, Parsed::default(), None, &mut scan);
@@ -417,8 +420,11 @@ struct Diffed<K> {
 /// A hash of an object's content, to tell whether a re-read object changed. Computed by
 /// serialising into the hasher: nothing is allocated.
 fn content_hash<K: serde::Serialize>(object: &K) -> u64 {
-    use std::hash::Hasher;
-    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    use std::hash::{BuildHasher, Hasher};
+    // A fast hash with a fixed seed: the hashes are compared within one process only, and
+    // guarding against crafted collisions buys nothing here (a collision would only make
+    // an edit look like no change until the next one).
+    struct HashWriter(foldhash::quality::FoldHasher<'static>);
     impl std::io::Write for HashWriter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
             self.0.write(bytes);
@@ -428,7 +434,7 @@ fn content_hash<K: serde::Serialize>(object: &K) -> u64 {
             Ok(())
         }
     }
-    let mut writer = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    let mut writer = HashWriter(foldhash::quality::FixedState::with_seed(0x1f5).build_hasher());
     // Serialising these types cannot fail (string keys, no I/O error from the writer).
     let _ = serde_json::to_writer(&mut writer, object);
     writer.0.finish()
@@ -691,18 +697,17 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
         line: Some(e.line().max(1)),
         message: e.to_string(),
     };
-    // Each value is taken as raw text (no tree is built): its kind is read from it, then it
-    // is decoded once into its type.
-    let mut values = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
-    while let Some(value) = values.next() {
+    // Each value's kind is read as the value is scanned (no tree is built); its text, from
+    // where the scan started to where it ended, is then decoded once into its type.
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<TypeMeta>();
+    let mut from = 0;
+    while let Some(meta) = values.next() {
+        let to = values.byte_offset();
         // The line the value ends on; good enough to find it in a file of a few values.
-        let start = text[..values.byte_offset()].lines().count().max(1);
-        let value = value.map_err(syntax)?;
-        let meta: TypeMeta = serde_json::from_str(value.get()).map_err(|e| ManifestError {
-            path: path.to_owned(),
-            line: Some(start),
-            message: e.to_string(),
-        })?;
+        let start = text[..to].lines().count().max(1);
+        let meta = meta.map_err(syntax)?;
+        let value = text.get(from..to).unwrap_or_default();
+        from = to;
         let kind = meta.kind.unwrap_or_default();
         let api_version = meta.api_version.unwrap_or_default();
         if kind == "List" {
@@ -711,12 +716,11 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
                 #[serde(borrow, default)]
                 items: Option<Vec<&'a RawValue>>,
             }
-            let items: Items<'_> =
-                serde_json::from_str(value.get()).map_err(|_| ManifestError {
-                    path: path.to_owned(),
-                    line: Some(start),
-                    message: "a List whose `items` is not an array".into(),
-                })?;
+            let items: Items<'_> = serde_json::from_str(value).map_err(|_| ManifestError {
+                path: path.to_owned(),
+                line: Some(start),
+                message: "a List whose `items` is not an array".into(),
+            })?;
             for (i, item) in items.items.unwrap_or_default().into_iter().enumerate() {
                 let item_meta: TypeMeta =
                     serde_json::from_str(item.get()).map_err(|e| ManifestError {
@@ -731,7 +735,7 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
             continue;
         }
         add_document(&mut parsed, path, start, &kind, &api_version, || {
-            Document::Json(value.get())
+            Document::Json(value)
         })?;
     }
     Ok(parsed)
@@ -1268,6 +1272,11 @@ endpoints:
         let broken = format!("{JSON_SERVICE}\n{{\"kind\": x}}\n");
         let err = parse_manifests(Path::new("b.json"), &broken).unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
+        // Valid JSON that is no object fails too, named by its line.
+        let not_object = format!("{JSON_SERVICE}\n[1, 2]\n");
+        let err = parse_manifests(Path::new("o.json"), &not_object).unwrap_err();
+        assert_eq!(err.line, Some(4), "{err}");
+        assert!(err.message.contains("invalid type"), "{err}");
         let not_list = r#"{"apiVersion": "v1", "kind": "List", "items": 3}"#;
         let err = parse_manifests(Path::new("n.json"), not_list).unwrap_err();
         assert!(err.message.contains("items"), "{err}");
