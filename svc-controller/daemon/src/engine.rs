@@ -43,6 +43,7 @@ use svc_controller::reconcile::{Reconciler, ReconcilerConfig, ServiceUpdate, Syn
 use svc_controller::{NodeInfo, Problem, ProxyConfig, ServiceRef};
 use tracing::{debug, error, info, warn};
 
+use crate::memory::release_free_memory;
 use crate::source::Message;
 use crate::store::{Change, NodeFacts, ObjectStore, trigger_time};
 use crate::telemetry::{Health, Metrics};
@@ -56,6 +57,9 @@ const FULL_PASS_RETRY: Duration = Duration::from_secs(5);
 /// How many virtual servers one slice of a full pass verifies (one read of that many, then
 /// their repairs). At 10 real servers each, a slice reads about 2,800 netlink messages.
 pub const SWEEP_SLICE: usize = 256;
+
+/// How many Services one step of an early start programs (see [`Engine::step`]).
+const EARLY_SYNC_MAX: usize = 1024;
 
 /// Up to this many desired virtual servers, every full pass also looks for owned leftovers in
 /// the kernel (see [`Reconciler::start_sweep`]); above, one pass in [`DISCOVER_EVERY`] does.
@@ -299,10 +303,15 @@ impl<D: Dataplane> Engine<D> {
         if !self.adopted {
             let cpu = thread_cpu();
             if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
+                // What the first load's parsing freed, before the adoption allocates.
+                release_free_memory();
                 if matches!(self.early, EarlyStart::Fresh { .. }) {
                     self.finish_early_start(now, wall);
                 } else {
                     self.adopt(now, wall);
+                }
+                if self.adopted {
+                    release_free_memory();
                 }
                 self.charge("adoption", cpu);
             } else if !self.ready() && !self.dirty.is_empty() && self.node_known() {
@@ -403,7 +412,14 @@ impl<D: Dataplane> Engine<D> {
             self.early = self.decide_early_start(now);
         }
         if matches!(self.early, EarlyStart::Fresh { .. }) {
+            // A bounded share per step: the messages that arrived meanwhile are taken into
+            // the store between two shares, and one sync's transient buffers stay small.
+            let rest = match self.dirty.iter().nth(EARLY_SYNC_MAX).cloned() {
+                Some(first_left) => self.dirty.split_off(&first_left),
+                None => BTreeSet::new(),
+            };
             self.sync_dirty(now, wall);
+            self.dirty = rest;
         }
     }
 
@@ -677,6 +693,7 @@ impl<D: Dataplane> Engine<D> {
         );
         self.next_full = Some((pace.started + self.config.sync_period).max(now));
         self.finish_sync(pace.work, wall, &pace.report, true);
+        release_free_memory();
     }
 
     fn finish_sync(
@@ -1180,6 +1197,26 @@ mod tests {
         }
         assert!(!e.full_pass_running());
         assert!(kinds(&e).is_empty(), "{:?}", kinds(&e));
+    }
+
+    #[test]
+    fn an_early_start_programs_a_bounded_share_per_step() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        let total = EARLY_SYNC_MAX + 6;
+        for i in 0..total {
+            let vip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+            let message = Message::Services(Change::Applied(service("ns", &format!("s{i}"), &vip)));
+            assert_eq!(e.handle(message, SystemTime::now()), Flow::Continue);
+        }
+        e.step(now, SystemTime::now());
+        assert_eq!(e.pending(), 6);
+        assert_eq!(e.reconciler().dataplane().table().len(), EARLY_SYNC_MAX);
+        assert_eq!(e.next_deadline().map(|t| t <= Instant::now()), Some(true));
+        e.step(now, SystemTime::now());
+        assert_eq!(e.pending(), 0);
+        assert_eq!(e.reconciler().dataplane().table().len(), total);
+        assert!(!e.is_adopted());
     }
 
     #[test]

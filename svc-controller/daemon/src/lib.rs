@@ -10,11 +10,13 @@
 //! - [`store`]: the objects kept, trimmed to what the computation reads;
 //! - [`engine`]: the loop that turns source changes into incremental syncs;
 //! - [`node_setup`]: the sysctls and IPVS timeouts set at start-up;
+//! - [`memory`]: free memory given back to the system after large work;
 //! - [`telemetry`]: logs, `/metrics`, `/healthz` and `/livez`;
 //! - [`daemon`]: start-up, shutdown on SIGTERM (the table stays) and cleanup mode.
 
 pub mod daemon;
 pub mod engine;
+pub mod memory;
 pub mod node_setup;
 pub mod settings;
 pub mod source;

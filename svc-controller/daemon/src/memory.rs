@@ -1,0 +1,23 @@
+//! Giving memory the process no longer uses back to the system.
+//!
+//! glibc's allocator keeps the memory that is freed in its arenas for the next allocations;
+//! it returns only what lies at the top of a heap. A daemon whose large, short-lived work
+//! (the first load's parsed parts, the adoption's read of the whole table, a full pass)
+//! interleaves with its long-lived state keeps free holes resident: at 10,000 Services that
+//! was 20 MiB and more of resident memory that held nothing. [`release_free_memory`] asks the
+//! allocator to give the free pages of every arena back (`malloc_trim`), after such work.
+
+/// Returns the allocator's free pages to the system (glibc's `malloc_trim(0)`, which also
+/// releases whole free pages in the middle of its heaps). Takes a few milliseconds; a no-op
+/// where the C library is not glibc.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `malloc_trim` has no preconditions: it takes each arena's lock and only
+        // returns pages that hold no allocation; it is safe to call from any thread at any
+        // time, and no memory this program uses is touched.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+}
