@@ -195,21 +195,12 @@ mod real_kernel {
     /// Whether the interface `name` is a dummy interface, and whether it is up (over
     /// rtnetlink: `/sys/class/net` shows the namespace sysfs was mounted in, not ours).
     fn link_state(name: &str) -> (bool, bool) {
-        use futures_util::TryStreamExt;
         use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
         let name = name.to_owned();
         link::block_on_future(async move {
             let (connection, handle, _) = rtnetlink::new_connection().unwrap();
             let task = tokio::spawn(connection);
-            let message = handle
-                .link()
-                .get()
-                .match_name(name)
-                .execute()
-                .try_next()
-                .await
-                .unwrap()
-                .unwrap();
+            let message = find_link(&handle, name).await;
             task.abort();
             let dummy = message.attributes.iter().any(|a| {
                 matches!(a, LinkAttribute::LinkInfo(infos)
@@ -218,6 +209,23 @@ mod real_kernel {
             (dummy, message.header.flags.contains(LinkFlags::Up))
         })
         .unwrap()
+    }
+
+    /// The link called `name` (it must exist).
+    async fn find_link(
+        handle: &rtnetlink::Handle,
+        name: String,
+    ) -> netlink_packet_route::link::LinkMessage {
+        use futures_util::TryStreamExt;
+        handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await
+            .unwrap()
+            .expect("the interface exists")
     }
 
     fn config() -> ReconcilerConfig {
@@ -337,15 +345,7 @@ mod real_kernel {
         link::block_on_future(async move {
             let (connection, handle, _) = rtnetlink::new_connection().unwrap();
             let task = tokio::spawn(connection);
-            let link = handle
-                .link()
-                .get()
-                .match_name(name)
-                .execute()
-                .try_next()
-                .await
-                .unwrap()
-                .expect("the interface exists");
+            let link = find_link(&handle, name).await;
             let addresses: Vec<_> = handle
                 .address()
                 .get()

@@ -493,6 +493,19 @@ impl<D: Dataplane> Engine<D> {
         else {
             return;
         };
+        self.mark_adopted(now, started, operations, compute, true);
+    }
+
+    /// The node is adopted at `now`: incremental syncs from here on, the first full pass a
+    /// period later. Logs `node adopted` with what the adoption (begun at `started`) did.
+    fn mark_adopted(
+        &mut self,
+        now: Instant,
+        started: Instant,
+        operations: usize,
+        compute: Duration,
+        early: bool,
+    ) {
         self.adopted = true;
         self.next_adoption = None;
         self.triggers.clear();
@@ -506,7 +519,7 @@ impl<D: Dataplane> Engine<D> {
             address_changes = self.reconciler.metrics().address_changes,
             compute_ms = compute.as_millis() as u64,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            early = true,
+            early,
             "node adopted"
         );
     }
@@ -529,22 +542,8 @@ impl<D: Dataplane> Engine<D> {
         self.reconciler.set_desired(desired);
         match self.reconciler.verify(now) {
             Ok(report) => {
-                self.adopted = true;
-                self.next_adoption = None;
                 self.dirty.clear();
-                self.triggers.clear();
-                self.last_sync = Some(now);
-                self.next_full = Some(now + self.config.sync_period);
-                info!(
-                    services = self.store.services_len(),
-                    slices = self.store.slices_len(),
-                    virtual_servers = self.reconciler.desired().virtual_servers().len(),
-                    operations = report.operations,
-                    address_changes = self.reconciler.metrics().address_changes,
-                    compute_ms = computed.as_millis() as u64,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "node adopted"
-                );
+                self.mark_adopted(now, started, report.operations, computed, false);
                 self.finish_sync(started.elapsed(), wall, &report, true);
             }
             Err(e) => {

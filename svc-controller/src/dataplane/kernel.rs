@@ -340,24 +340,34 @@ fn service_state(entry: ServiceEntry, dests: Vec<DestinationEntry>) -> ServiceSt
 
 impl Dataplane for KernelDataplane {
     fn list(&mut self) -> Result<Listing, DataplaneError> {
-        let listing = self
-            .ipvs
-            .services_with_destinations()
-            .map_err(|source| DataplaneError::ipvs("list the IPVS table", source))?;
+        /// Services whose destinations are read (and converted) at a time: the kernel's
+        /// entries, with their statistics, are several times the size of the table they
+        /// become, and a whole table of them at once was the peak of a restart's adoption.
+        const CHUNK: usize = 2048;
+        let error = |source| DataplaneError::ipvs("list the IPVS table", source);
+        let mut services = self.ipvs.services().map_err(error)?.into_iter();
         let mut table = Table::new();
         let mut connections = HashMap::new();
-        for (entry, dests) in listing {
-            let key = entry.service.key;
-            for d in &dests {
-                let c = Connections {
-                    active: d.active_connections,
-                    inactive: d.inactive_connections,
-                };
-                if !c.is_idle() {
-                    connections.insert((key, d.destination.key()), c);
-                }
+        loop {
+            let chunk: Vec<ServiceEntry> = services.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
             }
-            table.insert(ServiceConfig::from_entries(entry, dests));
+            let keys: Vec<ServiceKey> = chunk.iter().map(|e| e.service.key).collect();
+            let lists = self.ipvs.destinations_of(&keys).map_err(error)?;
+            for (entry, dests) in chunk.into_iter().zip(lists) {
+                let key = entry.service.key;
+                for d in &dests {
+                    let c = Connections {
+                        active: d.active_connections,
+                        inactive: d.inactive_connections,
+                    };
+                    if !c.is_idle() {
+                        connections.insert((key, d.destination.key()), c);
+                    }
+                }
+                table.insert(ServiceConfig::from_entries(entry, dests));
+            }
         }
         Ok(Listing { table, connections })
     }

@@ -387,6 +387,36 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_gives_each_service_once_as_a_read_of_it_answers() {
+        let mut dp = MemoryDataplane::new();
+        let other = Destination::new(Ipv4Addr::new(10, 244, 0, 2), 8080, Forwarding::Masquerade);
+        let ops = [
+            Operation::AddService(Service::new(web(), Scheduler::RoundRobin)),
+            Operation::AddDestination(web(), backend()),
+            Operation::AddDestination(web(), other),
+        ];
+        assert!(dp.apply(&ops).unwrap().iter().all(Result::is_ok));
+        let busy = Connections {
+            active: 3,
+            inactive: 1,
+        };
+        dp.set_connections(web(), backend().key(), busy);
+        let mut listing = dp.list().unwrap();
+        let read = dp.service(&web()).unwrap().unwrap();
+        let copy = listing.service(&web());
+        let taken = listing.take_service(&web());
+        assert_eq!(taken, copy);
+        let taken = taken.unwrap();
+        assert_eq!(taken.config, read.config);
+        for d in [backend().key(), other.key()] {
+            assert_eq!(taken.connections(&d), read.connections(&d));
+        }
+        assert_eq!(taken.connections(&backend().key()), busy);
+        assert_eq!(listing.take_service(&web()), None, "taken once");
+        assert!(listing.table.is_empty() && listing.connections.is_empty());
+    }
+
+    #[test]
     fn applies_with_one_result_each_and_injects_faults() {
         let mut dp = MemoryDataplane::new();
         dp.inject(Fault::new(Errno::ENOMEM).on(OperationKind::AddDestination));

@@ -88,6 +88,21 @@ impl Listing {
             .unwrap_or_default()
     }
 
+    /// Takes one service out of the listing, with its destinations' counts, as
+    /// [`Dataplane::service`] answers (no copy: a full pass over a large table takes every
+    /// service once, and copies would double the listing's memory).
+    pub fn take_service(&mut self, key: &ServiceKey) -> Option<ServiceState> {
+        let config = self.table.remove_service(key)?;
+        let connections = config
+            .destination_keys()
+            .map(|d| (d, self.connections.remove(&(*key, d)).unwrap_or_default()))
+            .collect();
+        Some(ServiceState {
+            config,
+            connections,
+        })
+    }
+
     /// One service with its destinations' counts, as [`Dataplane::service`] answers.
     pub fn service(&self, key: &ServiceKey) -> Option<ServiceState> {
         let config = self.table.get(key)?.clone();

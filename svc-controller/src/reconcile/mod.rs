@@ -611,7 +611,7 @@ impl<D: Dataplane> Reconciler<D> {
             let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
             Ok::<_, DataplaneError>((listing, node, dummy))
         })();
-        let (listing, node, dummy) = match read {
+        let (mut listing, node, dummy) = match read {
             Ok(x) => x,
             Err(e) => {
                 self.metrics.read_failures += 1;
@@ -625,21 +625,23 @@ impl<D: Dataplane> Reconciler<D> {
         self.sweep = None;
         self.take_node(node, dummy, &mut report);
         let (keys, found) = self.pass_keys(listing.table.keys());
+        let listed = listing.table.len();
         self.bind_missing_vips(now, &mut report);
         let examined = keys.len();
         let states = keys
             .into_iter()
             .map(|key| {
-                let fresh = listing.service(&to_service_key(&key));
+                let fresh = listing.take_service(&to_service_key(&key));
                 (key, fresh)
             })
             .collect();
+        drop(listing);
         self.verify_states(states, now, &mut report);
         self.unbind_stale_vips(now, &mut report);
         if !self.adopted {
             info!(
                 owned_virtual_servers = found,
-                foreign_virtual_servers = listing.table.len() - found,
+                foreign_virtual_servers = listed - found,
                 desired_virtual_servers = self.desired.virtual_servers().len(),
                 vips_bound = self.dummy.len(),
                 draining = self.drains.len(),
