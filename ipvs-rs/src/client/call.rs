@@ -208,7 +208,9 @@ pub(crate) fn encode(operation: &Operation, features: &KernelFeatures) -> Result
 }
 
 /// The shortest deadline an operation gets: starting or stopping a sync daemon makes the kernel
-/// start or stop its threads and wait for them, which takes seconds on a loaded machine.
+/// start or stop its threads and wait for them, and a backup thread that stops closes its
+/// multicast socket, which takes the RTNL lock (`ip_mc_drop_socket`): behind network
+/// namespaces being torn down on a loaded machine, that wait has exceeded 30 s.
 pub(crate) fn deadline_for(
     operation: &Operation,
     normal: std::time::Duration,
@@ -220,7 +222,7 @@ pub(crate) fn deadline_for(
 }
 
 /// See [`deadline_for`].
-const DAEMON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+const DAEMON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A short description of an operation for errors and logs.
 pub(crate) fn describe(op: &Operation) -> String {
