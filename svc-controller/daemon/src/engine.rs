@@ -37,7 +37,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::Node;
-use svc_controller::dataplane::Dataplane;
+use svc_controller::dataplane::{Dataplane, DataplaneError};
 use svc_controller::ownership::Ownership;
 use svc_controller::reconcile::{Reconciler, ReconcilerConfig, ServiceUpdate, SyncReport};
 use svc_controller::{NodeInfo, Problem, ProxyConfig, ServiceRef};
@@ -431,16 +431,27 @@ impl<D: Dataplane> Engine<D> {
     fn decide_early_start(&mut self, now: Instant) -> EarlyStart {
         let started = Instant::now();
         let node_port_range = self.reconciler.config().node_port_range.clone();
+        let not_now = |e: DataplaneError| {
+            debug!(error = %e, "cannot read the node; the first load waits for the adoption");
+            EarlyStart::No
+        };
         let dataplane = self.reconciler.dataplane_mut();
-        let read = dataplane
-            .service_keys()
-            .and_then(|keys| Ok((keys, dataplane.node_and_dummy_addresses()?)));
-        let (keys, (node, dummy)) = match read {
+        // The VIPs first: a node that ran the daemon has some, and then the service list
+        // (whose dump costs time quadratic in a large table) is not read at all.
+        let (node, dummy) = match dataplane.node_and_dummy_addresses() {
             Ok(read) => read,
-            Err(e) => {
-                debug!(error = %e, "cannot read the node; the first load waits for the adoption");
-                return EarlyStart::No;
-            }
+            Err(e) => return not_now(e),
+        };
+        if !dummy.is_empty() {
+            info!(
+                vips = dummy.len(),
+                "the node holds VIPs of ours: the first load is programmed when complete"
+            );
+            return EarlyStart::No;
+        }
+        let keys = match dataplane.service_keys() {
+            Ok(keys) => keys,
+            Err(e) => return not_now(e),
         };
         let ownership = Ownership {
             dummy_addresses: dummy,
@@ -448,12 +459,11 @@ impl<D: Dataplane> Engine<D> {
             node_port_range,
         };
         let owned = keys.iter().filter(|k| ownership.owns_kernel_key(k)).count();
-        if owned > 0 || !ownership.dummy_addresses.is_empty() {
+        if owned > 0 {
             info!(
                 owned_virtual_servers = owned,
-                vips = ownership.dummy_addresses.len(),
-                "the node holds virtual servers or VIPs of ours: the first load is programmed \
-                 when complete"
+                "the node holds virtual servers of ours: the first load is programmed when \
+                 complete"
             );
             return EarlyStart::No;
         }
@@ -471,10 +481,7 @@ impl<D: Dataplane> Engine<D> {
                     operations: report.operations,
                 }
             }
-            Err(e) => {
-                debug!(error = %e, "cannot read the node; the first load waits for the adoption");
-                EarlyStart::No
-            }
+            Err(e) => not_now(e),
         }
     }
 

@@ -251,14 +251,23 @@ impl KernelDataplane {
     /// The VIPs bound to the interface with this index: its addresses and the IPv4 local
     /// routes through it.
     fn addresses_of(&mut self, index: u32) -> Result<BTreeSet<IpAddr>, DataplaneError> {
-        let mut bound: BTreeSet<IpAddr> = self
+        Ok(self.node_and_bound(index)?.1)
+    }
+
+    /// The addresses of the other interfaces, and the VIPs bound to the interface with this
+    /// index (its addresses and the IPv4 local routes through it): one address dump and one
+    /// route dump.
+    fn node_and_bound(
+        &mut self,
+        index: u32,
+    ) -> Result<(BTreeSet<IpAddr>, BTreeSet<IpAddr>), DataplaneError> {
+        let (dummy, node): (Vec<AddressMessage>, Vec<AddressMessage>) = self
             .all_addresses()?
-            .iter()
-            .filter(|m| m.header.index == index)
-            .filter_map(address_of)
-            .collect();
+            .into_iter()
+            .partition(|m| m.header.index == index);
+        let mut bound: BTreeSet<IpAddr> = dummy.iter().filter_map(address_of).collect();
         bound.extend(self.routes_through(index)?);
-        Ok(bound)
+        Ok((node.iter().filter_map(address_of).collect(), bound))
     }
 
     /// The destinations of the IPv4 local routes through the interface with this index.
@@ -611,13 +620,7 @@ impl Dataplane for KernelDataplane {
         &mut self,
     ) -> Result<(BTreeSet<IpAddr>, BTreeSet<IpAddr>), DataplaneError> {
         let index = self.ensure_interface()?;
-        let (dummy, node): (Vec<AddressMessage>, Vec<AddressMessage>) = self
-            .all_addresses()?
-            .into_iter()
-            .partition(|m| m.header.index == index);
-        let mut bound: BTreeSet<IpAddr> = dummy.iter().filter_map(address_of).collect();
-        bound.extend(self.routes_through(index)?);
-        Ok((node.iter().filter_map(address_of).collect(), bound))
+        self.node_and_bound(index)
     }
 
     fn node_addresses(&mut self) -> Result<BTreeSet<IpAddr>, DataplaneError> {

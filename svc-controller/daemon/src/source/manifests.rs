@@ -1125,6 +1125,16 @@ endpoints:
   conditions: {ready: true}
 ";
 
+    /// A first load in parts, every part kept.
+    fn load_parts(folder: &mut ManifestFolder) -> (FirstLoad, Vec<Scan>) {
+        let mut parts = Vec::new();
+        let outcome = folder.load_in_parts(|part| {
+            parts.push(part);
+            true
+        });
+        (outcome, parts)
+    }
+
     fn names(messages: &[Message]) -> Vec<String> {
         messages
             .iter()
@@ -1312,11 +1322,7 @@ endpoints:
         let scan = folder.load();
         assert_eq!(scan.errors.len(), 1);
         assert!(scan.messages.is_empty());
-        let mut parts = Vec::new();
-        let outcome = folder.load_in_parts(|part| {
-            parts.push(part);
-            true
-        });
+        let (outcome, parts) = load_parts(&mut folder);
         assert_eq!(outcome, FirstLoad::Unreadable);
         assert_eq!(parts.len(), 1);
         assert!(parts[0].messages.is_empty());
@@ -1369,11 +1375,7 @@ endpoints:
             &WEB.replace("name: web", "name: web-0000"),
         );
         let mut folder = ManifestFolder::new(&dir.0);
-        let mut parts = Vec::new();
-        let outcome = folder.load_in_parts(|part| {
-            parts.push(part);
-            true
-        });
+        let (outcome, mut parts) = load_parts(&mut folder);
         assert_eq!(outcome, FirstLoad::Complete);
         // Three parts of files, then the end.
         assert_eq!(parts.len(), 4);
