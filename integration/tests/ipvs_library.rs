@@ -415,9 +415,16 @@ mod real_kernel {
         });
     }
 
+    /// Held by the tests that start sync daemons, so that they never run at the same time:
+    /// a backup daemon's stop stalled for over 120 s in two CI runs (kernel 6.1 under
+    /// emulation) while another namespace started and stopped a master daemon; the stop
+    /// waits for the kernel's sync thread, which waits for locks shared by every namespace.
+    static SYNC_DAEMONS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn info_timeouts_counters_and_sync_daemons() {
+        let _daemons = SYNC_DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
         in_fresh_netns("config", || {
             let mut ipvs = Ipvs::open().unwrap();
             let info = ipvs.info().unwrap();
@@ -512,6 +519,7 @@ mod real_kernel {
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn every_forwarding_method_protocol_and_the_rarer_settings() {
+        let _daemons = SYNC_DAEMONS.lock().unwrap_or_else(|e| e.into_inner());
         let (saved, daemons, refused) = in_fresh_netns("rare-settings", || {
             let mut ipvs = Ipvs::open().unwrap();
             let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
