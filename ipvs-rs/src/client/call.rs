@@ -207,23 +207,6 @@ pub(crate) fn encode(operation: &Operation, features: &KernelFeatures) -> Result
         })
 }
 
-/// The shortest deadline an operation gets: starting or stopping a sync daemon makes the kernel
-/// start or stop its threads and wait for them, and a backup thread that stops closes its
-/// multicast socket, which takes the RTNL lock (`ip_mc_drop_socket`): behind network
-/// namespaces being torn down on a loaded machine, that wait has exceeded 30 s.
-pub(crate) fn deadline_for(
-    operation: &Operation,
-    normal: std::time::Duration,
-) -> std::time::Duration {
-    match operation {
-        Operation::StartDaemon(_) | Operation::StopDaemon(_) => normal.max(DAEMON_DEADLINE),
-        _ => normal,
-    }
-}
-
-/// See [`deadline_for`].
-const DAEMON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// A short description of an operation for errors and logs.
 pub(crate) fn describe(op: &Operation) -> String {
     match op {

@@ -174,18 +174,14 @@ impl AsyncIpvs {
     /// Applies one change and waits for the kernel's acknowledgement.
     pub async fn apply(&mut self, operation: &Operation) -> Result<()> {
         let message = call::encode(operation, &self.features)?;
-        // Starting or stopping a sync daemon waits for kernel threads: allow it longer.
-        let normal = self.connection.timeout();
+        // No longer deadline for slow operations (starting or stopping a sync daemon waits
+        // for kernel threads): the kernel answers inside `sendmsg`, and an answer already
+        // queued counts however long it took.
         self.connection
-            .set_timeout(call::deadline_for(operation, normal));
-        let result = self
-            .connection
             .request(message, 0)
             .await
             .map(drop)
-            .map_err(|e| Error::transport(call::describe(operation), e));
-        self.connection.set_timeout(normal);
-        result
+            .map_err(|e| Error::transport(call::describe(operation), e))
     }
 
     /// Applies many changes in as few system calls as possible, in order, and returns each

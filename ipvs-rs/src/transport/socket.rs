@@ -74,7 +74,8 @@ pub struct Options {
     /// The network namespace to talk to.
     pub namespace: Namespace,
     /// The deadline of every call (for a batch: of every chunk), renewed whenever the kernel
-    /// sends a datagram: the longest the kernel may stay silent. Default: 5 s.
+    /// sends a datagram: the longest the kernel may stay silent. An answer already queued
+    /// always counts, however long the kernel worked on the request. Default: 5 s.
     pub timeout: Duration,
     /// Requested receive-buffer size in bytes (the kernel doubles it). Default: 4 MiB.
     pub recv_buffer: usize,

@@ -6,7 +6,12 @@
 //! receive queue and discards their late replies, exactly as after a timeout.
 //! Opening a connection in another namespace briefly blocks on a helper thread.
 
-use std::{fmt::Debug, io, time::Duration};
+use std::{
+    fmt::Debug,
+    io,
+    os::fd::{AsFd, BorrowedFd},
+    time::Duration,
+};
 
 use netlink_packet_core::{Emitable, NLM_F_DUMP, ParseableParametrized};
 use netlink_packet_generic::{GenlFamily, GenlHeader, constants::GENL_ID_CTRL, ctrl::GenlCtrl};
@@ -30,6 +35,14 @@ pub struct AsyncConnection<F> {
     /// Set while a call runs and cleared when it completes: a call that failed or whose
     /// future was dropped leaves it set, and the next call flushes the receive queue.
     dirty: bool,
+}
+
+/// The socket, for options this crate does not set (a socket filter, `SO_PRIORITY`, …).
+/// Reading from it or writing to it would take replies from the connection.
+impl<F> AsFd for AsyncConnection<F> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.io.fd.get_ref().as_fd()
+    }
 }
 
 /// The socket and its buffers, apart from the exchange so both can be borrowed at once.
@@ -231,12 +244,22 @@ impl Io {
         G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
     {
         while !done(exchange) {
-            if Instant::now() >= deadline {
-                return Err(self.timeout_error(exchange.in_flight()));
-            }
             let mut guard = match tokio::time::timeout_at(deadline, self.fd.readable()).await {
                 Ok(guard) => guard.map_err(|e| TransportError::io("poll", e))?,
-                Err(_) => return Err(self.timeout_error(exchange.in_flight())),
+                Err(_) => {
+                    // The kernel runs a request inside `sendmsg`: one that took longer than
+                    // the timeout has its answer queued already, and the reactor may not have
+                    // seen it yet. What is queued counts; only silence is a timeout.
+                    match self.recv.recv(self.fd.get_ref()) {
+                        Ok(0) => return Err(self.timeout_error(exchange.in_flight())),
+                        Ok(_) => {
+                            self.recv.feed(exchange)?;
+                            deadline = Instant::now() + self.timeout;
+                            continue;
+                        }
+                        Err(e) => return Err(TransportError::io("recv", e)),
+                    }
+                }
             };
             let recv = &mut self.recv;
             let received = guard.try_io(|fd| match recv.recv(fd.get_ref()) {
