@@ -139,7 +139,7 @@ fn run_plan(place: Place, entries: &[Entry]) -> Result<KernelOutcome> {
         Place::Vm => {
             let kernel = provision::provision()?;
             let command = format!(
-                "{} guest-run --plan {} --results {}",
+                "{} guest-run --in-vm --plan {} --results {}",
                 exe.display(),
                 plan_path.display(),
                 results_path.display()

@@ -86,6 +86,10 @@ enum Command {
         /// Where to write the results (JSON).
         #[arg(long)]
         results: std::path::PathBuf,
+        /// Running in the throw-away VM: lower the kernel's hung-task timeout so a stalled
+        /// kernel call leaves its stack in the log that a failed test binary prints.
+        #[arg(long)]
+        in_vm: bool,
     },
 }
 
@@ -106,7 +110,11 @@ fn main() -> ExitCode {
             println!("ready: kernel {} at {}", k.version, k.vmlinuz.display());
             true
         }),
-        Command::GuestRun { plan, results } => plan::guest_run(&plan, &results),
+        Command::GuestRun {
+            plan,
+            results,
+            in_vm,
+        } => plan::guest_run(&plan, &results, in_vm),
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -141,8 +143,18 @@ impl Results {
 
 /// `xtask guest-run`: runs the plan here and writes the results. Succeeds when nothing failed
 /// and at least one real-kernel test or program ran.
-pub(crate) fn guest_run(plan: &Path, results_path: &Path) -> Result<bool> {
+///
+/// `in_vm`: the guest is a throw-away VM, whose kernel settings may be changed: the hung-task
+/// detector reports a task stuck in the kernel after [`HUNG_TASK_SECS`] instead of 120 s.
+/// Wherever it runs, a test binary that fails prints the end of the kernel log.
+pub(crate) fn guest_run(plan: &Path, results_path: &Path, in_vm: bool) -> Result<bool> {
     let entries = read_plan(plan)?;
+    if in_vm {
+        let knob = "/proc/sys/kernel/hung_task_timeout_secs";
+        if let Err(e) = std::fs::write(knob, HUNG_TASK_SECS.to_string()) {
+            println!("guest-run: cannot set {knob} ({e}); stalls are reported after the default");
+        }
+    }
     let mut results = Results {
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -157,7 +169,7 @@ pub(crate) fn guest_run(plan: &Path, results_path: &Path) -> Result<bool> {
     );
     for entry in &entries {
         match &entry.kind {
-            EntryKind::Tests(filter) => run_tests(entry, filter.as_deref(), &mut results),
+            EntryKind::Tests(filter) => run_tests(entry, filter.as_deref(), in_vm, &mut results),
             EntryKind::Program(args) => run_program(entry, args, &mut results),
         }
         // Write after every entry, so a guest that dies later still reports what it did.
@@ -182,7 +194,7 @@ fn test_args(filter: Option<&str>) -> Vec<String> {
     ]
 }
 
-fn run_tests(entry: &Entry, filter: Option<&str>, results: &mut Results) {
+fn run_tests(entry: &Entry, filter: Option<&str>, in_vm: bool, results: &mut Results) {
     // Only binaries that hold real-kernel tests are run (saves a boot's worth of noise).
     let listed = Command::new(&entry.exe)
         .args(test_args(filter))
@@ -223,6 +235,7 @@ fn run_tests(entry: &Entry, filter: Option<&str>, results: &mut Results) {
             return;
         }
     };
+    let watchdog = Watchdog::start(&entry.name, child.id(), in_vm, BINARY_LIMIT);
     let (mut passed, mut failed, mut saw_result) = (0, 0, false);
     if let Some(stdout) = child.stdout.take() {
         for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
@@ -241,6 +254,8 @@ fn run_tests(entry: &Entry, filter: Option<&str>, results: &mut Results) {
         }
     }
     let status = child.wait();
+    watchdog.stop();
+    print_kernel_log_tail(failed > 0 || !status.as_ref().is_ok_and(|s| s.success()));
     results.passed += passed;
     results.failed += failed;
     if !saw_result || !status.as_ref().is_ok_and(|s| s.success()) && failed == 0 {
@@ -249,6 +264,85 @@ fn run_tests(entry: &Entry, filter: Option<&str>, results: &mut Results) {
             "{}: ended without a result ({status:?})",
             entry.name
         ));
+    }
+}
+
+/// How long one test binary may run before it is taken for stalled (the longest, the
+/// daemon's, takes about 4 minutes in the VM).
+const BINARY_LIMIT: Duration = Duration::from_secs(900);
+
+/// Kills a test binary that runs past [`BINARY_LIMIT`], after logging what the kernel's
+/// blocked tasks are doing: a call stuck in the kernel then fails its binary with the kernel's
+/// side of the story, instead of hanging until the whole VM is killed without a word.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn start(name: &str, pid: u32, in_vm: bool, limit: Duration) -> Self {
+        let (done, finished) = mpsc::channel::<()>();
+        let name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            if finished.recv_timeout(limit) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            println!(
+                "guest-run: {name} still runs after {}s: taken for stalled and killed",
+                limit.as_secs()
+            );
+            if in_vm {
+                // `w`: the stacks of every blocked (uninterruptible) task, into the kernel log.
+                let _ = std::fs::write("/proc/sysrq-trigger", "w");
+            }
+            print_kernel_log_tail(true);
+            if let Ok(pid) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        });
+        Self { done, thread }
+    }
+
+    /// The binary ended: the watchdog ends too.
+    fn stop(self) {
+        let _ = self.done.send(());
+        let _ = self.thread.join();
+    }
+}
+
+/// How long a task may sit uninterruptible in the kernel before the VM's kernel logs its stack.
+const HUNG_TASK_SECS: u32 = 20;
+
+/// How much of the kernel log a failed test binary prints.
+const KERNEL_LOG_LINES: usize = 150;
+
+/// Prints the last [`KERNEL_LOG_LINES`] lines of the kernel log (stacks of stalled tasks,
+/// IPVS's own messages) after a test binary `failed`, or whenever the log holds a hung-task
+/// report, so that a real-kernel failure or stall carries the kernel's side of it.
+fn print_kernel_log_tail(failed: bool) {
+    match Command::new("dmesg").output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !failed && !text.contains("blocked for more than") {
+                return;
+            }
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(KERNEL_LOG_LINES)..];
+            println!("--- kernel log, last {} lines", tail.len());
+            for line in tail {
+                println!("{line}");
+            }
+            println!("--- end of kernel log");
+        }
+        Ok(out) => println!(
+            "--- kernel log unavailable: dmesg {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => println!("--- kernel log unavailable: dmesg: {e}"),
     }
 }
 
@@ -286,7 +380,26 @@ pub(crate) fn parse_test_result(line: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_test_result;
+    use std::{os::unix::process::ExitStatusExt, process::Command, time::Duration};
+
+    use super::{Watchdog, parse_test_result};
+
+    #[test]
+    fn the_watchdog_kills_a_binary_that_runs_too_long_and_spares_one_that_ends() {
+        let mut stalled = Command::new("sleep").arg("60").spawn().expect("sleep");
+        let watchdog = Watchdog::start("sleep", stalled.id(), false, Duration::from_millis(200));
+        let status = stalled.wait().expect("wait");
+        watchdog.stop();
+        assert_eq!(status.signal(), Some(9), "{status:?}");
+
+        let mut quick = Command::new("true").spawn().expect("true");
+        let watchdog = Watchdog::start("true", quick.id(), false, Duration::from_secs(60));
+        assert!(quick.wait().expect("wait").success());
+        // Returns at once: the watchdog does not wait out its limit.
+        let started = std::time::Instant::now();
+        watchdog.stop();
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
 
     #[test]
     fn parses_libtest_result_lines() {
