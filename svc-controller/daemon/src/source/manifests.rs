@@ -33,7 +33,9 @@
 //! time or inode changed, and reports only the objects that changed, so editing one file of
 //! a large folder costs that file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -55,8 +57,19 @@ pub const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 /// changes (between these, only the files it names are looked at).
 pub const WATCHED_RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How many files one part of a first load reads (see [`ManifestFolder::load_in_parts`]).
+/// How many files one part of a first load reads at most (see
+/// [`ManifestFolder::load_in_parts`]).
 pub const LOAD_PART: usize = 1024;
+
+/// How many files the first part of a first load reads: the parts grow from this to
+/// [`LOAD_PART`], so that the engine gets work soon after the start (on a fresh node it
+/// programs each part as it comes) while later parts keep the per-part costs small.
+const FIRST_PART: usize = 128;
+
+/// The sizes of a first load's parts: [`FIRST_PART`], doubling up to [`LOAD_PART`].
+fn part_sizes() -> impl Iterator<Item = usize> {
+    std::iter::successors(Some(FIRST_PART), |n| Some((n * 2).min(LOAD_PART)))
+}
 
 /// A manifest that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,7 +199,8 @@ impl ManifestFolder {
         all
     }
 
-    /// The first load, delivered in parts of [`LOAD_PART`] files as they are read: each part's
+    /// The first load, delivered in parts of files as they are read (growing from
+    /// [`FIRST_PART`] to [`LOAD_PART`] files; the files in path order): each part's
     /// objects as `Applied` changes (with the part's errors and notes), then a last part with
     /// [`Change::Synced`] for both kinds. A receiver that stores each part while the next is
     /// parsed never holds a large folder's objects all at once in their parsed form (at
@@ -202,8 +216,10 @@ impl ManifestFolder {
         self.files.clear();
         self.service_owner.clear();
         self.slice_owner.clear();
-        let files: Vec<(PathBuf, Fingerprint)> = match list_files(&self.root) {
-            Ok(files) => files.into_iter().collect(),
+        // Names only: each file's fingerprint is taken from the open file as it is read,
+        // which spares a `stat` of every file before the first one is parsed.
+        let files: Vec<PathBuf> = match list_paths(&self.root) {
+            Ok(files) => files,
             Err(error) => {
                 let scan = Scan {
                     errors: vec![error],
@@ -216,7 +232,13 @@ impl ManifestFolder {
                 };
             }
         };
-        for part in files.chunks(LOAD_PART) {
+        let mut rest = files.as_slice();
+        for size in part_sizes() {
+            if rest.is_empty() {
+                break;
+            }
+            let (part, after) = rest.split_at(size.min(rest.len()));
+            rest = after;
             self.loading = Some((Vec::new(), Vec::new()));
             let mut scan = Scan::default();
             self.take_read(read_all(part.to_vec()), &mut scan);
@@ -272,11 +294,12 @@ impl ManifestFolder {
                 self.replace(&path, old, Parsed::default(), None, &mut scan);
             }
         }
-        let changed: Vec<(PathBuf, Fingerprint)> = current
+        let changed: Vec<PathBuf> = current
             .into_iter()
             .filter(|(path, fingerprint)| {
                 self.files.get(path).and_then(|f| f.fingerprint) != Some(*fingerprint)
             })
+            .map(|(path, _)| path)
             .collect();
         self.take_read(read_all(changed), &mut scan);
         scan
@@ -333,7 +356,7 @@ impl ManifestFolder {
                 }
                 Some(fingerprint) => {
                     if self.files.get(&path).and_then(|f| f.fingerprint) != Some(fingerprint) {
-                        changed.push((path, fingerprint));
+                        changed.push(path);
                     }
                 }
             }
@@ -343,20 +366,21 @@ impl ManifestFolder {
     }
 
     /// Takes in what [`read_all`] read: each file's objects replace what it defined.
-    fn take_read(
-        &mut self,
-        read: Vec<((PathBuf, Fingerprint), Result<Parsed, ManifestError>)>,
-        scan: &mut Scan,
-    ) {
-        for ((path, fingerprint), parsed) in read {
+    fn take_read(&mut self, read: Vec<ReadFile>, scan: &mut Scan) {
+        for ReadFile {
+            path,
+            fingerprint,
+            parsed,
+        } in read
+        {
             match parsed {
                 Err(error) => {
                     scan.errors.push(error);
-                    self.files.entry(path).or_default().fingerprint = Some(fingerprint);
+                    self.files.entry(path).or_default().fingerprint = fingerprint;
                 }
                 Ok(parsed) => {
                     let old = self.files.remove(&path).unwrap_or_default();
-                    self.replace(&path, old, parsed, Some(fingerprint), scan);
+                    self.replace(&path, old, parsed, fingerprint, scan);
                 }
             }
         }
@@ -531,40 +555,62 @@ fn confirm_missing<'a>(
     }
 }
 
-/// Reads and parses `files`, in order; on several threads when there are many (a first load
-/// of thousands of files is bound by parsing).
-fn read_all(
-    files: Vec<(PathBuf, Fingerprint)>,
-) -> Vec<((PathBuf, Fingerprint), Result<Parsed, ManifestError>)> {
-    /// Below this, one thread is quicker than starting others.
-    const PER_THREAD: usize = 256;
-    let read = |path: &Path| {
-        std::fs::read_to_string(path)
-            .map_err(|e| ManifestError {
-                path: path.to_owned(),
+/// One file as [`read_all`] read it.
+struct ReadFile {
+    path: PathBuf,
+    /// Of the content read (taken from the open file), or of the path if it could not be
+    /// read (so a broken file is reported once per change); `None` if neither could be had.
+    fingerprint: Option<Fingerprint>,
+    parsed: Result<Parsed, ManifestError>,
+}
+
+/// Reads and parses one file; its fingerprint comes from the open file, so it describes the
+/// content read even if the file is replaced meanwhile.
+fn read_file(path: PathBuf) -> ReadFile {
+    use std::io::Read;
+    let read = std::fs::File::open(&path).and_then(|mut file| {
+        let meta = file.metadata()?;
+        let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_string(&mut text)?;
+        Ok((fingerprint_of(&meta), text))
+    });
+    match read {
+        Ok((fingerprint, text)) => ReadFile {
+            parsed: parse_manifests(&path, &text),
+            fingerprint: Some(fingerprint),
+            path,
+        },
+        Err(e) => ReadFile {
+            parsed: Err(ManifestError {
+                path: path.clone(),
                 line: None,
                 message: format!("cannot read: {e}"),
-            })
-            .and_then(|text| parse_manifests(path, &text))
-    };
+            }),
+            fingerprint: std::fs::metadata(&path).ok().map(|m| fingerprint_of(&m)),
+            path,
+        },
+    }
+}
+
+/// Reads and parses `files`, in order; on several threads when there are many (a first load
+/// of thousands of files is bound by parsing).
+fn read_all(files: Vec<PathBuf>) -> Vec<ReadFile> {
+    /// Below this, one thread is quicker than starting others.
+    const PER_THREAD: usize = 256;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len() / PER_THREAD)
         .min(8);
     if threads <= 1 {
-        return files
-            .into_iter()
-            .map(|file| {
-                let parsed = read(&file.0);
-                (file, parsed)
-            })
-            .collect();
+        return files.into_iter().map(read_file).collect();
     }
     let chunk = files.len().div_ceil(threads);
-    let parsed: Vec<Result<Parsed, ManifestError>> = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let workers: Vec<_> = files
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|(p, _)| read(p)).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || part.iter().cloned().map(read_file).collect::<Vec<_>>())
+            })
             .collect();
         workers
             .into_iter()
@@ -573,19 +619,20 @@ fn read_all(
                 // A worker that panicked (a bug in a parser) fails its files, not the daemon.
                 worker.join().unwrap_or_else(|_| {
                     part.iter()
-                        .map(|(p, _)| {
-                            Err(ManifestError {
-                                path: p.clone(),
+                        .map(|path| ReadFile {
+                            path: path.clone(),
+                            fingerprint: None,
+                            parsed: Err(ManifestError {
+                                path: path.clone(),
                                 line: None,
                                 message: "the parser failed on this file".into(),
-                            })
+                            }),
                         })
                         .collect()
                 })
             })
             .collect()
-    });
-    files.into_iter().zip(parsed).collect()
+    })
 }
 
 fn fingerprint_of(meta: &std::fs::Metadata) -> Fingerprint {
@@ -604,18 +651,43 @@ fn is_manifest_name(name: &str) -> bool {
             .any(|ext| name.ends_with(ext))
 }
 
-/// The manifest files under `root` with their fingerprints.
+/// The manifest files under `root` with their fingerprints (a `stat` of each).
 fn list_files(root: &Path) -> Result<BTreeMap<PathBuf, Fingerprint>, ManifestError> {
+    let mut out = BTreeMap::new();
+    walk(root, true, |path, meta| {
+        if let Some(meta) = meta {
+            out.insert(path, fingerprint_of(&meta));
+        }
+    })?;
+    Ok(out)
+}
+
+/// The manifest files under `root`, sorted, without a `stat` of each regular file (the type
+/// comes with the folder's entries): for a first load, which reads every file anyway.
+fn list_paths(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut out = Vec::new();
+    walk(root, false, |path, _| out.push(path))?;
+    out.sort();
+    Ok(out)
+}
+
+/// Calls `found` with each manifest file under `root` (following links: ConfigMap volumes
+/// link each key into `..data`) and, if `stat` or the file is reached through a link, its
+/// metadata.
+fn walk(
+    root: &Path,
+    stat: bool,
+    mut found: impl FnMut(PathBuf, Option<std::fs::Metadata>),
+) -> Result<(), ManifestError> {
     let error = |path: &Path, e: std::io::Error| ManifestError {
         path: path.to_owned(),
         line: None,
         message: format!("cannot read: {e}; keeping what was loaded"),
     };
     let meta = std::fs::metadata(root).map_err(|e| error(root, e))?;
-    let mut out = BTreeMap::new();
     if meta.is_file() {
-        out.insert(root.to_owned(), fingerprint_of(&meta));
-        return Ok(out);
+        found(root.to_owned(), Some(meta));
+        return Ok(());
     }
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -628,18 +700,24 @@ fn list_files(root: &Path) -> Result<BTreeMap<PathBuf, Fingerprint>, ManifestErr
                 continue;
             }
             let path = entry.path();
-            // Follows links (ConfigMap volumes link each key into `..data`).
+            let plain_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if plain_file && !stat {
+                if is_manifest_name(name) {
+                    found(path, None);
+                }
+                continue;
+            }
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue; // a dangling link, or a file removed meanwhile
             };
             if meta.is_dir() {
                 stack.push(path);
             } else if meta.is_file() && is_manifest_name(name) {
-                out.insert(path, fingerprint_of(&meta));
+                found(path, Some(meta));
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -1377,9 +1455,20 @@ endpoints:
         let mut folder = ManifestFolder::new(&dir.0);
         let (outcome, mut parts) = load_parts(&mut folder);
         assert_eq!(outcome, FirstLoad::Complete);
-        // Three parts of files, then the end.
-        assert_eq!(parts.len(), 4);
+        // Parts of 128, 256, 512, 1024 and the 132 files left, then the end: the first part
+        // is small, so the engine gets work soon.
+        assert_eq!(parts.len(), 6);
         let last = parts.pop().unwrap();
+        let services_in = |part: &Scan| {
+            part.messages
+                .iter()
+                .filter(|m| matches!(m, Message::Services(Change::Applied(_))))
+                .count()
+        };
+        assert_eq!(
+            parts.iter().map(services_in).collect::<Vec<_>>(),
+            [FIRST_PART, 256, 512, LOAD_PART, count - 1920]
+        );
         assert_eq!(names(&last.messages), ["svc synced", "slice synced"]);
         let mut services = Vec::new();
         for part in &parts {
@@ -1396,7 +1485,7 @@ endpoints:
         }
         assert_eq!(services.len(), count, "each Service once");
         assert!(services.windows(2).all(|w| w[0] < w[1]), "in file order");
-        assert!(parts[2].skipped.iter().any(|n| n.contains("also defined")));
+        assert!(parts[4].skipped.iter().any(|n| n.contains("also defined")));
         // The whole load as one message of each kind says the same.
         let scan = ManifestFolder::new(&dir.0).load();
         assert_eq!(
