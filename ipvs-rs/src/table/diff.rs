@@ -31,17 +31,51 @@ use crate::codec::Operation;
 pub fn diff(current: &Table, desired: &Table) -> Plan {
     let mut ops = Vec::new();
     for want in desired {
-        match current.get(&want.key()) {
-            None => add_service(&mut ops, want),
-            Some(have) => update_service(&mut ops, have, want),
-        }
+        plan_service(&mut ops, current.get(&want.key()), Some(want));
     }
     for have in current {
         if !desired.contains_service(&have.key()) {
-            ops.push(Operation::DeleteService(have.key()));
+            plan_service(&mut ops, Some(have), None);
         }
     }
     Plan { operations: ops }
+}
+
+/// The operations that turn one service as the kernel holds it (`have`; `None`: absent) into
+/// `want` (`None`: removed): what [`diff`] plans for that service, without building tables.
+/// For a controller that reconciles one service at a time.
+///
+/// ```
+/// use ipvs::table::{ServiceConfig, diff_service};
+/// use ipvs::model::{Destination, Forwarding, Protocol, Scheduler, Service, ServiceKey};
+///
+/// let key = ServiceKey::Tuple { protocol: Protocol::Tcp, addr: "10.96.0.10".parse()?, port: 80 };
+/// let want = ServiceConfig::new(Service::new(key, Scheduler::RoundRobin))
+///     .with_destination(Destination::new("10.0.0.5".parse::<std::net::IpAddr>()?, 8080, Forwarding::Masquerade));
+/// // Absent: the service and its destination are added.
+/// assert_eq!(diff_service(None, Some(&want)).len(), 2);
+/// // Equal: nothing to do. Removed: one delete.
+/// assert!(diff_service(Some(&want), Some(&want)).is_empty());
+/// assert_eq!(diff_service(Some(&want), None).len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn diff_service(have: Option<&ServiceConfig>, want: Option<&ServiceConfig>) -> Plan {
+    let mut ops = Vec::new();
+    plan_service(&mut ops, have, want);
+    Plan { operations: ops }
+}
+
+fn plan_service(
+    ops: &mut Vec<Operation>,
+    have: Option<&ServiceConfig>,
+    want: Option<&ServiceConfig>,
+) {
+    match (have, want) {
+        (None, Some(want)) => add_service(ops, want),
+        (Some(have), Some(want)) => update_service(ops, have, want),
+        (Some(have), None) => ops.push(Operation::DeleteService(have.key())),
+        (None, None) => {}
+    }
 }
 
 fn add_service(ops: &mut Vec<Operation>, want: &ServiceConfig) {

@@ -77,7 +77,7 @@ mod notation;
 mod simulated;
 mod snapshot;
 
-pub use diff::{OperationKind, Plan, PlanSummary, diff};
+pub use diff::{OperationKind, Plan, PlanSummary, diff, diff_service};
 pub use notation::IpvsadmNotation;
 pub use simulated::{Errno, Fault, JournalEntry, Rejected, SimulatedKernel};
 pub use snapshot::{IntoIter, Iter, ServiceConfig, Table, TableError};

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use thiserror::Error;
 
@@ -30,7 +30,10 @@ pub enum TableError {
 pub(super) struct ServiceOrd(pub(super) ServiceKey);
 
 impl ServiceOrd {
-    fn rank(&self) -> (u8, AddressFamily, u16, IpAddr, u16, u32) {
+    /// The sort key as plain integers (an address as its number: within one family, the
+    /// order of its octets), which compare without branching on enums: tables look keys up
+    /// for every operation they follow.
+    fn rank(&self) -> (u8, u8, u16, u128, u16, u32) {
         match self.0 {
             ServiceKey::Tuple {
                 protocol,
@@ -38,21 +41,22 @@ impl ServiceOrd {
                 port,
             } => (
                 0,
-                AddressFamily::of(&addr),
+                AddressFamily::of(&addr) as u8,
                 protocol.number(),
-                addr,
+                address_number(addr),
                 port,
                 0,
             ),
-            ServiceKey::Fwmark { family, mark } => (
-                1,
-                family,
-                0,
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                0,
-                mark.get(),
-            ),
+            ServiceKey::Fwmark { family, mark } => (1, family as u8, 0, 0, 0, mark.get()),
         }
+    }
+}
+
+/// An address as a number: within one family, numbers order as the addresses' octets do.
+fn address_number(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
     }
 }
 
@@ -74,7 +78,9 @@ pub(super) struct DestinationOrd(pub(super) DestinationKey);
 
 impl Ord for DestinationOrd {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.0.addr, self.0.port).cmp(&(other.0.addr, other.0.port))
+        // IPv4 before IPv6, then the address as a number, then the port.
+        let rank = |k: &DestinationKey| (k.addr.is_ipv6(), address_number(k.addr), k.port);
+        rank(&self.0).cmp(&rank(&other.0))
     }
 }
 
@@ -539,6 +545,72 @@ mod tests {
 
     use super::*;
     use crate::model::{Forwarding, Protocol, Scheduler, ServiceFlags, Stats};
+
+    #[test]
+    fn keys_order_by_family_protocol_address_and_port_then_marks() {
+        let v4 = |a: [u8; 4]| IpAddr::from(a);
+        let v6 = |s: &str| IpAddr::from(s.parse::<Ipv6Addr>().unwrap());
+        let tuple = |protocol, addr, port| ServiceKey::Tuple {
+            protocol,
+            addr,
+            port,
+        };
+        let mark = |family, m| ServiceKey::Fwmark {
+            family,
+            mark: NonZeroU32::new(m).unwrap(),
+        };
+        // In the documented order.
+        let ordered = [
+            tuple(Protocol::Tcp, v4([9, 255, 255, 255]), 443),
+            tuple(Protocol::Tcp, v4([10, 0, 0, 1]), 80),
+            tuple(Protocol::Tcp, v4([10, 0, 0, 1]), 443),
+            tuple(Protocol::Tcp, v4([10, 0, 1, 0]), 1),
+            tuple(Protocol::Tcp, v4([128, 0, 0, 0]), 1),
+            tuple(Protocol::Udp, v4([1, 0, 0, 0]), 53),
+            tuple(Protocol::Tcp, v6("::1"), 80),
+            tuple(Protocol::Tcp, v6("fd00::1"), 80),
+            tuple(Protocol::Tcp, v6("fd00::1:0"), 80),
+            tuple(Protocol::Sctp, v6("::"), 1),
+            mark(AddressFamily::Ipv4, 7),
+            mark(AddressFamily::Ipv4, 300),
+            mark(AddressFamily::Ipv6, 1),
+        ];
+        let mut shuffled: Vec<ServiceOrd> = ordered.iter().rev().copied().map(ServiceOrd).collect();
+        shuffled.swap(2, 9);
+        shuffled.sort();
+        assert_eq!(shuffled.iter().map(|o| o.0).collect::<Vec<_>>(), ordered);
+
+        let dests = [
+            DestinationKey {
+                addr: v4([10, 0, 0, 2]),
+                port: 9,
+            },
+            DestinationKey {
+                addr: v4([10, 0, 0, 2]),
+                port: 80,
+            },
+            DestinationKey {
+                addr: v4([10, 0, 0, 10]),
+                port: 1,
+            },
+            DestinationKey {
+                addr: v4([192, 168, 0, 1]),
+                port: 1,
+            },
+            DestinationKey {
+                addr: v6("::1"),
+                port: 1,
+            },
+            DestinationKey {
+                addr: v6("fd00::2"),
+                port: 1,
+            },
+        ];
+        let mut sorted: Vec<DestinationOrd> =
+            dests.iter().rev().copied().map(DestinationOrd).collect();
+        sorted.sort();
+        assert_eq!(sorted.iter().map(|o| o.0).collect::<Vec<_>>(), dests);
+    }
 
     fn tcp(last: u8, port: u16) -> ServiceKey {
         ServiceKey::tcp(Ipv4Addr::new(10, 0, 0, last), port)
