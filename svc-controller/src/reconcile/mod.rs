@@ -115,7 +115,7 @@ use ipvs::model::{
     Destination, DestinationKey, Forwarding, Persistence as IpvsPersistence, PersistenceNetmask,
     Scheduler as IpvsScheduler, Service, ServiceKey, Weight,
 };
-use ipvs::table::{OperationKind, ServiceConfig, Table, diff};
+use ipvs::table::{OperationKind, ServiceConfig, Table, diff_service};
 use tracing::{Level, debug, info, trace, warn};
 
 pub use config::{
@@ -1357,18 +1357,18 @@ impl<D: Dataplane> Reconciler<D> {
     /// own share of the results.
     fn send_prepared(
         &mut self,
-        prepared: Vec<PreparedVs>,
+        mut prepared: Vec<PreparedVs>,
         report: &mut SyncReport,
         out: &mut Vec<(VirtualServerKey, usize, bool)>,
     ) {
+        let counts: Vec<usize> = prepared.iter().map(|p| p.operations.len()).collect();
         let ops: Vec<Operation> = prepared
-            .iter()
-            .flat_map(|p| p.operations.iter().cloned())
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.operations))
             .collect();
         let results = self.send_each(&ops, report);
         let mut results = results.into_iter();
-        for p in prepared {
-            let count = p.operations.len();
+        for (p, count) in prepared.into_iter().zip(counts) {
             // Every result of this share is consumed (no short-circuit), so the next share starts right.
             let ok = results.by_ref().take(count).filter(|ok| !ok).count() == 0;
             out.push((p.key, count, ok));
@@ -1436,9 +1436,7 @@ impl<D: Dataplane> Reconciler<D> {
             now,
             &mut notes,
         );
-        let current: Table = have.into_iter().collect();
-        let target: Table = want.into_iter().collect();
-        let plan = diff(&current, &target);
+        let plan = diff_service(have.as_ref(), want.as_ref());
         Some(PreparedVs {
             key,
             operations: plan.into_operations(),
