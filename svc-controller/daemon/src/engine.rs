@@ -31,7 +31,9 @@
 //! A [`Message::Shutdown`] returns from [`Engine::run`] and leaves the table as it is: traffic
 //! keeps flowing through a restart, and the next start adopts it with no change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};

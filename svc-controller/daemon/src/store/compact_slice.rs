@@ -9,7 +9,9 @@
 //! names and zones shared between endpoints, and the rest as is. [`CompactSlice::expand`]
 //! gives back the (trimmed) EndpointSlice for the computation, which reads it the same way.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
