@@ -32,12 +32,11 @@
 //! keeps flowing through a restart, and the next start adopts it with no change.
 
 use std::collections::BTreeSet;
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
+use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::api::core::v1::Node;
 use svc_controller::dataplane::{Dataplane, DataplaneError};
 use svc_controller::ownership::Ownership;
@@ -568,8 +567,11 @@ impl<D: Dataplane> Engine<D> {
         let dirty = std::mem::take(&mut self.dirty);
         let mut updates = Vec::with_capacity(dirty.len());
         let compute_started = Instant::now();
-        for service in &dirty {
-            match self.store.compute(service, &self.node, &self.config.proxy) {
+        let computed = self
+            .store
+            .compute_many(&dirty, &self.node, &self.config.proxy);
+        for (service, desired) in dirty.iter().zip(computed) {
+            match desired {
                 Some(desired) => {
                     self.note_problems(service, &desired.problems);
                     updates.push(ServiceUpdate::Set(desired));

@@ -278,17 +278,61 @@ impl ObjectStore {
         Some(compute_service(svc, &slices, node, config))
     }
 
+    /// The desired state of each of `services` (`None`: the Service is not stored), in
+    /// order. Many at once (a first load's last part, an adoption) are computed on up to
+    /// four threads: the store is only read, and the engine is the daemon's critical path
+    /// once the sources have stopped reading and a CPU is free.
+    pub fn compute_many<'a>(
+        &self,
+        services: impl IntoIterator<Item = &'a ServiceRef>,
+        node: &NodeInfo,
+        config: &ProxyConfig,
+    ) -> Vec<Option<ServiceDesired>> {
+        let services: Vec<&ServiceRef> = services.into_iter().collect();
+        let one = |service: &&ServiceRef| self.compute(service, node, config);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4)
+            .min(services.len() / (PARALLEL_COMPUTE_MIN / 2));
+        if threads < 2 {
+            return services.iter().map(one).collect();
+        }
+        let chunk = services.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut parts = services.chunks(chunk);
+            let mine = parts.next().unwrap_or_default();
+            let others: Vec<_> = parts
+                .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+                .collect();
+            let mut out: Vec<Option<ServiceDesired>> = mine.iter().map(one).collect();
+            for other in others {
+                match other.join() {
+                    Ok(part) => out.extend(part),
+                    // As if computed on this thread: a bug in the computation is not hidden.
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            out
+        })
+    }
+
     /// The desired state of the whole node.
     pub fn compute_all(&self, node: &NodeInfo, config: &ProxyConfig) -> DesiredState {
         let mut state = DesiredState::new();
-        for key in self.services.keys() {
-            if let Some(desired) = self.compute(key, node, config) {
-                state.update(desired);
-            }
+        for desired in self
+            .compute_many(self.services.keys(), node, config)
+            .into_iter()
+            .flatten()
+        {
+            state.update(desired);
         }
         state
     }
 }
+
+/// Below this many Services, one thread computes their desired state (starting others costs
+/// more than it saves).
+const PARALLEL_COMPUTE_MIN: usize = 512;
 
 /// Keeps only the metadata the computation reads.
 fn trim_meta(meta: ObjectMeta, keep_labels: &[&str], keep_annotations: &[&str]) -> ObjectMeta {
@@ -465,6 +509,45 @@ mod tests {
             &["10.1.0.1"],
         )]));
         assert_eq!(touched, BTreeSet::from([ServiceRef::new("ns", "gone")]));
+    }
+
+    #[test]
+    fn many_services_computed_together_match_each_computed_alone() {
+        let mut store = ObjectStore::new();
+        let count = PARALLEL_COMPUTE_MIN * 2 + 7;
+        let names: Vec<String> = (0..count).map(|i| format!("svc-{i:04}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let ip = format!("10.0.{}.{}", i / 250, i % 250 + 1);
+            store.change_services(Change::Applied(service("ns", name, &ip)));
+            let backend = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+            store.change_slices(Change::Applied(slice(
+                "ns",
+                &format!("{name}-1"),
+                name,
+                &[backend.as_str()],
+            )));
+        }
+        let node = NodeInfo::new("n");
+        let config = ProxyConfig::default();
+        // Every other one, and one that is not stored.
+        let mut wanted: Vec<ServiceRef> = names
+            .iter()
+            .step_by(2)
+            .map(|n| ServiceRef::new("ns", n))
+            .collect();
+        wanted.insert(3, ServiceRef::new("ns", "missing"));
+        let together = store.compute_many(&wanted, &node, &config);
+        let alone: Vec<_> = wanted
+            .iter()
+            .map(|s| store.compute(s, &node, &config))
+            .collect();
+        assert_eq!(together.len(), wanted.len());
+        assert!(together[3].is_none());
+        assert_eq!(together, alone);
+        assert_eq!(
+            store.compute_all(&node, &config).virtual_servers().len(),
+            count
+        );
     }
 
     #[test]
