@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod engine;
 pub mod memory;
 pub mod node_setup;
+pub mod priority;
 pub mod settings;
 pub mod source;
 pub mod store;

@@ -609,7 +609,11 @@ fn read_all(files: Vec<PathBuf>) -> Vec<ReadFile> {
         let workers: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || part.iter().cloned().map(read_file).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    // Reading yields to the engine (see `crate::priority`).
+                    crate::priority::lower_this_thread();
+                    part.iter().cloned().map(read_file).collect::<Vec<_>>()
+                })
             })
             .collect();
         workers
