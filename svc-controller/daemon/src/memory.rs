@@ -6,6 +6,10 @@
 //! interleaves with its long-lived state keeps free holes resident: at 10,000 Services that
 //! was 20 MiB and more of resident memory that held nothing. [`release_free_memory`] asks the
 //! allocator to give the free pages of every arena back (`malloc_trim`), after such work.
+//!
+//! The `ipvs-proxy` binary allocates with mimalloc, which returns freed pages to the system by
+//! itself shortly after they are freed; there the call only trims what the C library itself
+//! allocated. It matters to programs that embed the engine and keep glibc's allocator.
 
 /// Returns the allocator's free pages to the system (glibc's `malloc_trim(0)`, which also
 /// releases whole free pages in the middle of its heaps). Takes a few milliseconds; a no-op

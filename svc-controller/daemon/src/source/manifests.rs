@@ -46,6 +46,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
+use super::folder_watch::{FolderWatch, Seen};
+
 use super::{Message, Sender};
 use crate::store::{Change, ObjectKey, trim_service, trim_slice};
 use crate::telemetry::Metrics;
@@ -1004,54 +1006,10 @@ fn publish(scan: Scan, tx: &Sender, metrics: &Metrics) -> bool {
     true
 }
 
-/// Whether a file-system event can change what the manifests say. Reads, opens and closes
-/// without writing (`Access`) cannot; they must not trigger a rescan, since the rescan's own
-/// directory listing produces them (a rescan would trigger the next one, forever).
-fn may_change_content(event: &notify::Result<notify::Event>) -> bool {
-    match event {
-        Ok(event) => !matches!(event.kind, notify::EventKind::Access(_)),
-        // An error (an overflowed queue, say) may hide a change: rescan.
-        Err(_) => true,
-    }
-}
-
-/// What the file watcher saw.
-#[derive(Debug)]
-enum Seen {
-    /// These paths may have changed.
-    Paths(Vec<PathBuf>),
-    /// Anything may have changed (the watcher lost events, or could not say where).
-    Everything,
-}
-
 /// Starts watching `root` (a file is watched through its folder, since editors replace files
-/// by renaming): the receiver gets what each event that may change content names. `None`
-/// when the platform or file system has no watcher (the periodic rescan covers it).
-fn start_watcher(
-    root: &Path,
-) -> Option<(notify::RecommendedWatcher, std::sync::mpsc::Receiver<Seen>)> {
-    use notify::{RecursiveMode, Watcher};
-
-    let (events_tx, events) = std::sync::mpsc::channel();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if !may_change_content(&event) {
-            return;
-        }
-        let seen = match event {
-            Ok(event) if !event.need_rescan() && !event.paths.is_empty() => {
-                Seen::Paths(event.paths)
-            }
-            _ => Seen::Everything,
-        };
-        let _ = events_tx.send(seen);
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(error) => {
-            warn!(%error, "no file watcher; rescanning every {RESCAN_INTERVAL:?}");
-            return None;
-        }
-    };
+/// by renaming). `None` when the platform or file system has no watcher (the periodic rescan
+/// covers it).
+fn start_watcher(root: &Path) -> Option<FolderWatch> {
     let target = if root.is_file() {
         root.parent()
             .map(Path::to_owned)
@@ -1059,8 +1017,8 @@ fn start_watcher(
     } else {
         root.to_owned()
     };
-    match watcher.watch(&target, RecursiveMode::Recursive) {
-        Ok(()) => Some((watcher, events)),
+    match FolderWatch::start(&target) {
+        Ok(watch) => Some(watch),
         Err(error) => {
             warn!(path = %target.display(), %error, "cannot watch the manifests; rescanning every {RESCAN_INTERVAL:?}");
             None
@@ -1071,12 +1029,8 @@ fn start_watcher(
 /// Loads `folder` and then follows its changes until the engine is gone, on the calling
 /// thread (blocking: run it on a thread of its own).
 pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
-    // inotify where available; the periodic rescan covers the rest. Without a watcher, the
-    // channel's sender is dropped at once and every wait is a plain timeout.
-    let (_watcher, events) = match start_watcher(folder.root()) {
-        Some((watcher, events)) => (Some(watcher), events),
-        None => (None, std::sync::mpsc::channel().1),
-    };
+    // inotify where available; the periodic rescan covers the rest.
+    let mut watcher = start_watcher(folder.root());
     // The first load, tried again until the path can be listed: until then the engine has
     // no first list and leaves the node as it is.
     loop {
@@ -1103,7 +1057,7 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
     }
     // With a watcher, changes are read from the paths it names, and the whole folder is
     // rescanned now and then as insurance; without one, the folder is polled.
-    let full_every = if _watcher.is_some() {
+    let full_every = if watcher.is_some() {
         WATCHED_RESCAN_INTERVAL
     } else {
         RESCAN_INTERVAL
@@ -1111,32 +1065,29 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
     let mut last_full = std::time::Instant::now();
     loop {
         let wait = full_every.saturating_sub(last_full.elapsed());
-        let mut paths = std::collections::BTreeSet::new();
-        let mut everything = false;
-        let mut take = |seen: Seen| match seen {
-            Seen::Paths(p) => paths.extend(p),
-            Seen::Everything => everything = true,
-        };
-        match events.recv_timeout(wait) {
-            Ok(seen) => {
-                // Let a burst of events (an editor's write, a `cp -r`) settle, then scan once.
-                take(seen);
-                std::thread::sleep(Duration::from_millis(20));
-                while let Ok(seen) = events.try_recv() {
-                    take(seen);
+        let seen = match watcher.as_mut() {
+            Some(watch) => match watch.wait(wait) {
+                Some(seen) => {
+                    // Let a burst of events (an editor's write, a `cp -r`) settle, then scan
+                    // once.
+                    std::thread::sleep(Duration::from_millis(20));
+                    match watch.take() {
+                        Some(more) => seen.merge(more),
+                        None => seen,
+                    }
                 }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => everything = true,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                None if last_full.elapsed() >= full_every => Seen::Everything,
+                None => continue,
+            },
+            None => {
                 // No watcher: poll.
                 std::thread::sleep(wait);
-                everything = true;
+                Seen::Everything
             }
-        }
-        let targeted = if everything {
-            None
-        } else {
-            folder.rescan_paths(paths)
+        };
+        let targeted = match seen {
+            Seen::Everything => None,
+            Seen::Paths(paths) => folder.rescan_paths(paths),
         };
         let scan = targeted.unwrap_or_else(|| {
             last_full = std::time::Instant::now();
@@ -1569,7 +1520,7 @@ endpoints:
         let dir = TempDir::new("quiet");
         dir.write("web.yaml", WEB);
         dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
-        let (_watcher, events) = start_watcher(&dir.0).expect("inotify works here");
+        let mut watch = start_watcher(&dir.0).expect("inotify works here");
         let mut folder = ManifestFolder::new(&dir.0);
         assert!(folder.load().errors.is_empty());
         for _ in 0..3 {
@@ -1578,21 +1529,22 @@ endpoints:
                 std::fs::read_to_string(entry.unwrap().path()).unwrap();
             }
         }
-        let woke = events.recv_timeout(Duration::from_millis(300));
-        assert!(
-            matches!(woke, Err(std::sync::mpsc::RecvTimeoutError::Timeout)),
-            "reads woke the watcher: {woke:?}"
-        );
+        let woke = watch.wait(Duration::from_millis(300));
+        assert_eq!(woke, None, "reads woke the watcher");
         // A write does wake it, naming the file (after the temporary it was written to).
         dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
         let target = dir.0.join("web.yaml");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match events.recv_timeout(left) {
-                Ok(Seen::Paths(paths)) if paths.contains(&target) => break,
-                Ok(_) => {}
-                Err(e) => panic!("the write of {} was not seen: {e}", target.display()),
+            assert!(
+                !left.is_zero(),
+                "the write of {} was not seen",
+                target.display()
+            );
+            match watch.wait(left) {
+                Some(Seen::Paths(paths)) if paths.contains(&target) => break,
+                _ => {}
             }
         }
     }
@@ -1651,26 +1603,5 @@ endpoints:
             folder.rescan_paths([dir.0.join("team")]).is_none(),
             "a vanished folder"
         );
-    }
-
-    #[test]
-    fn access_events_are_not_changes() {
-        use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind};
-        let event = |kind| Ok(notify::Event::new(kind));
-        assert!(!may_change_content(&event(EventKind::Access(
-            AccessKind::Open(AccessMode::Any)
-        ))));
-        assert!(!may_change_content(&event(EventKind::Access(
-            AccessKind::Close(AccessMode::Read)
-        ))));
-        assert!(may_change_content(&event(EventKind::Create(
-            CreateKind::File
-        ))));
-        assert!(may_change_content(&event(EventKind::Modify(
-            ModifyKind::Any
-        ))));
-        assert!(may_change_content(&Err(notify::Error::generic(
-            "queue overflow"
-        ))));
     }
 }
