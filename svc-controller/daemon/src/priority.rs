@@ -8,7 +8,7 @@
 
 /// How much lower than the process's priority the background threads run (a nice value
 /// added to the process's): under the Linux scheduler, nice 10 weighs about a tenth of nice 0.
-const BACKGROUND_NICE: i32 = 10;
+pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`]; the other threads
 /// keep theirs. Raising a nice value needs no privilege; a failure (it cannot fail on Linux

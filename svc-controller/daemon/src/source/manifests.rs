@@ -66,7 +66,7 @@ pub const LOAD_PART: usize = 1024;
 /// How many files the first part of a first load reads: the parts grow from this to
 /// [`LOAD_PART`], so that the engine gets work soon after the start (on a fresh node it
 /// programs each part as it comes) while later parts keep the per-part costs small.
-const FIRST_PART: usize = 128;
+pub const FIRST_PART: usize = 128;
 
 /// The sizes of a first load's parts: [`FIRST_PART`], doubling up to [`LOAD_PART`].
 fn part_sizes() -> impl Iterator<Item = usize> {
