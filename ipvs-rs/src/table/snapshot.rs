@@ -580,31 +580,14 @@ mod tests {
         shuffled.sort();
         assert_eq!(shuffled.iter().map(|o| o.0).collect::<Vec<_>>(), ordered);
 
+        let dest = |addr, port| DestinationKey { addr, port };
         let dests = [
-            DestinationKey {
-                addr: v4([10, 0, 0, 2]),
-                port: 9,
-            },
-            DestinationKey {
-                addr: v4([10, 0, 0, 2]),
-                port: 80,
-            },
-            DestinationKey {
-                addr: v4([10, 0, 0, 10]),
-                port: 1,
-            },
-            DestinationKey {
-                addr: v4([192, 168, 0, 1]),
-                port: 1,
-            },
-            DestinationKey {
-                addr: v6("::1"),
-                port: 1,
-            },
-            DestinationKey {
-                addr: v6("fd00::2"),
-                port: 1,
-            },
+            dest(v4([10, 0, 0, 2]), 9),
+            dest(v4([10, 0, 0, 2]), 80),
+            dest(v4([10, 0, 0, 10]), 1),
+            dest(v4([192, 168, 0, 1]), 1),
+            dest(v6("::1"), 1),
+            dest(v6("fd00::2"), 1),
         ];
         let mut sorted: Vec<DestinationOrd> =
             dests.iter().rev().copied().map(DestinationOrd).collect();
