@@ -193,6 +193,27 @@ fn small_chunks_still_give_every_result_in_order() {
 /// which is the one way a netlink request goes unanswered.
 struct Silence(std::os::fd::RawFd);
 
+/// Sets a `SOL_SOCKET` option of `fd` to `value`.
+fn set_socket_option<T>(fd: std::os::fd::RawFd, option: libc::c_int, value: &T) {
+    // SAFETY: `fd` is an open socket borrowed from a live connection; `value` is a valid `T`
+    // whose size is passed, and the kernel only reads (and copies) it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt {option}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 impl Silence {
     fn on(socket: &impl std::os::fd::AsFd) -> Self {
         use std::os::fd::AsRawFd;
@@ -208,47 +229,15 @@ impl Silence {
             len: 1,
             filter: drop_all.as_mut_ptr(),
         };
-        // SAFETY: `fd` is an open socket borrowed from the connection; `program` points to one
-        // valid instruction and its size is passed; the kernel copies the program.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                (&raw const program).cast(),
-                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "SO_ATTACH_FILTER: {}",
-            std::io::Error::last_os_error()
-        );
+        set_socket_option(fd, libc::SO_ATTACH_FILTER, &program);
         Self(fd)
     }
 }
 
 impl Drop for Silence {
     fn drop(&mut self) {
-        let none: libc::c_int = 0;
-        // SAFETY: the connection (and so the socket) outlives this guard; the option value is
-        // an int that the kernel ignores for SO_DETACH_FILTER.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.0,
-                libc::SOL_SOCKET,
-                libc::SO_DETACH_FILTER,
-                (&raw const none).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "SO_DETACH_FILTER: {}",
-            std::io::Error::last_os_error()
-        );
+        // The value is ignored by SO_DETACH_FILTER; the connection outlives this guard.
+        set_socket_option(self.0, libc::SO_DETACH_FILTER, &0 as &libc::c_int);
     }
 }
 

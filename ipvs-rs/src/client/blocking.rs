@@ -242,9 +242,6 @@ impl Ipvs {
     /// Applies one change and waits for the kernel's acknowledgement.
     pub fn apply(&mut self, operation: &Operation) -> Result<()> {
         let message = call::encode(operation, &self.features)?;
-        // No longer deadline for slow operations (starting or stopping a sync daemon waits
-        // for kernel threads): the kernel answers inside `sendmsg`, and an answer already
-        // queued counts however long it took.
         self.connection
             .request(message, 0)
             .map(drop)

@@ -244,32 +244,31 @@ impl Io {
         G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
     {
         while !done(exchange) {
-            let mut guard = match tokio::time::timeout_at(deadline, self.fd.readable()).await {
-                Ok(guard) => guard.map_err(|e| TransportError::io("poll", e))?,
-                Err(_) => {
-                    // The kernel runs a request inside `sendmsg`: one that took longer than
-                    // the timeout has its answer queued already, and the reactor may not have
-                    // seen it yet. What is queued counts; only silence is a timeout.
-                    match self.recv.recv(self.fd.get_ref()) {
-                        Ok(0) => return Err(self.timeout_error(exchange.in_flight())),
-                        Ok(_) => {
-                            self.recv.feed(exchange)?;
-                            deadline = Instant::now() + self.timeout;
-                            continue;
-                        }
-                        Err(e) => return Err(TransportError::io("recv", e)),
+            let received = match tokio::time::timeout_at(deadline, self.fd.readable()).await {
+                Ok(guard) => {
+                    let mut guard = guard.map_err(|e| TransportError::io("poll", e))?;
+                    let recv = &mut self.recv;
+                    let received = guard.try_io(|fd| match recv.recv(fd.get_ref()) {
+                        Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+                        Ok(n) => Ok(Ok(n)),
+                        Err(e) => Ok(Err(e)),
+                    });
+                    // `Err(_)`: nothing queued after all; readiness was cleared, wait again.
+                    match received {
+                        Ok(result) => result.map_err(|e| TransportError::io("recv", e))?? > 0,
+                        Err(_) => false,
                     }
                 }
+                // The kernel runs a request inside `sendmsg`: one that took longer than the
+                // timeout has its answer queued already, and the reactor may not have seen it
+                // yet. What is queued counts; only silence is a timeout.
+                Err(_) => match self.recv.recv(self.fd.get_ref()) {
+                    Ok(0) => return Err(self.timeout_error(exchange.in_flight())),
+                    Ok(_) => true,
+                    Err(e) => return Err(TransportError::io("recv", e)),
+                },
             };
-            let recv = &mut self.recv;
-            let received = guard.try_io(|fd| match recv.recv(fd.get_ref()) {
-                Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
-                Ok(n) => Ok(Ok(n)),
-                Err(e) => Ok(Err(e)),
-            });
-            // `Err(_)`: nothing queued after all; readiness was cleared, wait again.
-            if let Ok(received) = received {
-                received.map_err(|e| TransportError::io("recv", e))??;
+            if received {
                 self.recv.feed(exchange)?;
                 // The kernel answered: the timeout bounds its silence, not a long dump.
                 deadline = Instant::now() + self.timeout;

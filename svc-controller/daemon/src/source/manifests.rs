@@ -34,11 +34,11 @@
 //! a large folder costs that file.
 
 use std::collections::BTreeMap;
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -47,7 +47,6 @@ use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
 use super::folder_watch::{FolderWatch, Seen};
-
 use super::{Message, Sender};
 use crate::store::{Change, ObjectKey, trim_service, trim_slice};
 use crate::telemetry::Metrics;
