@@ -67,6 +67,12 @@ pub const LOAD_PART: usize = 1024;
 /// programs each part as it comes) while later parts keep the per-part costs small.
 pub const FIRST_PART: usize = 128;
 
+/// How many changed paths [`ManifestFolder::rescan_paths_in_parts`] looks at before it
+/// delivers what they changed: a burst of changes (a thousand files replaced at once) reaches
+/// the engine part by part, so that it programs one part while the next is read, instead of
+/// waiting for the whole burst to be read.
+pub const CHANGE_PART: usize = 64;
+
 /// The sizes of a first load's parts: [`FIRST_PART`], doubling up to [`LOAD_PART`].
 fn part_sizes() -> impl Iterator<Item = usize> {
     std::iter::successors(Some(FIRST_PART), |n| Some((n * 2).min(LOAD_PART)))
@@ -364,6 +370,27 @@ impl ManifestFolder {
         }
         self.take_read(read_all(changed), &mut scan);
         Some(scan)
+    }
+
+    /// [`ManifestFolder::rescan_paths`] over `paths` in parts of [`CHANGE_PART`] paths (in
+    /// the order given), each part's changes delivered before the next part is read.
+    /// `deliver` answers whether to go on. `Some(true)`: every part was delivered;
+    /// `Some(false)`: the receiver is gone; `None`: a part needs a full rescan (the parts
+    /// before it were delivered, and stay valid).
+    pub fn rescan_paths_in_parts(
+        &mut self,
+        paths: impl IntoIterator<Item = PathBuf>,
+        mut deliver: impl FnMut(Scan) -> bool,
+    ) -> Option<bool> {
+        let mut paths = paths.into_iter().peekable();
+        while paths.peek().is_some() {
+            let part: Vec<PathBuf> = paths.by_ref().take(CHANGE_PART).collect();
+            let scan = self.rescan_paths(part)?;
+            if !deliver(scan) {
+                return Some(false);
+            }
+        }
+        Some(true)
     }
 
     /// Takes in what [`read_all`] read: each file's objects replace what it defined.
@@ -1084,14 +1111,21 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
                 Seen::Everything
             }
         };
-        let targeted = match seen {
-            Seen::Everything => None,
-            Seen::Paths(paths) => folder.rescan_paths(paths),
-        };
-        let scan = targeted.unwrap_or_else(|| {
-            last_full = std::time::Instant::now();
-            folder.rescan()
-        });
+        if let Seen::Paths(paths) = seen {
+            let delivered = folder.rescan_paths_in_parts(paths, |scan| {
+                if !scan.messages.is_empty() {
+                    debug!(changes = scan.messages.len(), "manifests changed");
+                }
+                publish(scan, &tx, &metrics)
+            });
+            match delivered {
+                Some(true) => continue,
+                Some(false) => return,
+                None => {}
+            }
+        }
+        last_full = std::time::Instant::now();
+        let scan = folder.rescan();
         if !scan.messages.is_empty() {
             debug!(changes = scan.messages.len(), "manifests changed");
         }
@@ -1549,6 +1583,49 @@ endpoints:
     }
 
     #[test]
+    fn a_burst_of_changed_files_is_delivered_in_parts() {
+        let dir = TempDir::new("burst");
+        let count = CHANGE_PART * 3 + 5;
+        let name = |i: usize| format!("svc-{i:04}.yaml");
+        let text = |i: usize, ip: &str| {
+            WEB.replace("name: web", &format!("name: web-{i}"))
+                .replace("10.96.0.10", ip)
+        };
+        for i in 0..count {
+            dir.write(&name(i), &text(i, "10.96.0.10"));
+        }
+        let mut folder = ManifestFolder::new(&dir.0);
+        assert!(folder.load().errors.is_empty());
+        for i in 0..count {
+            dir.write(&name(i), &text(i, "10.96.0.30"));
+        }
+        let mut parts = Vec::new();
+        let paths: Vec<PathBuf> = (0..count).map(|i| dir.0.join(name(i))).collect();
+        let outcome = folder.rescan_paths_in_parts(paths, |scan| {
+            parts.push(names(&scan.messages));
+            true
+        });
+        assert_eq!(outcome, Some(true));
+        // Only the Services changed: one message per file, CHANGE_PART files per part, in
+        // the order given.
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [CHANGE_PART, CHANGE_PART, CHANGE_PART, 5]);
+        assert_eq!(parts[0][0], "+svc/web-0");
+        assert_eq!(parts[3][4], format!("+svc/web-{}", count - 1));
+        // A receiver that is gone stops the parts.
+        for i in 0..count {
+            dir.write(&name(i), &text(i, "10.96.0.40"));
+        }
+        let mut calls = 0;
+        let paths: Vec<PathBuf> = (0..count).map(|i| dir.0.join(name(i))).collect();
+        let outcome = folder.rescan_paths_in_parts(paths, |_| {
+            calls += 1;
+            false
+        });
+        assert_eq!((outcome, calls), (Some(false), 1));
+    }
+
+    #[test]
     fn rescanning_named_paths_reads_only_those_and_knows_when_it_cannot() {
         let dir = TempDir::new("paths");
         dir.write("web.yaml", WEB);
@@ -1597,6 +1674,21 @@ endpoints:
         );
         dir.write("team/api.yaml", &WEB.replace("name: web", "name: api"));
         assert_eq!(folder.rescan().messages.len(), 2);
+        // In parts, the parts before the one that needs a full rescan are delivered.
+        let mut parts = 0;
+        let mut named: Vec<PathBuf> = (0..CHANGE_PART)
+            .map(|i| dir.0.join(format!("x{i}.yaml")))
+            .collect();
+        named.push(dir.0.join("..data"));
+        assert!(
+            folder
+                .rescan_paths_in_parts(named, |_| {
+                    parts += 1;
+                    true
+                })
+                .is_none()
+        );
+        assert_eq!(parts, 1);
         std::fs::remove_dir_all(dir.0.join("team")).unwrap();
         assert!(
             folder.rescan_paths([dir.0.join("team")]).is_none(),
