@@ -1,7 +1,7 @@
 //! Random bytes into every decoder: errors are fine, panics are not. Raise the case count
 //! with `PROPTEST_CASES` (e.g. 200000) for a longer run.
 
-use ipvs::codec::{self, IpvsMessage, Operation};
+use ipvs::codec::{self, IpvsMessage, ListingMessage, Operation};
 use ipvs::model::AddressFamily;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload, ParseableParametrized};
 use netlink_packet_generic::GenlMessage;
@@ -16,6 +16,32 @@ fn decode_all(m: &IpvsMessage) {
     let _ = codec::decode_timeouts(m);
     let _ = Operation::from_message(m);
     let _ = codec::observe_features(m, Default::default());
+}
+
+/// The listing decoder never panics, and agrees with the attribute-list decoders wherever
+/// they succeed (it may accept more: it does not parse the neighbours of the nest it reads).
+fn listing_agrees(bytes: &[u8]) {
+    let listed = GenlMessage::<ListingMessage>::parse_with_param(bytes, 0x1d);
+    let Ok(plain) = GenlMessage::<IpvsMessage>::parse_with_param(bytes, 0x1d) else {
+        return;
+    };
+    let listed = listed.expect("what parses as an IpvsMessage parses for a listing");
+    let plain = plain.payload;
+    match listed.payload {
+        ListingMessage::Service(fields) => {
+            if let Ok(entry) = codec::decode_service(&plain) {
+                assert_eq!(fields.finish().ok(), Some(entry));
+            }
+        }
+        ListingMessage::Destination(fields) => {
+            for family in [AddressFamily::Ipv4, AddressFamily::Ipv6] {
+                if let Ok(entry) = codec::decode_destination(&plain, family) {
+                    assert_eq!(fields.clone().finish(family).ok(), Some(entry));
+                }
+            }
+        }
+        ListingMessage::Message(m) => assert_eq!(m, plain),
+    }
 }
 
 /// Bytes that look like IPVS attributes more often than uniform noise does: a genl header
@@ -90,6 +116,7 @@ proptest! {
         if let Ok(g) = GenlMessage::<IpvsMessage>::parse_with_param(bytes.as_slice(), 0x1d) {
             decode_all(&g.payload);
         }
+        listing_agrees(&bytes);
     }
 
     #[test]
@@ -97,5 +124,6 @@ proptest! {
         if let Ok(g) = GenlMessage::<IpvsMessage>::parse_with_param(bytes.as_slice(), 0x1d) {
             decode_all(&g.payload);
         }
+        listing_agrees(&bytes);
     }
 }

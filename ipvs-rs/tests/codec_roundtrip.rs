@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::{NonZeroU8, NonZeroU16, NonZeroU32};
 
 use ipvs::codec::{
-    self, IpvsMessage, Operation, Request, config_reply, daemon_reply, destination_reply,
-    info_reply, service_flags, service_reply,
+    self, IpvsMessage, ListingMessage, Operation, Request, config_reply, daemon_reply,
+    destination_reply, info_reply, service_flags, service_reply,
 };
 use ipvs::model::*;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
@@ -27,6 +27,22 @@ fn wire(msg: &IpvsMessage) -> IpvsMessage {
             assert_eq!(g.header.version, 1);
             g.payload
         }
+        other => panic!("unexpected payload {other:?}"),
+    }
+}
+
+/// Serialises `msg` as a full netlink message and parses it back for a listing.
+fn wire_listed(msg: &IpvsMessage) -> ListingMessage {
+    let mut genl = GenlMessage::from_payload(msg.clone());
+    genl.set_resolved_family_id(0x1d);
+    let mut nl = NetlinkMessage::from(genl);
+    nl.finalize();
+    let mut buf = vec![0; nl.buffer_len()];
+    nl.serialize(&mut buf);
+    let back =
+        NetlinkMessage::<GenlMessage<ListingMessage>>::deserialize(&buf).expect("parse back");
+    match back.payload {
+        NetlinkPayload::InnerMessage(g) => g.payload,
         other => panic!("unexpected payload {other:?}"),
     }
 }
@@ -282,7 +298,17 @@ proptest! {
         let flags = ServiceFlags(service_flags(&service) | if hashed { ServiceFlags::HASHED } else { 0 });
         let entry = ServiceEntry { service, flags, stats };
         let msg = wire(&service_reply(&entry, &KernelFeatures::all()));
-        prop_assert_eq!(ServiceEntry::try_from(&msg).expect("decodes"), entry);
+        prop_assert_eq!(ServiceEntry::try_from(&msg).expect("decodes"), entry.clone());
+        // The listing decoder reads the same entry and learns the same features.
+        for features in [KernelFeatures::all(), KernelFeatures::baseline()] {
+            let reply = service_reply(&entry, &features);
+            let ListingMessage::Service(fields) = wire_listed(&reply) else {
+                panic!("a service reply is listed as a service");
+            };
+            prop_assert_eq!(fields.features(), codec::observe_features(&reply, KernelFeatures::baseline()));
+            let plain = codec::decode_service(&wire(&reply)).map_err(|e| e.to_string());
+            prop_assert_eq!(fields.finish().map_err(|e| e.to_string()), plain);
+        }
     }
 
     #[test]
@@ -328,6 +354,16 @@ proptest! {
         };
         let msg = wire(&destination_reply(&entry, &KernelFeatures::all()));
         prop_assert_eq!(codec::decode_destination(&msg, family).expect("decodes"), entry);
+        // The listing decoder reads the same entry and learns the same features.
+        for features in [KernelFeatures::all(), KernelFeatures::baseline()] {
+            let reply = destination_reply(&entry, &features);
+            let ListingMessage::Destination(fields) = wire_listed(&reply) else {
+                panic!("a destination reply is listed as a destination");
+            };
+            prop_assert_eq!(fields.features(), codec::observe_features(&reply, KernelFeatures::baseline()));
+            let plain = codec::decode_destination(&wire(&reply), family).map_err(|e| e.to_string());
+            prop_assert_eq!(fields.finish(family).map_err(|e| e.to_string()), plain);
+        }
     }
 
     #[test]

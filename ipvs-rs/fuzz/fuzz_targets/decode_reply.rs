@@ -11,6 +11,9 @@
 //! 2. as one netlink message through netlink-packet-core's `NetlinkMessage::deserialize`;
 //! 3. as a bare generic netlink message (genlmsghdr + attributes).
 //!
+//! The bare generic netlink message is also parsed as a `ListingMessage` (the listing
+//! decoder), which must agree with the attribute-list decoders wherever they succeed.
+//!
 //! Every `IpvsMessage` obtained goes through `decode_service`, `decode_destination` (IPv4
 //! and IPv6 services), `decode_daemon`, `decode_info`, `decode_timeouts`,
 //! `Operation::from_message` and `observe_features`.
@@ -18,7 +21,7 @@
 //! See `ipvs-rs/FUZZING.md` for how to run it on the stable toolchain.
 #![no_main]
 
-use ipvs::codec::{self, IpvsMessage, Operation, Request};
+use ipvs::codec::{self, IpvsMessage, ListingMessage, Operation, Request};
 use ipvs::model::{AddressFamily, Feature, KernelFeatures};
 use ipvs::transport::Exchange;
 use libfuzzer_sys::fuzz_target;
@@ -52,6 +55,45 @@ fn decode_all(m: &IpvsMessage) {
                 "observe_features dropped {f:?}"
             );
         }
+    }
+}
+
+/// The listing decoder: never panics, and agrees with the attribute-list decoders wherever
+/// they succeed on the same bytes.
+fn listing(data: &[u8]) {
+    let listed = GenlMessage::<ListingMessage>::parse_with_param(data, FAMILY);
+    let plain = GenlMessage::<IpvsMessage>::parse_with_param(data, FAMILY);
+    let (listed, plain) = match (listed, plain) {
+        (Ok(listed), Ok(plain)) => (listed.payload, plain.payload),
+        (Err(_), Ok(_)) => panic!("an IpvsMessage that a listing cannot parse"),
+        (Ok(listed), Err(_)) => {
+            match listed.payload {
+                ListingMessage::Service(fields) => {
+                    let _ = fields.finish().map_err(|e| e.to_string());
+                }
+                ListingMessage::Destination(fields) => {
+                    let _ = fields.finish(AddressFamily::Ipv6).map_err(|e| e.to_string());
+                }
+                ListingMessage::Message(m) => decode_all(&m),
+            }
+            return;
+        }
+        (Err(_), Err(_)) => return,
+    };
+    match listed {
+        ListingMessage::Service(fields) => {
+            if let Ok(entry) = codec::decode_service(&plain) {
+                assert_eq!(fields.finish().ok(), Some(entry));
+            }
+        }
+        ListingMessage::Destination(fields) => {
+            for family in [AddressFamily::Ipv4, AddressFamily::Ipv6] {
+                if let Ok(entry) = codec::decode_destination(&plain, family) {
+                    assert_eq!(fields.clone().finish(family).ok(), Some(entry));
+                }
+            }
+        }
+        ListingMessage::Message(m) => assert_eq!(m, plain),
     }
 }
 
@@ -103,4 +145,5 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(g) = GenlMessage::<IpvsMessage>::parse_with_param(data, FAMILY) {
         decode_all(&g.payload);
     }
+    listing(data);
 });

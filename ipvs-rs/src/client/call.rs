@@ -4,7 +4,7 @@
 //! how to build a request or decode a reply itself.
 
 use super::error::{Error, Result};
-use crate::codec::{self, DecodeError, IpvsMessage, Operation, Request};
+use crate::codec::{self, DecodeError, IpvsMessage, ListingMessage, Operation, Request};
 use crate::model::{
     DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
 };
@@ -178,6 +178,58 @@ pub(crate) fn services_by_key(
             }
         })
         .collect()
+}
+
+/// Decodes the replies of a service dump read as [`ListingMessage`]s (what
+/// [`services`] decodes from [`IpvsMessage`]s), learning what they prove the kernel supports.
+pub(crate) fn listed_services(
+    replies: Vec<ListingMessage>,
+    features: &mut KernelFeatures,
+) -> Result<Vec<ServiceEntry>, DecodeError> {
+    let mut services = Vec::with_capacity(replies.len());
+    for reply in replies {
+        services.push(match reply {
+            ListingMessage::Service(fields) => {
+                *features = features.with_all(fields.features());
+                fields.finish()?
+            }
+            ListingMessage::Message(m) => {
+                *features = codec::observe_features(&m, *features);
+                codec::decode_service(&m)?
+            }
+            ListingMessage::Destination(_) => {
+                return Err(DecodeError::MissingAttribute("IPVS_CMD_ATTR_SERVICE"));
+            }
+        });
+    }
+    Ok(without_repeats(services))
+}
+
+/// Decodes the replies of a destination dump of a service of `family` read as
+/// [`ListingMessage`]s (what [`destinations`] decodes from [`IpvsMessage`]s), learning what
+/// they prove the kernel supports.
+pub(crate) fn listed_destinations(
+    replies: Vec<ListingMessage>,
+    family: crate::model::AddressFamily,
+    features: &mut KernelFeatures,
+) -> Result<Vec<DestinationEntry>, DecodeError> {
+    let mut destinations = Vec::with_capacity(replies.len());
+    for reply in replies {
+        destinations.push(match reply {
+            ListingMessage::Destination(fields) => {
+                *features = features.with_all(fields.features());
+                fields.finish(family)?
+            }
+            ListingMessage::Message(m) => {
+                *features = codec::observe_features(&m, *features);
+                codec::decode_destination(&m, family)?
+            }
+            ListingMessage::Service(_) => {
+                return Err(DecodeError::MissingAttribute("IPVS_CMD_ATTR_DEST"));
+            }
+        });
+    }
+    Ok(destinations)
 }
 
 /// Learns what replies prove the kernel supports.

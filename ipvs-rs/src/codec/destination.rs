@@ -17,12 +17,12 @@ use netlink_packet_core::{
 
 use super::address::RawAddress;
 use super::constants::*;
-use super::stats::{StatsAttribute, stats_from_attributes};
+use super::stats::{StatsAttribute, stats_from_attributes, stats_from_payload};
 use super::util::{parse_be16, parse_nested, parse_u8, parse_u16, parse_u32, write};
 use super::{DecodeError, EncodeError};
 use crate::model::{
     AddressFamily, Destination, DestinationEntry, DestinationKey, Feature, Forwarding,
-    KernelFeatures, Thresholds, Tunnel, Weight,
+    KernelFeatures, Stats, Thresholds, Tunnel, Weight,
 };
 
 /// One attribute of the destination nest (`IPVS_DEST_ATTR_*`).
@@ -124,8 +124,18 @@ impl Nla for DestinationAttribute {
 
 impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for DestinationAttribute {
     fn parse(buf: &NlaBuffer<&T>) -> Result<Self, NlDecodeError> {
-        let p = buf.value();
-        Ok(match buf.kind() {
+        match Self::from_value(buf.kind(), buf.value())? {
+            Some(attribute) => Ok(attribute),
+            None => Ok(Self::Other(DefaultNla::parse(buf)?)),
+        }
+    }
+}
+
+impl DestinationAttribute {
+    /// The attribute of type `kind` (flags cleared) with value `p`; `None` for a type this
+    /// crate does not know (the caller keeps it as [`Self::Other`], or skips it).
+    pub(crate) fn from_value(kind: u16, p: &[u8]) -> Result<Option<Self>, NlDecodeError> {
+        Ok(Some(match kind {
             IPVS_DEST_ATTR_ADDR => Self::Address(RawAddress::parse("IPVS_DEST_ATTR_ADDR", p)?),
             IPVS_DEST_ATTR_PORT => Self::Port(parse_be16("IPVS_DEST_ATTR_PORT", p)?),
             IPVS_DEST_ATTR_FWD_METHOD => {
@@ -157,8 +167,8 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for DestinationAttribute 
             IPVS_DEST_ATTR_TUN_FLAGS => {
                 Self::TunnelFlags(parse_u16("IPVS_DEST_ATTR_TUN_FLAGS", p)?)
             }
-            _ => Self::Other(DefaultNla::parse(buf)?),
-        })
+            _ => return Ok(None),
+        }))
     }
 }
 
@@ -316,113 +326,210 @@ pub(crate) fn decode_destination_nest(
     service_family: AddressFamily,
     require_stats: bool,
 ) -> Result<DestinationEntry, DecodeError> {
-    let (mut addr, mut port, mut fwd, mut weight, mut upper, mut lower) =
-        (None, None, None, None, None, None);
-    let (mut active, mut inactive, mut persistent) = (0, 0, 0);
-    let (mut af, mut stats, mut stats64) = (None, None, None);
-    let (mut tun_type, mut tun_port, mut tun_flags) = (None, None, None);
+    let mut fields = DestinationFields::default();
     for a in attrs {
+        fields.take(a);
+    }
+    fields.finish_nest(service_family, require_stats)
+}
+
+/// The fields of a destination nest, gathered one attribute at a time: from parsed
+/// [`DestinationAttribute`]s (what [`decode_destination`](super::decode_destination) does) or
+/// straight from the nest's bytes, without an attribute list (what a
+/// [`ListingMessage`](super::ListingMessage) does: the listing's hot path). Both end in
+/// [`DestinationFields::finish`], so they decode the same bytes the same way.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DestinationFields {
+    addr: Option<RawAddress>,
+    port: Option<u16>,
+    fwd: Option<u32>,
+    weight: Option<u32>,
+    upper: Option<u32>,
+    lower: Option<u32>,
+    active: u32,
+    inactive: u32,
+    persistent: u32,
+    af: Option<u16>,
+    stats: Option<Stats>,
+    stats64: Option<Stats>,
+    tun_type: Option<u8>,
+    tun_port: Option<u16>,
+    tun_flags: Option<u16>,
+}
+
+impl DestinationFields {
+    /// Takes one parsed attribute (a later one of a kind replaces an earlier one).
+    fn take(&mut self, a: &DestinationAttribute) {
         match a {
-            DestinationAttribute::Address(v) => addr = Some(*v),
-            DestinationAttribute::Port(v) => port = Some(*v),
-            DestinationAttribute::ForwardingMethod(v) => fwd = Some(*v),
-            DestinationAttribute::Weight(v) => weight = Some(*v),
-            DestinationAttribute::UpperThreshold(v) => upper = Some(*v),
-            DestinationAttribute::LowerThreshold(v) => lower = Some(*v),
-            DestinationAttribute::ActiveConnections(v) => active = *v,
-            DestinationAttribute::InactiveConnections(v) => inactive = *v,
-            DestinationAttribute::PersistentConnections(v) => persistent = *v,
-            DestinationAttribute::Stats(v) => stats = Some(v.as_slice()),
-            DestinationAttribute::AddressFamily(v) => af = Some(*v),
-            DestinationAttribute::Stats64(v) => stats64 = Some(v.as_slice()),
-            DestinationAttribute::TunnelType(v) => tun_type = Some(*v),
-            DestinationAttribute::TunnelPort(v) => tun_port = Some(*v),
-            DestinationAttribute::TunnelFlags(v) => tun_flags = Some(*v),
+            DestinationAttribute::Address(v) => self.addr = Some(*v),
+            DestinationAttribute::Port(v) => self.port = Some(*v),
+            DestinationAttribute::ForwardingMethod(v) => self.fwd = Some(*v),
+            DestinationAttribute::Weight(v) => self.weight = Some(*v),
+            DestinationAttribute::UpperThreshold(v) => self.upper = Some(*v),
+            DestinationAttribute::LowerThreshold(v) => self.lower = Some(*v),
+            DestinationAttribute::ActiveConnections(v) => self.active = *v,
+            DestinationAttribute::InactiveConnections(v) => self.inactive = *v,
+            DestinationAttribute::PersistentConnections(v) => self.persistent = *v,
+            DestinationAttribute::Stats(v) => self.stats = Some(stats_from_attributes(v)),
+            DestinationAttribute::AddressFamily(v) => self.af = Some(*v),
+            DestinationAttribute::Stats64(v) => self.stats64 = Some(stats_from_attributes(v)),
+            DestinationAttribute::TunnelType(v) => self.tun_type = Some(*v),
+            DestinationAttribute::TunnelPort(v) => self.tun_port = Some(*v),
+            DestinationAttribute::TunnelFlags(v) => self.tun_flags = Some(*v),
             DestinationAttribute::Other(_) => {}
         }
     }
-    let reported_family = af
-        .map(|f| {
-            AddressFamily::from_number(f).ok_or(DecodeError::UnknownAddressFamily {
-                attribute: "IPVS_DEST_ATTR_ADDR_FAMILY",
-                family: f,
-            })
-        })
-        .transpose()?;
-    let family = reported_family.unwrap_or(service_family);
-    let addr = addr
-        .ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_ADDR"))?
-        .to_ip(family, "IPVS_DEST_ATTR_ADDR")?;
-    let port = port.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_PORT"))?;
-    let fwd = fwd.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_FWD_METHOD"))?;
-    let forwarding = match fwd & IP_VS_CONN_F_FWD_MASK {
-        IP_VS_CONN_F_MASQ => Forwarding::Masquerade,
-        IP_VS_CONN_F_LOCALNODE => Forwarding::Local,
-        IP_VS_CONN_F_DROUTE => Forwarding::DirectRouting,
-        IP_VS_CONN_F_BYPASS => Forwarding::Bypass,
-        IP_VS_CONN_F_TUNNEL => {
-            let flags = tun_flags.unwrap_or(Tunnel::FLAG_NOCSUM);
-            let checksum = flags & Tunnel::FLAG_CSUM != 0;
-            Forwarding::Tunnel(match tun_type.unwrap_or(IP_VS_CONN_F_TUNNEL_TYPE_IPIP) {
-                IP_VS_CONN_F_TUNNEL_TYPE_IPIP => Tunnel::Ipip,
-                IP_VS_CONN_F_TUNNEL_TYPE_GUE => {
-                    let port =
-                        tun_port.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_TUN_PORT"))?;
-                    Tunnel::Gue {
-                        port: NonZeroU16::new(port).ok_or(DecodeError::InvalidValue {
-                            attribute: "IPVS_DEST_ATTR_TUN_PORT",
-                            value: 0,
-                        })?,
-                        checksum,
-                        remote_checksum: flags & Tunnel::FLAG_REMCSUM != 0,
-                    }
+
+    /// Takes one attribute from the nest's bytes: the statistics nests are folded without a
+    /// list of their attributes, and unknown attributes are skipped without a copy.
+    pub(crate) fn take_nla(&mut self, kind: u16, value: &[u8]) -> Result<(), NlDecodeError> {
+        match kind {
+            IPVS_DEST_ATTR_STATS => {
+                self.stats = Some(stats_from_payload("IPVS_DEST_ATTR_STATS", value)?);
+            }
+            IPVS_DEST_ATTR_STATS64 => {
+                self.stats64 = Some(stats_from_payload("IPVS_DEST_ATTR_STATS64", value)?);
+            }
+            _ => {
+                if let Some(a) = DestinationAttribute::from_value(kind, value)? {
+                    self.take(&a);
                 }
-                IP_VS_CONN_F_TUNNEL_TYPE_GRE => Tunnel::Gre { checksum },
-                other => {
-                    return Err(DecodeError::InvalidValue {
-                        attribute: "IPVS_DEST_ATTR_TUN_TYPE",
-                        value: u64::from(other),
-                    });
-                }
-            })
+            }
         }
-        other => {
-            return Err(DecodeError::InvalidValue {
-                attribute: "IPVS_DEST_ATTR_FWD_METHOD",
-                value: u64::from(other),
-            });
+        Ok(())
+    }
+
+    /// What the attributes taken prove the kernel supports, as
+    /// [`observe_features`](super::observe_features) learns it from a parsed reply.
+    pub fn features(&self) -> KernelFeatures {
+        let mut features = KernelFeatures::baseline();
+        if self.af.is_some() {
+            features = features.with(Feature::DestinationAddressFamily);
         }
-    };
-    let weight = weight.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_WEIGHT"))?;
-    let weight = Weight::new(weight).map_err(|_| DecodeError::InvalidValue {
-        attribute: "IPVS_DEST_ATTR_WEIGHT",
-        value: u64::from(weight),
-    })?;
-    let upper = upper.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_U_THRESH"))?;
-    let lower = lower.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_L_THRESH"))?;
-    let thresholds = Thresholds::new(upper, lower).map_err(|_| DecodeError::InvalidValue {
-        attribute: "IPVS_DEST_ATTR_L_THRESH",
-        value: u64::from(lower),
-    })?;
-    let stats = match (stats64, stats) {
-        (Some(s), _) | (None, Some(s)) => stats_from_attributes(s),
-        (None, None) if require_stats => {
-            return Err(DecodeError::MissingAttribute("IPVS_DEST_ATTR_STATS"));
+        if self.stats64.is_some() {
+            features = features.with(Feature::Stats64);
         }
-        (None, None) => Default::default(),
-    };
-    Ok(DestinationEntry {
-        destination: Destination {
+        if self.tun_type.is_some() {
+            features = features.with(Feature::TunnelGue);
+        }
+        if self.tun_flags.is_some() {
+            features = features.with(Feature::TunnelFlags).with(Feature::TunnelGre);
+        }
+        features
+    }
+
+    /// The destination of a reply, checked as [`decode_destination`](super::decode_destination)
+    /// checks it. `service_family` is used when the kernel (< 3.18) sends no `ADDR_FAMILY`.
+    pub fn finish(self, service_family: AddressFamily) -> Result<DestinationEntry, DecodeError> {
+        self.finish_nest(service_family, true)
+    }
+
+    /// The destination, checked; statistics are required in replies only.
+    fn finish_nest(
+        self,
+        service_family: AddressFamily,
+        require_stats: bool,
+    ) -> Result<DestinationEntry, DecodeError> {
+        let Self {
             addr,
             port,
-            forwarding,
+            fwd,
             weight,
-            thresholds,
-        },
-        reported_family,
-        active_connections: active,
-        inactive_connections: inactive,
-        persistent_connections: persistent,
-        stats,
-    })
+            upper,
+            lower,
+            active,
+            inactive,
+            persistent,
+            af,
+            stats,
+            stats64,
+            tun_type,
+            tun_port,
+            tun_flags,
+        } = self;
+        let reported_family = af
+            .map(|f| {
+                AddressFamily::from_number(f).ok_or(DecodeError::UnknownAddressFamily {
+                    attribute: "IPVS_DEST_ATTR_ADDR_FAMILY",
+                    family: f,
+                })
+            })
+            .transpose()?;
+        let family = reported_family.unwrap_or(service_family);
+        let addr = addr
+            .ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_ADDR"))?
+            .to_ip(family, "IPVS_DEST_ATTR_ADDR")?;
+        let port = port.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_PORT"))?;
+        let fwd = fwd.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_FWD_METHOD"))?;
+        let forwarding = match fwd & IP_VS_CONN_F_FWD_MASK {
+            IP_VS_CONN_F_MASQ => Forwarding::Masquerade,
+            IP_VS_CONN_F_LOCALNODE => Forwarding::Local,
+            IP_VS_CONN_F_DROUTE => Forwarding::DirectRouting,
+            IP_VS_CONN_F_BYPASS => Forwarding::Bypass,
+            IP_VS_CONN_F_TUNNEL => {
+                let flags = tun_flags.unwrap_or(Tunnel::FLAG_NOCSUM);
+                let checksum = flags & Tunnel::FLAG_CSUM != 0;
+                Forwarding::Tunnel(match tun_type.unwrap_or(IP_VS_CONN_F_TUNNEL_TYPE_IPIP) {
+                    IP_VS_CONN_F_TUNNEL_TYPE_IPIP => Tunnel::Ipip,
+                    IP_VS_CONN_F_TUNNEL_TYPE_GUE => {
+                        let port = tun_port
+                            .ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_TUN_PORT"))?;
+                        Tunnel::Gue {
+                            port: NonZeroU16::new(port).ok_or(DecodeError::InvalidValue {
+                                attribute: "IPVS_DEST_ATTR_TUN_PORT",
+                                value: 0,
+                            })?,
+                            checksum,
+                            remote_checksum: flags & Tunnel::FLAG_REMCSUM != 0,
+                        }
+                    }
+                    IP_VS_CONN_F_TUNNEL_TYPE_GRE => Tunnel::Gre { checksum },
+                    other => {
+                        return Err(DecodeError::InvalidValue {
+                            attribute: "IPVS_DEST_ATTR_TUN_TYPE",
+                            value: u64::from(other),
+                        });
+                    }
+                })
+            }
+            other => {
+                return Err(DecodeError::InvalidValue {
+                    attribute: "IPVS_DEST_ATTR_FWD_METHOD",
+                    value: u64::from(other),
+                });
+            }
+        };
+        let weight = weight.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_WEIGHT"))?;
+        let weight = Weight::new(weight).map_err(|_| DecodeError::InvalidValue {
+            attribute: "IPVS_DEST_ATTR_WEIGHT",
+            value: u64::from(weight),
+        })?;
+        let upper = upper.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_U_THRESH"))?;
+        let lower = lower.ok_or(DecodeError::MissingAttribute("IPVS_DEST_ATTR_L_THRESH"))?;
+        let thresholds = Thresholds::new(upper, lower).map_err(|_| DecodeError::InvalidValue {
+            attribute: "IPVS_DEST_ATTR_L_THRESH",
+            value: u64::from(lower),
+        })?;
+        let stats = match (stats64, stats) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) if require_stats => {
+                return Err(DecodeError::MissingAttribute("IPVS_DEST_ATTR_STATS"));
+            }
+            (None, None) => Default::default(),
+        };
+        Ok(DestinationEntry {
+            destination: Destination {
+                addr,
+                port,
+                forwarding,
+                weight,
+                thresholds,
+            },
+            reported_family,
+            active_connections: active,
+            inactive_connections: inactive,
+            persistent_connections: persistent,
+            stats,
+        })
+    }
 }

@@ -10,6 +10,9 @@
 //! 2. **Messages** — [`IpvsMessage`] (an [`IpvsCommand`] and its attributes) implements
 //!    `GenlFamily` (`"IPVS"`, version 1), `Emitable` and `ParseableParametrized<[u8],
 //!    GenlHeader>`, so it plugs into `NetlinkMessage<GenlMessage<IpvsMessage>>`.
+//!    [`ListingMessage`] is the same payload for listings: service and destination replies are
+//!    gathered into [`ServiceFields`] and [`DestinationFields`] as their bytes are walked,
+//!    without attribute lists, then checked by the same code.
 //! 3. **Model** — [`Operation::to_message`] and [`Request::to_message`] build requests from
 //!    [`crate::model`] types; [`decode_service`], [`decode_destination`], [`decode_daemon`],
 //!    [`decode_info`] and [`decode_timeouts`] turn replies back into them.
@@ -36,6 +39,7 @@ mod daemon;
 mod destination;
 mod error;
 mod info;
+mod listing;
 mod message;
 mod operation;
 mod reply;
@@ -48,11 +52,12 @@ pub use command::CommandAttribute;
 pub use config::{decode_timeout_attributes, timeout_attributes};
 pub use daemon::{DaemonAttribute, daemon_attributes, decode_daemon_attributes};
 pub use destination::{
-    DestinationAttribute, decode_destination_attributes, decode_destination_key,
+    DestinationAttribute, DestinationFields, decode_destination_attributes, decode_destination_key,
     destination_attributes, destination_key_attributes,
 };
 pub use error::{DecodeError, EncodeError};
 pub use info::{InfoAttribute, decode_info_attributes, info_attributes};
+pub use listing::ListingMessage;
 pub use message::{IpvsCommand, IpvsMessage};
 pub use operation::{Operation, Request};
 pub use reply::{
@@ -60,7 +65,7 @@ pub use reply::{
     decode_timeouts, destination_reply, info_reply, observe_features, service_reply,
 };
 pub use service::{
-    ServiceAttribute, decode_service_attributes, decode_service_key, netmask_bytes,
+    ServiceAttribute, ServiceFields, decode_service_attributes, decode_service_key, netmask_bytes,
     service_attributes, service_flags, service_key_attributes,
 };
 pub use stats::{

@@ -17,14 +17,15 @@ use netlink_packet_core::{
 
 use super::address::RawAddress;
 use super::constants::*;
-use super::stats::{StatsAttribute, stats_from_attributes};
+use super::stats::{StatsAttribute, stats_from_attributes, stats_from_payload};
 use super::util::{
     fixed, parse_be16, parse_cstring, parse_nested, parse_u16, parse_u32, write, write_cstring,
 };
 use super::{DecodeError, EncodeError};
 use crate::model::{
-    AddressFamily, Ipv6PrefixLen, Persistence, PersistenceEngine, PersistenceNetmask, Protocol,
-    Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey,
+    AddressFamily, Feature, Ipv6PrefixLen, KernelFeatures, Persistence, PersistenceEngine,
+    PersistenceNetmask, Protocol, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey,
+    Stats,
 };
 
 /// One attribute of the service nest (`IPVS_SVC_ATTR_*`).
@@ -116,8 +117,18 @@ use netlink_packet_core::Emitable;
 
 impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for ServiceAttribute {
     fn parse(buf: &NlaBuffer<&T>) -> Result<Self, NlDecodeError> {
-        let p = buf.value();
-        Ok(match buf.kind() {
+        match Self::from_value(buf.kind(), buf.value())? {
+            Some(attribute) => Ok(attribute),
+            None => Ok(Self::Other(DefaultNla::parse(buf)?)),
+        }
+    }
+}
+
+impl ServiceAttribute {
+    /// The attribute of type `kind` (flags cleared) with value `p`; `None` for a type this
+    /// crate does not know (the caller keeps it as [`Self::Other`], or skips it).
+    pub(crate) fn from_value(kind: u16, p: &[u8]) -> Result<Option<Self>, NlDecodeError> {
+        Ok(Some(match kind {
             IPVS_SVC_ATTR_AF => Self::AddressFamily(parse_u16("IPVS_SVC_ATTR_AF", p)?),
             IPVS_SVC_ATTR_PROTOCOL => Self::Protocol(parse_u16("IPVS_SVC_ATTR_PROTOCOL", p)?),
             IPVS_SVC_ATTR_ADDR => Self::Address(RawAddress::parse("IPVS_SVC_ATTR_ADDR", p)?),
@@ -141,8 +152,8 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for ServiceAttribute {
                 Self::PersistenceEngine(parse_cstring("IPVS_SVC_ATTR_PE_NAME", p)?)
             }
             IPVS_SVC_ATTR_STATS64 => Self::Stats64(parse_nested("IPVS_SVC_ATTR_STATS64", p)?),
-            _ => Self::Other(DefaultNla::parse(buf)?),
-        })
+            _ => return Ok(None),
+        }))
     }
 }
 
@@ -241,35 +252,11 @@ pub fn decode_service_attributes(attrs: &[ServiceAttribute]) -> Result<ServiceEn
 
 /// Decodes the key of a service nest (`AF` and `FWMARK`, or `PROTOCOL` + `ADDR` + `PORT`).
 pub fn decode_service_key(attrs: &[ServiceAttribute]) -> Result<ServiceKey, DecodeError> {
-    let (mut af, mut protocol, mut addr, mut port, mut fwmark) = (None, None, None, None, None);
+    let mut fields = ServiceFields::default();
     for a in attrs {
-        match a {
-            ServiceAttribute::AddressFamily(v) => af = Some(*v),
-            ServiceAttribute::Protocol(v) => protocol = Some(*v),
-            ServiceAttribute::Address(v) => addr = Some(*v),
-            ServiceAttribute::Port(v) => port = Some(*v),
-            ServiceAttribute::Fwmark(v) => fwmark = Some(*v),
-            _ => {}
-        }
+        fields.take_key(a);
     }
-    let family = family_of(
-        "IPVS_SVC_ATTR_AF",
-        af.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_AF"))?,
-    )?;
-    Ok(match fwmark.and_then(NonZeroU32::new) {
-        Some(mark) => ServiceKey::Fwmark { family, mark },
-        None => {
-            let protocol =
-                protocol.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_PROTOCOL"))?;
-            let addr = addr.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_ADDR"))?;
-            let port = port.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_PORT"))?;
-            ServiceKey::Tuple {
-                protocol: Protocol::from_number(protocol),
-                addr: addr.to_ip(family, "IPVS_SVC_ATTR_ADDR")?,
-                port,
-            }
-        }
-    })
+    fields.key()
 }
 
 /// Decodes a full service nest; statistics are required in replies only (zero otherwise).
@@ -277,59 +264,175 @@ pub(crate) fn decode_service_nest(
     attrs: &[ServiceAttribute],
     require_stats: bool,
 ) -> Result<ServiceEntry, DecodeError> {
-    let key = decode_service_key(attrs)?;
-    let family = key.family();
-    let (mut sched, mut flags, mut timeout, mut netmask, mut pe) = (None, None, None, None, None);
-    let (mut stats, mut stats64) = (None, None);
+    let mut fields = ServiceFields::default();
     for a in attrs {
+        fields.take(a);
+    }
+    fields.finish_nest(require_stats)
+}
+
+/// The fields of a service nest, gathered one attribute at a time: from parsed
+/// [`ServiceAttribute`]s (what [`decode_service`](super::decode_service) does) or straight
+/// from the nest's bytes, without an attribute list (what a
+/// [`ListingMessage`](super::ListingMessage) does). Both end in [`ServiceFields::finish`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServiceFields {
+    af: Option<u16>,
+    protocol: Option<u16>,
+    addr: Option<RawAddress>,
+    port: Option<u16>,
+    fwmark: Option<u32>,
+    sched: Option<String>,
+    flags: Option<u32>,
+    timeout: Option<u32>,
+    netmask: Option<[u8; 4]>,
+    pe: Option<String>,
+    stats: Option<Stats>,
+    stats64: Option<Stats>,
+}
+
+impl ServiceFields {
+    /// Takes one of the attributes that name the service; ignores the others.
+    fn take_key(&mut self, a: &ServiceAttribute) {
         match a {
-            ServiceAttribute::SchedulerName(v) => sched = Some(v.as_str()),
-            ServiceAttribute::Flags { flags: f, .. } => flags = Some(*f),
-            ServiceAttribute::Timeout(v) => timeout = Some(*v),
-            ServiceAttribute::Netmask(v) => netmask = Some(*v),
-            ServiceAttribute::Stats(v) => stats = Some(v.as_slice()),
-            ServiceAttribute::PersistenceEngine(v) => pe = Some(v.as_str()),
-            ServiceAttribute::Stats64(v) => stats64 = Some(v.as_slice()),
+            ServiceAttribute::AddressFamily(v) => self.af = Some(*v),
+            ServiceAttribute::Protocol(v) => self.protocol = Some(*v),
+            ServiceAttribute::Address(v) => self.addr = Some(*v),
+            ServiceAttribute::Port(v) => self.port = Some(*v),
+            ServiceAttribute::Fwmark(v) => self.fwmark = Some(*v),
             _ => {}
         }
     }
-    let flags = flags.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_FLAGS"))?;
-    let sched = sched.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_SCHED_NAME"))?;
-    let scheduler = Scheduler::from_name_and_flags(sched, flags).map_err(|source| {
-        DecodeError::InvalidName {
-            attribute: "IPVS_SVC_ATTR_SCHED_NAME",
-            source,
+
+    /// Takes one parsed attribute (a later one of a kind replaces an earlier one).
+    fn take(&mut self, a: &ServiceAttribute) {
+        match a {
+            ServiceAttribute::SchedulerName(v) => self.sched = Some(v.clone()),
+            ServiceAttribute::Flags { flags, .. } => self.flags = Some(*flags),
+            ServiceAttribute::Timeout(v) => self.timeout = Some(*v),
+            ServiceAttribute::Netmask(v) => self.netmask = Some(*v),
+            ServiceAttribute::Stats(v) => self.stats = Some(stats_from_attributes(v)),
+            ServiceAttribute::PersistenceEngine(v) => self.pe = Some(v.clone()),
+            ServiceAttribute::Stats64(v) => self.stats64 = Some(stats_from_attributes(v)),
+            key => self.take_key(key),
         }
-    })?;
-    let persistence = if flags & ServiceFlags::PERSISTENT != 0 {
-        let timeout_secs = timeout.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_TIMEOUT"))?;
-        let raw = netmask.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_NETMASK"))?;
-        let netmask = match family {
-            AddressFamily::Ipv4 => PersistenceNetmask::V4(Ipv4Addr::from(raw)),
-            AddressFamily::Ipv6 => {
-                let len = u32::from_ne_bytes(raw);
-                let invalid = DecodeError::InvalidValue {
-                    attribute: "IPVS_SVC_ATTR_NETMASK",
-                    value: u64::from(len),
-                };
-                let len = u8::try_from(len).map_err(|_| invalid)?;
-                PersistenceNetmask::V6(Ipv6PrefixLen::new(len).map_err(|_| {
-                    DecodeError::InvalidValue {
+    }
+
+    /// Takes one attribute from the nest's bytes: the statistics nests are folded without a
+    /// list of their attributes, and unknown attributes are skipped without a copy.
+    pub(crate) fn take_nla(&mut self, kind: u16, value: &[u8]) -> Result<(), NlDecodeError> {
+        match kind {
+            IPVS_SVC_ATTR_STATS => {
+                self.stats = Some(stats_from_payload("IPVS_SVC_ATTR_STATS", value)?);
+            }
+            IPVS_SVC_ATTR_STATS64 => {
+                self.stats64 = Some(stats_from_payload("IPVS_SVC_ATTR_STATS64", value)?);
+            }
+            _ => {
+                if let Some(a) = ServiceAttribute::from_value(kind, value)? {
+                    self.take(&a);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the attributes taken prove the kernel supports, as
+    /// [`observe_features`](super::observe_features) learns it from a parsed reply.
+    pub fn features(&self) -> KernelFeatures {
+        if self.stats64.is_some() {
+            KernelFeatures::baseline().with(Feature::Stats64)
+        } else {
+            KernelFeatures::baseline()
+        }
+    }
+
+    /// The service's key, checked.
+    fn key(&self) -> Result<ServiceKey, DecodeError> {
+        let family = family_of(
+            "IPVS_SVC_ATTR_AF",
+            self.af
+                .ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_AF"))?,
+        )?;
+        Ok(match self.fwmark.and_then(NonZeroU32::new) {
+            Some(mark) => ServiceKey::Fwmark { family, mark },
+            None => {
+                let protocol = self
+                    .protocol
+                    .ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_PROTOCOL"))?;
+                let addr = self
+                    .addr
+                    .ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_ADDR"))?;
+                let port = self
+                    .port
+                    .ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_PORT"))?;
+                ServiceKey::Tuple {
+                    protocol: Protocol::from_number(protocol),
+                    addr: addr.to_ip(family, "IPVS_SVC_ATTR_ADDR")?,
+                    port,
+                }
+            }
+        })
+    }
+
+    /// The service of a reply, checked as [`decode_service`](super::decode_service) checks it.
+    pub fn finish(self) -> Result<ServiceEntry, DecodeError> {
+        self.finish_nest(true)
+    }
+
+    /// The service, checked; statistics are required in replies only (zero otherwise).
+    fn finish_nest(self, require_stats: bool) -> Result<ServiceEntry, DecodeError> {
+        let key = self.key()?;
+        let family = key.family();
+        let Self {
+            sched,
+            flags,
+            timeout,
+            netmask,
+            pe,
+            stats,
+            stats64,
+            ..
+        } = self;
+        let sched = sched.as_deref();
+        let pe = pe.as_deref();
+        let flags = flags.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_FLAGS"))?;
+        let sched = sched.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_SCHED_NAME"))?;
+        let scheduler = Scheduler::from_name_and_flags(sched, flags).map_err(|source| {
+            DecodeError::InvalidName {
+                attribute: "IPVS_SVC_ATTR_SCHED_NAME",
+                source,
+            }
+        })?;
+        let persistence = if flags & ServiceFlags::PERSISTENT != 0 {
+            let timeout_secs =
+                timeout.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_TIMEOUT"))?;
+            let raw = netmask.ok_or(DecodeError::MissingAttribute("IPVS_SVC_ATTR_NETMASK"))?;
+            let netmask = match family {
+                AddressFamily::Ipv4 => PersistenceNetmask::V4(Ipv4Addr::from(raw)),
+                AddressFamily::Ipv6 => {
+                    let len = u32::from_ne_bytes(raw);
+                    let invalid = DecodeError::InvalidValue {
                         attribute: "IPVS_SVC_ATTR_NETMASK",
                         value: u64::from(len),
-                    }
-                })?)
-            }
+                    };
+                    let len = u8::try_from(len).map_err(|_| invalid)?;
+                    PersistenceNetmask::V6(Ipv6PrefixLen::new(len).map_err(|_| {
+                        DecodeError::InvalidValue {
+                            attribute: "IPVS_SVC_ATTR_NETMASK",
+                            value: u64::from(len),
+                        }
+                    })?)
+                }
+            };
+            Some(Persistence {
+                timeout_secs,
+                netmask,
+            })
+        } else {
+            None
         };
-        Some(Persistence {
-            timeout_secs,
-            netmask,
-        })
-    } else {
-        None
-    };
-    let persistence_engine =
-        match pe {
+        let persistence_engine = match pe {
             Some(name) if !name.is_empty() => Some(PersistenceEngine::new(name).map_err(
                 |source| DecodeError::InvalidName {
                     attribute: "IPVS_SVC_ATTR_PE_NAME",
@@ -338,22 +441,23 @@ pub(crate) fn decode_service_nest(
             )?),
             _ => None,
         };
-    let stats = match (stats64, stats) {
-        (Some(s), _) | (None, Some(s)) => stats_from_attributes(s),
-        (None, None) if require_stats => {
-            return Err(DecodeError::MissingAttribute("IPVS_SVC_ATTR_STATS"));
-        }
-        (None, None) => Default::default(),
-    };
-    Ok(ServiceEntry {
-        service: Service {
-            key,
-            scheduler,
-            persistence,
-            one_packet: flags & ServiceFlags::ONEPACKET != 0,
-            persistence_engine,
-        },
-        flags: ServiceFlags(flags),
-        stats,
-    })
+        let stats = match (stats64, stats) {
+            (Some(s), _) | (None, Some(s)) => s,
+            (None, None) if require_stats => {
+                return Err(DecodeError::MissingAttribute("IPVS_SVC_ATTR_STATS"));
+            }
+            (None, None) => Default::default(),
+        };
+        Ok(ServiceEntry {
+            service: Service {
+                key,
+                scheduler,
+                persistence,
+                one_packet: flags & ServiceFlags::ONEPACKET != 0,
+                persistence_engine,
+            },
+            flags: ServiceFlags(flags),
+            stats,
+        })
+    }
 }

@@ -8,7 +8,7 @@
 use netlink_packet_core::{DecodeError as NlDecodeError, DefaultNla, Nla, NlaBuffer, Parseable};
 
 use super::constants::*;
-use super::util::{fixed, write};
+use super::util::{Attributes, fixed, write};
 use crate::model::{Rates, Stats};
 
 /// A counter: 4 or 8 bytes on the wire.
@@ -149,22 +149,45 @@ impl<T: AsRef<[u8]> + ?Sized> Parseable<NlaBuffer<&T>> for StatsAttribute {
 /// Folds a statistics nest into [`Stats`]; absent counters are 0.
 pub fn stats_from_attributes(attrs: &[StatsAttribute]) -> Stats {
     let mut s = Stats::default();
-    for a in attrs {
-        match a {
-            StatsAttribute::Connections(c) => s.connections = c.get(),
-            StatsAttribute::InPackets(c) => s.packets_in = c.get(),
-            StatsAttribute::OutPackets(c) => s.packets_out = c.get(),
-            StatsAttribute::InBytes(c) => s.bytes_in = c.get(),
-            StatsAttribute::OutBytes(c) => s.bytes_out = c.get(),
-            StatsAttribute::Cps(c) => s.rates.cps = c.get(),
-            StatsAttribute::InPps(c) => s.rates.in_pps = c.get(),
-            StatsAttribute::OutPps(c) => s.rates.out_pps = c.get(),
-            StatsAttribute::InBps(c) => s.rates.in_bps = c.get(),
-            StatsAttribute::OutBps(c) => s.rates.out_bps = c.get(),
-            StatsAttribute::Other(_) => {}
+    for (kind, counter) in attrs.iter().filter_map(StatsAttribute::counter) {
+        if let Some(field) = counter_field(&mut s, kind) {
+            *field = counter.get();
         }
     }
     s
+}
+
+/// Folds a statistics nest straight from its bytes, as [`stats_from_attributes`] folds the
+/// same nest parsed, without building the list of attributes (a listing decodes two such
+/// nests per destination). Attributes it does not know (the kernel's `PAD`) are skipped.
+pub(crate) fn stats_from_payload(name: &str, payload: &[u8]) -> Result<Stats, NlDecodeError> {
+    let mut s = Stats::default();
+    for attribute in Attributes::new(payload) {
+        let (kind, value) = attribute.map_err(|e| NlDecodeError::from(format!("{name}: {e}")))?;
+        if let Some(field) = counter_field(&mut s, kind) {
+            *field = Counter::parse(name, value)
+                .map_err(|e| NlDecodeError::from(format!("{name}: {e}")))?
+                .get();
+        }
+    }
+    Ok(s)
+}
+
+/// Where counter `kind` (`IPVS_STATS_ATTR_*`) goes in [`Stats`].
+fn counter_field(s: &mut Stats, kind: u16) -> Option<&mut u64> {
+    Some(match kind {
+        IPVS_STATS_ATTR_CONNS => &mut s.connections,
+        IPVS_STATS_ATTR_INPKTS => &mut s.packets_in,
+        IPVS_STATS_ATTR_OUTPKTS => &mut s.packets_out,
+        IPVS_STATS_ATTR_INBYTES => &mut s.bytes_in,
+        IPVS_STATS_ATTR_OUTBYTES => &mut s.bytes_out,
+        IPVS_STATS_ATTR_CPS => &mut s.rates.cps,
+        IPVS_STATS_ATTR_INPPS => &mut s.rates.in_pps,
+        IPVS_STATS_ATTR_OUTPPS => &mut s.rates.out_pps,
+        IPVS_STATS_ATTR_INBPS => &mut s.rates.in_bps,
+        IPVS_STATS_ATTR_OUTBPS => &mut s.rates.out_bps,
+        _ => return None,
+    })
 }
 
 /// The `STATS64` nest for `stats`.

@@ -50,6 +50,56 @@ where
         .map_err(|e| NlDecodeError::from(format!("{name}: {e}")))
 }
 
+/// The attributes of a nest as `(type, value)` pairs, walked by hand: what
+/// `netlink_packet_core::NlasIterator` yields, for the hot decoding paths (a listing walks
+/// about thirty attributes per destination, and the generic iterator re-reads and re-checks
+/// each header through calls that do not inline across crates). The type has its flag bits
+/// (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`) cleared. A malformed header ends the walk with an
+/// error.
+pub(crate) struct Attributes<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Attributes<'a> {
+    /// The attributes packed in `payload`.
+    pub(crate) fn new(payload: &'a [u8]) -> Self {
+        Self { rest: payload }
+    }
+}
+
+impl<'a> Iterator for Attributes<'a> {
+    type Item = Result<(u16, &'a [u8]), NlDecodeError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        /// `NLA_TYPE_MASK`: the type without its two flag bits.
+        const TYPE_MASK: u16 = 0x3fff;
+        let rest = self.rest;
+        if rest.is_empty() {
+            return None;
+        }
+        let header = match rest.get(..4) {
+            Some(&[l0, l1, t0, t1]) => Some((
+                usize::from(u16::from_ne_bytes([l0, l1])),
+                u16::from_ne_bytes([t0, t1]) & TYPE_MASK,
+            )),
+            _ => None,
+        };
+        let Some((len, kind)) = header.filter(|(len, _)| (4..=rest.len()).contains(len)) else {
+            self.rest = &[];
+            return Some(Err(NlDecodeError::from(format!(
+                "attribute header invalid: {} bytes left, length field {}",
+                rest.len(),
+                rest.get(..2)
+                    .map_or(0, |b| u16::from_ne_bytes([b[0], b[1]]))
+            ))));
+        };
+        let value = rest.get(4..len).unwrap_or_default();
+        self.rest = rest.get((len + 3) & !3..).unwrap_or_default();
+        Some(Ok((kind, value)))
+    }
+}
+
 /// Copies `bytes` into the start of `buf`.
 pub(crate) fn write(buf: &mut [u8], bytes: &[u8]) {
     for (d, s) in buf.iter_mut().zip(bytes) {

@@ -172,6 +172,12 @@ impl KernelFeatures {
         Self(self.0 | feature.bit())
     }
 
+    /// These features plus every one of `other`.
+    #[must_use]
+    pub fn with_all(self, other: KernelFeatures) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// These features minus `feature`.
     #[must_use]
     pub fn without(self, feature: Feature) -> Self {

@@ -110,7 +110,7 @@ where
     /// [`TransportError::FamilyNotFound`].
     pub fn open(family_name: &str, options: Options) -> Result<Self> {
         let socket = NlSocket::open(&options)?;
-        let mut recv = RecvBuffers::default();
+        let mut recv = RecvBuffers::new(options.recv_slot);
         let mut send_buf = Vec::new();
         let mut deadline = Deadline::new(options.timeout);
         let mut ctrl: Exchange<GenlCtrl> = Exchange::new(

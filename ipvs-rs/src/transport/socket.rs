@@ -89,6 +89,13 @@ pub struct Options {
     pub batch_reply_cost: usize,
     /// Upper bound on the requests of one batch chunk. Default: 4096.
     pub max_batch: usize,
+    /// Size of each receive slot in bytes (one datagram each; 64 of them per
+    /// `recvmmsg`). The kernel sizes every dump chunk to the largest buffer its reader
+    /// offered, from about 3.7 KiB up to about 32 KiB, and clears each chunk it allocates, so
+    /// small slots make small dumps (one service's destinations) cheaper, while large ones
+    /// make a dump of thousands of services cheaper: the kernel resumes such a dump by
+    /// walking past every service already sent, once per chunk. Default: 4096 (one page).
+    pub recv_slot: usize,
 }
 
 impl Default for Options {
@@ -100,6 +107,7 @@ impl Default for Options {
             send_buffer: 1 << 20,
             batch_reply_cost: 4096,
             max_batch: 4096,
+            recv_slot: RECV_SLOT,
         }
     }
 }
@@ -114,6 +122,7 @@ impl Options {
             send_buffer: self.send_buffer,
             batch_reply_cost: self.batch_reply_cost,
             max_batch: self.max_batch,
+            recv_slot: self.recv_slot,
         }
     }
 
@@ -155,6 +164,12 @@ impl Options {
     /// Sets [`Options::max_batch`].
     pub fn with_max_batch(mut self, requests: usize) -> Self {
         self.max_batch = requests;
+        self
+    }
+
+    /// Sets [`Options::recv_slot`] (at least 4096 bytes are used).
+    pub fn with_recv_slot(mut self, bytes: usize) -> Self {
+        self.recv_slot = bytes;
         self
     }
 }
@@ -301,18 +316,18 @@ pub(crate) struct RecvBuffers {
     received: Vec<usize>,
 }
 
-impl Default for RecvBuffers {
-    fn default() -> Self {
+impl RecvBuffers {
+    /// Buffers of [`RECV_SLOTS`] slots of `slot` bytes (at least [`RECV_SLOT`]).
+    pub(crate) fn new(slot: usize) -> Self {
+        let slot = nlmsg_align(slot.max(RECV_SLOT));
         Self {
-            buf: vec![0; RECV_SLOT * RECV_SLOTS],
-            slot: RECV_SLOT,
-            grow_to: RECV_SLOT,
+            buf: vec![0; slot * RECV_SLOTS],
+            slot,
+            grow_to: slot,
             received: Vec::with_capacity(RECV_SLOTS),
         }
     }
-}
 
-impl RecvBuffers {
     /// Receives the queued datagrams, up to [`RECV_SLOTS`], in one system call, and returns
     /// how many it got (0: nothing queued). Read them with [`datagrams`](Self::datagrams).
     pub(crate) fn recv(&mut self, fd: &impl AsRawFd) -> Result<usize> {

@@ -84,7 +84,7 @@ where
             fd,
             port_id,
             max_send,
-            recv: RecvBuffers::default(),
+            recv: RecvBuffers::new(options.recv_slot),
             send_buf: Vec::new(),
             timeout: options.timeout,
         };
