@@ -19,7 +19,9 @@
 //!    syncs are at least [`EngineConfig::min_sync_period`] apart. Only the touched Services
 //!    are recomputed and reprogrammed;
 //! 4. runs the reconciler's due work (retries, drain checks) when
-//!    [`Reconciler::next_wakeup`] says, and a full pass every [`EngineConfig::sync_period`],
+//!    [`Reconciler::next_wakeup`] says, and a full pass every [`EngineConfig::sync_period`]
+//!    (less often on a table whose pass takes more than [`FULL_PASS_SHARE`] of that: see
+//!    [`full_pass_pacing`]),
 //!    which re-reads the node's addresses (NodePort virtual servers follow them) and repairs
 //!    drift. The pass is a sweep in slices of [`SWEEP_SLICE`] virtual servers
 //!    ([`Reconciler::start_sweep`]), spread over the first half of the period, with
@@ -54,6 +56,12 @@ const ADOPTION_RETRY: Duration = Duration::from_secs(1);
 
 /// How long to wait before trying a full pass again when the node could not be read.
 const FULL_PASS_RETRY: Duration = Duration::from_secs(5);
+
+/// The most of the engine's time full passes take on a large table, as a fraction: passes
+/// start at least `1 / FULL_PASS_SHARE` times the last pass's work apart (and at least
+/// [`EngineConfig::sync_period`] apart), and a pass's slices are spread over at least twice
+/// its work. See [`full_pass_pacing`].
+pub const FULL_PASS_SHARE: f64 = 0.25;
 
 /// How many virtual servers one slice of a full pass verifies (one read of that many, then
 /// their repairs). At 10 real servers each, a slice reads about 2,800 netlink messages.
@@ -156,6 +164,8 @@ pub struct Engine<D> {
     next_full: Option<Instant>,
     /// The full pass under way, if any.
     sweep: Option<SweepPace>,
+    /// The engine time the last full pass took (its slices), which paces the next.
+    last_pass_work: Duration,
     /// Full passes started.
     passes: u64,
     /// Programming the first load as it arrives (see step 1 of the module documentation).
@@ -188,6 +198,7 @@ impl<D: Dataplane> Engine<D> {
             last_sync: None,
             next_full: None,
             sweep: None,
+            last_pass_work: Duration::ZERO,
             passes: 0,
             early: EarlyStart::Undecided,
             metrics,
@@ -654,8 +665,8 @@ impl<D: Dataplane> Engine<D> {
                 self.node_addresses_read(addresses);
                 let remaining = self.reconciler.sweep_remaining().unwrap_or(0);
                 let slices = remaining.div_ceil(SWEEP_SLICE).max(1);
-                let interval =
-                    (self.config.sync_period / 2) / u32::try_from(slices).unwrap_or(u32::MAX);
+                let (spread, _) = full_pass_pacing(self.config.sync_period, self.last_pass_work);
+                let interval = spread / u32::try_from(slices).unwrap_or(u32::MAX);
                 self.sweep = Some(SweepPace {
                     started: now,
                     next: now,
@@ -701,7 +712,9 @@ impl<D: Dataplane> Engine<D> {
             elapsed_ms = now.saturating_duration_since(pace.started).as_millis() as u64,
             "full pass done"
         );
-        self.next_full = Some((pace.started + self.config.sync_period).max(now));
+        self.last_pass_work = pace.work;
+        let (_, period) = full_pass_pacing(self.config.sync_period, pace.work);
+        self.next_full = Some((pace.started + period).max(now));
         self.finish_sync(pace.work, wall, &pace.report, true);
         release_free_memory();
     }
@@ -771,6 +784,20 @@ impl<D: Dataplane> Engine<D> {
         info!("stopping; the IPVS table is left in place");
         self.reconciler.into_dataplane()
     }
+}
+
+/// How a full pass is paced, given the engine time the last one took (`last_work`): its
+/// slices are spread over `spread` (half the period, or twice that work if more: the pass
+/// takes at most half the engine's time while it runs, leaving the rest to changes), and the
+/// next pass starts `period` after it started (the configured period, or that work divided by
+/// [`FULL_PASS_SHARE`] if more). On a table too large to verify in a fraction of the period
+/// (50,000 Services under emulation took about 30 s of work per pass), passes thus come less
+/// often instead of keeping the engine busy all the time; a change is never held back by
+/// more than one slice either way.
+pub fn full_pass_pacing(sync_period: Duration, last_work: Duration) -> (Duration, Duration) {
+    let spread = (sync_period / 2).max(last_work * 2);
+    let period = sync_period.max(last_work.div_f64(FULL_PASS_SHARE));
+    (spread, period)
 }
 
 /// Whether full pass number `pass` (from 1) of a node with `virtual_servers` desired looks for
@@ -1123,6 +1150,25 @@ mod tests {
         assert!(e.reconciler().dataplane().table().get(&last).is_some());
         // The next pass is one period after this one started.
         assert_eq!(e.next_deadline(), Some(t1 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn full_passes_of_a_large_table_take_a_bounded_share_of_the_engine() {
+        let period = Duration::from_secs(30);
+        // A quick pass: half the period to spread it, the period between passes.
+        assert_eq!(
+            full_pass_pacing(period, Duration::from_secs(2)),
+            (Duration::from_secs(15), period)
+        );
+        assert_eq!(
+            full_pass_pacing(period, Duration::ZERO),
+            (Duration::from_secs(15), period)
+        );
+        // A pass that took 20 s of work: spread over 40 s, the next one 80 s after its start.
+        assert_eq!(
+            full_pass_pacing(period, Duration::from_secs(20)),
+            (Duration::from_secs(40), Duration::from_secs(80))
+        );
     }
 
     #[test]

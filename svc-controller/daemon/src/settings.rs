@@ -104,7 +104,9 @@ pub struct Cli {
     /// lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos).
     #[arg(long, value_name = "NAME")]
     pub ipvs_scheduler: Option<String>,
-    /// The interval of full passes: the table is re-read and drift repaired.
+    /// The interval of full passes: the table is re-read and drift repaired (longer on a
+    /// table whose pass takes more than a quarter of it, so passes never take more than a
+    /// quarter of the engine's time).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_sync_period: Option<Duration>,
     /// The shortest interval between two syncs: changes arriving faster are coalesced.

@@ -11,7 +11,6 @@
 //! path it names; a folder that appears, an overflowed queue or the folder itself going
 //! away asks for a full rescan instead ([`Seen::Everything`]).
 
-use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsFd;
@@ -22,11 +21,15 @@ use foldhash::{HashMap, HashMapExt};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
+/// Paths in the order they were first seen, each once.
+pub(super) type ChangedPaths = indexmap::IndexSet<PathBuf, foldhash::fast::RandomState>;
+
 /// What the watcher saw.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Seen {
-    /// These paths may have changed.
-    Paths(BTreeSet<PathBuf>),
+    /// These paths may have changed, in the order the events named them first (a burst is
+    /// then read first come, first served).
+    Paths(ChangedPaths),
     /// Anything may have changed (events were lost, or a folder appeared or went away).
     Everything,
 }
@@ -178,7 +181,9 @@ impl FolderWatch {
             }
             return Seen::Everything;
         }
-        Seen::Paths(BTreeSet::from([path]))
+        let mut paths = ChangedPaths::default();
+        paths.insert(path);
+        Seen::Paths(paths)
     }
 }
 
@@ -199,7 +204,7 @@ mod tests {
     /// Waits up to 10 s for events, gathering them, until `done` says enough was seen.
     fn gather(watch: &mut FolderWatch, done: impl Fn(&Seen) -> bool) -> Seen {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut all = Seen::Paths(BTreeSet::new());
+        let mut all = Seen::Paths(ChangedPaths::default());
         while !done(&all) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             assert!(!left.is_zero(), "not seen in time; so far {all:?}");
