@@ -480,6 +480,15 @@ mod real_kernel {
             .unwrap();
         let listed = ns.run(|| ipvsadm(&["-Sn"])).unwrap();
         assert_eq!(listed.trim(), "-A -t 198.51.100.40:80 -s rr");
+        // The sockets the handle opens for listings are in its namespace too.
+        let services = ipvs.services().unwrap();
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].service.key, key);
+        ipvs.add_destination(&key, &dest("203.0.113.2", 80, Forwarding::Masquerade, 3))
+            .unwrap();
+        assert_eq!(ipvs.destinations(&key).unwrap().len(), 1);
+        assert_eq!(ipvs.table().unwrap().len(), 1);
+        assert_eq!(current_netns_inode().unwrap(), before);
     }
 
     #[test]

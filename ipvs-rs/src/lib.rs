@@ -88,7 +88,11 @@
 //! ## Read many services at once
 //!
 //! [`Ipvs::services_with_destinations`] reads the whole table, spreading the per-service
-//! destination dumps over a few sockets. To re-read only some services (those a controller
+//! destination dumps over a few sockets. Listings run on sockets the handle keeps for dumps
+//! (opened on first use), whose replies are decoded straight from their bytes
+//! ([`codec::ListingMessage`]); a service dump uses large receive buffers, so the kernel sends
+//! it in few chunks (it resumes a service dump by walking past every service already sent).
+//! To re-read only some services (those a controller
 //! is about to change, a slice of a periodic check), [`Ipvs::services_by_key`] sends one
 //! `GET_SERVICE` per key in a single batch (`None` where the kernel has no such service) and
 //! [`Ipvs::destinations_of`] dumps the destinations of each:

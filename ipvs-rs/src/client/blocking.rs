@@ -1,6 +1,6 @@
 //! [`Ipvs`]: the blocking handle.
 
-use std::{fs::File, os::fd::OwnedFd, path::PathBuf};
+use std::path::PathBuf;
 
 use super::call::{self, Read, ReadName};
 use super::error::{Error, Result};
@@ -24,12 +24,13 @@ const LISTING_SOCKETS_MAX: usize = 4;
 /// chunk, so chunks eight times larger than a page make a dump of 10,000 services about
 /// half as expensive (measured, 6.1 under emulation); a destination dump, which is small,
 /// is cheaper in page-sized chunks, and is read on the other sockets.
-const SERVICE_DUMP_SLOT: usize = 32 << 10;
+pub(crate) const SERVICE_DUMP_SLOT: usize = 32 << 10;
 
 /// A blocking handle on the IPVS table of one network namespace.
 ///
 /// It owns one netlink socket, opened with the IPVS family resolved once, and every call has a
-/// deadline ([`Options::timeout`]). Calls take `&mut self`: share a handle between threads
+/// deadline ([`Options::timeout`]). Listings run on a few more sockets in the same namespace,
+/// opened on first use and kept (see [`Self::services`] and [`Self::destinations`]). Calls take `&mut self`: share a handle between threads
 /// behind a `Mutex`, or open one per thread (sockets are cheap).
 #[derive(Debug)]
 pub struct Ipvs {
@@ -63,7 +64,7 @@ impl Ipvs {
 
     /// Opens a handle with explicit options (namespace, deadline, buffer sizes, batch limits).
     pub fn with_options(options: Options) -> Result<Self> {
-        let helper_options = helper_options(&options);
+        let helper_options = call::pinned_options(&options);
         let connection = Connection::open("IPVS", options)
             .map_err(|e| Error::transport("open the IPVS netlink socket", e))?;
         Ok(Self {
@@ -448,17 +449,4 @@ fn dump_on(
             Ok(replies) => return Ok(replies),
         }
     }
-}
-
-/// Options for more sockets in the namespace `options` open the handle's socket in, pinned
-/// now: the calling thread may later move to another namespace.
-fn helper_options(options: &Options) -> Option<Options> {
-    let namespace = match &options.namespace {
-        Namespace::Current => {
-            Namespace::Fd(OwnedFd::from(File::open("/proc/thread-self/ns/net").ok()?))
-        }
-        Namespace::Path(path) => Namespace::Fd(OwnedFd::from(File::open(path).ok()?)),
-        Namespace::Fd(fd) => Namespace::Fd(fd.try_clone().ok()?),
-    };
-    Some(options.in_namespace(namespace))
 }

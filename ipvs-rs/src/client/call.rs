@@ -8,7 +8,10 @@ use crate::codec::{self, DecodeError, IpvsMessage, ListingMessage, Operation, Re
 use crate::model::{
     DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
 };
-use crate::transport::{KernelError, TransportError};
+use std::fs::File;
+use std::os::fd::OwnedFd;
+
+use crate::transport::{KernelError, Namespace, Options, TransportError};
 
 /// Decodes the reply messages of a read.
 pub(crate) type Decoder<T> = Box<dyn Fn(&[IpvsMessage]) -> Result<T, DecodeError> + Send + Sync>;
@@ -230,6 +233,19 @@ pub(crate) fn listed_destinations(
         });
     }
     Ok(destinations)
+}
+
+/// Options for more sockets in the namespace `options` open the handle's socket in, pinned
+/// now: the calling thread may later move to another namespace.
+pub(crate) fn pinned_options(options: &Options) -> Option<Options> {
+    let namespace = match &options.namespace {
+        Namespace::Current => {
+            Namespace::Fd(OwnedFd::from(File::open("/proc/thread-self/ns/net").ok()?))
+        }
+        Namespace::Path(path) => Namespace::Fd(OwnedFd::from(File::open(path).ok()?)),
+        Namespace::Fd(fd) => Namespace::Fd(fd.try_clone().ok()?),
+    };
+    Some(options.in_namespace(namespace))
 }
 
 /// Learns what replies prove the kernel supports.

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use super::call::{self, Read};
+use super::blocking::SERVICE_DUMP_SLOT;
+use super::call::{self, Read, ReadName};
 use super::error::{Error, Result};
-use crate::codec::{IpvsMessage, Operation};
+use crate::codec::{IpvsMessage, ListingMessage, Operation, Request};
 use crate::model::{
     DaemonState, Destination, DestinationEntry, DestinationKey, Info, KernelFeatures, Service,
     ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
@@ -15,12 +16,21 @@ use crate::transport::{AsyncConnection, Namespace, Options, TransportError};
 /// An async handle on the IPVS table of one network namespace, for tokio.
 ///
 /// It owns one netlink socket, opened with the IPVS family resolved once, and every call has a
-/// deadline ([`Options::timeout`]). Calls take `&mut self`: share a handle between threads
+/// deadline ([`Options::timeout`]). Listings run on a few more sockets in the same namespace,
+/// opened on first use and kept (see [`Self::services`] and [`Self::destinations`]). Calls take `&mut self`: share a handle between threads
 /// behind a `Mutex`, or open one per thread (sockets are cheap).
 #[derive(Debug)]
 pub struct AsyncIpvs {
     connection: AsyncConnection<IpvsMessage>,
     features: KernelFeatures,
+    /// How to open more sockets in the handle's namespace; `None` if it could not be pinned
+    /// (then everything is read on the handle's socket).
+    lister_options: Option<Options>,
+    /// The socket for destination dumps, opened on first use; replies are decoded without
+    /// attribute lists ([`ListingMessage`]).
+    lister: Option<AsyncConnection<ListingMessage>>,
+    /// The socket for service dumps, with large receive slots, opened on first use.
+    service_lister: Option<AsyncConnection<ListingMessage>>,
 }
 
 impl AsyncIpvs {
@@ -41,12 +51,16 @@ impl AsyncIpvs {
 
     /// Opens a handle with explicit options (namespace, deadline, buffer sizes, batch limits).
     pub async fn with_options(options: Options) -> Result<Self> {
+        let lister_options = call::pinned_options(&options);
         let connection = AsyncConnection::open("IPVS", options)
             .await
             .map_err(|e| Error::transport("open the IPVS netlink socket", e))?;
         Ok(Self {
             connection,
             features: call::running_kernel_features(),
+            lister_options,
+            lister: None,
+            service_lister: None,
         })
     }
 
@@ -99,9 +113,33 @@ impl AsyncIpvs {
         self.read(call::timeouts()).await
     }
 
-    /// Every service, with its settings, flags and statistics.
+    /// Opens a socket for listings in the handle's namespace, with receive slots of `slot`
+    /// bytes (0: the default); `None` if it cannot be opened.
+    async fn open_lister(&self, slot: usize) -> Option<AsyncConnection<ListingMessage>> {
+        let mut options = self.lister_options.as_ref()?.duplicate()?;
+        if slot > 0 {
+            options.recv_slot = slot;
+        }
+        AsyncConnection::open("IPVS", options).await.ok()
+    }
+
+    /// Every service, with its settings, flags and statistics (read as
+    /// [`Ipvs::services`](super::Ipvs::services) reads them).
     pub async fn services(&mut self) -> Result<Vec<ServiceEntry>> {
-        self.read(call::services()).await
+        if self.service_lister.is_none() {
+            self.service_lister = self.open_lister(SERVICE_DUMP_SLOT).await;
+        }
+        let timeout = self.connection.timeout();
+        let Some(lister) = self.service_lister.as_mut() else {
+            return self.read(call::services()).await;
+        };
+        lister.set_timeout(timeout);
+        let operation = ReadName::Fixed("list services");
+        let replies = dump_on(lister, Request::DumpServices, operation).await?;
+        call::listed_services(replies, &mut self.features).map_err(|source| Error::Decode {
+            operation: operation.into(),
+            source,
+        })
     }
 
     /// One service (`NotFound` if missing).
@@ -110,9 +148,24 @@ impl AsyncIpvs {
     }
 
     /// The destinations of a service (empty if the service is missing: that is what the
-    /// kernel answers).
+    /// kernel answers), read as [`Ipvs::destinations`](super::Ipvs::destinations) reads them.
     pub async fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationEntry>> {
-        self.read(call::destinations(key)).await
+        if self.lister.is_none() {
+            self.lister = self.open_lister(0).await;
+        }
+        let timeout = self.connection.timeout();
+        let Some(lister) = self.lister.as_mut() else {
+            return self.read(call::destinations(key)).await;
+        };
+        lister.set_timeout(timeout);
+        let operation = ReadName::Destinations(*key);
+        let replies = dump_on(lister, Request::DumpDestinations(*key), operation).await?;
+        call::listed_destinations(replies, key.family(), &mut self.features).map_err(|source| {
+            Error::Decode {
+                operation: operation.into(),
+                source,
+            }
+        })
     }
 
     /// Several services by key, in order: `None` for a key the kernel has no service for
@@ -133,8 +186,9 @@ impl AsyncIpvs {
         call::services_by_key(keys, answers, &mut self.features)
     }
 
-    /// The destinations of each of `keys`, in order (one `GET_DEST` dump per key, on this
-    /// handle's socket; empty for a missing service, as the kernel answers).
+    /// The destinations of each of `keys`, in order (one `GET_DEST` dump per key, on the
+    /// handle's socket for destination dumps; empty for a missing service, as the kernel
+    /// answers).
     pub async fn destinations_of(
         &mut self,
         keys: &[ServiceKey],
@@ -147,8 +201,8 @@ impl AsyncIpvs {
     }
 
     /// The whole table: every service with its destinations, in the order the kernel lists
-    /// services (one `GET_SERVICE` dump, then one `GET_DEST` dump per service, on this
-    /// handle's socket). Not a consistent snapshot, like every dump.
+    /// services (one `GET_SERVICE` dump, then one `GET_DEST` dump per service, on the handle's
+    /// sockets for dumps). Not a consistent snapshot, like every dump.
     pub async fn services_with_destinations(
         &mut self,
     ) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
@@ -265,5 +319,25 @@ impl AsyncIpvs {
     /// Stops the sync daemon of a role.
     pub async fn stop_daemon(&mut self, state: DaemonState) -> Result<()> {
         self.apply(&Operation::StopDaemon(state)).await
+    }
+}
+
+/// Runs one dump on a listing `connection`, retrying it if the kernel flagged it
+/// inconsistent (as [`AsyncIpvs::read`] does).
+async fn dump_on(
+    connection: &mut AsyncConnection<ListingMessage>,
+    request: Request,
+    operation: ReadName,
+) -> Result<Vec<ListingMessage>> {
+    let mut attempts = 0;
+    loop {
+        match connection
+            .dump(ListingMessage::Message(request.to_message()))
+            .await
+        {
+            Err(TransportError::DumpInterrupted) if attempts < call::DUMP_RETRIES => attempts += 1,
+            Err(e) => return Err(Error::transport(operation, e)),
+            Ok(replies) => return Ok(replies),
+        }
     }
 }
