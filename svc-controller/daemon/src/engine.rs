@@ -21,11 +21,12 @@
 //! 4. runs the reconciler's due work (retries, drain checks) when
 //!    [`Reconciler::next_wakeup`] says, and a full pass every [`EngineConfig::sync_period`]
 //!    (less often on a table whose pass takes more than [`FULL_PASS_SHARE`] of that: see
-//!    [`full_pass_pacing`]),
+//!    [`full_pass_period`]),
 //!    which re-reads the node's addresses (NodePort virtual servers follow them) and repairs
 //!    drift. The pass is a sweep in slices of [`SWEEP_SLICE`] virtual servers
-//!    ([`Reconciler::start_sweep`]), spread over the first half of the period, with
-//!    incremental syncs run between slices: verifying a table of 100,000 real servers never
+//!    ([`Reconciler::start_sweep`]), spread over the first half of the period (each slice
+//!    waits at least twice the previous one's work, so a pass takes at most half the
+//!    engine while it runs), with incremental syncs run between slices: verifying a table of 100,000 real servers never
 //!    holds a change back for longer than one slice. Above [`DISCOVER_ALWAYS_BELOW`] virtual
 //!    servers, only one pass in [`DISCOVER_EVERY`] dumps the kernel's whole service list to
 //!    find leftovers nobody asked for (that dump's cost grows with the square of the table).
@@ -57,10 +58,9 @@ const ADOPTION_RETRY: Duration = Duration::from_secs(1);
 /// How long to wait before trying a full pass again when the node could not be read.
 const FULL_PASS_RETRY: Duration = Duration::from_secs(5);
 
-/// The most of the engine's time full passes take on a large table, as a fraction: passes
-/// start at least `1 / FULL_PASS_SHARE` times the last pass's work apart (and at least
-/// [`EngineConfig::sync_period`] apart), and a pass's slices are spread over at least twice
-/// its work. See [`full_pass_pacing`].
+/// The most of the engine's time full passes take on a large table in the long run, as a
+/// fraction: passes start at least `1 / FULL_PASS_SHARE` times the last pass's work apart
+/// (and at least [`EngineConfig::sync_period`] apart). See [`full_pass_period`].
 pub const FULL_PASS_SHARE: f64 = 0.25;
 
 /// How many virtual servers one slice of a full pass verifies (one read of that many, then
@@ -164,8 +164,7 @@ pub struct Engine<D> {
     next_full: Option<Instant>,
     /// The full pass under way, if any.
     sweep: Option<SweepPace>,
-    /// The engine time the last full pass took (its slices), which paces the next.
-    last_pass_work: Duration,
+
     /// Full passes started.
     passes: u64,
     /// Programming the first load as it arrives (see step 1 of the module documentation).
@@ -198,7 +197,6 @@ impl<D: Dataplane> Engine<D> {
             last_sync: None,
             next_full: None,
             sweep: None,
-            last_pass_work: Duration::ZERO,
             passes: 0,
             early: EarlyStart::Undecided,
             metrics,
@@ -665,8 +663,8 @@ impl<D: Dataplane> Engine<D> {
                 self.node_addresses_read(addresses);
                 let remaining = self.reconciler.sweep_remaining().unwrap_or(0);
                 let slices = remaining.div_ceil(SWEEP_SLICE).max(1);
-                let (spread, _) = full_pass_pacing(self.config.sync_period, self.last_pass_work);
-                let interval = spread / u32::try_from(slices).unwrap_or(u32::MAX);
+                let interval =
+                    (self.config.sync_period / 2) / u32::try_from(slices).unwrap_or(u32::MAX);
                 self.sweep = Some(SweepPace {
                     started: now,
                     next: now,
@@ -695,9 +693,10 @@ impl<D: Dataplane> Engine<D> {
         let Some(pace) = &mut self.sweep else {
             return;
         };
-        pace.work += started.elapsed();
+        let took = started.elapsed();
+        pace.work += took;
         pace.report.merge(report);
-        pace.next = now + pace.interval;
+        pace.next = next_slice(now, pace.interval, took);
         if self.reconciler.sweep_remaining().is_some() {
             self.after(&SyncReport::default());
             return;
@@ -712,8 +711,7 @@ impl<D: Dataplane> Engine<D> {
             elapsed_ms = now.saturating_duration_since(pace.started).as_millis() as u64,
             "full pass done"
         );
-        self.last_pass_work = pace.work;
-        let (_, period) = full_pass_pacing(self.config.sync_period, pace.work);
+        let period = full_pass_period(self.config.sync_period, pace.work);
         self.next_full = Some((pace.started + period).max(now));
         self.finish_sync(pace.work, wall, &pace.report, true);
         release_free_memory();
@@ -786,18 +784,21 @@ impl<D: Dataplane> Engine<D> {
     }
 }
 
-/// How a full pass is paced, given the engine time the last one took (`last_work`): its
-/// slices are spread over `spread` (half the period, or twice that work if more: the pass
-/// takes at most half the engine's time while it runs, leaving the rest to changes), and the
-/// next pass starts `period` after it started (the configured period, or that work divided by
-/// [`FULL_PASS_SHARE`] if more). On a table too large to verify in a fraction of the period
-/// (50,000 Services under emulation took about 30 s of work per pass), passes thus come less
-/// often instead of keeping the engine busy all the time; a change is never held back by
-/// more than one slice either way.
-pub fn full_pass_pacing(sync_period: Duration, last_work: Duration) -> (Duration, Duration) {
-    let spread = (sync_period / 2).max(last_work * 2);
-    let period = sync_period.max(last_work.div_f64(FULL_PASS_SHARE));
-    (spread, period)
+/// The time from the start of a full pass to the start of the next, given the engine time
+/// the pass took (`work`, its slices): the configured period, or that work divided by
+/// [`FULL_PASS_SHARE`] if more. On a table too large to verify in a fraction of the period
+/// (50,000 Services under emulation took over 20 s of work per pass), passes thus come less
+/// often instead of keeping the engine busy all the time. Within a pass, each slice waits at
+/// least twice the previous one's work, so a pass under way takes at most half the engine.
+pub fn full_pass_period(sync_period: Duration, work: Duration) -> Duration {
+    sync_period.max(work.div_f64(FULL_PASS_SHARE))
+}
+
+/// When the slice after one that ran at `now` and took `took` of work is due: after the
+/// planned `interval`, or after twice that work if longer. While a pass runs, it takes at
+/// most half the engine's time, and changes get the rest.
+fn next_slice(now: Instant, interval: Duration, took: Duration) -> Instant {
+    now + interval.max(took * 2)
 }
 
 /// Whether full pass number `pass` (from 1) of a node with `virtual_servers` desired looks for
@@ -1155,20 +1156,19 @@ mod tests {
     #[test]
     fn full_passes_of_a_large_table_take_a_bounded_share_of_the_engine() {
         let period = Duration::from_secs(30);
-        // A quick pass: half the period to spread it, the period between passes.
+        // A quick pass: the configured period.
+        assert_eq!(full_pass_period(period, Duration::from_secs(2)), period);
+        assert_eq!(full_pass_period(period, Duration::ZERO), period);
+        // A pass that took 20 s of work: the next one 80 s after its start.
         assert_eq!(
-            full_pass_pacing(period, Duration::from_secs(2)),
-            (Duration::from_secs(15), period)
+            full_pass_period(period, Duration::from_secs(20)),
+            Duration::from_secs(80)
         );
-        assert_eq!(
-            full_pass_pacing(period, Duration::ZERO),
-            (Duration::from_secs(15), period)
-        );
-        // A pass that took 20 s of work: spread over 40 s, the next one 80 s after its start.
-        assert_eq!(
-            full_pass_pacing(period, Duration::from_secs(20)),
-            (Duration::from_secs(40), Duration::from_secs(80))
-        );
+        // Slices: the planned interval, unless the last one took more than half of it.
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(next_slice(t, ms(60), ms(10)), t + ms(60));
+        assert_eq!(next_slice(t, ms(60), ms(100)), t + ms(200));
     }
 
     #[test]
