@@ -128,8 +128,9 @@ struct LoadedFile {
 /// on [`LoadedFile`]).
 #[derive(Debug, Default)]
 struct Parsed {
-    services: Vec<(ObjectKey, Service)>,
-    slices: Vec<(ObjectKey, EndpointSlice)>,
+    /// Each object with the hash of its content (see [`Document::text_hash`]).
+    services: Vec<(ObjectKey, Service, u64)>,
+    slices: Vec<(ObjectKey, EndpointSlice, u64)>,
     skipped: Vec<String>,
     /// The keys seen so far, to refuse an object defined twice; dropped once the file is
     /// parsed.
@@ -476,13 +477,26 @@ struct Diffed<K> {
     kept: Vec<(ObjectKey, u64)>,
 }
 
-/// A hash of an object's content, to tell whether a re-read object changed. Computed by
-/// serialising into the hasher: nothing is allocated.
+/// The hasher of content hashes: fast, with a fixed seed. The hashes are compared within one
+/// process only, and guarding against crafted collisions buys nothing here (a collision would
+/// only make an edit look like no change until the next one).
+fn content_hasher() -> foldhash::quality::FoldHasher<'static> {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x1f5).build_hasher()
+}
+
+/// A hash of a document's text, to tell whether a re-read object changed.
+fn text_hash(text: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = content_hasher();
+    hasher.write(text.as_bytes());
+    hasher.finish()
+}
+
+/// A hash of an object's content, for an object that has no text of its own (an item of a
+/// YAML `List`). Computed by serialising into the hasher: nothing is allocated.
 fn content_hash<K: serde::Serialize>(object: &K) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    // A fast hash with a fixed seed: the hashes are compared within one process only, and
-    // guarding against crafted collisions buys nothing here (a collision would only make
-    // an edit look like no change until the next one).
+    use std::hash::Hasher;
     struct HashWriter(foldhash::quality::FoldHasher<'static>);
     impl std::io::Write for HashWriter {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -493,7 +507,7 @@ fn content_hash<K: serde::Serialize>(object: &K) -> u64 {
             Ok(())
         }
     }
-    let mut writer = HashWriter(foldhash::quality::FixedState::with_seed(0x1f5).build_hasher());
+    let mut writer = HashWriter(content_hasher());
     // Serialising these types cannot fail (string keys, no I/O error from the writer).
     let _ = serde_json::to_writer(&mut writer, object);
     writer.0.finish()
@@ -517,7 +531,7 @@ where
 fn diff_objects<K>(
     path: &Path,
     old: Vec<(ObjectKey, u64)>,
-    mut new: Vec<(ObjectKey, K)>,
+    mut new: Vec<(ObjectKey, K, u64)>,
     owners: &mut HashMap<ObjectKey, PathBuf>,
     skipped: &mut Vec<String>,
     kind: &str,
@@ -532,7 +546,7 @@ where
     // Both sorted by key (`old` is a previous `kept`), for lookups by binary search.
     new.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, _) in &old {
-        let still = new.binary_search_by(|(k, _)| k.cmp(key)).is_ok();
+        let still = new.binary_search_by(|(k, _, _)| k.cmp(key)).is_ok();
         if !still && owners.get(key).is_some_and(|p| p == path) {
             owners.remove(key);
             if loading.is_none() {
@@ -546,7 +560,7 @@ where
             .map(|i| old[i].1)
     };
     let mut kept = Vec::with_capacity(new.len());
-    for (key, object) in new {
+    for (key, object, hash) in new {
         match owners.get(&key) {
             Some(owner) if owner != path => {
                 skipped.push(format!(
@@ -561,7 +575,6 @@ where
             _ => {}
         }
         owners.insert(key.clone(), path.to_owned());
-        let hash = content_hash(&object);
         if let Some(loading) = loading.as_deref_mut() {
             loading.push(object);
         } else if old_hash(&key) != Some(hash) {
@@ -779,6 +792,78 @@ struct TypeMeta {
     kind: Option<String>,
 }
 
+/// A top-level JSON value as one scan reads it: its kind and, for a `List`, its items (each
+/// kept as its raw text); every other field is skipped. Reading the items in the same scan as
+/// the kind spares a scan of the whole file (a generated folder is mostly `List`s).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TopLevel<'a> {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(borrow, default)]
+    items: Items<'a>,
+}
+
+/// The `items` field of a top-level JSON value.
+#[derive(Debug, Default)]
+enum Items<'a> {
+    /// Absent, or `null`.
+    #[default]
+    Absent,
+    /// An array: each item's raw text.
+    Array(Vec<&'a RawValue>),
+    /// Anything else (an error for a `List`; other kinds do not read it).
+    NotArray,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Items<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct ItemsVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for ItemsVisitor<'a> {
+            type Value = Items<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Items<'a>, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                    items.push(item);
+                }
+                Ok(Items::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items<'a>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Items::NotArray)
+            }
+            fn visit_unit<E>(self) -> Result<Items<'a>, E> {
+                Ok(Items::Absent)
+            }
+            fn visit_none<E>(self) -> Result<Items<'a>, E> {
+                Ok(Items::Absent)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Items<'a>, E> {
+                Ok(Items::NotArray)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Items<'a>, E> {
+                Ok(Items::NotArray)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Items<'a>, E> {
+                Ok(Items::NotArray)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Items<'a>, E> {
+                Ok(Items::NotArray)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Items<'a>, E> {
+                Ok(Items::NotArray)
+            }
+        }
+        deserializer.deserialize_any(ItemsVisitor(std::marker::PhantomData))
+    }
+}
+
 /// One YAML document of a file: its text and the line it starts on (1-based).
 fn documents(text: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
@@ -825,9 +910,10 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
         line: Some(e.line().max(1)),
         message: e.to_string(),
     };
-    // Each value's kind is read as the value is scanned (no tree is built); its text, from
-    // where the scan started to where it ended, is then decoded once into its type.
-    let mut values = serde_json::Deserializer::from_str(text).into_iter::<TypeMeta>();
+    // Each value's kind (and a List's items) is read as the value is scanned (no tree is
+    // built); its text, from where the scan started to where it ended, is then decoded once
+    // into its type.
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<TopLevel<'_>>();
     let mut from = 0;
     while let Some(meta) = values.next() {
         let to = values.byte_offset();
@@ -839,17 +925,18 @@ fn parse_json(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
         let kind = meta.kind.unwrap_or_default();
         let api_version = meta.api_version.unwrap_or_default();
         if kind == "List" {
-            #[derive(Deserialize)]
-            struct Items<'a> {
-                #[serde(borrow, default)]
-                items: Option<Vec<&'a RawValue>>,
-            }
-            let items: Items<'_> = serde_json::from_str(value).map_err(|_| ManifestError {
-                path: path.to_owned(),
-                line: Some(start),
-                message: "a List whose `items` is not an array".into(),
-            })?;
-            for (i, item) in items.items.unwrap_or_default().into_iter().enumerate() {
+            let items = match meta.items {
+                Items::Array(items) => items,
+                Items::Absent => Vec::new(),
+                Items::NotArray => {
+                    return Err(ManifestError {
+                        path: path.to_owned(),
+                        line: Some(start),
+                        message: "a List whose `items` is not an array".into(),
+                    });
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
                 let item_meta: TypeMeta =
                     serde_json::from_str(item.get()).map_err(|e| ManifestError {
                         path: path.to_owned(),
@@ -937,6 +1024,20 @@ enum Document<'a> {
     Json(&'a str),
 }
 
+impl Document<'_> {
+    /// The hash of the document's own text, which tells a re-read object changed without
+    /// serialising it again (that was a tenth of a first load's parsing): any edit of the
+    /// text counts, even of a field the computation does not read (the engine then finds
+    /// nothing to do). `None` for an item of a YAML `List`, which has no text of its own.
+    fn text_hash(&self) -> Option<u64> {
+        match self {
+            Document::Text(text) => Some(text_hash(text)),
+            Document::Json(text) => Some(text_hash(text)),
+            Document::Value(_) => None,
+        }
+    }
+}
+
 fn decode<K: serde::de::DeserializeOwned>(
     path: &Path,
     start: usize,
@@ -976,7 +1077,9 @@ fn add_document<'a>(
     };
     match (kind, api_version) {
         ("Service", "v1") => {
-            let mut service: Service = decode(path, start, doc())?;
+            let doc = doc();
+            let hash = doc.text_hash();
+            let mut service: Service = decode(path, start, doc)?;
             let key = keyed(&mut service.metadata).map_err(error)?;
             if !parsed.seen.insert((true, key.clone())) {
                 return Err(error(format!(
@@ -985,12 +1088,15 @@ fn add_document<'a>(
                 )));
             }
             // Trimmed at once, on the parsing thread: a folder's objects are never all held
-            // whole (what the store drops is dropped here too, so an edit of a field the
-            // computation does not read is no change).
-            parsed.services.push((key, trim_service(service)));
+            // whole.
+            let service = trim_service(service);
+            let hash = hash.unwrap_or_else(|| content_hash(&service));
+            parsed.services.push((key, service, hash));
         }
         ("EndpointSlice", "discovery.k8s.io/v1") => {
-            let mut slice: EndpointSlice = decode(path, start, doc())?;
+            let doc = doc();
+            let hash = doc.text_hash();
+            let mut slice: EndpointSlice = decode(path, start, doc)?;
             let key = keyed(&mut slice.metadata).map_err(error)?;
             if !parsed.seen.insert((false, key.clone())) {
                 return Err(error(format!(
@@ -998,7 +1104,9 @@ fn add_document<'a>(
                     key.namespace, key.name
                 )));
             }
-            parsed.slices.push((key, trim_slice(slice)));
+            let slice = trim_slice(slice);
+            let hash = hash.unwrap_or_else(|| content_hash(&slice));
+            parsed.slices.push((key, slice, hash));
         }
         ("Service" | "EndpointSlice", _) => {
             return Err(error(format!(
@@ -1363,7 +1471,29 @@ endpoints:
         assert!(err.message.contains("item 0"), "{err}");
         // The same text as YAML (JSON is YAML) reads the same.
         let as_yaml = parse_manifests(Path::new("l.yaml"), list).unwrap();
-        assert_eq!(as_yaml.services, parsed.services);
+        let objects = |p: &Parsed| {
+            p.services
+                .iter()
+                .map(|(k, s, _)| (k.clone(), s.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(objects(&as_yaml), objects(&parsed));
+        // `items` is read in the same scan as the kind: only a List cares what it is.
+        let not_array = r#"{"apiVersion": "v1", "kind": "List", "items": {"a": [1]}}"#;
+        let err = parse_manifests(Path::new("l.json"), not_array).unwrap_err();
+        assert!(err.message.contains("not an array"), "{err}");
+        let null = r#"{"apiVersion": "v1", "kind": "List", "items": null}"#;
+        assert!(
+            parse_manifests(Path::new("l.json"), null)
+                .unwrap()
+                .services
+                .is_empty()
+        );
+        for other in ["\"x\"", "7", "true", "{\"b\": {}}"] {
+            let text = format!(r#"{{"apiVersion": "v1", "kind": "ConfigMap", "items": {other}}}"#);
+            let parsed = parse_manifests(Path::new("c.json"), &text).unwrap();
+            assert_eq!(parsed.skipped.len(), 1, "{text}");
+        }
     }
 
     #[test]
