@@ -208,6 +208,9 @@ struct Metrics {
     operations: BTreeMap<String, u64>,
     sync_seconds_sum: f64,
     sync_count: u64,
+    /// Full passes, which the sync histogram also counts.
+    full_seconds_sum: f64,
+    full_count: u64,
     /// The engine thread's CPU time in incremental syncs (`ipvs_proxy_engine_cpu_seconds_total`).
     sync_cpu_seconds: f64,
 }
@@ -240,6 +243,10 @@ impl Metrics {
                 m.sync_seconds_sum = value.parse().unwrap_or(0.0);
             } else if name == "kubeproxy_sync_proxy_rules_duration_seconds_count" {
                 m.sync_count = value.parse().unwrap_or(0);
+            } else if name == "kubeproxy_sync_full_proxy_rules_duration_seconds_sum" {
+                m.full_seconds_sum = value.parse().unwrap_or(0.0);
+            } else if name == "kubeproxy_sync_full_proxy_rules_duration_seconds_count" {
+                m.full_count = value.parse().unwrap_or(0);
             } else if name == "ipvs_proxy_engine_cpu_seconds_total{work=\"sync\"}" {
                 m.sync_cpu_seconds = value.parse().unwrap_or(0.0);
             }
@@ -249,6 +256,16 @@ impl Metrics {
 
     fn total(&self) -> u64 {
         self.operations.values().sum()
+    }
+
+    /// Incremental syncs since `before`: their count and total seconds (the sync histogram
+    /// also counts full passes, which are taken out).
+    fn incremental_syncs_since(&self, before: &Metrics) -> (u64, f64) {
+        let count = (self.sync_count - before.sync_count)
+            .saturating_sub(self.full_count - before.full_count);
+        let seconds = (self.sync_seconds_sum - before.sync_seconds_sum)
+            - (self.full_seconds_sum - before.full_seconds_sum);
+        (count, seconds.max(0.0))
     }
 }
 
@@ -756,8 +773,8 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.single_changes = changes;
     r.single_cpu = cpu;
     r.single_ops = (m1.total() - m0.total()) as f64 / changes as f64;
-    r.single_sync_ms = 1e3 * (m1.sync_seconds_sum - m0.sync_seconds_sum)
-        / (m1.sync_count - m0.sync_count).max(1) as f64;
+    let (syncs, seconds) = m1.incremental_syncs_since(&m0);
+    r.single_sync_ms = 1e3 * seconds / syncs.max(1) as f64;
     r.single_sync_cpu_ms = 1e3 * (m1.sync_cpu_seconds - m0.sync_cpu_seconds) / changes as f64;
     println!(
         "single changes ({changes}): latency p50/p99/max {}; {:.2} operations per change; CPU per \
@@ -884,7 +901,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.burst_changes = burst;
     r.burst_ops = (m1.total() - m0.total()) as f64 / burst.max(1) as f64;
     r.burst_sync_cpu_ms = 1e3 * (m1.sync_cpu_seconds - m0.sync_cpu_seconds) / burst.max(1) as f64;
-    r.burst_syncs = m1.sync_count - m0.sync_count;
+    r.burst_syncs = m1.incremental_syncs_since(&m0).0;
     r.burst_kernel_ok = ns
         .run(|| {
             let mut ipvs = Ipvs::open().expect("IPVS handle");
