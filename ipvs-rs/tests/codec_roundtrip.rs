@@ -15,13 +15,25 @@ use proptest::prelude::*;
 
 /// Serialises `msg` as a full netlink message and parses it back.
 fn wire(msg: &IpvsMessage) -> IpvsMessage {
+    wire_as(msg)
+}
+
+/// Serialises `msg` as a full netlink message and parses it back as an `F` (an `IpvsMessage`,
+/// or a `ListingMessage` for the listing decoder).
+fn wire_as<F>(msg: &IpvsMessage) -> F
+where
+    F: netlink_packet_generic::GenlFamily
+        + netlink_packet_core::Emitable
+        + netlink_packet_core::ParseableParametrized<[u8], netlink_packet_generic::GenlHeader>
+        + std::fmt::Debug,
+{
     let mut genl = GenlMessage::from_payload(msg.clone());
     genl.set_resolved_family_id(0x1d);
     let mut nl = NetlinkMessage::from(genl);
     nl.finalize();
     let mut buf = vec![0; nl.buffer_len()];
     nl.serialize(&mut buf);
-    let back = NetlinkMessage::<GenlMessage<IpvsMessage>>::deserialize(&buf).expect("parse back");
+    let back = NetlinkMessage::<GenlMessage<F>>::deserialize(&buf).expect("parse back");
     match back.payload {
         NetlinkPayload::InnerMessage(g) => {
             assert_eq!(g.header.version, 1);
@@ -33,18 +45,7 @@ fn wire(msg: &IpvsMessage) -> IpvsMessage {
 
 /// Serialises `msg` as a full netlink message and parses it back for a listing.
 fn wire_listed(msg: &IpvsMessage) -> ListingMessage {
-    let mut genl = GenlMessage::from_payload(msg.clone());
-    genl.set_resolved_family_id(0x1d);
-    let mut nl = NetlinkMessage::from(genl);
-    nl.finalize();
-    let mut buf = vec![0; nl.buffer_len()];
-    nl.serialize(&mut buf);
-    let back =
-        NetlinkMessage::<GenlMessage<ListingMessage>>::deserialize(&buf).expect("parse back");
-    match back.payload {
-        NetlinkPayload::InnerMessage(g) => g.payload,
-        other => panic!("unexpected payload {other:?}"),
-    }
+    wire_as(msg)
 }
 
 fn ip_of(family: AddressFamily) -> BoxedStrategy<IpAddr> {
