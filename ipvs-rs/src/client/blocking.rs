@@ -30,15 +30,16 @@ pub(crate) const SERVICE_DUMP_SLOT: usize = 32 << 10;
 ///
 /// It owns one netlink socket, opened with the IPVS family resolved once, and every call has a
 /// deadline ([`Options::timeout`]). Listings run on a few more sockets in the same namespace,
-/// opened on first use and kept (see [`Self::services`] and [`Self::destinations`]). Calls take `&mut self`: share a handle between threads
-/// behind a `Mutex`, or open one per thread (sockets are cheap).
+/// opened on first use and kept (see [`Self::services`] and [`Self::destinations`]). Calls
+/// take `&mut self`: share a handle between threads behind a `Mutex`, or open one per thread
+/// (sockets are cheap).
 #[derive(Debug)]
 pub struct Ipvs {
     connection: Connection<IpvsMessage>,
     features: KernelFeatures,
-    /// How to open more sockets in the handle's namespace (for parallel listings); `None`
-    /// if the namespace could not be pinned (then listings use the handle's socket only).
-    helper_options: Option<Options>,
+    /// How to open more sockets in the handle's namespace (for listings); `None` if the
+    /// namespace could not be pinned (then listings use the handle's socket only).
+    lister_options: Option<Options>,
     /// Sockets for destination dumps (one, or several for a parallel listing), opened on
     /// first use; their replies are decoded without attribute lists ([`ListingMessage`]).
     listers: Vec<Connection<ListingMessage>>,
@@ -64,13 +65,13 @@ impl Ipvs {
 
     /// Opens a handle with explicit options (namespace, deadline, buffer sizes, batch limits).
     pub fn with_options(options: Options) -> Result<Self> {
-        let helper_options = call::pinned_options(&options);
+        let lister_options = call::pinned_options(&options);
         let connection = Connection::open("IPVS", options)
             .map_err(|e| Error::transport("open the IPVS netlink socket", e))?;
         Ok(Self {
             connection,
             features: call::running_kernel_features(),
-            helper_options,
+            lister_options,
             listers: Vec::new(),
             service_lister: None,
         })
@@ -113,20 +114,17 @@ impl Ipvs {
     /// opened.
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>> {
         if self.service_lister.is_none() {
-            self.service_lister = self.open_lister(SERVICE_DUMP_SLOT);
+            self.service_lister = self.open_lister(Some(SERVICE_DUMP_SLOT));
         }
         let timeout = self.connection.timeout();
         let Some(lister) = self.service_lister.as_mut() else {
             return self.read(call::services());
         };
         lister.set_timeout(timeout);
-        let replies = dump_on(
-            lister,
-            Request::DumpServices,
-            ReadName::Fixed("list services"),
-        )?;
+        let operation = ReadName::Fixed("list services");
+        let replies = dump_on(lister, Request::DumpServices, operation)?;
         call::listed_services(replies, &mut self.features).map_err(|source| Error::Decode {
-            operation: "list services".into(),
+            operation: operation.into(),
             source,
         })
     }
@@ -264,7 +262,7 @@ impl Ipvs {
     /// how many there are (0: none could be opened; read on the handle's own socket).
     fn listing_sockets(&mut self, wanted: usize) -> usize {
         while self.listers.len() < wanted {
-            match self.open_lister(0) {
+            match self.open_lister(None) {
                 Some(connection) => self.listers.push(connection),
                 None => break,
             }
@@ -277,10 +275,10 @@ impl Ipvs {
     }
 
     /// Opens a socket for listings in the handle's namespace, with receive slots of `slot`
-    /// bytes (0: the default); `None` if it cannot be opened.
-    fn open_lister(&self, slot: usize) -> Option<Connection<ListingMessage>> {
-        let mut options = self.helper_options.as_ref()?.duplicate()?;
-        if slot > 0 {
+    /// bytes if given (else the handle's); `None` if it cannot be opened.
+    fn open_lister(&self, slot: Option<usize>) -> Option<Connection<ListingMessage>> {
+        let mut options = self.lister_options.as_ref()?.duplicate()?;
+        if let Some(slot) = slot {
             options.recv_slot = slot;
         }
         Connection::open("IPVS", options).ok()

@@ -3,14 +3,15 @@
 //! Both the blocking [`Ipvs`](super::Ipvs) and the async `AsyncIpvs` run these; neither knows
 //! how to build a request or decode a reply itself.
 
-use super::error::{Error, Result};
-use crate::codec::{self, DecodeError, IpvsMessage, ListingMessage, Operation, Request};
-use crate::model::{
-    DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon, Timeouts,
-};
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
+use super::error::{Error, Result};
+use crate::codec::{self, DecodeError, IpvsMessage, ListingMessage, Operation, Request};
+use crate::model::{
+    AddressFamily, DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon,
+    Timeouts,
+};
 use crate::transport::{KernelError, Namespace, Options, TransportError};
 
 /// Decodes the reply messages of a read.
@@ -213,7 +214,7 @@ pub(crate) fn listed_services(
 /// they prove the kernel supports.
 pub(crate) fn listed_destinations(
     replies: Vec<ListingMessage>,
-    family: crate::model::AddressFamily,
+    family: AddressFamily,
     features: &mut KernelFeatures,
 ) -> Result<Vec<DestinationEntry>, DecodeError> {
     let mut destinations = Vec::with_capacity(replies.len());

@@ -2,10 +2,10 @@
 //! `tokio`), over one sans-IO description of every call.
 //!
 //! A handle owns one netlink socket in one network namespace, and opens a few more in the same
-//! namespace for listings on first use (their replies are decoded without attribute lists). Reads decode the kernel's replies
-//! into [`crate::model`] types; changes are [`Operation`](crate::codec::Operation)s, checked
-//! against what the running kernel supports before they are sent, applied one at a time or in
-//! batches with a result each.
+//! namespace for listings on first use (their replies are decoded without attribute lists).
+//! Reads decode the kernel's replies into [`crate::model`] types; changes are
+//! [`Operation`](crate::codec::Operation)s, checked against what the running kernel supports
+//! before they are sent, applied one at a time or in batches with a result each.
 
 mod blocking;
 mod call;

@@ -17,8 +17,9 @@ use crate::transport::{AsyncConnection, Namespace, Options, TransportError};
 ///
 /// It owns one netlink socket, opened with the IPVS family resolved once, and every call has a
 /// deadline ([`Options::timeout`]). Listings run on a few more sockets in the same namespace,
-/// opened on first use and kept (see [`Self::services`] and [`Self::destinations`]). Calls take `&mut self`: share a handle between threads
-/// behind a `Mutex`, or open one per thread (sockets are cheap).
+/// opened on first use and kept (see [`Self::services`] and [`Self::destinations`]). Calls
+/// take `&mut self`: share a handle between threads behind a `Mutex`, or open one per thread
+/// (sockets are cheap).
 #[derive(Debug)]
 pub struct AsyncIpvs {
     connection: AsyncConnection<IpvsMessage>,
@@ -114,10 +115,10 @@ impl AsyncIpvs {
     }
 
     /// Opens a socket for listings in the handle's namespace, with receive slots of `slot`
-    /// bytes (0: the default); `None` if it cannot be opened.
-    async fn open_lister(&self, slot: usize) -> Option<AsyncConnection<ListingMessage>> {
+    /// bytes if given (else the handle's); `None` if it cannot be opened.
+    async fn open_lister(&self, slot: Option<usize>) -> Option<AsyncConnection<ListingMessage>> {
         let mut options = self.lister_options.as_ref()?.duplicate()?;
-        if slot > 0 {
+        if let Some(slot) = slot {
             options.recv_slot = slot;
         }
         AsyncConnection::open("IPVS", options).await.ok()
@@ -127,7 +128,7 @@ impl AsyncIpvs {
     /// [`Ipvs::services`](super::Ipvs::services) reads them).
     pub async fn services(&mut self) -> Result<Vec<ServiceEntry>> {
         if self.service_lister.is_none() {
-            self.service_lister = self.open_lister(SERVICE_DUMP_SLOT).await;
+            self.service_lister = self.open_lister(Some(SERVICE_DUMP_SLOT)).await;
         }
         let timeout = self.connection.timeout();
         let Some(lister) = self.service_lister.as_mut() else {
@@ -151,7 +152,7 @@ impl AsyncIpvs {
     /// kernel answers), read as [`Ipvs::destinations`](super::Ipvs::destinations) reads them.
     pub async fn destinations(&mut self, key: &ServiceKey) -> Result<Vec<DestinationEntry>> {
         if self.lister.is_none() {
-            self.lister = self.open_lister(0).await;
+            self.lister = self.open_lister(None).await;
         }
         let timeout = self.connection.timeout();
         let Some(lister) = self.lister.as_mut() else {

@@ -29,7 +29,7 @@ use super::util::Attributes;
 /// parsed as an [`IpvsMessage`].
 ///
 /// Use it as the payload type of a [`Connection`](crate::transport::Connection) that lists:
-/// the blocking [`Ipvs`](crate::Ipvs) handle reads services and destinations this way.
+/// the [`Ipvs`](crate::Ipvs) and `AsyncIpvs` handles read services and destinations this way.
 #[derive(Debug)]
 pub enum ListingMessage {
     /// A request, or a reply that is neither a service nor a destination.
@@ -84,9 +84,9 @@ impl Emitable for ListingMessage {
 
 impl ParseableParametrized<[u8], GenlHeader> for ListingMessage {
     fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, NlDecodeError> {
-        let nest = match header.cmd {
-            IPVS_CMD_NEW_SERVICE => IPVS_CMD_ATTR_SERVICE,
-            IPVS_CMD_NEW_DEST => IPVS_CMD_ATTR_DEST,
+        let (nest, name) = match header.cmd {
+            IPVS_CMD_NEW_SERVICE => (IPVS_CMD_ATTR_SERVICE, "IPVS_CMD_ATTR_SERVICE"),
+            IPVS_CMD_NEW_DEST => (IPVS_CMD_ATTR_DEST, "IPVS_CMD_ATTR_DEST"),
             _ => return IpvsMessage::parse_with_param(buf, header).map(Self::Message),
         };
         // The first such nest (as `IpvsMessage::service` and `::destination` take), found
@@ -102,30 +102,30 @@ impl ParseableParametrized<[u8], GenlHeader> for ListingMessage {
             // Let the attribute-list decoder report what is missing.
             return IpvsMessage::parse_with_param(buf, header).map(Self::Message);
         };
-        let in_nest = |e: NlDecodeError| {
-            let name = if nest == IPVS_CMD_ATTR_SERVICE {
-                "IPVS_CMD_ATTR_SERVICE"
-            } else {
-                "IPVS_CMD_ATTR_DEST"
-            };
-            NlDecodeError::from(format!("{name}: {e}"))
-        };
+        let in_nest = |e: NlDecodeError| NlDecodeError::from(format!("{name}: {e}"));
         if nest == IPVS_CMD_ATTR_SERVICE {
-            let mut fields = ServiceFields::default();
-            for attribute in Attributes::new(value) {
-                let (kind, value) = attribute.map_err(in_nest)?;
-                fields.take_nla(kind, value).map_err(in_nest)?;
-            }
-            Ok(Self::Service(fields))
+            gather(value, ServiceFields::take_nla)
+                .map(Self::Service)
+                .map_err(in_nest)
         } else {
-            let mut fields = DestinationFields::default();
-            for attribute in Attributes::new(value) {
-                let (kind, value) = attribute.map_err(in_nest)?;
-                fields.take_nla(kind, value).map_err(in_nest)?;
-            }
-            Ok(Self::Destination(fields))
+            gather(value, DestinationFields::take_nla)
+                .map(Self::Destination)
+                .map_err(in_nest)
         }
     }
+}
+
+/// Gathers the fields of the nest whose payload is `value`, one attribute at a time.
+fn gather<F: Default>(
+    value: &[u8],
+    take: fn(&mut F, u16, &[u8]) -> Result<(), NlDecodeError>,
+) -> Result<F, NlDecodeError> {
+    let mut fields = F::default();
+    for attribute in Attributes::new(value) {
+        let (kind, value) = attribute?;
+        take(&mut fields, kind, value)?;
+    }
+    Ok(fields)
 }
 
 impl ListingMessage {

@@ -25,11 +25,12 @@
 //!    which re-reads the node's addresses (NodePort virtual servers follow them) and repairs
 //!    drift. The pass is a sweep in slices of [`SWEEP_SLICE`] virtual servers
 //!    ([`Reconciler::start_sweep`]), spread over the first half of the period (each slice
-//!    waits at least twice the previous one's work, so a pass takes at most half the
-//!    engine while it runs), with incremental syncs run between slices: verifying a table of 100,000 real servers never
-//!    holds a change back for longer than one slice. Above [`DISCOVER_ALWAYS_BELOW`] virtual
-//!    servers, only one pass in [`DISCOVER_EVERY`] dumps the kernel's whole service list to
-//!    find leftovers nobody asked for (that dump's cost grows with the square of the table).
+//!    waits at least twice the previous one's work, so a pass takes at most half the engine
+//!    while it runs), with incremental syncs run between slices: verifying a table of 100,000
+//!    real servers never holds a change back for longer than one slice. Above
+//!    [`DISCOVER_ALWAYS_BELOW`] virtual servers, only one pass in [`DISCOVER_EVERY`] dumps the
+//!    kernel's whole service list to find leftovers nobody asked for (that dump's cost grows
+//!    with the square of the table).
 //!
 //! A [`Message::Shutdown`] returns from [`Engine::run`] and leaves the table as it is: traffic
 //! keeps flowing through a restart, and the next start adopts it with no change.

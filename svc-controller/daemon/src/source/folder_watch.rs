@@ -118,7 +118,8 @@ impl FolderWatch {
 
     /// What the events queued now name, without waiting; `None` if there are none.
     pub(super) fn take(&mut self) -> Option<Seen> {
-        let mut seen: Option<Seen> = None;
+        let mut paths = ChangedPaths::default();
+        let mut everything = false;
         let mut new_folders = Vec::new();
         let mut buffer = std::mem::take(&mut self.buffer);
         loop {
@@ -127,18 +128,19 @@ impl FolderWatch {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // A read error may hide a change.
                 Err(_) => {
-                    seen = Some(Seen::Everything);
+                    everything = true;
                     break;
                 }
             };
             let mut any = false;
             for event in events {
                 any = true;
-                let one = self.reduce(&event.wd, event.mask, event.name, &mut new_folders);
-                seen = Some(match seen {
-                    Some(before) => before.merge(one),
-                    None => one,
-                });
+                match self.reduce(&event.wd, event.mask, event.name, &mut new_folders) {
+                    Some(path) => {
+                        paths.insert(path);
+                    }
+                    None => everything = true,
+                }
             }
             if !any {
                 break;
@@ -150,40 +152,44 @@ impl FolderWatch {
             // appearance asked for.
             let _ = self.add_tree(&folder);
         }
-        seen
+        if everything {
+            Some(Seen::Everything)
+        } else if paths.is_empty() {
+            None
+        } else {
+            Some(Seen::Paths(paths))
+        }
     }
 
-    /// What one event means.
+    /// What one event means: the path it names, or `None` when anything may have changed.
     fn reduce(
         &mut self,
         wd: &WatchDescriptor,
         mask: EventMask,
         name: Option<&OsStr>,
         new_folders: &mut Vec<PathBuf>,
-    ) -> Seen {
+    ) -> Option<PathBuf> {
         if mask.contains(EventMask::Q_OVERFLOW) {
-            return Seen::Everything;
+            return None;
         }
         if mask.intersects(EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
             // The watched folder went away (its watch with it).
             if mask.contains(EventMask::IGNORED) {
                 self.folders.remove(wd);
             }
-            return Seen::Everything;
+            return None;
         }
         let (Some(folder), Some(name)) = (self.folders.get(wd), name) else {
-            return Seen::Everything;
+            return None;
         };
         let path = folder.join(name);
         if mask.contains(EventMask::ISDIR) {
             if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                 new_folders.push(path);
             }
-            return Seen::Everything;
+            return None;
         }
-        let mut paths = ChangedPaths::default();
-        paths.insert(path);
-        Seen::Paths(paths)
+        Some(path)
     }
 }
 
