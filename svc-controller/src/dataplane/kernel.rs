@@ -500,6 +500,9 @@ impl Dataplane for KernelDataplane {
     fn add_dummy_addresses(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
         /// Requests in flight at once on the rtnetlink socket.
         const IN_FLIGHT: usize = 128;
+        if addrs.is_empty() {
+            return Vec::new();
+        }
         let index = match self.ensure_interface() {
             Ok(index) => index,
             Err(e) => {

@@ -55,6 +55,7 @@ pub struct MemoryDataplane {
     failing_address_changes: usize,
     apply_calls: usize,
     read_calls: usize,
+    address_calls: usize,
 }
 
 /// The errno injected by whole-call faults (EAGAIN).
@@ -72,6 +73,26 @@ impl MemoryDataplane {
     /// one exchange with the kernel).
     pub fn read_calls(&self) -> usize {
         self.read_calls
+    }
+
+    /// How many calls asked to bind or unbind addresses ([`Dataplane::add_dummy_addresses`]
+    /// counts one, however many addresses it carries): each is an exchange with the kernel,
+    /// even with nothing to change.
+    pub fn address_calls(&self) -> usize {
+        self.address_calls
+    }
+
+    /// Binds `addr` (one address of an [`Dataplane::add_dummy_address`] call or of an
+    /// [`Dataplane::add_dummy_addresses`] call).
+    fn bind(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
+        self.address_fault(format!("bind {addr} on the dummy interface"))?;
+        if self.dummy.is_none() {
+            self.address_log.push(AddressOp::CreateInterface);
+        }
+        if self.dummy.get_or_insert_with(BTreeSet::new).insert(addr) {
+            self.address_log.push(AddressOp::Add(addr));
+        }
+        Ok(())
     }
 
     /// An empty node: empty table, no dummy interface yet, no other address, no sysctl.
@@ -314,17 +335,17 @@ impl Dataplane for MemoryDataplane {
     }
 
     fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
-        self.address_fault(format!("bind {addr} on the dummy interface"))?;
-        if self.dummy.is_none() {
-            self.address_log.push(AddressOp::CreateInterface);
-        }
-        if self.dummy.get_or_insert_with(BTreeSet::new).insert(addr) {
-            self.address_log.push(AddressOp::Add(addr));
-        }
-        Ok(())
+        self.address_calls += 1;
+        self.bind(addr)
+    }
+
+    fn add_dummy_addresses(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
+        self.address_calls += 1;
+        addrs.iter().map(|a| self.bind(*a)).collect()
     }
 
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
+        self.address_calls += 1;
         self.address_fault(format!("unbind {addr} from the dummy interface"))?;
         if self.dummy.as_mut().is_some_and(|d| d.remove(&addr)) {
             self.address_log.push(AddressOp::Delete(addr));

@@ -1097,6 +1097,10 @@ impl<D: Dataplane> Reconciler<D> {
             .into_iter()
             .filter(|a| self.vip_wanted(a) && !self.dummy.contains(a))
             .collect();
+        if addrs.is_empty() {
+            // Nothing to ask the kernel (a sync that binds nothing costs no round trip).
+            return;
+        }
         let results = self.dataplane.add_dummy_addresses(&addrs);
         let mut results = results.into_iter();
         for addr in addrs {

@@ -160,12 +160,15 @@ fn incremental_sync_touches_only_that_service() {
     );
     let mut r = started(node(), vec![web(&["10.244.0.1"]), api], now);
     r.dataplane_mut().clear_logs();
+    let address_calls = r.dataplane().address_calls();
     let report = r.sync_service(web(&["10.244.0.1", "10.244.0.2"]), now);
     assert_eq!(report.operations, 1);
     let journal = r.dataplane().journal();
     assert_eq!(journal.len(), 1);
     assert!(OperationKind::AddDestination.matches(&journal[0].operation));
     assert!(r.dataplane().address_log().is_empty());
+    // Its VIP is bound already: no exchange about addresses at all.
+    assert_eq!(r.dataplane().address_calls(), address_calls);
 }
 
 #[test]
