@@ -325,6 +325,63 @@ fn find<'a>(entries: &'a [Value], text: &str) -> Option<&'a Value> {
     entries.iter().find(|v| message(v) == text)
 }
 
+/// The engine's `synced` lines (one per incremental sync) logged in a time window.
+#[derive(Debug, Default)]
+struct SyncLines {
+    /// Per sync: services, operations, CPU µs, compute CPU µs, elapsed µs.
+    rows: Vec<[u64; 5]>,
+}
+
+impl SyncLines {
+    fn between(entries: &[Value], (from, to): (f64, f64)) -> Self {
+        let field = |v: &Value, name: &str| v[name].as_u64().unwrap_or(0);
+        let rows = entries
+            .iter()
+            .filter(|v| message(v) == "synced")
+            .filter(|v| (from..=to).contains(&timestamp(v)))
+            .map(|v| {
+                [
+                    field(v, "services"),
+                    field(v, "operations"),
+                    field(v, "cpu_us"),
+                    field(v, "compute_cpu_us"),
+                    field(v, "elapsed_us"),
+                ]
+            })
+            .collect();
+        Self { rows }
+    }
+
+    /// Count, CPU per sync p50 / p90 / max and total, and the most expensive syncs.
+    fn describe(&self) -> String {
+        let cpu = Latencies {
+            samples: self.rows.iter().map(|r| r[2] as f64 / 1e6).collect(),
+        };
+        let total: u64 = self.rows.iter().map(|r| r[2]).sum();
+        let mut top = self.rows.clone();
+        top.sort_by_key(|r| std::cmp::Reverse(r[2]));
+        let top: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|r| {
+                format!(
+                    "{} svc/{} ops: cpu {} us (compute {} us), took {} us",
+                    r[0], r[1], r[2], r[3], r[4]
+                )
+            })
+            .collect();
+        format!(
+            "{} syncs, CPU p50 / p90 / max {} / {} / {}, total {}; most expensive: [{}]",
+            self.rows.len(),
+            ms(cpu.quantile(0.5)),
+            ms(cpu.quantile(0.9)),
+            ms(cpu.quantile(1.0)),
+            ms(total as f64 / 1e6),
+            top.join("; ")
+        )
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Results.
 
@@ -736,6 +793,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
 
     // 4. Single changes, one at a time: an endpoint goes down, then up again.
     let pairs = opts.samples.div_ceil(2);
+    let single_started = SystemTime::now();
     let single = ns
         .run(|| {
             let mut ipvs = Ipvs::open().expect("IPVS handle");
@@ -769,6 +827,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
         })
         .expect("single changes");
     let (lat, changes, cpu, m0, m1) = single;
+    let single_window = (unix(single_started), unix(SystemTime::now()));
     r.single = lat;
     r.single_changes = changes;
     r.single_cpu = cpu;
@@ -788,6 +847,9 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
         1e3 * r.single_cpu.thread("manifests") / changes as f64,
         r.single_sync_ms
     );
+
+    let syncs = SyncLines::between(&log_entries(&log), single_window);
+    println!("single changes, the engine's syncs: {}", syncs.describe());
 
     // 5. Restart on unchanged inputs.
     let (hwm, _) = memory_kib(pid);
@@ -935,6 +997,12 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
         }
     );
     drop(daemon);
+    // The daemon's logs go beside the report, for a look at what a figure came from.
+    if let Some(folder) = opts.write.as_deref().and_then(Path::parent) {
+        for (from, name) in [(&log, "daemon"), (&log2, "daemon-restart")] {
+            let _ = std::fs::copy(from, folder.join(format!("{name}-{n}.log")));
+        }
+    }
     drop(scratch);
     r
 }

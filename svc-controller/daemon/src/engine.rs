@@ -574,6 +574,7 @@ impl<D: Dataplane> Engine<D> {
 
     fn sync_dirty(&mut self, now: Instant, wall: SystemTime) {
         let started = Instant::now();
+        let cpu = thread_cpu();
         let dirty = std::mem::take(&mut self.dirty);
         let mut updates = Vec::with_capacity(dirty.len());
         let compute_started = Instant::now();
@@ -593,6 +594,7 @@ impl<D: Dataplane> Engine<D> {
             }
         }
         let computed = compute_started.elapsed();
+        let compute_cpu = thread_cpu().saturating_sub(cpu);
         // One sync for all: reads and operations of every touched Service go together.
         let total = self.reconciler.sync_services(updates, now);
         if let EarlyStart::Fresh {
@@ -610,6 +612,10 @@ impl<D: Dataplane> Engine<D> {
             services = dirty.len(),
             operations = total.operations,
             failed = total.failed,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            compute_us = computed.as_micros() as u64,
+            cpu_us = thread_cpu().saturating_sub(cpu).as_micros() as u64,
+            compute_cpu_us = compute_cpu.as_micros() as u64,
             "synced"
         );
         self.finish_sync(started.elapsed(), wall, &total, false);
