@@ -282,8 +282,20 @@ impl ManifestFolder {
 
     /// Looks for changed, new and removed files and reports the objects that changed.
     pub fn rescan(&mut self) -> Scan {
+        let listing = list_files(&self.root, || {});
+        self.rescan_listed(listing)
+    }
+
+    /// [`ManifestFolder::rescan`] from a listing of the folder made by [`list_files`]
+    /// (perhaps while other changes were taken in: a file changed since its `stat` is read
+    /// again and found the same, a file that appeared is confirmed before it counts as
+    /// missing, and one removed since counts as removed when it cannot be read).
+    fn rescan_listed(
+        &mut self,
+        listing: Result<HashMap<PathBuf, Fingerprint>, ManifestError>,
+    ) -> Scan {
         let mut scan = Scan::default();
-        let mut current = match list_files(&self.root) {
+        let mut current = match listing {
             Ok(files) => files,
             Err(error) => {
                 scan.errors.push(error);
@@ -628,6 +640,12 @@ fn read_file(path: PathBuf) -> ReadFile {
             fingerprint: Some(fingerprint),
             path,
         },
+        // Removed since it was listed: its objects go, as when the watcher names it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReadFile {
+            parsed: Ok(Parsed::default()),
+            fingerprint: None,
+            path,
+        },
         Err(e) => ReadFile {
             parsed: Err(ManifestError {
                 path: path.clone(),
@@ -709,19 +727,31 @@ fn is_manifest_name(name: &str) -> bool {
             .any(|ext| name.ends_with(ext))
 }
 
-/// The manifest files under `root` with their fingerprints (a `stat` of each).
+/// The manifest files under `root` with their fingerprints (a `stat` of each), calling
+/// `pause` after every [`LISTING_PAUSE_EVERY`] files (the watcher's changes are taken in
+/// there: a listing of 50,000 files takes over a second under emulation, and a change should
+/// not wait for it).
 ///
 /// A hash map: a rescan of a large folder looks up every path in it and in the files loaded,
 /// and a `BTreeMap` compared paths component by component (a third of a 50,000-file rescan).
-fn list_files(root: &Path) -> Result<HashMap<PathBuf, Fingerprint>, ManifestError> {
+fn list_files(
+    root: &Path,
+    mut pause: impl FnMut(),
+) -> Result<HashMap<PathBuf, Fingerprint>, ManifestError> {
     let mut out = HashMap::new();
     walk(root, true, |path, meta| {
         if let Some(meta) = meta {
             out.insert(path, fingerprint_of(&meta));
+            if out.len().is_multiple_of(LISTING_PAUSE_EVERY) {
+                pause();
+            }
         }
     })?;
     Ok(out)
 }
+
+/// How many files a full rescan lists between two looks at the watcher's changes.
+const LISTING_PAUSE_EVERY: usize = 1024;
 
 /// The manifest files under `root`, in path order, without a `stat` of each regular file
 /// (the type comes with the folder's entries): for a first load, which reads every file
@@ -1232,9 +1262,12 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
     };
     let mut full_every = base;
     let mut last_full = std::time::Instant::now();
+    // A full rescan is due at once (the watcher asked for one during the last).
+    let mut again = false;
     loop {
         let wait = full_every.saturating_sub(last_full.elapsed());
         let seen = match watcher.as_mut() {
+            Some(_) if std::mem::take(&mut again) => Seen::Everything,
             Some(watch) => match watch.wait(wait) {
                 Some(seen) => {
                     // Let a burst of events (an editor's write, a `cp -r`) settle, then scan
@@ -1268,8 +1301,41 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
             }
         }
         last_full = std::time::Instant::now();
-        let scan = folder.rescan();
-        full_every = rescan_interval(base, last_full.elapsed(), watcher.is_some());
+        // The watcher's changes are taken in while the folder is listed (see `list_files`).
+        let root = folder.root().to_owned();
+        let mut gone = false;
+        let mut paused = Duration::ZERO;
+        let listing = list_files(&root, || {
+            let Some(seen) = watcher.as_mut().and_then(FolderWatch::take) else {
+                return;
+            };
+            let started = std::time::Instant::now();
+            match seen {
+                Seen::Paths(paths) if !gone => {
+                    let delivered = folder.rescan_paths_in_parts(paths, |scan| {
+                        if !scan.messages.is_empty() {
+                            debug!(changes = scan.messages.len(), "manifests changed");
+                        }
+                        publish(scan, &tx, &metrics)
+                    });
+                    match delivered {
+                        Some(true) => {}
+                        Some(false) => gone = true,
+                        None => again = true,
+                    }
+                }
+                Seen::Paths(_) => {}
+                Seen::Everything => again = true,
+            }
+            paused += started.elapsed();
+        });
+        if gone {
+            return;
+        }
+        let scan = folder.rescan_listed(listing);
+        // The rescan's own time sets the next one's, not the changes taken in meanwhile.
+        let took = last_full.elapsed().saturating_sub(paused);
+        full_every = rescan_interval(base, took, watcher.is_some());
         if !scan.messages.is_empty() {
             debug!(changes = scan.messages.len(), "manifests changed");
         }
@@ -1702,7 +1768,7 @@ endpoints:
         let dir = TempDir::new("missed");
         dir.write("web.yaml", WEB);
         dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
-        let mut listing = list_files(&dir.0).unwrap();
+        let mut listing = list_files(&dir.0, || {}).unwrap();
         // As a listing raced by a rename over web.yaml could come back:
         listing.remove(&dir.0.join("web.yaml"));
         let known = [dir.0.join("web.yaml"), dir.0.join("gone.yaml")];
@@ -1710,6 +1776,60 @@ endpoints:
         assert!(listing.contains_key(&dir.0.join("web.yaml")));
         assert!(!listing.contains_key(&dir.0.join("gone.yaml")));
         assert_eq!(listing.len(), 2);
+    }
+
+    #[test]
+    fn a_listing_pauses_for_changes_every_so_many_files() {
+        let dir = TempDir::new("pauses");
+        let files = 2 * LISTING_PAUSE_EVERY + 1;
+        for i in 0..files {
+            std::fs::write(dir.0.join(format!("s{i}.json")), "{}").unwrap();
+        }
+        let mut pauses = 0;
+        let listing = list_files(&dir.0, || pauses += 1).unwrap();
+        assert_eq!(listing.len(), files);
+        assert_eq!(pauses, 2);
+    }
+
+    #[test]
+    fn a_rescan_from_a_listing_overtaken_by_changes_reports_each_once() {
+        // While a full rescan lists the folder, the watcher's changes are taken in: files
+        // change, appear and vanish after the listing saw them.
+        let dir = TempDir::new("overtaken");
+        dir.write("web.yaml", WEB);
+        dir.write("db.yaml", &WEB.replace("web", "db"));
+        dir.write("old.yaml", &WEB.replace("web", "old"));
+        let mut folder = ManifestFolder::new(&dir.0);
+        assert!(folder.load().errors.is_empty());
+        // Changes the watcher missed (what the rescan is for).
+        dir.write(
+            "db.yaml",
+            &WEB.replace("web", "db").replace("10.1.0.1", "10.1.0.2"),
+        );
+        dir.write(
+            "old.yaml",
+            &WEB.replace("web", "old").replace("10.1.0.1", "10.1.0.3"),
+        );
+        let listing = list_files(&dir.0, || {});
+        // Taken in during the listing, as the watcher named them: web changed, new appeared.
+        dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        dir.write("new.yaml", &WEB.replace("web", "new"));
+        let paths = [dir.0.join("web.yaml"), dir.0.join("new.yaml")];
+        let meanwhile = folder.rescan_paths(paths).unwrap();
+        assert_eq!(
+            names(&meanwhile.messages),
+            ["+svc/web", "+svc/new", "+slice/new-1"]
+        );
+        // Removed after the listing saw it changed, before the rescan reads it.
+        std::fs::remove_file(dir.0.join("old.yaml")).unwrap();
+        let scan = folder.rescan_listed(listing);
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        let mut got = names(&scan.messages);
+        got.sort();
+        // web is read again and found as taken in; new is confirmed, not taken for removed.
+        assert_eq!(got, ["+slice/db-1", "-slice/old-1", "-svc/old"]);
+        // And the next rescan finds nothing more.
+        assert!(folder.rescan().messages.is_empty());
     }
 
     #[test]
