@@ -229,8 +229,11 @@ mod real_kernel {
     }
 
     fn config() -> ReconcilerConfig {
+        let mut sysctls = ReconcilerConfig::recommended_sysctls(None);
+        // What `ipvs-proxy --ipvs-rate-estimation false` adds: per namespace, since 5.16.
+        sysctls.push(("net/ipv4/vs/run_estimation".into(), "0".into()));
         ReconcilerConfig {
-            sysctls: ReconcilerConfig::recommended_sysctls(None),
+            sysctls,
             ..ReconcilerConfig::default()
         }
     }
@@ -276,6 +279,10 @@ mod real_kernel {
             assert_eq!(
                 dp.sysctl("net.ipv4.ip_forward").unwrap().as_deref(),
                 Some("1")
+            );
+            assert_eq!(
+                dp.sysctl("net.ipv4.vs.run_estimation").unwrap().as_deref(),
+                Some("0")
             );
 
             // Removing a Service removes its virtual servers, then its VIP.

@@ -79,7 +79,11 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     let reconciler_config = ReconcilerConfig {
         drain_timeout: settings.drain_timeout,
         node_port_range: settings.node_port_range.clone(),
-        sysctls: node_setup::sysctls(release.as_deref(), settings.strict_arp),
+        sysctls: node_setup::sysctls(
+            release.as_deref(),
+            settings.strict_arp,
+            settings.rate_estimation,
+        ),
         ..ReconcilerConfig::default()
     };
 

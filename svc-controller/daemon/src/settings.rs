@@ -120,6 +120,12 @@ pub struct Cli {
     /// dummy interface (needed by MetalLB in layer-2 mode).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub ipvs_strict_arp: Option<bool>,
+    /// Switch IPVS's rate estimation on or off (the `run_estimation` sysctl, Linux 5.16 and
+    /// later; default: left as the node has it). Before Linux 6.2 the kernel estimates every
+    /// virtual and real server's rates in one timer every 2 s, which keeps a CPU for tens of
+    /// milliseconds at tens of thousands of Services; off, only the rates stay at zero.
+    #[arg(long, value_name = "BOOL")]
+    pub ipvs_rate_estimation: Option<bool>,
     /// The IPVS timeout of idle TCP connections (0 keeps the kernel's).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_tcp_timeout: Option<Duration>,
@@ -225,6 +231,7 @@ struct FileSettings {
     service_proxy_name: Option<String>,
     metrics_per_virtual_server: Option<bool>,
     sysctls: Option<SysctlMode>,
+    ipvs_rate_estimation: Option<bool>,
     #[serde(flatten)]
     other: serde_json::Map<String, serde_json::Value>,
 }
@@ -259,6 +266,8 @@ pub struct Settings {
     pub nodeport_addresses: Vec<IpNet>,
     /// Strict ARP.
     pub strict_arp: bool,
+    /// IPVS rate estimation on or off (`None`: left as the node has it).
+    pub rate_estimation: Option<bool>,
     /// IPVS TCP timeout (zero: keep).
     pub tcp_timeout: Duration,
     /// IPVS TCP FIN timeout (zero: keep).
@@ -470,6 +479,7 @@ impl Settings {
             min_sync_period,
             nodeport_addresses,
             strict_arp: cli.ipvs_strict_arp.or(ipvs.strict_arp).unwrap_or(false),
+            rate_estimation: cli.ipvs_rate_estimation.or(f.ipvs_rate_estimation),
             tcp_timeout: cli
                 .ipvs_tcp_timeout
                 .or(file_duration("ipvs.tcpTimeout", &ipvs.tcp_timeout)?)
@@ -639,6 +649,7 @@ ipvs:
   tcpFinTimeout: 2m
   udpTimeout: 0s
 drainTimeout: 1m
+ipvsRateEstimation: false
 "#;
         let cli = Cli {
             ipvs_scheduler: Some("sh".into()),
@@ -650,6 +661,7 @@ drainTimeout: 1m
         assert_eq!(s.sync_period, Duration::from_secs(60));
         assert_eq!(s.min_sync_period, Duration::from_millis(500));
         assert!(s.strict_arp);
+        assert_eq!(s.rate_estimation, Some(false));
         assert_eq!(s.tcp_timeout, Duration::from_secs(900));
         assert_eq!(s.tcpfin_timeout, Duration::from_secs(120));
         assert_eq!(s.udp_timeout, Duration::ZERO);
@@ -746,6 +758,8 @@ drainTimeout: 1m
             "45s",
             "--nodeport-addresses=10.0.0.0/8,192.168.1.0/24",
             "--ipvs-strict-arp",
+            "--ipvs-rate-estimation",
+            "false",
             "--manifests",
             "/etc/ipvs-proxy/manifests",
             "--log-format",
@@ -757,6 +771,7 @@ drainTimeout: 1m
         assert_eq!(s.sync_period, Duration::from_secs(45));
         assert_eq!(s.nodeport_addresses.len(), 2);
         assert!(s.strict_arp);
+        assert_eq!(s.rate_estimation, Some(false));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(
             s.source,
