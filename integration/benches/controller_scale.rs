@@ -465,8 +465,9 @@ struct SizeResult {
     single_sync_cpu_ms: f64,
     /// The median of the single changes' syncs' CPU (from the `synced` log lines).
     single_sync_cpu_p50_ms: f64,
-    /// The longest stall of a spinning thread, empty table and the table loaded, no daemon.
-    kernel_stalls: (f64, f64),
+    /// The longest stall of a spinning thread, no daemon: empty table, the table loaded, and
+    /// with the kernel's rate estimation off.
+    kernel_stalls: (f64, f64, f64),
     burst_sync_cpu_ms: f64,
     single_changes: usize,
     restart_total: f64,
@@ -565,12 +566,13 @@ fn longest_stall(spell: Duration) -> f64 {
 }
 
 /// The peers' load times (library, `ipvsadm-restore`), and the longest stall of a spinning
-/// thread before and after the library loaded the table (see [`longest_stall`]).
-fn measure_peers(cluster: &SyntheticCluster, want: (usize, usize)) -> (f64, f64, (f64, f64)) {
+/// thread before and after the library loaded the table, then with the table and the
+/// kernel's rate estimation off (see [`longest_stall`]; NaN where the kernel has no switch).
+fn measure_peers(cluster: &SyntheticCluster, want: (usize, usize)) -> (f64, f64, (f64, f64, f64)) {
     let ops = peer_operations(cluster);
     let script = restore_script(cluster);
     let lib_ns = Netns::new("scale-peer-library").expect("namespace");
-    let mut stalls = (f64::NAN, f64::NAN);
+    let mut stalls = (f64::NAN, f64::NAN, f64::NAN);
     let library = lib_ns
         .run(|| {
             let mut ipvs = Ipvs::open().expect("IPVS handle");
@@ -582,6 +584,10 @@ fn measure_peers(cluster: &SyntheticCluster, want: (usize, usize)) -> (f64, f64,
             assert_eq!(failed, 0, "library batch: {failed} operations failed");
             assert_eq!(kernel_counts(), want, "library batch: incomplete table");
             stalls.1 = longest_stall(STALL_SPELL);
+            // What `ipvs-proxy --ipvs-rate-estimation false` does (this namespace only).
+            if std::fs::write("/proc/sys/net/ipv4/vs/run_estimation", "0").is_ok() {
+                stalls.2 = longest_stall(STALL_SPELL);
+            }
             took
         })
         .expect("library peer");
@@ -734,8 +740,13 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     // 1. Peers.
     (r.peer_library, r.peer_restore, r.kernel_stalls) = measure_peers(&cluster, want);
     println!(
-        "peers: library batch {:.3} s, ipvsadm-restore {:.3} s",
-        r.peer_library, r.peer_restore
+        "peers: library batch {:.3} s, ipvsadm-restore {:.3} s; kernel alone, longest stall of \
+         a spinning thread: empty {}, loaded {}, loaded with run_estimation=0 {}",
+        r.peer_library,
+        r.peer_restore,
+        ms(r.kernel_stalls.0),
+        ms(r.kernel_stalls.1),
+        ms(r.kernel_stalls.2)
     );
 
     // The node: one address on a veth whose other end is in a namespace of its own.
@@ -1278,8 +1289,16 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
     );
     row(
         &mut md,
-        "kernel alone (no daemon): longest stall of a spinning thread, empty table / this table",
-        &|r| format!("{} / {}", ms(r.kernel_stalls.0), ms(r.kernel_stalls.1)),
+        "kernel alone (no daemon): longest stall of a spinning thread, empty table / this \
+         table / this table with `run_estimation=0`",
+        &|r| {
+            format!(
+                "{} / {} / {}",
+                ms(r.kernel_stalls.0),
+                ms(r.kernel_stalls.1),
+                ms(r.kernel_stalls.2)
+            )
+        },
     );
     row(
         &mut md,
@@ -1427,8 +1446,10 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
            real server in one timer every 2 s, which keeps a CPU for the whole walk (the \
            `kernel alone` row: the longest a thread spinning on each CPU went without running, \
            in the peer's namespace with no daemon, before and after the library loaded the \
-           table); a sync it lands in counts that walk, so the mean moves with where a few \
-           of those land, and the median is the controller's own cost. The per-thread \
+           table, then with the kernel's estimation switched off as `ipvs-proxy \
+           --ipvs-rate-estimation false` does); a sync it lands in counts that walk, so the \
+           mean moves with where a few of those land, and the median is the controller's own \
+           cost. The per-thread \
            figures are the threads' CPU over the whole series (10 ms clock ticks), which \
            also holds the slices of the full pass that ran meanwhile.\n";
     md += "- **burst**: the files are renamed one after the other as fast as possible; each \
