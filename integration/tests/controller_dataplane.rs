@@ -73,6 +73,7 @@ mod real_kernel {
                 })
                 .collect::<BTreeMap<_, _>>(),
             problems: Vec::new(),
+            health_check: None,
         }
     }
 

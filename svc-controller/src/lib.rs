@@ -109,7 +109,7 @@ pub use config::{
     SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 pub use desired::{
-    Changes, DesiredState, ServiceDesired, compute_service, group_slices, service_ref,
+    Changes, DesiredState, HealthCheck, ServiceDesired, compute_service, group_slices, service_ref,
     slice_service,
 };
 pub use model::{

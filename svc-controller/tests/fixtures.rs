@@ -41,6 +41,9 @@ struct Expect {
     vips: Vec<String>,
     #[serde(default)]
     problems: Vec<String>,
+    /// As `namespace/name PORT: N local endpoints`.
+    #[serde(default)]
+    health_checks: Vec<String>,
 }
 
 fn default_node() -> NodeInfo {
@@ -91,7 +94,9 @@ fn compare(report: &mut String, what: &str, expected: &[String], actual: &[Strin
     }
 }
 
-fn summary(state: &DesiredState) -> (Vec<String>, Vec<String>, Vec<String>) {
+type Summary = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+fn summary(state: &DesiredState) -> Summary {
     (
         state
             .virtual_servers()
@@ -100,6 +105,15 @@ fn summary(state: &DesiredState) -> (Vec<String>, Vec<String>, Vec<String>) {
             .collect(),
         state.vips().iter().map(ToString::to_string).collect(),
         state.problems().iter().map(ToString::to_string).collect(),
+        state
+            .health_checks()
+            .map(|(service, check)| {
+                format!(
+                    "{service} {}: {} local endpoints",
+                    check.node_port, check.local_endpoints
+                )
+            })
+            .collect(),
     )
 }
 
@@ -132,7 +146,7 @@ fn desired_state_fixtures() {
             &fixture.node,
             &fixture.config,
         );
-        let (vs, vips, problems) = summary(&state);
+        let (vs, vips, problems, health_checks) = summary(&state);
         let mut report = String::new();
         compare(
             &mut report,
@@ -142,6 +156,12 @@ fn desired_state_fixtures() {
         );
         compare(&mut report, "vip", &fixture.expect.vips, &vips);
         compare(&mut report, "problem", &fixture.expect.problems, &problems);
+        compare(
+            &mut report,
+            "health check",
+            &fixture.expect.health_checks,
+            &health_checks,
+        );
 
         // The result must not depend on the order objects are listed in.
         let mut services = fixture.services.clone();
@@ -149,7 +169,13 @@ fn desired_state_fixtures() {
         services.reverse();
         slices.reverse();
         let reversed = DesiredState::compute(&services, &slices, &fixture.node, &fixture.config);
-        if summary(&reversed) != (vs.clone(), vips.clone(), problems.clone()) {
+        let summarised = (
+            vs.clone(),
+            vips.clone(),
+            problems.clone(),
+            health_checks.clone(),
+        );
+        if summary(&reversed) != summarised {
             let _ = writeln!(
                 report,
                 "    result changes when Services and slices are listed in reverse order"
@@ -163,6 +189,11 @@ fn desired_state_fixtures() {
                 .map(|v| format!("      vs: {v}"))
                 .chain(vips.iter().map(|v| format!("      vip: {v}")))
                 .chain(problems.iter().map(|p| format!("      problem: {p}")))
+                .chain(
+                    health_checks
+                        .iter()
+                        .map(|h| format!("      health check: {h}")),
+                )
             {
                 let _ = writeln!(failures, "{line}");
             }

@@ -144,6 +144,7 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
         service: sref,
         virtual_servers,
         problems: Vec::new(),
+        health_check: None,
     }
 }
 

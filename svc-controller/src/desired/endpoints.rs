@@ -192,6 +192,17 @@ pub(crate) fn parse_slices<'a>(
     out
 }
 
+/// How many distinct addresses of `parsed` are ready endpoints on this node.
+pub(crate) fn local_ready(parsed: &[ParsedSlice<'_>]) -> usize {
+    parsed
+        .iter()
+        .flat_map(|slice| &slice.endpoints)
+        .filter(|ep| ep.local && ep.usability == Usability::Ready)
+        .map(|ep| ep.addr)
+        .collect::<std::collections::BTreeSet<IpAddr>>()
+        .len()
+}
+
 /// Endpoint candidates of one Service port and family, deduplicated by address and port.
 #[derive(Debug, Default)]
 pub(crate) struct Candidates<'a> {

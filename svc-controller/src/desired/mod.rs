@@ -54,6 +54,23 @@ pub struct ServiceDesired {
     pub virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
     /// The problems found in its input, in the order they were found.
     pub problems: Vec<Problem>,
+    /// The health check the node serves for it: a `LoadBalancer` Service with
+    /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// What a node answers on a Service's `healthCheckNodePort`, where the cloud's load balancer
+/// asks whether to send the Service's external traffic to this node: with
+/// `externalTrafficPolicy: Local` only nodes with a ready endpoint of their own should get it
+/// (the external virtual servers of the others have no real server, see the crate
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// The TCP port (`spec.healthCheckNodePort`), on the node's addresses.
+    pub node_port: u16,
+    /// The Service's ready endpoints on this node (distinct addresses): the node is healthy
+    /// for the Service when there is at least one.
+    pub local_endpoints: u32,
 }
 
 impl ServiceDesired {
@@ -149,6 +166,7 @@ struct StoredService {
     /// Its virtual servers, sorted by key.
     virtual_servers: Box<[VirtualServer]>,
     problems: Box<[Problem]>,
+    health_check: Option<HealthCheck>,
 }
 
 impl StoredService {
@@ -207,10 +225,14 @@ impl DesiredState {
             }
             touched.insert(*key);
         }
-        if !desired.virtual_servers.is_empty() || !desired.problems.is_empty() {
+        if !desired.virtual_servers.is_empty()
+            || !desired.problems.is_empty()
+            || desired.health_check.is_some()
+        {
             let stored = StoredService {
                 virtual_servers: desired.virtual_servers.into_values().collect(),
                 problems: desired.problems.into_boxed_slice(),
+                health_check: desired.health_check,
             };
             self.services.insert(sref, stored);
         }
@@ -227,6 +249,7 @@ impl DesiredState {
             service: service.clone(),
             virtual_servers: BTreeMap::new(),
             problems: Vec::new(),
+            health_check: None,
         })
     }
 
@@ -245,7 +268,8 @@ impl DesiredState {
         self.vip_refs.contains_key(addr)
     }
 
-    /// One Service's own result (a copy), if it has virtual servers or problems.
+    /// One Service's own result (a copy), if it has virtual servers, problems or a health
+    /// check.
     pub fn service(&self, service: &ServiceRef) -> Option<ServiceDesired> {
         let stored = self.services.get(service)?;
         Some(ServiceDesired {
@@ -256,7 +280,15 @@ impl DesiredState {
                 .map(|vs| (vs.key, vs.clone()))
                 .collect(),
             problems: stored.problems.to_vec(),
+            health_check: stored.health_check,
         })
+    }
+
+    /// Every Service's health check (see [`HealthCheck`]).
+    pub fn health_checks(&self) -> impl Iterator<Item = (&ServiceRef, HealthCheck)> {
+        self.services
+            .iter()
+            .filter_map(|(service, stored)| Some((service, stored.health_check?)))
     }
 
     /// The problems of one Service, including conflicts with other Services.

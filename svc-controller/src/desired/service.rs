@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::ServiceDesired;
 use super::endpoints::{self, Candidates, EndpointSets};
 use super::ports::{self, ServicePortSpec};
+use super::{HealthCheck, ServiceDesired};
 use crate::config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, MAX_AFFINITY_TIMEOUT_SECONDS, ProxyConfig,
     SCHEDULER_ANNOTATION, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
@@ -83,6 +83,7 @@ pub(crate) fn compute(
         service: sref.clone(),
         virtual_servers: BTreeMap::new(),
         problems: Vec::new(),
+        health_check: None,
     };
     if !is_handled(service, config) {
         return out;
@@ -228,6 +229,9 @@ pub(crate) fn compute(
         .filter(|s| slice_service(s).as_ref() == Some(&sref))
         .collect();
     let parsed = endpoints::parse_slices(&sref, &own, node, problems);
+    if load_balancer && external_local {
+        out.health_check = health_check(spec, &sref, &parsed, problems);
+    }
 
     let used_families: BTreeSet<AddressFamily> = addresses
         .iter()
@@ -456,6 +460,33 @@ fn persistence(
             None
         }
     }
+}
+
+/// The health check of a `LoadBalancer` Service with `externalTrafficPolicy: Local`: its
+/// `healthCheckNodePort` (none set, none served; out of range, a problem) and its ready
+/// endpoints on this node, each address once (an endpoint in several slices, or serving
+/// several ports, counts once).
+fn health_check(
+    spec: &ServiceSpec,
+    sref: &ServiceRef,
+    parsed: &[endpoints::ParsedSlice<'_>],
+    problems: &mut Vec<Problem>,
+) -> Option<HealthCheck> {
+    let port = spec.health_check_node_port?;
+    let Some(node_port) = u16::try_from(port).ok().filter(|p| *p != 0) else {
+        problems.push(invalid_value(
+            sref,
+            "spec.healthCheckNodePort",
+            &port.to_string(),
+            "a port from 1 to 65535",
+            "no health check served",
+        ));
+        return None;
+    };
+    Some(HealthCheck {
+        node_port,
+        local_endpoints: u32::try_from(endpoints::local_ready(parsed)).unwrap_or(u32::MAX),
+    })
 }
 
 fn policy_is_local(

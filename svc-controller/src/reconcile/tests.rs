@@ -54,6 +54,7 @@ fn service(name: &str, vss: Vec<VirtualServer>) -> ServiceDesired {
             })
             .collect::<BTreeMap<_, _>>(),
         problems: Vec::new(),
+        health_check: None,
     }
 }
 
