@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::engine::{Engine, EngineConfig};
 use crate::node_setup;
+use crate::service_health;
 use crate::settings::{Settings, SourceSettings, SysctlMode};
 use crate::source::{self, Message};
 use crate::telemetry::{self, Health, Metrics};
@@ -215,7 +216,14 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         kernel = release.as_deref().unwrap_or("unknown"),
         "started"
     );
-    let engine = Engine::new(dataplane, reconciler_config, engine_config, metrics, health);
+    let engine = Engine::new(
+        dataplane,
+        reconciler_config,
+        engine_config,
+        metrics,
+        health.clone(),
+    );
+    runtime.spawn(service_health::serve(engine.health_checks(), health));
     let handle = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {

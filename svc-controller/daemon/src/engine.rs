@@ -49,6 +49,7 @@ use svc_controller::{NodeInfo, Problem, ProxyConfig, ServiceRef};
 use tracing::{debug, error, info, warn};
 
 use crate::memory::release_free_memory;
+use crate::service_health::ServiceHealthChecks;
 use crate::source::Message;
 use crate::store::{Change, NodeFacts, ObjectStore, trigger_time};
 use crate::telemetry::{Health, Metrics};
@@ -172,6 +173,8 @@ pub struct Engine<D> {
     early: EarlyStart,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Each Service's health check, answered by [`crate::service_health::serve`].
+    health_checks: Arc<ServiceHealthChecks>,
 }
 
 impl<D: Dataplane> Engine<D> {
@@ -202,7 +205,14 @@ impl<D: Dataplane> Engine<D> {
             early: EarlyStart::Undecided,
             metrics,
             health,
+            health_checks: Arc::new(ServiceHealthChecks::new()),
         }
+    }
+
+    /// The Services' health checks as the engine computes them, for
+    /// [`crate::service_health::serve`].
+    pub fn health_checks(&self) -> Arc<ServiceHealthChecks> {
+        self.health_checks.clone()
     }
 
     /// The reconciler (to inspect it in tests).
@@ -557,6 +567,11 @@ impl<D: Dataplane> Engine<D> {
                 self.problems.insert(service.clone(), problems);
             }
         }
+        self.health_checks.replace_all(
+            desired
+                .health_checks()
+                .map(|(service, check)| (service.clone(), check)),
+        );
         self.reconciler.set_desired(desired);
         match self.reconciler.verify(now) {
             Ok(report) => {
@@ -582,6 +597,8 @@ impl<D: Dataplane> Engine<D> {
             .store
             .compute_many(&dirty, &self.node, &self.config.proxy);
         for (service, desired) in dirty.iter().zip(computed) {
+            self.health_checks
+                .set(service, desired.as_ref().and_then(|d| d.health_check));
             match desired {
                 Some(desired) => {
                     self.note_problems(service, &desired.problems);
@@ -923,6 +940,52 @@ mod tests {
         );
         assert_eq!(kinds(&e), [OperationKind::AddDestination]);
         assert_eq!(e.pending(), 0);
+    }
+
+    #[test]
+    fn health_checks_follow_the_services() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        let checks = e.health_checks();
+        let mut b = service("ns", "b", "10.96.0.2");
+        if let Some(spec) = b.spec.as_mut() {
+            spec.type_ = Some("LoadBalancer".into());
+            spec.external_traffic_policy = Some("Local".into());
+            spec.health_check_node_port = Some(32000);
+        }
+        let on = |node: &str, addrs: &[&str]| {
+            let mut s = slice("ns", "b-1", "b", addrs);
+            for ep in s.endpoints.iter_mut().flatten() {
+                ep.node_name = Some(node.into());
+            }
+            s
+        };
+        let mut messages = initial();
+        messages[0] = Message::Services(Change::Reset(vec![
+            service("ns", "a", "10.96.0.1"),
+            b.clone(),
+        ]));
+        messages[1] = Message::Slices(Change::Reset(vec![
+            slice("ns", "a-1", "a", &["10.1.0.1"]),
+            on("node-a", &["10.1.1.1", "10.1.1.2"]),
+        ]));
+        feed(&mut e, messages, now);
+        assert!(e.is_adopted());
+        let b_ref = ServiceRef::new("ns", "b");
+        assert_eq!(
+            checks.ports(),
+            std::collections::BTreeMap::from([(32000, b_ref.clone())])
+        );
+        assert_eq!(checks.answer(32000, true).unwrap().local_endpoints, 2);
+        // The endpoints move to another node: this one answers 503.
+        let moved = on("node-b", &["10.1.1.1", "10.1.1.2"]);
+        feed(&mut e, vec![Message::Slices(Change::Applied(moved))], now);
+        let answer = checks.answer(32000, true).unwrap();
+        assert_eq!(answer.local_endpoints, 0);
+        assert_eq!(answer.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        // The Service goes: so does its health check.
+        feed(&mut e, vec![Message::Services(Change::Deleted(b))], now);
+        assert!(checks.ports().is_empty());
     }
 
     #[test]

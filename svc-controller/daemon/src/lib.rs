@@ -10,6 +10,8 @@
 //! - [`store`]: the objects kept, trimmed to what the computation reads;
 //! - [`engine`]: the loop that turns source changes into incremental syncs;
 //! - [`node_setup`]: the sysctls and IPVS timeouts set at start-up;
+//! - [`service_health`]: the health checks load balancers ask on a Service's
+//!   `healthCheckNodePort`;
 //! - [`memory`]: free memory given back to the system after large work;
 //! - [`telemetry`]: logs, `/metrics`, `/healthz` and `/livez`;
 //! - [`daemon`]: start-up, shutdown on SIGTERM (the table stays) and cleanup mode.
@@ -19,6 +21,7 @@ pub mod engine;
 pub mod memory;
 pub mod node_setup;
 pub mod priority;
+pub mod service_health;
 pub mod settings;
 pub mod source;
 pub mod store;

@@ -296,6 +296,85 @@ endpoints:
         assert!(daemon.terminate(SLOW).unwrap().success());
     }
 
+    /// A LoadBalancer Service `lb` with `externalTrafficPolicy: Local` and health check port
+    /// 32001, its one endpoint (backend 0) on `node`.
+    fn local_lb_manifest(node: &str) -> String {
+        format!(
+            "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: lb
+  namespace: shop
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.11
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32001
+  ports:
+  - port: 80
+    targetPort: 8080
+    nodePort: 30081
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: lb-1
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: lb
+addressType: IPv4
+ports:
+- port: 8080
+endpoints:
+- addresses: [{}]
+  nodeName: {node}
+",
+            LoadBalancerTopology::backend_ip(0)
+        )
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn load_balancers_health_checks_follow_the_local_endpoints() {
+        let topo = LoadBalancerTopology::build(1).unwrap();
+        let node = &topo.director;
+        let scratch = Scratch::new("health-check");
+        let manifest = scratch.manifests().join("lb.yaml");
+        write_atomically(&manifest, &local_lb_manifest("node-a")).unwrap();
+        let mut daemon = start(node, &scratch, &[]);
+        daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        // Asked from outside, as the cloud's load balancer does, on the node's address.
+        let check = addr(&format!("{DIRECTOR_ADDR}:32001"));
+        let answer = |want: u16| {
+            wait_until(SLOW, || {
+                http_get(&topo.client, check, "/")
+                    .ok()
+                    .filter(|(status, _)| *status == want)
+            })
+            .unwrap_or_else(|| panic!("the health check never answered {want}"))
+        };
+        let (_, body) = answer(200);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "service": {"namespace": "shop", "name": "lb"},
+                "localEndpoints": 1,
+                "serviceProxyHealthy": true
+            })
+        );
+        // The endpoint moves to another node: this one is no longer a target.
+        write_atomically(&manifest, &local_lb_manifest("node-b")).unwrap();
+        let (_, body) = answer(503);
+        assert!(body.contains(r#""localEndpoints":0"#), "{body}");
+        // The Service goes: so does the listener.
+        std::fs::remove_file(&manifest).unwrap();
+        let closed = wait_until(SLOW, || http_get(&topo.client, check, "/").err());
+        assert!(closed.is_some(), "the health check port stayed open");
+        assert!(daemon.terminate(SLOW).unwrap().success());
+    }
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn cleanup_removes_only_what_the_daemon_owns() {

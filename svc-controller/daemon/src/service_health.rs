@@ -1,0 +1,405 @@
+//! The health checks of `LoadBalancer` Services with `externalTrafficPolicy: Local`.
+//!
+//! Kubernetes gives such a Service a `healthCheckNodePort`, and the cloud's load balancer asks
+//! every node on it whether to send the Service's external traffic there: only nodes with a
+//! ready endpoint of the Service should get it, since the others have no real server for it
+//! (see [`svc_controller`]'s documentation). Every node's proxy answers on that port, as
+//! kube-proxy does, with the same answer:
+//!
+//! - `200` when the node has at least one ready endpoint of the Service and the proxy is
+//!   healthy (`/healthz`), `503` otherwise (so a node being deleted, or whose proxy is stuck,
+//!   is drained too);
+//! - the headers `Content-Type: application/json`, `X-Content-Type-Options: nosniff` and
+//!   `X-Load-Balancing-Endpoint-Weight: N` (the local endpoints);
+//! - the body `{"service":{"namespace":…,"name":…},"localEndpoints":N,"serviceProxyHealthy":…}`,
+//!   whatever the path asked.
+//!
+//! The engine records each Service's [`HealthCheck`] in [`ServiceHealthChecks`] as it computes
+//! it; [`serve`] opens a listener on each port in use (on every address, IPv6 and IPv4, or IPv4
+//! only where the node has no IPv6), closes the ones no longer used, and tries again every few
+//! seconds to open one whose port is taken, saying so once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use svc_controller::{HealthCheck, ServiceRef};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::telemetry::Health;
+
+/// How long a port that could not be opened waits before the next try.
+pub const BIND_RETRY: Duration = Duration::from_secs(5);
+
+/// The health check of each Service that has one, shared by the engine (which records them)
+/// and the listeners (which answer from them).
+#[derive(Debug)]
+pub struct ServiceHealthChecks {
+    checks: Mutex<BTreeMap<ServiceRef, HealthCheck>>,
+    /// Bumped on every change of the ports in use, for [`serve`].
+    ports_changed: watch::Sender<u64>,
+}
+
+impl Default for ServiceHealthChecks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One answer on a health check port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// 200 or 503.
+    pub status: StatusCode,
+    /// The ready endpoints on this node.
+    pub local_endpoints: u32,
+    /// The JSON body.
+    pub body: String,
+}
+
+impl ServiceHealthChecks {
+    /// No health check.
+    pub fn new() -> Self {
+        Self {
+            checks: Mutex::new(BTreeMap::new()),
+            ports_changed: watch::Sender::new(0),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<ServiceRef, HealthCheck>) -> T) -> T {
+        // A poisoned lock only means a panic elsewhere while holding it; the map is whole.
+        let mut guard = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Records `service`'s health check (`None`: it has none, or is gone).
+    pub fn set(&self, service: &ServiceRef, check: Option<HealthCheck>) {
+        let ports_changed = self.with(|checks| {
+            let before = match check {
+                Some(check) => checks.insert(service.clone(), check),
+                None => checks.remove(service),
+            };
+            before.map(|c| c.node_port) != check.map(|c| c.node_port)
+        });
+        if ports_changed {
+            self.ports_changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Replaces every health check (after a whole-node computation).
+    pub fn replace_all(&self, all: impl IntoIterator<Item = (ServiceRef, HealthCheck)>) {
+        let all: BTreeMap<ServiceRef, HealthCheck> = all.into_iter().collect();
+        let ports = |m: &BTreeMap<ServiceRef, HealthCheck>| -> BTreeSet<u16> {
+            m.values().map(|c| c.node_port).collect()
+        };
+        let ports_changed = self.with(|checks| {
+            let changed = ports(checks) != ports(&all);
+            *checks = all;
+            changed
+        });
+        if ports_changed {
+            self.ports_changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The Service answering on each port in use. Two Services given the same port (which
+    /// the API server does not allocate) share it: the first by namespace and name answers.
+    pub fn ports(&self) -> BTreeMap<u16, ServiceRef> {
+        self.with(|checks| {
+            let mut out = BTreeMap::new();
+            for (service, check) in checks.iter() {
+                out.entry(check.node_port)
+                    .or_insert_with(|| service.clone());
+            }
+            out
+        })
+    }
+
+    /// The answer on `port` when the proxy is healthy or not (`None`: no Service uses it).
+    pub fn answer(&self, port: u16, proxy_healthy: bool) -> Option<Answer> {
+        let (service, check) = self.with(|checks| {
+            checks
+                .iter()
+                .find(|(_, c)| c.node_port == port)
+                .map(|(s, c)| (s.clone(), *c))
+        })?;
+        let healthy = proxy_healthy && check.local_endpoints > 0;
+        let body = serde_json::json!({
+            "service": {"namespace": service.namespace, "name": service.name},
+            "localEndpoints": check.local_endpoints,
+            "serviceProxyHealthy": proxy_healthy,
+        });
+        Some(Answer {
+            status: if healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            local_endpoints: check.local_endpoints,
+            body: body.to_string(),
+        })
+    }
+}
+
+/// Keeps a listener open on each port of `checks`, answering from `checks` and `health`,
+/// until the runtime ends.
+pub async fn serve(checks: Arc<ServiceHealthChecks>, health: Arc<Health>) {
+    let mut changes = checks.ports_changed.subscribe();
+    let mut open: HashMap<u16, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Ports that could not be opened, said once until they are.
+    let mut failing: BTreeSet<u16> = BTreeSet::new();
+    loop {
+        changes.borrow_and_update();
+        let wanted = checks.ports();
+        open.retain(|port, task| {
+            let keep = wanted.contains_key(port) && !task.is_finished();
+            if !keep {
+                task.abort();
+                info!(port, "health check port closed");
+            }
+            keep
+        });
+        failing.retain(|port| wanted.contains_key(port));
+        for (port, service) in &wanted {
+            if open.contains_key(port) {
+                continue;
+            }
+            match bind(*port).await {
+                Ok(listener) => {
+                    failing.remove(port);
+                    info!(port, service = %service, "serving the Service's health check");
+                    let router = router(checks.clone(), health.clone(), *port);
+                    let port = *port;
+                    open.insert(
+                        port,
+                        tokio::spawn(async move {
+                            if let Err(e) = axum::serve(listener, router).await {
+                                warn!(port, error = %e, "health check server stopped");
+                            }
+                        }),
+                    );
+                }
+                Err(e) => {
+                    if failing.insert(*port) {
+                        warn!(
+                            port,
+                            service = %service,
+                            error = %e,
+                            retry_in_ms = BIND_RETRY.as_millis() as u64,
+                            "cannot serve the Service's health check"
+                        );
+                    }
+                }
+            }
+        }
+        if failing.is_empty() {
+            if changes.changed().await.is_err() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(BIND_RETRY) => {}
+            }
+        }
+    }
+}
+
+/// A listener on `port` of every address: IPv6 and IPv4 together, or IPv4 alone where the
+/// node has no IPv6.
+async fn bind(port: u16) -> std::io::Result<TcpListener> {
+    match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
+        Err(_) => TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await,
+    }
+}
+
+fn router(checks: Arc<ServiceHealthChecks>, health: Arc<Health>, port: u16) -> Router {
+    Router::new()
+        .fallback(answer)
+        .with_state((checks, health, port))
+}
+
+async fn answer(
+    State((checks, health, port)): State<(Arc<ServiceHealthChecks>, Arc<Health>, u16)>,
+) -> Response {
+    let healthy = health.healthz(SystemTime::now()).healthy;
+    match checks.answer(port, healthy) {
+        Some(answer) => (
+            answer.status,
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                (
+                    HeaderName::from_static("x-load-balancing-endpoint-weight"),
+                    answer.local_endpoints.to_string(),
+                ),
+            ],
+            answer.body,
+        )
+            .into_response(),
+        // Closed meanwhile.
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no Service on this port\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(node_port: u16, local_endpoints: u32) -> Option<HealthCheck> {
+        Some(HealthCheck {
+            node_port,
+            local_endpoints,
+        })
+    }
+
+    #[test]
+    fn answers_as_kube_proxy() {
+        let checks = ServiceHealthChecks::new();
+        let web = ServiceRef::new("shop", "web");
+        checks.set(&web, check(31000, 2));
+        let a = checks.answer(31000, true).unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "service": {"namespace": "shop", "name": "web"},
+                "localEndpoints": 2,
+                "serviceProxyHealthy": true
+            })
+        );
+        // No local endpoint, or an unhealthy proxy: 503.
+        assert_eq!(
+            checks.answer(31000, false).unwrap().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        checks.set(&web, check(31000, 0));
+        assert_eq!(
+            checks.answer(31000, true).unwrap().status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(checks.answer(31001, true), None);
+        checks.set(&web, None);
+        assert_eq!(checks.answer(31000, true), None);
+    }
+
+    #[test]
+    fn ports_change_only_when_a_port_does() {
+        let checks = ServiceHealthChecks::new();
+        let mut changes = checks.ports_changed.subscribe();
+        let web = ServiceRef::new("shop", "web");
+        checks.set(&web, check(31000, 1));
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        // A count changing keeps the listeners as they are.
+        checks.set(&web, check(31000, 3));
+        assert!(!changes.has_changed().unwrap());
+        // Another Service on the same port shares it; the first by name answers.
+        let api = ServiceRef::new("shop", "api");
+        checks.set(&api, check(31000, 0));
+        assert_eq!(checks.ports(), BTreeMap::from([(31000, api.clone())]));
+        checks.replace_all([(
+            web.clone(),
+            HealthCheck {
+                node_port: 31002,
+                local_endpoints: 1,
+            },
+        )]);
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(checks.ports(), BTreeMap::from([(31002, web)]));
+    }
+
+    /// A free TCP port on this machine (free when asked; the test binds it right after).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap()
+    }
+
+    async fn get(port: u16) -> std::io::Result<(u16, String, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+    }
+
+    /// Polls `port` until `done` says yes of what it answers (or of the refusal).
+    async fn until(
+        port: u16,
+        mut done: impl FnMut(&std::io::Result<(u16, String, String)>) -> bool,
+    ) -> std::io::Result<(u16, String, String)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = get(port).await;
+            if done(&got) || tokio::time::Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn listeners_follow_the_services() {
+        let checks = Arc::new(ServiceHealthChecks::new());
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        tokio::spawn(serve(checks.clone(), health.clone()));
+        let port = free_port();
+        let web = ServiceRef::new("shop", "web");
+        checks.set(&web, check(port, 2));
+        let (status, head, body) = until(port, |r| r.is_ok()).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        assert!(
+            head.contains("x-load-balancing-endpoint-weight: 2"),
+            "{head}"
+        );
+        assert!(body.contains(r#""localEndpoints":2"#), "{body}");
+        // The last local endpoint goes: the load balancer is told at once.
+        checks.set(&web, check(port, 0));
+        let (status, _, _) = get(port).await.unwrap();
+        assert_eq!(status, 503);
+        // The Service goes: so does the listener.
+        checks.set(&web, None);
+        let refused = until(port, |r| r.is_err()).await;
+        assert!(refused.is_err(), "still answering: {refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_tried_again_until_free() {
+        let taken = std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0))
+            .or_else(|_| std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)))
+            .unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let checks = Arc::new(ServiceHealthChecks::new());
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        tokio::spawn(serve(checks.clone(), health));
+        checks.set(&ServiceRef::new("shop", "web"), check(port, 1));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Whoever holds the port answers, not us (the listener here never accepts).
+        drop(taken);
+        let (status, _, _) = until(port, |r| r.is_ok()).await.unwrap();
+        assert_eq!(status, 200);
+    }
+}
