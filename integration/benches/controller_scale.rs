@@ -28,9 +28,10 @@
 //! `IPVS_BENCH_WRITE`), writes `BENCHMARKS.md` there. Options (flags win over the
 //! environment): `--sizes 1000,10000` (`IPVS_BENCH_CLUSTER_SIZES`), `--samples 50`
 //! (`IPVS_BENCH_CHURN_SAMPLES`), `--burst 1000` (`IPVS_BENCH_BURST`), `--steady-secs 30`
-//! (`IPVS_BENCH_STEADY_SECS`), `--daemon PATH` (default: `ipvs-proxy` in the bench's own
-//! target profile folder, which `cargo xtask bench` builds). Needs the real kernel and root:
-//! `cargo xtask bench` runs it where IPVS is (the VM here).
+//! (`IPVS_BENCH_STEADY_SECS`), `--daemon-args "ARGS"` (`IPVS_BENCH_DAEMON_ARGS`: more
+//! arguments for the daemon, split at spaces), `--daemon PATH` (default: `ipvs-proxy` in the
+//! bench's own target profile folder, which `cargo xtask bench` builds). Needs the real
+//! kernel and root: `cargo xtask bench` runs it where IPVS is (the VM here).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -68,6 +69,8 @@ struct Options {
     steady: Duration,
     write: Option<PathBuf>,
     daemon: PathBuf,
+    /// More arguments for the daemon (`--daemon-args "--ipvs-rate-estimation false"`).
+    daemon_args: Vec<String>,
 }
 
 impl Options {
@@ -119,6 +122,9 @@ impl Options {
             steady: Duration::from_secs(number("steady-secs", "IPVS_BENCH_STEADY_SECS", 30) as u64),
             write: get("write", "IPVS_BENCH_WRITE").map(PathBuf::from),
             daemon,
+            daemon_args: get("daemon-args", "IPVS_BENCH_DAEMON_ARGS")
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -653,9 +659,14 @@ impl Drop for Scratch {
     }
 }
 
-fn daemon_args(dir: &Path, cluster: &SyntheticCluster, log_level: &str) -> Vec<String> {
+fn daemon_args(
+    dir: &Path,
+    cluster: &SyntheticCluster,
+    log_level: &str,
+    extra: &[String],
+) -> Vec<String> {
     let range = cluster.node_port_range();
-    [
+    let args = [
         "--manifests",
         dir.to_str().expect("UTF-8 path"),
         "--hostname-override",
@@ -670,10 +681,11 @@ fn daemon_args(dir: &Path, cluster: &SyntheticCluster, log_level: &str) -> Vec<S
         log_level,
         "--node-port-range",
         &format!("{}-{}", range.start(), range.end()),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    ];
+    args.iter()
+        .map(|s| (*s).to_owned())
+        .chain(extra.iter().cloned())
+        .collect()
 }
 
 /// Starts the daemon and waits for its adoption; returns it, the wall time it was started at
@@ -782,7 +794,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
 
     // 2. Cold start.
     let log = scratch.0.join("daemon.log");
-    let args = daemon_args(&dir, &cluster, COLD_LOG_LEVEL);
+    let args = daemon_args(&dir, &cluster, COLD_LOG_LEVEL, &opts.daemon_args);
     let (mut daemon, started, adopted) = start_daemon(&ns, opts, &args, &log);
     let pid = daemon.pid();
     (r.cold_hwm_kib, _) = memory_kib(pid);
@@ -914,7 +926,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
         .expect("the daemon stops on SIGTERM");
     drop(daemon);
     let log2 = scratch.0.join("daemon-restart.log");
-    let args = daemon_args(&dir, &cluster, RESTART_LOG_LEVEL);
+    let args = daemon_args(&dir, &cluster, RESTART_LOG_LEVEL, &opts.daemon_args);
     let (daemon, started, adopted) = start_daemon(&ns, opts, &args, &log2);
     let pid = daemon.pid();
     r.restart_total = timestamp(&adopted) - unix(started);
@@ -1182,7 +1194,11 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
     md += "- daemon: release `ipvs-proxy --manifests DIR --log-format json` with default sync \
            settings (`--ipvs-min-sync-period 0`, `--ipvs-sync-period 30s`), logs at \
            `info,ipvs_proxy=debug` (the restarted daemon also at \
-           `svc_controller::reconcile=trace`, to time each operation of the burst)\n\n";
+           `svc_controller::reconcile=trace`, to time each operation of the burst)";
+    if !opts.daemon_args.is_empty() {
+        md += &format!("; also given `{}`", opts.daemon_args.join(" "));
+    }
+    md += "\n\n";
 
     md += "## Results\n\n";
     let mut header = "| | ".to_owned();

@@ -384,8 +384,8 @@ fn desired_state_section(sizes: &str) -> Result<String> {
 ///   (`IPVS_BENCH_SERVICES=2000` for a quick run);
 /// - `controller_scale`: the release `ipvs-proxy` daemon on synthetic clusters
 ///   (`IPVS_BENCH_CLUSTER_SIZES`, default `1000,10000,50000`; `IPVS_BENCH_CHURN_SAMPLES`,
-///   `IPVS_BENCH_BURST`, `IPVS_BENCH_STEADY_SECS` tune it). It writes `BENCHMARKS.md`, which is
-///   copied to the workspace root.
+///   `IPVS_BENCH_BURST`, `IPVS_BENCH_STEADY_SECS`, `IPVS_BENCH_DAEMON_ARGS` tune it). It
+///   writes `BENCHMARKS.md`, which is copied to the workspace root.
 ///
 /// The VM's memory is raised to 6G for clusters above 10,000 Services unless `IPVS_VM_MEMORY`
 /// says otherwise: 50,000 Services hold about 61,000 virtual and 610,000 real servers in the
@@ -444,6 +444,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         ("IPVS_BENCH_CHURN_SAMPLES", "--samples"),
         ("IPVS_BENCH_BURST", "--burst"),
         ("IPVS_BENCH_STEADY_SECS", "--steady-secs"),
+        ("IPVS_BENCH_DAEMON_ARGS", "--daemon-args"),
     ] {
         if let Ok(value) = std::env::var(var) {
             scale_args.extend([flag.to_string(), value]);
