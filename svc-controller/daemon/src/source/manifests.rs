@@ -1264,6 +1264,13 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
     let mut last_full = std::time::Instant::now();
     // A full rescan is due at once (the watcher asked for one during the last).
     let mut again = false;
+    // Sends what a scan found; false once the engine is gone.
+    let deliver = |scan: Scan| {
+        if !scan.messages.is_empty() {
+            debug!(changes = scan.messages.len(), "manifests changed");
+        }
+        publish(scan, &tx, &metrics)
+    };
     loop {
         let wait = full_every.saturating_sub(last_full.elapsed());
         let seen = match watcher.as_mut() {
@@ -1288,13 +1295,7 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
             }
         };
         if let Seen::Paths(paths) = seen {
-            let delivered = folder.rescan_paths_in_parts(paths, |scan| {
-                if !scan.messages.is_empty() {
-                    debug!(changes = scan.messages.len(), "manifests changed");
-                }
-                publish(scan, &tx, &metrics)
-            });
-            match delivered {
+            match folder.rescan_paths_in_parts(paths, deliver) {
                 Some(true) => continue,
                 Some(false) => return,
                 None => {}
@@ -1311,19 +1312,11 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
             };
             let started = std::time::Instant::now();
             match seen {
-                Seen::Paths(paths) if !gone => {
-                    let delivered = folder.rescan_paths_in_parts(paths, |scan| {
-                        if !scan.messages.is_empty() {
-                            debug!(changes = scan.messages.len(), "manifests changed");
-                        }
-                        publish(scan, &tx, &metrics)
-                    });
-                    match delivered {
-                        Some(true) => {}
-                        Some(false) => gone = true,
-                        None => again = true,
-                    }
-                }
+                Seen::Paths(paths) if !gone => match folder.rescan_paths_in_parts(paths, deliver) {
+                    Some(true) => {}
+                    Some(false) => gone = true,
+                    None => again = true,
+                },
                 Seen::Paths(_) => {}
                 Seen::Everything => again = true,
             }
@@ -1336,10 +1329,7 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
         // The rescan's own time sets the next one's, not the changes taken in meanwhile.
         let took = last_full.elapsed().saturating_sub(paused);
         full_every = rescan_interval(base, took, watcher.is_some());
-        if !scan.messages.is_empty() {
-            debug!(changes = scan.messages.len(), "manifests changed");
-        }
-        if !publish(scan, &tx, &metrics) {
+        if !deliver(scan) {
             return;
         }
     }
