@@ -512,6 +512,32 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     } else {
         println!("no report was written (the scale benchmark did not finish)");
     }
+    keep_logs(&out)?;
     let _ = std::fs::remove_dir_all(&out);
     Ok(outcome.ok())
+}
+
+/// Moves the daemon logs the scale benchmark left in `out` to `target/xtask/bench-logs/`
+/// (the last run's only), for a look at what a figure came from.
+fn keep_logs(out: &Path) -> Result<()> {
+    let logs: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+        .collect();
+    if logs.is_empty() {
+        return Ok(());
+    }
+    let kept = target_dir()?.join("xtask").join("bench-logs");
+    let _ = std::fs::remove_dir_all(&kept);
+    std::fs::create_dir_all(&kept).map_err(|e| format!("{}: {e}", kept.display()))?;
+    for log in logs {
+        if let Some(name) = log.file_name() {
+            std::fs::rename(&log, kept.join(name))
+                .map_err(|e| format!("{}: {e}", log.display()))?;
+        }
+    }
+    println!("the daemon's logs: {}", kept.display());
+    Ok(())
 }

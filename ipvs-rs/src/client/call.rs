@@ -276,6 +276,24 @@ pub(crate) fn encode(operation: &Operation, features: &KernelFeatures) -> Result
         })
 }
 
+/// The deadline of the kernel's silence for `operation`: the handle's, or for starting and
+/// stopping a sync daemon at least [`DAEMON_DEADLINE`]. Those make the kernel start or stop its
+/// threads and wait for them, and a backup thread that stops closes its multicast socket under
+/// the RTNL lock; behind namespace teardowns on a loaded machine the answer has come more than
+/// 5 s later (CI, in the emulated VM), although the stop succeeded.
+pub(crate) fn deadline_for(
+    operation: &Operation,
+    normal: std::time::Duration,
+) -> std::time::Duration {
+    match operation {
+        Operation::StartDaemon(_) | Operation::StopDaemon(_) => normal.max(DAEMON_DEADLINE),
+        _ => normal,
+    }
+}
+
+/// See [`deadline_for`].
+pub(crate) const DAEMON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A short description of an operation for errors and logs.
 pub(crate) fn describe(op: &Operation) -> String {
     match op {
@@ -367,8 +385,25 @@ impl<'a> Batch<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::without_repeats;
-    use crate::model::{Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats};
+    use super::{DAEMON_DEADLINE, deadline_for, without_repeats};
+    use crate::codec::Operation;
+    use crate::model::{
+        DaemonState, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats,
+    };
+    use std::time::Duration;
+
+    #[test]
+    fn sync_daemons_get_a_long_deadline_and_nothing_else_does() {
+        let five = Duration::from_secs(5);
+        let stop = Operation::StopDaemon(DaemonState::Backup);
+        assert_eq!(deadline_for(&stop, five), DAEMON_DEADLINE);
+        // A handle configured longer keeps its own.
+        assert_eq!(
+            deadline_for(&stop, DAEMON_DEADLINE * 2),
+            DAEMON_DEADLINE * 2
+        );
+        assert_eq!(deadline_for(&Operation::Flush, five), five);
+    }
 
     #[test]
     fn a_service_reported_twice_is_listed_once_with_its_latest_report() {

@@ -315,7 +315,8 @@ where
     // The deadline is checked only when nothing is queued (in `wait_ready`): the kernel runs
     // a request inside `sendmsg`, so a request that took longer than the timeout (stopping a
     // sync daemon behind a busy RTNL lock) has its answer queued by the time `send` returns;
-    // that answer counts.
+    // that answer counts. (A backup daemon's stop has still been seen silent for over 5 s
+    // after that in CI, so the client gives daemon operations a longer deadline.)
     while !done(exchange) {
         match recv.recv(&socket.socket)? {
             0 => wait_ready(socket, PollFlags::POLLIN, deadline, exchange.in_flight())?,
