@@ -334,8 +334,17 @@ fn find<'a>(entries: &'a [Value], text: &str) -> Option<&'a Value> {
 /// The engine's `synced` lines (one per incremental sync) logged in a time window.
 #[derive(Debug, Default)]
 struct SyncLines {
-    /// Per sync: services, operations, CPU µs, compute CPU µs, elapsed µs.
-    rows: Vec<[u64; 5]>,
+    rows: Vec<SyncLine>,
+}
+
+/// One `synced` line's figures.
+#[derive(Debug, Clone, Copy)]
+struct SyncLine {
+    services: u64,
+    operations: u64,
+    cpu_us: u64,
+    compute_cpu_us: u64,
+    elapsed_us: u64,
 }
 
 impl SyncLines {
@@ -345,14 +354,12 @@ impl SyncLines {
             .iter()
             .filter(|v| message(v) == "synced")
             .filter(|v| (from..=to).contains(&timestamp(v)))
-            .map(|v| {
-                [
-                    field(v, "services"),
-                    field(v, "operations"),
-                    field(v, "cpu_us"),
-                    field(v, "compute_cpu_us"),
-                    field(v, "elapsed_us"),
-                ]
+            .map(|v| SyncLine {
+                services: field(v, "services"),
+                operations: field(v, "operations"),
+                cpu_us: field(v, "cpu_us"),
+                compute_cpu_us: field(v, "compute_cpu_us"),
+                elapsed_us: field(v, "elapsed_us"),
             })
             .collect();
         Self { rows }
@@ -361,23 +368,23 @@ impl SyncLines {
     /// Each sync's CPU, in seconds.
     fn cpu(&self) -> Latencies {
         Latencies {
-            samples: self.rows.iter().map(|r| r[2] as f64 / 1e6).collect(),
+            samples: self.rows.iter().map(|r| r.cpu_us as f64 / 1e6).collect(),
         }
     }
 
     /// Count, CPU per sync p50 / p90 / max and total, and the most expensive syncs.
     fn describe(&self) -> String {
         let cpu = self.cpu();
-        let total: u64 = self.rows.iter().map(|r| r[2]).sum();
+        let total: u64 = self.rows.iter().map(|r| r.cpu_us).sum();
         let mut top = self.rows.clone();
-        top.sort_by_key(|r| std::cmp::Reverse(r[2]));
+        top.sort_by_key(|r| std::cmp::Reverse(r.cpu_us));
         let top: Vec<String> = top
             .iter()
             .take(5)
             .map(|r| {
                 format!(
                     "{} svc/{} ops: cpu {} us (compute {} us), took {} us",
-                    r[0], r[1], r[2], r[3], r[4]
+                    r.services, r.operations, r.cpu_us, r.compute_cpu_us, r.elapsed_us
                 )
             })
             .collect();

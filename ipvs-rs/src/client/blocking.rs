@@ -292,16 +292,11 @@ impl Ipvs {
     /// Applies one change and waits for the kernel's acknowledgement.
     pub fn apply(&mut self, operation: &Operation) -> Result<()> {
         let message = call::encode(operation, &self.features)?;
-        let normal = self.connection.timeout();
+        let timeout = call::deadline_for(operation, self.connection.timeout());
         self.connection
-            .set_timeout(call::deadline_for(operation, normal));
-        let result = self
-            .connection
-            .request(message, 0)
+            .request_within(message, 0, timeout)
             .map(drop)
-            .map_err(|e| Error::transport(call::describe(operation), e));
-        self.connection.set_timeout(normal);
-        result
+            .map_err(|e| Error::transport(call::describe(operation), e))
     }
 
     /// Applies many changes in as few system calls as possible, in order, and returns each

@@ -229,13 +229,9 @@ impl AsyncIpvs {
     /// Applies one change and waits for the kernel's acknowledgement.
     pub async fn apply(&mut self, operation: &Operation) -> Result<()> {
         let message = call::encode(operation, &self.features)?;
-        let normal = self.connection.timeout();
-        let longer = call::deadline_for(operation, normal);
-        // Restored when the call ends, and when its future is dropped unfinished.
-        let connection = TimeoutFor::new(&mut self.connection, longer);
-        connection
-            .0
-            .request(message, 0)
+        let timeout = call::deadline_for(operation, self.connection.timeout());
+        self.connection
+            .request_within(message, 0, timeout)
             .await
             .map(drop)
             .map_err(|e| Error::transport(call::describe(operation), e))
@@ -345,22 +341,5 @@ async fn dump_on(
             Err(e) => return Err(Error::transport(operation, e)),
             Ok(replies) => return Ok(replies),
         }
-    }
-}
-
-/// A connection whose deadline is `timeout` until this is dropped (then the one it had).
-struct TimeoutFor<'a>(&'a mut AsyncConnection<IpvsMessage>, std::time::Duration);
-
-impl<'a> TimeoutFor<'a> {
-    fn new(connection: &'a mut AsyncConnection<IpvsMessage>, timeout: std::time::Duration) -> Self {
-        let before = connection.timeout();
-        connection.set_timeout(timeout);
-        Self(connection, before)
-    }
-}
-
-impl Drop for TimeoutFor<'_> {
-    fn drop(&mut self) {
-        self.0.set_timeout(self.1);
     }
 }

@@ -171,7 +171,14 @@ where
     /// Sends one request (flags: `NLM_F_REQUEST | NLM_F_ACK | flags`) and returns its reply
     /// payloads once the kernel has acknowledged it (or, with `NLM_F_DUMP`, ended the dump).
     pub fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
-        let mut deadline = Deadline::new(self.timeout);
+        self.request_within(payload, flags, self.timeout)
+    }
+
+    /// [`request`](Self::request) with a deadline of its own, `timeout`, for this call only
+    /// (the kernel's silence it tolerates; the connection's [`timeout`](Self::timeout) is
+    /// left as it is).
+    pub fn request_within(&mut self, payload: F, flags: u16, timeout: Duration) -> Result<Vec<F>> {
+        let mut deadline = Deadline::new(timeout);
         if self.dirty {
             self.flush();
         }
@@ -316,7 +323,8 @@ where
     // a request inside `sendmsg`, so a request that took longer than the timeout (stopping a
     // sync daemon behind a busy RTNL lock) has its answer queued by the time `send` returns;
     // that answer counts. (A backup daemon's stop has still been seen silent for over 5 s
-    // after that in CI, so the client gives daemon operations a longer deadline.)
+    // after that in CI, so the client gives daemon operations a longer deadline with
+    // `request_within`.)
     while !done(exchange) {
         match recv.recv(&socket.socket)? {
             0 => wait_ready(socket, PollFlags::POLLIN, deadline, exchange.in_flight())?,

@@ -166,7 +166,6 @@ pub struct Engine<D> {
     next_full: Option<Instant>,
     /// The full pass under way, if any.
     sweep: Option<SweepPace>,
-
     /// Full passes started.
     passes: u64,
     /// Programming the first load as it arrives (see step 1 of the module documentation).

@@ -13,9 +13,11 @@
 //! - [`service_health`]: the health checks load balancers ask on a Service's
 //!   `healthCheckNodePort`;
 //! - [`memory`]: free memory given back to the system after large work;
+//! - [`cpus`]: how many CPUs parallel work may use;
 //! - [`telemetry`]: logs, `/metrics`, `/healthz` and `/livez`;
 //! - [`daemon`]: start-up, shutdown on SIGTERM (the table stays) and cleanup mode.
 
+pub mod cpus;
 pub mod daemon;
 pub mod engine;
 pub mod memory;

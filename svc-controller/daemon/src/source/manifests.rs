@@ -663,16 +663,9 @@ fn read_file(path: PathBuf) -> ReadFile {
 fn read_all(files: Vec<PathBuf>) -> Vec<ReadFile> {
     /// Below this, one thread is quicker than starting others.
     const PER_THREAD: usize = 256;
-    // Asked only for a large read: the standard library reads `/proc` and `/sys` to answer,
-    // which would cost a one-file change more than reading its file.
-    let threads = if files.len() < 2 * PER_THREAD {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(files.len() / PER_THREAD)
-            .min(8)
-    };
+    let threads = crate::cpus::available()
+        .min(files.len() / PER_THREAD)
+        .min(8);
     if threads <= 1 {
         return files.into_iter().map(read_file).collect();
     }

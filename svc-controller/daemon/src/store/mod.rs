@@ -290,11 +290,9 @@ impl ObjectStore {
     ) -> Vec<Option<ServiceDesired>> {
         let services: Vec<&ServiceRef> = services.into_iter().collect();
         let one = |service: &&ServiceRef| self.compute(service, node, config);
-        let threads = if services.len() < PARALLEL_COMPUTE_MIN {
-            1
-        } else {
-            compute_threads().min(services.len() / (PARALLEL_COMPUTE_MIN / 2))
-        };
+        let threads = crate::cpus::available()
+            .min(4)
+            .min(services.len() / (PARALLEL_COMPUTE_MIN / 2));
         if threads < 2 {
             return services.iter().map(one).collect();
         }
@@ -334,18 +332,6 @@ impl ObjectStore {
 /// Below this many Services, one thread computes their desired state (starting others costs
 /// more than it saves).
 const PARALLEL_COMPUTE_MIN: usize = 512;
-
-/// The threads a large computation may use: the CPUs this process may run on, at most 4.
-/// Asked once: the standard library reads the affinity mask and the cgroup's quota from
-/// `/proc` and `/sys` each time, which cost a one-Service sync more than its computation.
-fn compute_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| {
-        std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .min(4)
-    })
-}
 
 /// Keeps only the metadata the computation reads.
 fn trim_meta(meta: ObjectMeta, keep_labels: &[&str], keep_annotations: &[&str]) -> ObjectMeta {
