@@ -165,12 +165,22 @@ fn target_dir() -> Result<PathBuf> {
         .ok_or_else(|| "cargo metadata without target_directory".into())
 }
 
+/// An executable a cargo command built.
+struct Built {
+    /// `folder::target`: the package's folder name and the target's name.
+    name: String,
+    exe: PathBuf,
+    /// The package's folder, the working directory `cargo test` would give it.
+    cwd: PathBuf,
+    /// The package's folder name.
+    package: String,
+    /// A test harness (`true`) or a plain program such as a binary target (`false`).
+    test: bool,
+}
+
 /// Runs `cargo <args> --message-format=json-render-diagnostics` and returns the executables it
-/// built, with the folder of the package each belongs to.
-fn built_executables(
-    args: &[&str],
-    want_test: Option<bool>,
-) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+/// built.
+fn built_executables(args: &[&str]) -> Result<Vec<Built>> {
     let out = Command::new(env!("CARGO"))
         .args(args)
         .arg("--message-format=json-render-diagnostics")
@@ -185,29 +195,26 @@ fn built_executables(
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        if v["reason"] != "compiler-artifact"
-            || want_test.is_some_and(|t| v["profile"]["test"] != t)
-        {
+        if v["reason"] != "compiler-artifact" {
             continue;
         }
         let Some(exe) = v["executable"].as_str() else {
             continue;
         };
-        let manifest = v["manifest_path"].as_str().unwrap_or("");
-        let package = Path::new(manifest)
+        let manifest = Path::new(v["manifest_path"].as_str().unwrap_or(""));
+        let package = manifest
             .parent()
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let target = v["target"]["name"].as_str().unwrap_or("?");
-        found.push((
-            format!("{package}::{target}"),
-            PathBuf::from(exe),
-            Path::new(manifest)
-                .parent()
-                .unwrap_or(Path::new("."))
-                .to_path_buf(),
-        ));
+        found.push(Built {
+            name: format!("{package}::{target}"),
+            exe: PathBuf::from(exe),
+            cwd: manifest.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            package,
+            test: v["profile"]["test"] == true,
+        });
     }
     Ok(found)
 }
@@ -215,36 +222,46 @@ fn built_executables(
 /// Example binaries that are tools run on demand, not scenarios that prove something alone.
 const EXAMPLE_TOOLS: &[&str] = &["::ipvs-list"];
 
+/// The folder of the package whose binaries are the example programs.
+const EXAMPLES_PACKAGE: &str = "examples";
+
 /// Builds every test binary of the workspace and every example program, and lists them as plan
 /// entries: the real-kernel tests of each test binary, then each example program.
+///
+/// One cargo command builds them all: `cargo test` builds the binaries of every package that has
+/// integration tests (the node daemon and the examples both do), with the same features as the
+/// tests. Building the binaries in a second command with other features would compile the
+/// shared dependencies twice — gigabytes of disk.
 fn build_plan(filter: Option<&str>) -> Result<Vec<Entry>> {
-    step("building the test binaries (cargo test --workspace --all-features --no-run)");
-    let mut entries: Vec<Entry> = built_executables(
-        &["test", "--workspace", "--all-features", "--no-run"],
-        Some(true),
-    )?
-    .into_iter()
-    .map(|(name, exe, cwd)| Entry {
-        name,
-        exe,
-        cwd,
-        kind: EntryKind::Tests(filter.map(str::to_string)),
-    })
-    .collect();
+    step(
+        "building the test binaries, the node daemon and the example programs \
+         (cargo test --workspace --all-features --no-run)",
+    );
+    let built = built_executables(&["test", "--workspace", "--all-features", "--no-run"])?;
+    let (tests, programs): (Vec<Built>, Vec<Built>) = built.into_iter().partition(|b| b.test);
+    let mut entries: Vec<Entry> = tests
+        .into_iter()
+        .map(|b| Entry {
+            name: b.name,
+            exe: b.exe,
+            cwd: b.cwd,
+            kind: EntryKind::Tests(filter.map(str::to_string)),
+        })
+        .collect();
     if filter.is_none() {
-        build_daemon()?;
-        step(
-            "building the example programs (cargo build -p examples --bins); each runs and must exit 0",
-        );
+        if !programs.iter().any(|b| b.name.ends_with("::ipvs-proxy")) {
+            return Err("cargo test did not build the node daemon (ipvs-proxy)".into());
+        }
         entries.extend(
-            built_executables(&["build", "-p", "examples", "--bins"], Some(false))?
+            programs
                 .into_iter()
+                .filter(|b| b.package == EXAMPLES_PACKAGE)
                 // Tools (not scenarios) are covered by their own real-kernel tests.
-                .filter(|(name, _, _)| !EXAMPLE_TOOLS.iter().any(|tool| name.ends_with(tool)))
-                .map(|(name, exe, cwd)| Entry {
-                    name,
-                    exe,
-                    cwd,
+                .filter(|b| !EXAMPLE_TOOLS.iter().any(|tool| b.name.ends_with(tool)))
+                .map(|b| Entry {
+                    name: b.name,
+                    exe: b.exe,
+                    cwd: b.cwd,
                     kind: EntryKind::Program(Vec::new()),
                 }),
         );
@@ -452,9 +469,9 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     }
 
     step("building the real-kernel benchmarks (cargo bench -p integration --no-run)");
-    let entries: Vec<Entry> = built_executables(&["bench", "-p", "integration", "--no-run"], None)?
+    let entries: Vec<Entry> = built_executables(&["bench", "-p", "integration", "--no-run"])?
         .into_iter()
-        .filter_map(|(name, exe, cwd)| {
+        .filter_map(|Built { name, exe, cwd, .. }| {
             let args = if name.contains("ipvs_bulk_load") {
                 vec!["--bench".to_string()]
             } else if name.contains("controller_scale") {
