@@ -7,6 +7,7 @@
 mod real_kernel {
     use std::num::{NonZeroU16, NonZeroU32};
     use std::process::Command;
+    use std::time::Duration;
 
     use integration::{Netns, current_netns_inode};
     use ipvs::codec::Operation;
@@ -15,6 +16,7 @@ mod real_kernel {
         PersistenceNetmask, Protocol, Scheduler, Service, ServiceKey, SyncDaemon, Thresholds,
         Timeouts, Tunnel, Weight,
     };
+    use ipvs::transport::TransportError;
     use ipvs::{ErrorKind, Ipvs};
 
     /// Runs ipvsadm. A listing is repeated until two in a row agree (at most five), and lines it
@@ -55,30 +57,11 @@ mod real_kernel {
     }
 
     fn in_fresh_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-        let _shared = NAMESPACES.read().unwrap_or_else(|e| e.into_inner());
         Netns::new(name)
             .expect("a fresh namespace")
             .run(f)
             .expect("the test body ran")
     }
-
-    /// [`in_fresh_netns`], with no other test of this binary running meanwhile (see
-    /// [`NAMESPACES`]).
-    fn in_fresh_netns_alone<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
-        let _alone = NAMESPACES.write().unwrap_or_else(|e| e.into_inner());
-        Netns::new(name)
-            .expect("a fresh namespace")
-            .run(f)
-            .expect("the test body ran")
-    }
-
-    /// Shared by every test of this binary while it makes and uses namespaces; the tests that
-    /// start sync daemons hold it alone. A backup daemon's stop has stalled the kernel for
-    /// over 120 s in full CI runs (kernel 6.1 under emulation; the next IPVS log line came
-    /// 123 s after `stopping backup sync thread`), never when it ran alone: the stopping
-    /// thread closes its multicast socket under the RTNL lock, which other tests' namespace
-    /// work holds. Why it waits that long is not known.
-    static NAMESPACES: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
     fn dest(addr: &str, port: u16, forwarding: Forwarding, weight: u32) -> Destination {
         let mut d = Destination::new(addr.parse::<std::net::IpAddr>().unwrap(), port, forwarding);
@@ -437,7 +420,7 @@ mod real_kernel {
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn info_timeouts_counters_and_sync_daemons() {
-        in_fresh_netns_alone("config", || {
+        in_fresh_netns("config", || {
             let mut ipvs = Ipvs::open().unwrap();
             let info = ipvs.info().unwrap();
             assert_eq!((info.version.major, info.version.minor), (1, 2));
@@ -478,10 +461,154 @@ mod real_kernel {
         });
     }
 
+    /// Linux leaves a sync daemon's stop unanswered when the daemon's thread had not run yet:
+    /// `kthread_stop` returns `EINTR`, the handler passes it on, and netlink sends no
+    /// acknowledgement for `EINTR` (its "dump started" code). The daemon is stopped all the
+    /// same. The library must say so at once, not wait for a deadline and report a timeout
+    /// (CI runs had failed that way, after 5 s and after 120 s). Starting then stopping at once
+    /// hits that window now and then; the count is printed.
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_daemon_stopped_before_its_thread_ran_is_reported_stopped() {
+        const ROUNDS: u32 = 10;
+        let silent = in_fresh_netns("daemon-race", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            let features = ipvs.features();
+            let mut raw = ipvs::transport::Connection::<ipvs::codec::IpvsMessage>::open(
+                ipvs::codec::constants::IPVS_GENL_NAME,
+                ipvs::transport::Options::default().with_timeout(Duration::from_secs(1)),
+            )
+            .unwrap();
+            let mut silent = 0;
+            for round in 0..ROUNDS {
+                for state in [DaemonState::Backup, DaemonState::Master] {
+                    let daemon =
+                        SyncDaemon::new(state, InterfaceName::new("lo").unwrap(), 10 + round);
+                    let start = Operation::StartDaemon(daemon.clone());
+                    let stop = Operation::StopDaemon(state);
+                    let stopped =
+                        |ipvs: &mut Ipvs| ipvs.daemons().unwrap().iter().all(|d| d.state != state);
+                    // Both in one `sendmsg`, through the bare transport: the kernel stops the
+                    // thread it has just made, often before it ran. A batch waits for every
+                    // answer, so the silence shows as a timeout with the stop pending.
+                    let messages = [&start, &stop].map(|op| op.to_message(&features).unwrap());
+                    match raw.batch(messages) {
+                        Ok(results) => assert!(results.iter().all(Result::is_ok), "{results:?}"),
+                        Err(TransportError::Timeout { pending: 1, .. }) => silent += 1,
+                        Err(e) => panic!("round {round}, {state:?}: {e}"),
+                    }
+                    assert!(stopped(&mut ipvs), "round {round}, {state:?}");
+                    // Through the handle: a success either way, alone or in a batch.
+                    ipvs.start_daemon(&daemon).unwrap();
+                    ipvs.stop_daemon(state).unwrap();
+                    assert!(stopped(&mut ipvs), "round {round}, {state:?}");
+                    for result in ipvs.apply_batch([&start, &stop]).unwrap() {
+                        result.unwrap();
+                    }
+                    assert!(stopped(&mut ipvs), "round {round}, {state:?}");
+                }
+            }
+            silent
+        });
+        eprintln!(
+            "the kernel left {silent} of {} stops sent with their start unanswered",
+            ROUNDS * 2
+        );
+    }
+
+    /// Drops every acknowledgement and error (`NLMSG_ERROR`) the kernel sends to `socket`,
+    /// and lets dumps through: a kernel that leaves every request unanswered.
+    fn drop_acknowledgements(socket: &impl std::os::fd::AsFd) {
+        use std::os::fd::AsRawFd;
+        // `nlmsg_type` is host-endian at offset 4; a BPF half-word load reads big-endian.
+        let error_type = u32::from(u16::from_be_bytes(2u16.to_ne_bytes()));
+        let mut program = [
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: 4,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: error_type,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: u32::MAX,
+            },
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` points at `program`, both alive for the call, with its exact length;
+        // the kernel copies the program; the descriptor is open (borrowed from `socket`).
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "SO_ATTACH_FILTER: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// When the kernel leaves a daemon operation unanswered, the handle lists the daemons to
+    /// settle it: here a filter drops every answer, so each start and stop takes that path.
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_daemon_operation_left_unanswered_is_settled_by_listing_the_daemons() {
+        in_fresh_netns("daemon-silent", || {
+            let mut ipvs = Ipvs::open().unwrap();
+            drop_acknowledgements(ipvs.connection());
+            let backup = SyncDaemon::new(DaemonState::Backup, InterfaceName::new("lo").unwrap(), 4);
+            ipvs.start_daemon(&backup).unwrap();
+            let running = ipvs.daemons().unwrap();
+            assert_eq!(running.len(), 1, "{running:?}");
+            assert_eq!(
+                (running[0].state, running[0].sync_id),
+                (DaemonState::Backup, 4)
+            );
+            ipvs.stop_daemon(DaemonState::Backup).unwrap();
+            assert!(ipvs.daemons().unwrap().is_empty());
+            // The kernel refuses this start (no such interface); with its answer dropped, the
+            // listing shows no daemon, and the start is an error.
+            let nowhere = SyncDaemon::new(
+                DaemonState::Master,
+                InterfaceName::new("nosuch0").unwrap(),
+                5,
+            );
+            let e = ipvs.start_daemon(&nowhere).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("the kernel did not answer, and no such daemon runs"),
+                "{e}"
+            );
+            assert!(ipvs.daemons().unwrap().is_empty());
+        });
+    }
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn a_handle_opens_in_another_namespace_without_moving_the_thread() {
-        let _shared = NAMESPACES.read().unwrap_or_else(|e| e.into_inner());
         let ns = Netns::new("by-path").unwrap();
         let before = current_netns_inode().unwrap();
         let mut ipvs = Ipvs::in_namespace(ns.path()).unwrap();
@@ -541,7 +668,7 @@ mod real_kernel {
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn every_forwarding_method_protocol_and_the_rarer_settings() {
-        let (saved, daemons, refused) = in_fresh_netns_alone("rare-settings", || {
+        let (saved, daemons, refused) = in_fresh_netns("rare-settings", || {
             let mut ipvs = Ipvs::open().unwrap();
             let v4 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
             // SCTP, with local, bypass, IPIP and DR destinations.

@@ -244,8 +244,8 @@ impl Drop for Silence {
 #[test]
 fn an_answer_already_queued_counts_however_short_the_deadline() {
     // The kernel runs a request inside `sendmsg`: by the time the deadline is first looked
-    // at, the answer is queued. A request the kernel took long over (stopping a sync daemon
-    // behind a busy RTNL lock) succeeded; reporting a timeout would be wrong.
+    // at, the answer is queued. A request the kernel took long over (a handler waiting for a
+    // busy lock) succeeded; reporting a timeout would be wrong.
     let mut conn = open();
     conn.set_timeout(Duration::from_nanos(1));
     assert_eq!(
@@ -281,6 +281,35 @@ fn silence_times_out_and_leaves_the_connection_usable() {
     let results = conn.batch(mixed_batch(500)).unwrap();
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 5);
     assert!(names(&conn.dump(dump_families()).unwrap()).contains(&"nlctrl".to_owned()));
+}
+
+#[test]
+fn a_request_left_unanswered_is_known_at_once_without_a_deadline() {
+    // The kernel queues its answer inside `sendmsg`; when there is none (a handler that
+    // returned EINTR, e.g. stopping a sync daemon whose thread had not run), nothing will
+    // come. A filter that drops every answer stands in for that kernel here: the call says
+    // `None` although the deadline is an hour away (waiting for it would hang this test).
+    let mut conn = open();
+    conn.set_timeout(Duration::from_secs(3600));
+    {
+        let _silence = Silence::on(&conn);
+        assert!(
+            conn.request_allowing_silence(get_family("nlctrl"))
+                .unwrap()
+                .is_none()
+        );
+    }
+    // Answered: its payloads, and an errno as the kernel's error.
+    let answer = conn.request_allowing_silence(get_family("nlctrl")).unwrap();
+    assert_eq!(names(&answer.expect("answered")), ["nlctrl"]);
+    assert!(matches!(
+        conn.request_allowing_silence(get_family("no-such-family-xyz")),
+        Err(TransportError::Kernel(_))
+    ));
+    // The connection goes on as usual.
+    conn.set_timeout(Duration::from_secs(5));
+    let results = conn.batch(mixed_batch(500)).unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 5);
 }
 
 fn netns_inode(path: &str) -> u64 {
@@ -455,6 +484,29 @@ mod async_connection {
         let results = conn.batch(mixed_batch(2000)).await.unwrap();
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 20);
         assert!(names(&conn.dump(dump_families()).await.unwrap()).contains(&"nlctrl".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn a_request_left_unanswered_is_known_at_once_without_a_deadline() {
+        let mut conn = open().await;
+        conn.set_timeout(Duration::from_secs(3600));
+        {
+            let _silence = super::Silence::on(&conn);
+            assert!(
+                conn.request_allowing_silence(get_family("nlctrl"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let answer = conn
+            .request_allowing_silence(get_family("nlctrl"))
+            .await
+            .unwrap();
+        assert_eq!(names(&answer.expect("answered")), ["nlctrl"]);
+        conn.set_timeout(Duration::from_secs(5));
+        let results = conn.batch(mixed_batch(500)).await.unwrap();
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 5);
     }
 
     #[tokio::test]

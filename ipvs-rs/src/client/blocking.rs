@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::call::{self, Read, ReadName};
+use super::call::{self, Read, ReadName, Segment};
 use super::error::{Error, Result};
 use crate::codec::{IpvsMessage, ListingMessage, Operation, Request};
 use crate::model::{
@@ -290,28 +290,54 @@ impl Ipvs {
     }
 
     /// Applies one change and waits for the kernel's acknowledgement.
+    ///
+    /// Starting or stopping a sync daemon is confirmed by listing the daemons when the kernel
+    /// leaves it unanswered, as it does when a daemon is stopped before its thread ran (see
+    /// [`Connection::request_allowing_silence`](crate::transport::Connection::request_allowing_silence)).
     pub fn apply(&mut self, operation: &Operation) -> Result<()> {
         let message = call::encode(operation, &self.features)?;
-        let timeout = call::deadline_for(operation, self.connection.timeout());
-        self.connection
-            .request_within(message, 0, timeout)
-            .map(drop)
-            .map_err(|e| Error::transport(call::describe(operation), e))
+        let fail = |e| Error::transport(call::describe(operation), e);
+        if !call::may_go_unanswered(operation) {
+            return self.connection.request(message, 0).map(drop).map_err(fail);
+        }
+        match self
+            .connection
+            .request_allowing_silence(message)
+            .map_err(fail)?
+        {
+            Some(_) => Ok(()),
+            None => {
+                let running = self.daemons()?;
+                call::settle_unanswered(operation, &running)
+            }
+        }
     }
 
     /// Applies many changes in as few system calls as possible, in order, and returns each
     /// one's result. The kernel has no transactions: a failed operation does not stop the
     /// ones after it. The outer error means the conversation itself failed (deadline, I/O).
+    /// Sync-daemon operations are sent on their own, between the batches of the others (the
+    /// kernel may leave them unanswered: see [`apply`](Self::apply)).
     pub fn apply_batch<'a>(
         &mut self,
         operations: impl IntoIterator<Item = &'a Operation>,
     ) -> Result<Vec<Result<()>>> {
-        let mut batch = call::Batch::new(operations, &self.features);
-        let answers = self
-            .connection
-            .batch(batch.take_messages())
-            .map_err(|e| Error::transport(batch.describe(), e))?;
-        Ok(batch.finish(answers))
+        let operations: Vec<&Operation> = operations.into_iter().collect();
+        let mut results = Vec::with_capacity(operations.len());
+        for segment in call::batch_segments(&operations) {
+            match segment {
+                Segment::Alone(operation) => results.push(self.apply(operation)),
+                Segment::Batch(run) => {
+                    let mut batch = call::Batch::new(run, &self.features);
+                    let answers = self
+                        .connection
+                        .batch(batch.take_messages())
+                        .map_err(|e| Error::transport(batch.describe(), e))?;
+                    results.extend(batch.finish(answers));
+                }
+            }
+        }
+        Ok(results)
     }
 
     /// Adds a service.

@@ -9,8 +9,8 @@ use std::os::fd::OwnedFd;
 use super::error::{Error, Result};
 use crate::codec::{self, DecodeError, IpvsMessage, ListingMessage, Operation, Request};
 use crate::model::{
-    AddressFamily, DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon,
-    Timeouts,
+    AddressFamily, DaemonState, DestinationEntry, Info, KernelFeatures, ServiceEntry, ServiceKey,
+    SyncDaemon, Timeouts,
 };
 use crate::transport::{KernelError, Namespace, Options, TransportError};
 
@@ -276,23 +276,66 @@ pub(crate) fn encode(operation: &Operation, features: &KernelFeatures) -> Result
         })
 }
 
-/// The deadline of the kernel's silence for `operation`: the handle's, or for starting and
-/// stopping a sync daemon at least [`DAEMON_DEADLINE`]. Those make the kernel start or stop its
-/// threads and wait for them, and a backup thread that stops closes its multicast socket under
-/// the RTNL lock; behind namespace teardowns on a loaded machine the answer has come more than
-/// 5 s later (CI, in the emulated VM), although the stop succeeded.
-pub(crate) fn deadline_for(
-    operation: &Operation,
-    normal: std::time::Duration,
-) -> std::time::Duration {
-    match operation {
-        Operation::StartDaemon(_) | Operation::StopDaemon(_) => normal.max(DAEMON_DEADLINE),
-        _ => normal,
-    }
+/// Whether the kernel may leave `operation` unanswered: starting or stopping a sync daemon.
+/// Stopping one whose thread had not yet run makes the kernel's handler return `EINTR`
+/// (from `kthread_stop`), which netlink answers with nothing at all; the clients send these
+/// with [`request_allowing_silence`](crate::transport::Connection::request_allowing_silence)
+/// and settle the silence with [`settle_unanswered`].
+pub(crate) fn may_go_unanswered(operation: &Operation) -> bool {
+    matches!(
+        operation,
+        Operation::StartDaemon(_) | Operation::StopDaemon(_)
+    )
 }
 
-/// See [`deadline_for`].
-pub(crate) const DAEMON_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+/// The outcome of a daemon operation the kernel left unanswered, from the daemons running
+/// after it: stopping succeeded if no daemon of that role runs, starting if one does.
+pub(crate) fn settle_unanswered(operation: &Operation, running: &[SyncDaemon]) -> Result<()> {
+    let runs = |state: DaemonState| running.iter().any(|d| d.state == state);
+    let (done, still) = match operation {
+        Operation::StopDaemon(state) => (!runs(*state), "the daemon still runs"),
+        Operation::StartDaemon(daemon) => (runs(daemon.state), "no such daemon runs"),
+        _ => (false, "no answer was expected to be missing"),
+    };
+    if done {
+        return Ok(());
+    }
+    Err(Error::Transport {
+        operation: describe(operation),
+        source: TransportError::protocol(format!("the kernel did not answer, and {still}")),
+    })
+}
+
+/// Splits `operations` into runs sent as one batch and the daemon operations between them,
+/// each sent alone (see [`may_go_unanswered`]): in a batch, a request the kernel leaves
+/// unanswered would make the whole chunk wait for its deadline and fail.
+pub(crate) fn batch_segments<'a>(operations: &[&'a Operation]) -> Vec<Segment<'a>> {
+    let mut segments = Vec::new();
+    let mut run: Vec<&'a Operation> = Vec::new();
+    for op in operations {
+        if may_go_unanswered(op) {
+            if !run.is_empty() {
+                segments.push(Segment::Batch(std::mem::take(&mut run)));
+            }
+            segments.push(Segment::Alone(op));
+        } else {
+            run.push(op);
+        }
+    }
+    if !run.is_empty() {
+        segments.push(Segment::Batch(run));
+    }
+    segments
+}
+
+/// A part of [`batch_segments`]' split.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Segment<'a> {
+    /// Operations sent together.
+    Batch(Vec<&'a Operation>),
+    /// An operation sent on its own.
+    Alone(&'a Operation),
+}
 
 /// A short description of an operation for errors and logs.
 pub(crate) fn describe(op: &Operation) -> String {
@@ -385,24 +428,57 @@ impl<'a> Batch<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::{DAEMON_DEADLINE, deadline_for, without_repeats};
+    use super::{Segment, batch_segments, may_go_unanswered, settle_unanswered, without_repeats};
     use crate::codec::Operation;
     use crate::model::{
-        DaemonState, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey, Stats,
+        DaemonState, InterfaceName, Scheduler, Service, ServiceEntry, ServiceFlags, ServiceKey,
+        Stats, SyncDaemon,
     };
-    use std::time::Duration;
 
     #[test]
-    fn sync_daemons_get_a_long_deadline_and_nothing_else_does() {
-        let five = Duration::from_secs(5);
-        let stop = Operation::StopDaemon(DaemonState::Backup);
-        assert_eq!(deadline_for(&stop, five), DAEMON_DEADLINE);
-        // A handle configured longer keeps its own.
-        assert_eq!(
-            deadline_for(&stop, DAEMON_DEADLINE * 2),
-            DAEMON_DEADLINE * 2
+    fn an_unanswered_daemon_operation_is_settled_by_the_daemons_that_run() {
+        let backup = SyncDaemon::new(
+            DaemonState::Backup,
+            InterfaceName::new("lo").expect("a valid name"),
+            9,
         );
-        assert_eq!(deadline_for(&Operation::Flush, five), five);
+        let stop = Operation::StopDaemon(DaemonState::Backup);
+        let start = Operation::StartDaemon(backup.clone());
+        assert!(may_go_unanswered(&stop) && may_go_unanswered(&start));
+        assert!(!may_go_unanswered(&Operation::Flush));
+        // Stopped: no backup daemon left (a master one does not count).
+        let mut master = backup.clone();
+        master.state = DaemonState::Master;
+        assert!(settle_unanswered(&stop, &[]).is_ok());
+        assert!(settle_unanswered(&stop, std::slice::from_ref(&master)).is_ok());
+        let e = settle_unanswered(&stop, std::slice::from_ref(&backup)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("did not answer, and the daemon still runs"),
+            "{e}"
+        );
+        // Started: the daemon runs.
+        assert!(settle_unanswered(&start, std::slice::from_ref(&backup)).is_ok());
+        let e = settle_unanswered(&start, &[master]).unwrap_err();
+        assert!(e.to_string().contains("no such daemon runs"), "{e}");
+    }
+
+    #[test]
+    fn daemon_operations_leave_a_batch_and_go_alone() {
+        let stop = Operation::StopDaemon(DaemonState::Master);
+        let flush = Operation::Flush;
+        let zero = Operation::ZeroCounters(None);
+        assert_eq!(
+            batch_segments(&[&flush, &zero, &stop, &stop, &flush]),
+            [
+                Segment::Batch(vec![&flush, &zero]),
+                Segment::Alone(&stop),
+                Segment::Alone(&stop),
+                Segment::Batch(vec![&flush]),
+            ]
+        );
+        assert_eq!(batch_segments(&[&flush]), [Segment::Batch(vec![&flush])]);
+        assert_eq!(batch_segments(&[]), []);
     }
 
     #[test]

@@ -174,10 +174,8 @@ where
         self.request_within(payload, flags, self.timeout)
     }
 
-    /// [`request`](Self::request) with a deadline of its own, `timeout`, for this call only
-    /// (the kernel's silence it tolerates; the connection's [`timeout`](Self::timeout) is
-    /// left as it is).
-    pub fn request_within(&mut self, payload: F, flags: u16, timeout: Duration) -> Result<Vec<F>> {
+    /// [`request`](Self::request) with a deadline of its own, `timeout`.
+    fn request_within(&mut self, payload: F, flags: u16, timeout: Duration) -> Result<Vec<F>> {
         let mut deadline = Deadline::new(timeout);
         if self.dirty {
             self.flush();
@@ -193,6 +191,41 @@ where
                 "a call finished without its request",
             ))
         })
+    }
+
+    /// Sends one request that is not a dump and returns its reply payloads, or `None` when
+    /// the kernel left it unanswered — without waiting for a deadline.
+    ///
+    /// The kernel runs a request inside `sendmsg` and queues its answer before `send`
+    /// returns, so what is queued then is all there will be. A handler that returns `EINTR`
+    /// gets no answer at all, not even an error: netlink reserves that errno for "a dump has
+    /// started" and skips the acknowledgement. Stopping a sync daemon whose thread had not yet
+    /// run is such a request (the kernel's `kthread_stop` returns `EINTR`, and the daemon is
+    /// stopped); [`request`](Self::request) would wait for its deadline and report a timeout.
+    pub fn request_allowing_silence(&mut self, payload: F) -> Result<Option<Vec<F>>> {
+        let mut deadline = Deadline::new(self.timeout);
+        self.begin();
+        self.exchange.push(&payload, 0, &mut self.send_buf)?;
+        let outcome = send_all(&self.socket, &self.send_buf, &mut deadline)
+            .and_then(|()| read_queued(&self.socket, &mut self.recv, &mut self.exchange));
+        if let Err(e) = outcome {
+            self.exchange.abandon();
+            self.dirty = true;
+            return Err(e);
+        }
+        if self.exchange.in_flight() > 0 {
+            self.exchange.abandon();
+            return Ok(None);
+        }
+        self.exchange
+            .finish()
+            .pop()
+            .map(|r| r.map(Some))
+            .unwrap_or_else(|| {
+                Err(TransportError::protocol(
+                    "a call finished without its request",
+                ))
+            })
     }
 
     /// Dumps: sends `payload` with `NLM_F_DUMP` and returns every message of the dump.
@@ -320,11 +353,9 @@ where
     G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
 {
     // The deadline is checked only when nothing is queued (in `wait_ready`): the kernel runs
-    // a request inside `sendmsg`, so a request that took longer than the timeout (stopping a
-    // sync daemon behind a busy RTNL lock) has its answer queued by the time `send` returns;
-    // that answer counts. (A backup daemon's stop has still been seen silent for over 5 s
-    // after that in CI, so the client gives daemon operations a longer deadline with
-    // `request_within`.)
+    // a request inside `sendmsg`, so a request that took longer than the timeout has its
+    // answer queued by the time `send` returns; that answer counts. (A request the kernel
+    // leaves unanswered stays so: see `request_allowing_silence`.)
     while !done(exchange) {
         match recv.recv(&socket.socket)? {
             0 => wait_ready(socket, PollFlags::POLLIN, deadline, exchange.in_flight())?,
@@ -333,6 +364,22 @@ where
                 deadline.renew();
             }
         }
+    }
+    Ok(())
+}
+
+/// Feeds what is already queued on the socket to `exchange`, without waiting, until nothing
+/// is left or every request is answered.
+fn read_queued<G>(
+    socket: &NlSocket,
+    recv: &mut RecvBuffers,
+    exchange: &mut Exchange<G>,
+) -> Result<()>
+where
+    G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+{
+    while exchange.in_flight() > 0 && recv.recv(&socket.socket)? > 0 {
+        recv.feed(exchange)?;
     }
     Ok(())
 }

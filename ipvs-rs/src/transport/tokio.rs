@@ -141,9 +141,8 @@ where
         self.request_within(payload, flags, self.io.timeout).await
     }
 
-    /// [`request`](Self::request) with a deadline of its own, `timeout`, for this call
-    /// only; see [`Connection::request_within`](super::Connection::request_within).
-    pub async fn request_within(
+    /// [`request`](Self::request) with a deadline of its own, `timeout`.
+    async fn request_within(
         &mut self,
         payload: F,
         flags: u16,
@@ -165,6 +164,39 @@ where
                 "a call finished without its request",
             ))
         })
+    }
+
+    /// Sends one request that is not a dump and returns its reply payloads, or `None` when
+    /// the kernel left it unanswered, without waiting for a deadline; see
+    /// [`Connection::request_allowing_silence`](super::Connection::request_allowing_silence).
+    pub async fn request_allowing_silence(&mut self, payload: F) -> Result<Option<Vec<F>>> {
+        let deadline = Deadline::new(self.io.timeout);
+        self.begin();
+        self.exchange.begin();
+        self.exchange.push(&payload, 0, &mut self.io.send_buf)?;
+        self.io.send(&deadline).await?;
+        // The answer, if any, was queued before `send` returned: read what is there.
+        while self.exchange.in_flight() > 0 {
+            match self.io.recv.recv(self.io.fd.get_ref()) {
+                Ok(0) => break,
+                Ok(_) => self.io.recv.feed(&mut self.exchange)?,
+                Err(e) => return Err(TransportError::io("recv", e)),
+            }
+        }
+        self.dirty = false;
+        if self.exchange.in_flight() > 0 {
+            self.exchange.abandon();
+            return Ok(None);
+        }
+        self.exchange
+            .finish()
+            .pop()
+            .map(|r| r.map(Some))
+            .unwrap_or_else(|| {
+                Err(TransportError::protocol(
+                    "a call finished without its request",
+                ))
+            })
     }
 
     /// Dumps; see [`Connection::dump`](super::Connection::dump).
