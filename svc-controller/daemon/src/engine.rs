@@ -185,10 +185,13 @@ impl<D: Dataplane> Engine<D> {
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Self {
+        let node = NodeInfo::new(config.node_name.clone());
+        let health_checks = Arc::new(ServiceHealthChecks::new());
+        health_checks.set_addresses(health_check_addresses(&config.proxy, &node));
         Self {
             reconciler: Reconciler::new(dataplane, reconciler),
             store: ObjectStore::new(),
-            node: NodeInfo::new(config.node_name.clone()),
+            node,
             config,
             node_deleting: false,
             synced: Synced::default(),
@@ -204,7 +207,7 @@ impl<D: Dataplane> Engine<D> {
             early: EarlyStart::Undecided,
             metrics,
             health,
-            health_checks: Arc::new(ServiceHealthChecks::new()),
+            health_checks,
         }
     }
 
@@ -416,6 +419,8 @@ impl<D: Dataplane> Engine<D> {
                 self.dirty.extend(self.store.service_refs().cloned());
             }
             self.node.addresses = addresses;
+            self.health_checks
+                .set_addresses(health_check_addresses(&self.config.proxy, &self.node));
         }
     }
 
@@ -843,6 +848,16 @@ fn unix_seconds(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Where the health checks listen: every address (`None`) unless `nodePortAddresses` narrows
+/// the NodePorts to some node addresses, then those (as kube-proxy).
+fn health_check_addresses(
+    proxy: &ProxyConfig,
+    node: &NodeInfo,
+) -> Option<BTreeSet<std::net::IpAddr>> {
+    (!proxy.node_port_cidrs.is_empty())
+        .then(|| proxy.node_port_addresses(node).into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -985,6 +1000,38 @@ mod tests {
         // The Service goes: so does its health check.
         feed(&mut e, vec![Message::Services(Change::Deleted(b))], now);
         assert!(checks.ports().is_empty());
+    }
+
+    #[test]
+    fn health_checks_listen_on_the_node_port_addresses_when_narrowed() {
+        let node = |last: u8| std::net::IpAddr::from([192, 168, 1, last]);
+        let other = std::net::IpAddr::from([10, 0, 0, 7]);
+        let narrowed = |cidrs: &[&str]| {
+            let dp = MemoryDataplane::new().with_node_addresses([node(10), other]);
+            let mut e = engine_over(dp, false);
+            e.config.proxy.node_port_cidrs = cidrs.iter().map(|c| c.parse().unwrap()).collect();
+            let before = health_check_addresses(&e.config.proxy, &e.node);
+            feed(&mut e, initial(), Instant::now());
+            (before, e)
+        };
+        // Every address by default.
+        let (_, e) = narrowed(&[]);
+        assert_eq!(e.health_checks().addresses(), None);
+        // Narrowed: nothing until the node's addresses are read, then the matching ones, and
+        // they follow the node.
+        let (before, mut e) = narrowed(&["192.168.0.0/16"]);
+        assert_eq!(before, Some(BTreeSet::new()));
+        assert_eq!(
+            e.health_checks().addresses(),
+            Some(BTreeSet::from([node(10)]))
+        );
+        e.dataplane_mut().set_node_addresses([node(11), other]);
+        let later = Instant::now() + Duration::from_secs(30);
+        e.step(later, SystemTime::now());
+        assert_eq!(
+            e.health_checks().addresses(),
+            Some(BTreeSet::from([node(11)]))
+        );
     }
 
     #[test]

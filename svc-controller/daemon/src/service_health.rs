@@ -15,12 +15,14 @@
 //!   whatever the path asked.
 //!
 //! The engine records each Service's [`HealthCheck`] in [`ServiceHealthChecks`] as it computes
-//! it; [`serve`] opens a listener on each port in use (on every address, IPv6 and IPv4, or IPv4
-//! only where the node has no IPv6), closes the ones no longer used, and tries again every few
-//! seconds to open one whose port is taken, saying so once.
+//! it, and the addresses to listen on: every address (IPv6 and IPv4, or IPv4 only where the
+//! node has no IPv6) unless `nodePortAddresses` narrows the NodePorts to some node addresses,
+//! in which case those addresses only, as kube-proxy does. [`serve`] opens a listener on each
+//! port in use at each of those, closes the ones no longer wanted, and tries again every few
+//! seconds to open one whose port is taken or whose address is gone, saying so once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -43,7 +45,9 @@ pub const BIND_RETRY: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ServiceHealthChecks {
     checks: Mutex<BTreeMap<ServiceRef, HealthCheck>>,
-    /// Bumped on every change of the ports in use, for [`serve`].
+    /// Where to listen: `None` on every address, else on each of these.
+    addresses: Mutex<Option<BTreeSet<IpAddr>>>,
+    /// Bumped on every change of the ports in use or of the addresses, for [`serve`].
     ports_changed: watch::Sender<u64>,
 }
 
@@ -69,8 +73,42 @@ impl ServiceHealthChecks {
     pub fn new() -> Self {
         Self {
             checks: Mutex::new(BTreeMap::new()),
+            addresses: Mutex::new(None),
             ports_changed: watch::Sender::new(0),
         }
+    }
+
+    /// Sets where the listeners listen: `None` on every address (the default), else on each of
+    /// `addresses` (none: nowhere).
+    pub fn set_addresses(&self, addresses: Option<BTreeSet<IpAddr>>) {
+        let mut current = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != addresses {
+            *current = addresses;
+            drop(current);
+            self.ports_changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Where the listeners listen (see [`Self::set_addresses`]).
+    pub fn addresses(&self) -> Option<BTreeSet<IpAddr>> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Every listener wanted: each port in use at each address (`None`: every address), with
+    /// the Service answering there.
+    pub fn listeners(&self) -> BTreeMap<(u16, Option<IpAddr>), ServiceRef> {
+        let ports = self.ports();
+        let at: Vec<Option<IpAddr>> = match self.addresses() {
+            None => vec![None],
+            Some(addresses) => addresses.into_iter().map(Some).collect(),
+        };
+        ports
+            .into_iter()
+            .flat_map(|(port, service)| at.iter().map(move |a| ((port, *a), service.clone())))
+            .collect()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<ServiceRef, HealthCheck>) -> T) -> T {
@@ -152,33 +190,38 @@ impl ServiceHealthChecks {
 /// until the runtime ends.
 pub async fn serve(checks: Arc<ServiceHealthChecks>, health: Arc<Health>) {
     let mut changes = checks.ports_changed.subscribe();
-    let mut open: HashMap<u16, tokio::task::JoinHandle<()>> = HashMap::new();
-    // Ports that could not be opened, said once until they are.
-    let mut failing: BTreeSet<u16> = BTreeSet::new();
+    let mut open: HashMap<Listen, tokio::task::JoinHandle<()>> = HashMap::new();
+    // Listeners that could not be opened, said once until they are.
+    let mut failing: BTreeSet<Listen> = BTreeSet::new();
     loop {
         changes.borrow_and_update();
-        let wanted = checks.ports();
-        open.retain(|port, task| {
-            let keep = wanted.contains_key(port) && !task.is_finished();
-            if !keep {
+        let wanted = checks.listeners();
+        let unwanted: Vec<Listen> = open
+            .iter()
+            .filter(|(listen, task)| !wanted.contains_key(*listen) || task.is_finished())
+            .map(|(listen, _)| *listen)
+            .collect();
+        for (port, address) in unwanted {
+            if let Some(task) = open.remove(&(port, address)) {
                 task.abort();
-                info!(port, "health check port closed");
+                // Its listener is closed once the task is: wait, so the port is free to open
+                // again (on another address) below.
+                let _ = task.await;
+                info!(port, address = ?address, "health check port closed");
             }
-            keep
-        });
-        failing.retain(|port| wanted.contains_key(port));
-        for (port, service) in &wanted {
-            if open.contains_key(port) {
+        }
+        failing.retain(|listen| wanted.contains_key(listen));
+        for (&(port, address), service) in &wanted {
+            if open.contains_key(&(port, address)) {
                 continue;
             }
-            match bind(*port).await {
+            match bind(port, address).await {
                 Ok(listener) => {
-                    failing.remove(port);
-                    info!(port, service = %service, "serving the Service's health check");
-                    let router = router(checks.clone(), health.clone(), *port);
-                    let port = *port;
+                    failing.remove(&(port, address));
+                    info!(port, address = ?address, service = %service, "serving the Service's health check");
+                    let router = router(checks.clone(), health.clone(), port);
                     open.insert(
-                        port,
+                        (port, address),
                         tokio::spawn(async move {
                             if let Err(e) = axum::serve(listener, router).await {
                                 warn!(port, error = %e, "health check server stopped");
@@ -187,9 +230,10 @@ pub async fn serve(checks: Arc<ServiceHealthChecks>, health: Arc<Health>) {
                     );
                 }
                 Err(e) => {
-                    if failing.insert(*port) {
+                    if failing.insert((port, address)) {
                         warn!(
                             port,
+                            address = ?address,
                             service = %service,
                             error = %e,
                             retry_in_ms = BIND_RETRY.as_millis() as u64,
@@ -212,9 +256,15 @@ pub async fn serve(checks: Arc<ServiceHealthChecks>, health: Arc<Health>) {
     }
 }
 
-/// A listener on `port` of every address: IPv6 and IPv4 together, or IPv4 alone where the
-/// node has no IPv6.
-async fn bind(port: u16) -> std::io::Result<TcpListener> {
+/// A listener: a port, on one address or (`None`) on every address.
+type Listen = (u16, Option<IpAddr>);
+
+/// A listener on `port` of `address`, or of every address: IPv6 and IPv4 together, or IPv4
+/// alone where the node has no IPv6.
+async fn bind(port: u16, address: Option<IpAddr>) -> std::io::Result<TcpListener> {
+    if let Some(address) = address {
+        return TcpListener::bind(SocketAddr::new(address, port)).await;
+    }
     match TcpListener::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))).await {
         Ok(listener) => Ok(listener),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(e),
@@ -328,8 +378,12 @@ mod tests {
     }
 
     async fn get(port: u16) -> std::io::Result<(u16, String, String)> {
+        get_at(Ipv4Addr::LOCALHOST, port).await
+    }
+
+    async fn get_at(address: Ipv4Addr, port: u16) -> std::io::Result<(u16, String, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        let mut stream = tokio::net::TcpStream::connect((address, port)).await?;
         stream
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
             .await?;
@@ -347,11 +401,20 @@ mod tests {
     /// Polls `port` until `done` says yes of what it answers (or of the refusal).
     async fn until(
         port: u16,
+        done: impl FnMut(&std::io::Result<(u16, String, String)>) -> bool,
+    ) -> std::io::Result<(u16, String, String)> {
+        until_at(Ipv4Addr::LOCALHOST, port, done).await
+    }
+
+    /// [`until`] on `address`.
+    async fn until_at(
+        address: Ipv4Addr,
+        port: u16,
         mut done: impl FnMut(&std::io::Result<(u16, String, String)>) -> bool,
     ) -> std::io::Result<(u16, String, String)> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let got = get(port).await;
+            let got = get_at(address, port).await;
             if done(&got) || tokio::time::Instant::now() > deadline {
                 return got;
             }
@@ -401,5 +464,33 @@ mod tests {
         drop(taken);
         let (status, _, _) = until(port, |r| r.is_ok()).await.unwrap();
         assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn listeners_follow_the_addresses_when_narrowed() {
+        let (one, two) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
+        let only = |a: Ipv4Addr| Some(BTreeSet::from([IpAddr::V4(a)]));
+        let checks = Arc::new(ServiceHealthChecks::new());
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        checks.set_addresses(only(one));
+        tokio::spawn(serve(checks.clone(), health));
+        let port = free_port();
+        checks.set(&ServiceRef::new("shop", "web"), check(port, 1));
+        let (status, _, _) = until_at(one, port, |r| r.is_ok()).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(get_at(two, port).await.is_err(), "answering on {two}");
+        // The address moves: the listener follows.
+        checks.set_addresses(only(two));
+        let (status, _, _) = until_at(two, port, |r| r.is_ok()).await.unwrap();
+        assert_eq!(status, 200);
+        let refused = until_at(one, port, |r| r.is_err()).await;
+        assert!(refused.is_err(), "still answering on {one}: {refused:?}");
+        // Every address again.
+        checks.set_addresses(None);
+        for address in [one, two] {
+            let (status, _, _) = until_at(address, port, |r| r.is_ok()).await.unwrap();
+            assert_eq!(status, 200, "on {address}");
+        }
+        assert_eq!(checks.listeners().len(), 1);
     }
 }
