@@ -4,18 +4,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::IpAddr;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use ipvs::codec::Operation;
 use ipvs::model::{DestinationEntry, ServiceEntry, ServiceKey};
 use ipvs::table::{ServiceConfig, Table};
 use ipvs::{ErrorKind, Ipvs};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{Handle, LinkDummy, RouteMessageBuilder};
+use rtnetlink::{AddressMessageBuilder, Handle, LinkDummy, RouteMessageBuilder};
 
+use super::rtnetlink_batch::{Answer, RtnetlinkBatch};
 use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, foreign_dummy_addresses, sysctl_path,
@@ -67,6 +69,8 @@ pub struct KernelDataplane {
     ipvs: Ipvs,
     runtime: tokio::runtime::Runtime,
     handle: Handle,
+    /// Binds VIPs many to a `sendmsg` (see [`super::rtnetlink_batch`]).
+    batch: RtnetlinkBatch,
     interface: String,
 }
 
@@ -116,6 +120,20 @@ fn vip_route(index: u32, addr: std::net::Ipv4Addr) -> RouteMessage {
         .scope(RouteScope::Host)
         .protocol(RouteProtocol::Other(VIP_ROUTE_PROTOCOL))
         .build()
+}
+
+/// The request that binds `addr` to the interface `index`: an IPv4 VIP as a local route
+/// ([`vip_route`]), an IPv6 one as a /128 address.
+fn bind_message(index: u32, addr: IpAddr) -> RouteNetlinkMessage {
+    match addr {
+        IpAddr::V4(v4) => RouteNetlinkMessage::NewRoute(vip_route(index, v4)),
+        IpAddr::V6(v6) => RouteNetlinkMessage::NewAddress(
+            AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                .index(index)
+                .address(v6, 128)
+                .build(),
+        ),
+    }
 }
 
 /// The destination of a host route in the local table through the interface `index`
@@ -180,10 +198,15 @@ impl KernelDataplane {
             context: "open an rtnetlink socket".into(),
             source,
         })?;
+        let batch = RtnetlinkBatch::open().map_err(|source| DataplaneError::Io {
+            context: "open an rtnetlink socket for batches".into(),
+            source,
+        })?;
         Ok(Self {
             ipvs,
             runtime,
             handle,
+            batch,
             interface: interface.into(),
         })
     }
@@ -290,20 +313,6 @@ impl KernelDataplane {
     }
 
     /// Sends the request that binds `addr` (a local route for IPv4, an address for IPv6).
-    fn bind_request(
-        handle: &Handle,
-        index: u32,
-        addr: IpAddr,
-    ) -> impl std::future::Future<Output = Result<(), rtnetlink::Error>> + use<> {
-        let handle = handle.clone();
-        async move {
-            match addr {
-                IpAddr::V4(v4) => handle.route().add(vip_route(index, v4)).execute().await,
-                IpAddr::V6(_) => handle.address().add(index, addr, 128).execute().await,
-            }
-        }
-    }
-
     /// Every address of the namespace with its interface index.
     fn all_addresses(&mut self) -> Result<Vec<AddressMessage>, DataplaneError> {
         let handle = self.handle.clone();
@@ -486,20 +495,12 @@ impl Dataplane for KernelDataplane {
     }
 
     fn add_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {
-        let index = self.ensure_interface()?;
-        let added = self
-            .runtime
-            .block_on(Self::bind_request(&self.handle, index, addr));
-        match added {
-            Ok(()) => Ok(()),
-            Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(netlink(format!("bind {addr} to {}", self.interface), e)),
-        }
+        self.add_dummy_addresses(&[addr])
+            .pop()
+            .unwrap_or_else(|| Err(netlink(format!("bind {addr}"), "no result")))
     }
 
     fn add_dummy_addresses(&mut self, addrs: &[IpAddr]) -> Vec<Result<(), DataplaneError>> {
-        /// Requests in flight at once on the rtnetlink socket.
-        const IN_FLIGHT: usize = 128;
         if addrs.is_empty() {
             return Vec::new();
         }
@@ -520,31 +521,35 @@ impl Dataplane for KernelDataplane {
             }
         };
         let started = std::time::Instant::now();
-        let handle = self.handle.clone();
-        let list: Vec<IpAddr> = addrs.to_vec();
-        let answers: Vec<Result<(), rtnetlink::Error>> = self.runtime.block_on(async move {
-            futures_util::stream::iter(
-                list.into_iter()
-                    .map(|addr| Self::bind_request(&handle, index, addr)),
-            )
-            .buffered(IN_FLIGHT)
-            .collect()
-            .await
-        });
+        let messages: Vec<RouteNetlinkMessage> = addrs
+            .iter()
+            .map(|addr| bind_message(index, *addr))
+            .collect();
+        let answers = self.batch.send_all(&messages);
         tracing::debug!(
             addresses = addrs.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "VIPs bound to the dummy interface"
         );
-        addrs
-            .iter()
-            .zip(answers)
-            .map(|(addr, answer)| match answer {
-                Ok(()) => Ok(()),
-                Err(e) if errno_of(&e) == Some(EEXIST) => Ok(()),
-                Err(e) => Err(netlink(format!("bind {addr} to {}", self.interface), e)),
-            })
-            .collect()
+        let context = |addr: &IpAddr| format!("bind {addr} to {}", self.interface);
+        match answers {
+            Ok(answers) => addrs
+                .iter()
+                .zip(answers)
+                .map(|(addr, answer)| match answer {
+                    Answer::Done => Ok(()),
+                    Answer::Errno(errno) if errno == EEXIST => Ok(()),
+                    Answer::Errno(errno) => {
+                        Err(netlink(context(addr), io::Error::from_raw_os_error(errno)))
+                    }
+                    Answer::Missing => Err(netlink(context(addr), "the kernel did not answer")),
+                })
+                .collect(),
+            Err(e) => addrs
+                .iter()
+                .map(|addr| Err(netlink(context(addr), &e)))
+                .collect(),
+        }
     }
 
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {

@@ -30,6 +30,7 @@
 
 mod kernel;
 mod memory;
+mod rtnetlink_batch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
