@@ -144,6 +144,14 @@
 //! ([`transport::Options::timeout`], 5 s by default, renewed by every datagram the kernel
 //! sends, so a long dump of a huge table completes): no call waits forever on a lost reply.
 //!
+//! One kernel answer never comes: stopping a sync daemon whose thread has not run yet (a stop
+//! right after the start, on a busy machine) makes the kernel's handler return `EINTR`, for
+//! which netlink sends no acknowledgement at all, although the daemon is stopped. The handles
+//! do not wait for a deadline there: the kernel answers inside `sendmsg` or never, so they read
+//! what is queued once the request is sent and, finding nothing, list the daemons to see
+//! whether the start or stop took effect
+//! ([`transport::Connection::request_allowing_silence`]).
+//!
 //! ## Errors
 //!
 //! [`Error::kind`] says what went wrong in the operation's terms — [`ErrorKind::AlreadyExists`],
