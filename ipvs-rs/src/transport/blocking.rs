@@ -186,11 +186,7 @@ where
         self.begin();
         self.exchange.push(&payload, flags, &mut self.send_buf)?;
         self.run(&mut deadline)?;
-        self.exchange.finish().pop().unwrap_or_else(|| {
-            Err(TransportError::protocol(
-                "a call finished without its request",
-            ))
-        })
+        self.exchange.finish_one()
     }
 
     /// Sends one request that is not a dump and returns its reply payloads, or `None` when
@@ -213,19 +209,7 @@ where
             self.dirty = true;
             return Err(e);
         }
-        if self.exchange.in_flight() > 0 {
-            self.exchange.abandon();
-            return Ok(None);
-        }
-        self.exchange
-            .finish()
-            .pop()
-            .map(|r| r.map(Some))
-            .unwrap_or_else(|| {
-                Err(TransportError::protocol(
-                    "a call finished without its request",
-                ))
-            })
+        self.exchange.finish_one_or_silence()
     }
 
     /// Dumps: sends `payload` with `NLM_F_DUMP` and returns every message of the dump.

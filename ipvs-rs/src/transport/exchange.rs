@@ -302,6 +302,26 @@ where
         }
     }
 
+    /// Ends a call of one request: its result (see [`finish`](Self::finish)).
+    pub fn finish_one(&mut self) -> RequestResult<F> {
+        self.finish().pop().unwrap_or_else(|| {
+            Err(TransportError::protocol(
+                "a call finished without its request",
+            ))
+        })
+    }
+
+    /// Ends a call of one request whose answer, if it has one, was read without waiting
+    /// (the kernel queues it inside `sendmsg`): `None` when none came (the request is
+    /// abandoned), else its result.
+    pub fn finish_one_or_silence(&mut self) -> Result<Option<Vec<F>>, TransportError> {
+        if self.in_flight() > 0 {
+            self.abandon();
+            return Ok(None);
+        }
+        self.finish_one().map(Some)
+    }
+
     /// Takes the results of the current call, in request order. Call it once
     /// [`in_flight`](Self::in_flight) is 0; requests still in flight are abandoned and
     /// reported as [`TransportError::Protocol`] errors.

@@ -159,11 +159,7 @@ where
         self.exchange.push(&payload, flags, &mut self.io.send_buf)?;
         self.run(deadline).await?;
         self.dirty = false;
-        self.exchange.finish().pop().unwrap_or_else(|| {
-            Err(TransportError::protocol(
-                "a call finished without its request",
-            ))
-        })
+        self.exchange.finish_one()
     }
 
     /// Sends one request that is not a dump and returns its reply payloads, or `None` when
@@ -184,19 +180,7 @@ where
             }
         }
         self.dirty = false;
-        if self.exchange.in_flight() > 0 {
-            self.exchange.abandon();
-            return Ok(None);
-        }
-        self.exchange
-            .finish()
-            .pop()
-            .map(|r| r.map(Some))
-            .unwrap_or_else(|| {
-                Err(TransportError::protocol(
-                    "a call finished without its request",
-                ))
-            })
+        self.exchange.finish_one_or_silence()
     }
 
     /// Dumps; see [`Connection::dump`](super::Connection::dump).
