@@ -307,7 +307,9 @@ impl Ipvs {
         {
             Some(_) => Ok(()),
             None => {
-                let running = self.daemons()?;
+                let running = self
+                    .daemons()
+                    .map_err(|e| call::unanswered_and_unlisted(operation, e))?;
                 call::settle_unanswered(operation, &running)
             }
         }
@@ -317,7 +319,8 @@ impl Ipvs {
     /// one's result. The kernel has no transactions: a failed operation does not stop the
     /// ones after it. The outer error means the conversation itself failed (deadline, I/O).
     /// Sync-daemon operations are sent on their own, between the batches of the others (the
-    /// kernel may leave them unanswered: see [`apply`](Self::apply)).
+    /// kernel may leave them unanswered: see [`apply`](Self::apply)); each one's failure,
+    /// whatever its kind, is its own result, and the operations after it are still sent.
     pub fn apply_batch<'a>(
         &mut self,
         operations: impl IntoIterator<Item = &'a Operation>,

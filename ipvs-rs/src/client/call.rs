@@ -306,6 +306,18 @@ pub(crate) fn settle_unanswered(operation: &Operation, running: &[SyncDaemon]) -
     })
 }
 
+/// The error of a daemon operation the kernel left unanswered when listing the daemons, to
+/// learn whether it took effect, failed too.
+pub(crate) fn unanswered_and_unlisted(operation: &Operation, listing: Error) -> Error {
+    Error::Transport {
+        operation: describe(operation),
+        source: TransportError::protocol(format!(
+            "the kernel did not answer, and listing the daemons to see whether it took effect \
+             failed: {listing}"
+        )),
+    }
+}
+
 /// Splits `operations` into runs sent as one batch and the daemon operations between them,
 /// each sent alone (see [`may_go_unanswered`]): in a batch, a request the kernel leaves
 /// unanswered would make the whole chunk wait for its deadline and fail.

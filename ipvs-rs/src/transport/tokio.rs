@@ -176,7 +176,8 @@ where
             match self.io.recv.recv(self.io.fd.get_ref()) {
                 Ok(0) => break,
                 Ok(_) => self.io.recv.feed(&mut self.exchange)?,
-                Err(e) => return Err(TransportError::io("recv", e)),
+                // An overrun or truncation keeps its own kind.
+                Err(e) => return Err(e),
             }
         }
         self.dirty = false;
@@ -313,7 +314,7 @@ impl Io {
                 Err(_) => match self.recv.recv(self.fd.get_ref()) {
                     Ok(0) => return Err(deadline.error(exchange.in_flight())),
                     Ok(_) => true,
-                    Err(e) => return Err(TransportError::io("recv", e)),
+                    Err(e) => return Err(e),
                 },
             };
             if received {

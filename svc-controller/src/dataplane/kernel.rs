@@ -532,24 +532,25 @@ impl Dataplane for KernelDataplane {
             "VIPs bound to the dummy interface"
         );
         let context = |addr: &IpAddr| format!("bind {addr} to {}", self.interface);
-        match answers {
-            Ok(answers) => addrs
-                .iter()
-                .zip(answers)
-                .map(|(addr, answer)| match answer {
-                    Answer::Done => Ok(()),
-                    Answer::Errno(errno) if errno == EEXIST => Ok(()),
-                    Answer::Errno(errno) => {
-                        Err(netlink(context(addr), io::Error::from_raw_os_error(errno)))
-                    }
-                    Answer::Missing => Err(netlink(context(addr), "the kernel did not answer")),
-                })
-                .collect(),
-            Err(e) => addrs
-                .iter()
-                .map(|addr| Err(netlink(context(addr), &e)))
-                .collect(),
-        }
+        addrs
+            .iter()
+            .zip(answers)
+            .map(|(addr, answer)| match answer {
+                Answer::Done => Ok(()),
+                Answer::Errno(errno) if errno == EEXIST => Ok(()),
+                Answer::Errno(errno) => {
+                    Err(netlink(context(addr), io::Error::from_raw_os_error(errno)))
+                }
+                Answer::Missing => Err(netlink(
+                    context(addr),
+                    "no answer from the kernel (lost to a full receive buffer?)",
+                )),
+                Answer::Unsent(kind) => Err(netlink(
+                    context(addr),
+                    format!("not sent: {}", io::Error::from(kind)),
+                )),
+            })
+            .collect()
     }
 
     fn delete_dummy_address(&mut self, addr: IpAddr) -> Result<(), DataplaneError> {

@@ -21,8 +21,11 @@ use rtnetlink::packet_core::{
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// Requests per `sendmsg`: their acknowledgements (about 1 KiB of receive buffer each, as the
-/// kernel counts them) fit the default receive buffer.
+/// kernel counts them) fit the receive buffer asked for ([`RECV_BUFFER`]), and the default one.
 pub(crate) const CHUNK: usize = 128;
+
+/// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`, and doubles it).
+const RECV_BUFFER: usize = 1 << 20;
 
 /// The answer to one request: success, or the kernel's errno (positive), or no answer at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,8 @@ pub(crate) enum Answer {
     /// Nothing came back (the kernel answers every request that asks for an acknowledgement,
     /// unless its answer was dropped for want of receive buffer).
     Missing,
+    /// Not sent: the socket refused the chunk (the error).
+    Unsent(io::ErrorKind),
 }
 
 /// The requests of one chunk and their answers so far.
@@ -126,6 +131,8 @@ impl RtnetlinkBatch {
         socket.set_non_blocking(true)?;
         // Errors without the request echoed back: smaller answers. Older kernels lack it.
         let _ = socket.set_cap_ack(true);
+        // Best effort: the default buffer holds a chunk's answers too.
+        let _ = socket.set_rx_buf_sz(RECV_BUFFER);
         Ok(Self {
             socket,
             next_seq: 1,
@@ -135,40 +142,70 @@ impl RtnetlinkBatch {
     }
 
     /// Sends `messages` in chunks of [`CHUNK`] and returns one answer per message, in order.
-    /// An error of the socket itself (sending, or answers lost for want of buffer) fails the
-    /// whole call; the requests of earlier chunks took effect.
-    pub(crate) fn send_all(&mut self, messages: &[RouteNetlinkMessage]) -> io::Result<Vec<Answer>> {
+    /// A chunk the socket refuses, and every chunk after it, is [`Answer::Unsent`]; the
+    /// requests of earlier chunks took effect as their answers say.
+    pub(crate) fn send_all(&mut self, messages: &[RouteNetlinkMessage]) -> Vec<Answer> {
         let mut out = Vec::with_capacity(messages.len());
+        // Answers an earlier call left unread (only after a failed read) would hold the
+        // receive buffer: they go first.
+        self.read_queued(None);
         for chunk in messages.chunks(CHUNK) {
             let mut answers = Answers::encode(chunk, self.next_seq, &mut self.send);
             self.next_seq = self.next_seq.wrapping_add(chunk.len() as u32);
-            let sent = loop {
-                match self.socket.send(&self.send, 0) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other?,
-                }
-            };
-            if sent != self.send.len() {
-                return Err(io::Error::other(format!(
-                    "sent {sent} of {} bytes",
-                    self.send.len()
-                )));
+            if let Err(e) = self.send() {
+                out.resize(messages.len(), Answer::Unsent(e.kind()));
+                return out;
             }
-            // Every answer was queued before `send` returned: read until none is left.
-            while !answers.complete() {
-                self.recv.clear();
-                match self.socket.recv(&mut self.recv, 0) {
-                    Ok(_) => answers.feed(&self.recv),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            self.read_queued(Some(&mut answers));
             out.extend(answers.finish());
         }
-        Ok(out)
+        out
+    }
+
+    /// Sends the send buffer as one datagram.
+    fn send(&mut self) -> io::Result<()> {
+        let sent = loop {
+            match self.socket.send(&self.send, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if sent != self.send.len() {
+            return Err(io::Error::other(format!(
+                "sent {sent} of {} bytes",
+                self.send.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads everything queued on the socket (the kernel queued a chunk's answers before its
+    /// `send` returned), feeding it to `answers`. A receive buffer that overflowed is reported
+    /// once (`ENOBUFS`; the answers it dropped stay missing) and the reading goes on: the
+    /// kernel drops every new answer until the queue has been read empty.
+    fn read_queued(&mut self, mut answers: Option<&mut Answers>) {
+        loop {
+            if answers.as_deref().is_some_and(Answers::complete) {
+                return;
+            }
+            self.recv.clear();
+            match self.socket.recv(&mut self.recv, 0) {
+                Ok(_) => {
+                    if let Some(answers) = answers.as_deref_mut() {
+                        answers.feed(&self.recv);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {}
+                // Nothing left (`WouldBlock`), or a socket error: what is missing stays so.
+                Err(_) => return,
+            }
+        }
     }
 }
+
+/// The errno of a receive buffer that overflowed.
+const ENOBUFS: i32 = 105;
 
 #[cfg(test)]
 mod tests {
@@ -262,5 +299,59 @@ mod tests {
         done.serialize(&mut buf);
         answers.feed(&buf);
         assert!(!answers.complete());
+    }
+
+    /// Needs a network namespace (CAP_SYS_ADMIN): run in the VM by `cargo xtask test`.
+    mod real_kernel {
+        use integration::Netns;
+        use netlink_packet_route::route::{RouteScope, RouteType};
+        use rtnetlink::RouteMessageBuilder;
+
+        use super::super::*;
+
+        /// A local route for 10.96.1.`last` through the loopback interface (index 1 in a
+        /// fresh namespace; down there, so the kernel may refuse it: an answer all the same).
+        fn local_route(last: u8) -> RouteNetlinkMessage {
+            RouteNetlinkMessage::NewRoute(
+                RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                    .destination_prefix(std::net::Ipv4Addr::new(10, 96, 1, last), 32)
+                    .output_interface(1)
+                    .table_id(255)
+                    .kind(RouteType::Local)
+                    .scope(RouteScope::Host)
+                    .build(),
+            )
+        }
+
+        #[test]
+        #[ignore = "real kernel: run by cargo xtask test"]
+        fn a_full_receive_buffer_loses_answers_once_and_the_next_call_is_whole() {
+            Netns::new("rtnl-batch")
+                .expect("a fresh namespace")
+                .run(|| {
+                    let mut batch = RtnetlinkBatch::open().unwrap();
+                    // The smallest receive buffer the kernel allows holds a few answers.
+                    batch.socket.set_rx_buf_sz(256usize).unwrap();
+                    let routes: Vec<_> = (0..CHUNK as u8).map(local_route).collect();
+                    let first = batch.send_all(&routes);
+                    assert_eq!(first.len(), routes.len());
+                    let missing = first.iter().filter(|a| **a == Answer::Missing).count();
+                    let answered = first
+                        .iter()
+                        .filter(|a| matches!(a, Answer::Done | Answer::Errno(_)))
+                        .count();
+                    assert!(missing > 0, "every answer fitted: {first:?}");
+                    // The overflow is reported before the answers that fitted, which are read.
+                    assert!(answered > 0, "{first:?}");
+                    assert_eq!(missing + answered, routes.len(), "{first:?}");
+                    // The overflow was read away: the next call is answered whole.
+                    let second = batch.send_all(&[local_route(200)]);
+                    assert!(
+                        matches!(second[..], [Answer::Done | Answer::Errno(_)]),
+                        "{second:?}"
+                    );
+                })
+                .expect("the test body ran");
+        }
     }
 }
