@@ -171,12 +171,7 @@ where
     /// Sends one request (flags: `NLM_F_REQUEST | NLM_F_ACK | flags`) and returns its reply
     /// payloads once the kernel has acknowledged it (or, with `NLM_F_DUMP`, ended the dump).
     pub fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
-        self.request_within(payload, flags, self.timeout)
-    }
-
-    /// [`request`](Self::request) with a deadline of its own, `timeout`.
-    fn request_within(&mut self, payload: F, flags: u16, timeout: Duration) -> Result<Vec<F>> {
-        let mut deadline = Deadline::new(timeout);
+        let mut deadline = Deadline::new(self.timeout);
         if self.dirty {
             self.flush();
         }

@@ -88,11 +88,11 @@ where
             send_buf: Vec::new(),
             timeout: options.timeout,
         };
-        let deadline = Deadline::new(options.timeout);
+        let deadline = Instant::now() + options.timeout;
         let mut ctrl: Exchange<GenlCtrl> = Exchange::new(GENL_ID_CTRL, port_id, 1);
         ctrl.begin();
         ctrl.push(&socket::get_family(family_name), 0, &mut io.send_buf)?;
-        io.send(&deadline).await?;
+        io.send(deadline).await?;
         io.wait(&mut ctrl, deadline, |ex| ex.in_flight() == 0)
             .await?;
         let family_id = socket::family_id(family_name, ctrl.finish())?;
@@ -138,21 +138,11 @@ where
     /// Sends one request and returns its reply payloads once it is acknowledged (or its
     /// dump ended); see [`Connection::request`](super::Connection::request).
     pub async fn request(&mut self, payload: F, flags: u16) -> Result<Vec<F>> {
-        self.request_within(payload, flags, self.io.timeout).await
-    }
-
-    /// [`request`](Self::request) with a deadline of its own, `timeout`.
-    async fn request_within(
-        &mut self,
-        payload: F,
-        flags: u16,
-        timeout: Duration,
-    ) -> Result<Vec<F>> {
-        let deadline = Deadline::new(timeout);
+        let deadline = Instant::now() + self.io.timeout;
         self.begin();
         if flags & NLM_F_DUMP == NLM_F_DUMP {
             self.io
-                .wait(&mut self.exchange, deadline.clone(), |ex| !ex.draining())
+                .wait(&mut self.exchange, deadline, |ex| !ex.draining())
                 .await?;
         }
         self.exchange.begin();
@@ -166,11 +156,11 @@ where
     /// the kernel left it unanswered, without waiting for a deadline; see
     /// [`Connection::request_allowing_silence`](super::Connection::request_allowing_silence).
     pub async fn request_allowing_silence(&mut self, payload: F) -> Result<Option<Vec<F>>> {
-        let deadline = Deadline::new(self.io.timeout);
+        let deadline = Instant::now() + self.io.timeout;
         self.begin();
         self.exchange.begin();
         self.exchange.push(&payload, 0, &mut self.io.send_buf)?;
-        self.io.send(&deadline).await?;
+        self.io.send(deadline).await?;
         // The answer, if any, was queued before `send` returned: read what is there.
         while self.exchange.in_flight() > 0 {
             match self.io.recv.recv(self.io.fd.get_ref()) {
@@ -211,7 +201,7 @@ where
                 };
                 self.exchange.push(&next, 0, &mut self.io.send_buf)?;
             }
-            self.run(Deadline::new(self.io.timeout)).await?;
+            self.run(Instant::now() + self.io.timeout).await?;
             self.dirty = false;
             self.exchange.finish_batch(&mut results, &mut first_failure);
         }
@@ -231,52 +221,31 @@ where
         self.io.send_buf.clear();
     }
 
-    async fn run(&mut self, deadline: Deadline) -> Result<()> {
-        self.io.send(&deadline).await?;
+    async fn run(&mut self, deadline: Instant) -> Result<()> {
+        self.io.send(deadline).await?;
         self.io
             .wait(&mut self.exchange, deadline, |ex| ex.in_flight() == 0)
             .await
     }
 }
 
-/// When a call gives up waiting: `timeout` after it began, renewed by every answer.
-#[derive(Debug, Clone)]
-struct Deadline {
-    at: Instant,
-    timeout: Duration,
-}
-
-impl Deadline {
-    fn new(timeout: Duration) -> Self {
-        Self {
-            at: Instant::now() + timeout,
-            timeout,
-        }
-    }
-
-    /// The kernel answered: the timeout bounds its silence, not a long dump.
-    fn renew(&mut self) {
-        self.at = Instant::now() + self.timeout;
-    }
-
-    fn error(&self, pending: usize) -> TransportError {
+impl Io {
+    fn timeout_error(&self, pending: usize) -> TransportError {
         TransportError::Timeout {
             timeout: self.timeout,
             pending,
         }
     }
-}
 
-impl Io {
     /// Sends the send buffer as one datagram before `deadline`.
-    async fn send(&mut self, deadline: &Deadline) -> Result<()> {
+    async fn send(&mut self, deadline: Instant) -> Result<()> {
         loop {
             if socket::send(self.fd.get_ref(), &self.send_buf)? {
                 return Ok(());
             }
-            let mut guard = tokio::time::timeout_at(deadline.at, self.fd.writable())
+            let mut guard = tokio::time::timeout_at(deadline, self.fd.writable())
                 .await
-                .map_err(|_| deadline.error(1))?
+                .map_err(|_| self.timeout_error(1))?
                 .map_err(|e| TransportError::io("poll", e))?;
             guard.clear_ready();
         }
@@ -286,14 +255,14 @@ impl Io {
     async fn wait<G>(
         &mut self,
         exchange: &mut Exchange<G>,
-        mut deadline: Deadline,
+        mut deadline: Instant,
         done: impl Fn(&Exchange<G>) -> bool,
     ) -> Result<()>
     where
         G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
     {
         while !done(exchange) {
-            let received = match tokio::time::timeout_at(deadline.at, self.fd.readable()).await {
+            let received = match tokio::time::timeout_at(deadline, self.fd.readable()).await {
                 Ok(guard) => {
                     let mut guard = guard.map_err(|e| TransportError::io("poll", e))?;
                     let recv = &mut self.recv;
@@ -312,14 +281,15 @@ impl Io {
                 // timeout has its answer queued already, and the reactor may not have seen it
                 // yet. What is queued counts; only silence is a timeout.
                 Err(_) => match self.recv.recv(self.fd.get_ref()) {
-                    Ok(0) => return Err(deadline.error(exchange.in_flight())),
+                    Ok(0) => return Err(self.timeout_error(exchange.in_flight())),
                     Ok(_) => true,
                     Err(e) => return Err(e),
                 },
             };
             if received {
                 self.recv.feed(exchange)?;
-                deadline.renew();
+                // The kernel answered: the timeout bounds its silence, not a long dump.
+                deadline = Instant::now() + self.timeout;
             }
         }
         Ok(())

@@ -312,7 +312,6 @@ impl KernelDataplane {
             .collect())
     }
 
-    /// Sends the request that binds `addr` (a local route for IPv4, an address for IPv6).
     /// Every address of the namespace with its interface index.
     fn all_addresses(&mut self) -> Result<Vec<AddressMessage>, DataplaneError> {
         let handle = self.handle.clone();

@@ -15,8 +15,8 @@ use std::io;
 use netlink_packet_route::RouteNetlinkMessage;
 // The versions `rtnetlink` itself is built with, so the messages are the same types.
 use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable,
 };
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -59,14 +59,18 @@ impl Answers {
     ) -> Self {
         out.clear();
         for (i, message) in messages.iter().enumerate() {
+            // Header and payload written in place (a `NetlinkMessage` would own a copy).
             let mut header = NetlinkHeader::default();
+            let header_len = header.buffer_len();
+            let len = header_len + NetlinkSerializable::buffer_len(message);
+            header.length = len as u32;
+            header.message_type = message.message_type();
             header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
             header.sequence_number = first_seq.wrapping_add(i as u32);
-            let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message.clone()));
-            packet.finalize();
             let start = out.len();
-            out.resize(start + packet.buffer_len(), 0);
-            packet.serialize(&mut out[start..]);
+            out.resize(start + len, 0);
+            header.emit(&mut out[start..start + header_len]);
+            message.serialize(&mut out[start + header_len..]);
         }
         Self {
             first_seq,
