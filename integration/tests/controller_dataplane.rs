@@ -655,6 +655,16 @@ mod real_kernel {
             assert_eq!(line.trim_end(), text);
         }
 
+        /// Whether `text` comes back (not when the connection was reset, closed or went
+        /// silent for [`CLIENT_TIMEOUT`]).
+        fn echoes(&mut self, text: &str) -> bool {
+            if writeln!(self.writer, "{text}").is_err() {
+                return false;
+            }
+            let mut line = String::new();
+            matches!(self.reader.read_line(&mut line), Ok(n) if n > 0 && line.trim_end() == text)
+        }
+
         fn reset(self) {
             let linger = nix::libc::linger {
                 l_onoff: 1,
@@ -702,8 +712,9 @@ mod real_kernel {
         let client = topo.client.clone();
         topo.director
             .run(|| {
+                // The default: no drain deadline.
                 let mut config = config();
-                config.drain_timeout = Duration::from_secs(120);
+                assert_eq!(config.drain_timeout, None);
                 config.drain_check_interval = Duration::from_secs(1);
                 let mut r = Reconciler::new(
                     KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
@@ -771,6 +782,89 @@ mod real_kernel {
                     Some(&2),
                     "{names:?}"
                 );
+            })
+            .unwrap();
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn controller_cuts_a_busy_drain_at_the_deadline_when_one_is_set() {
+        const DEADLINE: Duration = Duration::from_secs(4);
+        let topo = LoadBalancerTopology::build(2).unwrap();
+        let vip = Ipv4Addr::new(198, 51, 100, 21);
+        let vip_addr = SocketAddr::new(vip.into(), 80);
+        let svc = |which: &[usize]| {
+            let b: Vec<(String, u16)> = which
+                .iter()
+                .map(|i| {
+                    (
+                        LoadBalancerTopology::backend_ip(*i).to_string(),
+                        BACKEND_PORT,
+                    )
+                })
+                .collect();
+            let b: Vec<(&str, u16)> = b.iter().map(|(a, p)| (a.as_str(), *p)).collect();
+            service(
+                "web",
+                vec![vs(
+                    &vip.to_string(),
+                    Protocol::Tcp,
+                    80,
+                    &b,
+                    Exposure::ClusterIp,
+                )],
+            )
+        };
+        let client = topo.client.clone();
+        topo.director
+            .run(|| {
+                let mut config = config();
+                config.drain_timeout = Some(DEADLINE);
+                config.drain_check_interval = Duration::from_millis(500);
+                let mut r = Reconciler::new(
+                    KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
+                    config,
+                );
+                r.sync_service(svc(&[0, 1]), Instant::now());
+                assert!(r.verify(Instant::now()).unwrap().is_ok());
+
+                let mut conn = Client::open(&client, vip_addr);
+                conn.echo("before");
+                let leaving = if conn.backend == "backend-1" { 0 } else { 1 };
+                let leaving_key = DestinationKey {
+                    addr: LoadBalancerTopology::backend_ip(leaving).into(),
+                    port: BACKEND_PORT,
+                };
+                let skey = ServiceKey::tcp(vip, 80);
+
+                let left = Instant::now();
+                let report = r.sync_service(svc(&[1 - leaving]), left);
+                assert!(report.is_ok(), "{report:?}");
+                // Busy all along: the connection answers until the deadline deletes its
+                // real server, never before.
+                let mut echoed = 0;
+                while r.view().destination(&skey, &leaving_key).is_some() {
+                    assert!(
+                        left.elapsed() < DEADLINE + Duration::from_secs(20),
+                        "a busy drain outlived its deadline"
+                    );
+                    assert!(conn.echoes("busy"), "cut before the deadline");
+                    echoed += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                    r.poll(Instant::now());
+                }
+                assert!(
+                    left.elapsed() >= DEADLINE,
+                    "deleted after {:?}, before the {DEADLINE:?} deadline",
+                    left.elapsed()
+                );
+                assert!(echoed > 0);
+                let state = r.dataplane_mut().service(&skey).unwrap().unwrap();
+                assert!(state.config.destination(&leaving_key).is_none());
+                assert_eq!(r.metrics().drains_expired, 1);
+                assert_eq!(r.metrics().drains_completed, 0);
+                // The kernel no longer carries that connection (expire_nodest_conn=1).
+                assert!(!conn.echoes("after the deadline"), "still served");
             })
             .unwrap();
     }

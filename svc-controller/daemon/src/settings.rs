@@ -159,9 +159,11 @@ pub struct Cli {
     /// else `info`.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// How long a removed TCP real server drains (weight 0) before it is deleted.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub drain_timeout: Option<Duration>,
+    /// The longest a removed TCP real server drains (weight 0) before it is deleted with its
+    /// connections: a duration, or `none` (the default, as kube-proxy: it goes when its last
+    /// connection ends, or IPVS times that connection out).
+    #[arg(long, value_name = "DURATION|none", value_parser = parse_drain_timeout)]
+    pub drain_timeout: Option<DrainTimeout>,
     /// The cluster's NodePort range (the API server's --service-node-port-range).
     #[arg(long, value_name = "FIRST-LAST")]
     pub node_port_range: Option<String>,
@@ -181,6 +183,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+}
+
+/// A drain deadline as set: `Some` duration, or `None` for no deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainTimeout(pub Option<Duration>);
+
+/// Parses a drain deadline: a duration ([`parse_duration`]), or `none` for no deadline.
+pub fn parse_drain_timeout(text: &str) -> Result<DrainTimeout, String> {
+    match text.trim() {
+        "none" | "never" => Ok(DrainTimeout(None)),
+        other => parse_duration(other)
+            .map(|d| DrainTimeout(Some(d)))
+            .map_err(|e| format!("{e} (or `none` for no deadline)")),
+    }
 }
 
 /// The IPVS settings of a `KubeProxyConfiguration`.
@@ -288,8 +304,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter, `None` for `$RUST_LOG` or `info`.
     pub log_level: Option<String>,
-    /// Drain deadline.
-    pub drain_timeout: Duration,
+    /// Drain deadline; `None`: none.
+    pub drain_timeout: Option<Duration>,
     /// NodePort range.
     pub node_port_range: RangeInclusive<u16>,
     /// Service proxy name.
@@ -509,10 +525,17 @@ impl Settings {
             )?,
             log_format: cli.log_format.or(f.log_format).unwrap_or_default(),
             log_level: cli.log_level.clone().or(f.log_level.clone()),
-            drain_timeout: cli
-                .drain_timeout
-                .or(file_duration("drainTimeout", &f.drain_timeout)?)
-                .unwrap_or(svc_controller::reconcile::DEFAULT_DRAIN_TIMEOUT),
+            drain_timeout: match cli.drain_timeout {
+                Some(DrainTimeout(set)) => set,
+                None => match f.drain_timeout.as_deref() {
+                    Some(text) => {
+                        parse_drain_timeout(text)
+                            .map_err(|m| invalid("drainTimeout", m))?
+                            .0
+                    }
+                    None => svc_controller::reconcile::DEFAULT_DRAIN_TIMEOUT,
+                },
+            },
             node_port_range,
             service_proxy_name: cli
                 .service_proxy_name
@@ -624,6 +647,36 @@ mod tests {
         );
         assert_eq!(s.node_port_range, 30000..=32767);
         assert_eq!(s.source, SourceSettings::Kubernetes { kubeconfig: None });
+        assert_eq!(
+            s.drain_timeout, None,
+            "kube-proxy never cuts a draining connection"
+        );
+    }
+
+    #[test]
+    fn drain_timeout_is_a_duration_or_none() {
+        let load = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(std::iter::once("ipvs-proxy").chain(args.iter().copied()))
+                    .unwrap();
+            Settings::load(&cli, host).map(|s| s.drain_timeout)
+        };
+        assert_eq!(load(&[]).unwrap(), None);
+        assert_eq!(load(&["--drain-timeout", "none"]).unwrap(), None);
+        assert_eq!(
+            load(&["--drain-timeout", "2m"]).unwrap(),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(load(&["--drain-timeout=0"]).unwrap(), Some(Duration::ZERO));
+        assert!(Cli::try_parse_from(["ipvs-proxy", "--drain-timeout", "soon"]).is_err());
+        let file = |value: &str| {
+            let text = format!("kind: KubeProxyConfiguration\ndrainTimeout: {value}\n");
+            Settings::from_file_text(&Cli::default(), Path::new("kp.yaml"), &text, host)
+                .map(|s| s.drain_timeout)
+        };
+        assert_eq!(file("none").unwrap(), None);
+        assert_eq!(file("15m").unwrap(), Some(Duration::from_secs(900)));
+        assert!(file("later").is_err());
     }
 
     #[test]
@@ -665,7 +718,7 @@ ipvsRateEstimation: false
         assert_eq!(s.tcp_timeout, Duration::from_secs(900));
         assert_eq!(s.tcpfin_timeout, Duration::from_secs(120));
         assert_eq!(s.udp_timeout, Duration::ZERO);
-        assert_eq!(s.drain_timeout, Duration::from_secs(60));
+        assert_eq!(s.drain_timeout, Some(Duration::from_secs(60)));
         assert_eq!(
             s.nodeport_addresses,
             vec!["192.168.0.0/16".parse::<IpNet>().unwrap()]

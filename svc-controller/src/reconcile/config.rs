@@ -7,19 +7,17 @@ use ipvs::model::KernelVersion;
 
 use crate::ownership::DEFAULT_NODE_PORT_RANGE;
 
-/// The default drain deadline: 30 seconds.
+/// The default drain deadline: none.
 ///
 /// A TCP real server that leaves the desired set is quiesced (weight 0) and deleted when its
-/// connections reach zero, or at this deadline, whichever comes first. 30 s is the default
-/// `terminationGracePeriodSeconds` of a pod: an endpoint leaves the ready set when its pod
-/// starts terminating, and the kubelet kills the pod when the grace period ends, so after that
-/// no connection to it can still be served and the entry only keeps counting dead connections
-/// (they stay `ESTABLISHED` in IPVS for the 15-minute TCP timeout). kube-router uses the same
-/// figure when it cannot learn the pod's grace period; kube-proxy has no deadline at all and
-/// leaves weight-0 entries behind for as long as a connection lingers (kubernetes #81308).
-/// Clusters whose pods drain longer set [`ReconcilerConfig::drain_timeout`] to their grace
-/// period.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// connections reach zero. kube-proxy never cuts a draining connection, and users replacing it
+/// expect the same: a long download or a database session on a pod that is being replaced keeps
+/// going for as long as the pod serves it. A connection whose peer vanished does not keep the
+/// real server forever: IPVS expires its entry after its own TCP timeout (15 minutes for an
+/// established connection by default, `--ipvs-tcp-timeout`), and the drain ends then.
+/// Clusters that want an upper bound (for example their pods' termination grace period, after
+/// which the kubelet has killed the pod) set [`ReconcilerConfig::drain_timeout`].
+pub const DEFAULT_DRAIN_TIMEOUT: Option<Duration> = None;
 
 /// How often the connection counts of a draining real server are read: every 5 seconds
 /// (kube-router's figure), so an idle server is deleted soon after its last connection.
@@ -34,9 +32,10 @@ pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
 /// The reconciler's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcilerConfig {
-    /// The longest a removed TCP real server is kept quiesced before being deleted
-    /// ([`DEFAULT_DRAIN_TIMEOUT`]). Zero deletes at once, like UDP and SCTP.
-    pub drain_timeout: Duration,
+    /// The longest a removed TCP real server is kept quiesced before being deleted, connections
+    /// or not; `None`: until its last connection ends ([`DEFAULT_DRAIN_TIMEOUT`]). Zero deletes
+    /// at once, like UDP and SCTP.
+    pub drain_timeout: Option<Duration>,
     /// How often draining real servers' connection counts are read
     /// ([`DEFAULT_DRAIN_CHECK_INTERVAL`]).
     pub drain_check_interval: Duration,

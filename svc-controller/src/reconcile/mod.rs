@@ -61,8 +61,9 @@
 //!
 //! A TCP real server that leaves the desired set of a virtual server that stays is *quiesced*:
 //! its weight is edited to 0 (new connections go elsewhere, established ones continue), and it
-//! is deleted once its active and inactive connections are both 0, or at the drain deadline
-//! ([`ReconcilerConfig::drain_timeout`], 30 s by default: see
+//! is deleted once its active and inactive connections are both 0 (IPVS's own timeouts expire
+//! the entries of connections whose peers vanished), or at the drain deadline when one is set
+//! ([`ReconcilerConfig::drain_timeout`]; none by default, as kube-proxy: see
 //! [`DEFAULT_DRAIN_TIMEOUT`] for why). An idle one is deleted at
 //! once. An endpoint that comes back while draining gets its weight restored by an edit: its
 //! connections are never cut. UDP and SCTP real servers are deleted at once (there is no
@@ -291,8 +292,9 @@ struct Backoff {
 /// A draining real server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drain {
-    /// When it is deleted even with connections left.
-    pub deadline: Instant,
+    /// When it is deleted even with connections left; `None`: never (it goes when its last
+    /// connection does).
+    pub deadline: Option<Instant>,
     /// When its connection counts are read next.
     pub next_check: Instant,
 }
@@ -584,7 +586,7 @@ impl<D: Dataplane> Reconciler<D> {
         let mut drains = BTreeSet::new();
         for dkey in due {
             if let Some(d) = self.drains.get(&dkey).copied() {
-                let next = (now + interval).min(d.deadline);
+                let next = at_most(now + interval, d.deadline);
                 let next_check = if next > now { next } else { now + interval };
                 self.set_drain(dkey, Drain { next_check, ..d });
                 drains.insert(dkey.0);
@@ -1481,7 +1483,7 @@ impl<D: Dataplane> Reconciler<D> {
                             virtual_server = %key,
                             service = %self.owner(&key),
                             real_server = %real_server,
-                            timeout_secs = self.config.drain_timeout.as_secs(),
+                            timeout_secs = self.config.drain_timeout.map(|t| t.as_secs()),
                             "drain started: real server quiesced (weight 0)"
                         );
                     } else {
@@ -1635,12 +1637,12 @@ impl<D: Dataplane> Reconciler<D> {
                     }
                     false
                 }
-                (Some(r), _) if now >= r.deadline => {
+                (Some(r), _) if r.deadline.is_some_and(|deadline| now >= deadline) => {
                     notes.push((d.key(), DrainNote::Expired(conns)));
                     false
                 }
                 (Some(r), Some(_)) => {
-                    let next = (now + self.config.drain_check_interval).min(r.deadline);
+                    let next = at_most(now + self.config.drain_check_interval, r.deadline);
                     self.set_drain(
                         dkey,
                         Drain {
@@ -1651,10 +1653,14 @@ impl<D: Dataplane> Reconciler<D> {
                     true
                 }
                 (Some(_), None) => true,
-                (None, _) if self.config.drain_timeout.is_zero() => false,
+                (None, _) if self.config.drain_timeout.is_some_and(|t| t.is_zero()) => false,
                 (None, _) => {
-                    let deadline = now + self.config.drain_timeout;
-                    let next_check = (now + self.config.drain_check_interval).min(deadline);
+                    // A timeout too large for the clock is no deadline.
+                    let deadline = self
+                        .config
+                        .drain_timeout
+                        .and_then(|timeout| now.checked_add(timeout));
+                    let next_check = at_most(now + self.config.drain_check_interval, deadline);
                     self.set_drain(
                         dkey,
                         Drain {
@@ -1746,6 +1752,11 @@ impl fmt::Display for Owner<'_> {
             None => f.write_str("-"),
         }
     }
+}
+
+/// `t`, or `limit` when that comes first.
+fn at_most(t: Instant, limit: Option<Instant>) -> Instant {
+    limit.map_or(t, |limit| t.min(limit))
 }
 
 /// The first and last possible virtual-server keys on `addr` (keys sort by address first).

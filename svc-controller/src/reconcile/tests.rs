@@ -110,7 +110,26 @@ fn started(
     services: Vec<ServiceDesired>,
     now: Instant,
 ) -> Reconciler<MemoryDataplane> {
-    let mut r = Reconciler::new(dp, ReconcilerConfig::default());
+    started_with(dp, services, now, ReconcilerConfig::default())
+}
+
+/// The drain deadline of the tests that set one.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn with_drain_timeout() -> ReconcilerConfig {
+    ReconcilerConfig {
+        drain_timeout: Some(DRAIN_TIMEOUT),
+        ..ReconcilerConfig::default()
+    }
+}
+
+fn started_with(
+    dp: MemoryDataplane,
+    services: Vec<ServiceDesired>,
+    now: Instant,
+    config: ReconcilerConfig,
+) -> Reconciler<MemoryDataplane> {
+    let mut r = Reconciler::new(dp, config);
     let mut desired = DesiredState::new();
     for s in services {
         desired.update(s);
@@ -497,10 +516,11 @@ fn tcp_real_server_drains_then_goes_when_idle() {
 #[test]
 fn drain_ends_at_the_deadline_and_idle_servers_go_at_once() {
     let t0 = Instant::now();
-    let mut r = started(
+    let mut r = started_with(
         node(),
         vec![web(&["10.244.0.1", "10.244.0.2", "10.244.0.3"])],
         t0,
+        with_drain_timeout(),
     );
     r.dataplane_mut().set_connections(
         web_key(),
@@ -517,11 +537,11 @@ fn drain_ends_at_the_deadline_and_idle_servers_go_at_once() {
     assert!(table.destination(&web_key(), &dkey("10.244.0.2")).is_some());
     let mut now = t0;
     while let Some(next) = r.next_wakeup() {
-        assert!(next <= t0 + DEFAULT_DRAIN_TIMEOUT);
+        assert!(next <= t0 + DRAIN_TIMEOUT);
         now = next;
         r.poll(now);
     }
-    assert_eq!(now, t0 + DEFAULT_DRAIN_TIMEOUT);
+    assert_eq!(now, t0 + DRAIN_TIMEOUT);
     assert!(
         r.dataplane()
             .table()
@@ -529,6 +549,45 @@ fn drain_ends_at_the_deadline_and_idle_servers_go_at_once() {
             .is_none()
     );
     assert_eq!(r.metrics().drains_expired, 1);
+}
+
+#[test]
+fn by_default_a_busy_drain_is_never_cut() {
+    assert_eq!(DEFAULT_DRAIN_TIMEOUT, None);
+    let t0 = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+    let busy = Connections {
+        active: 1,
+        inactive: 0,
+    };
+    r.dataplane_mut()
+        .set_connections(web_key(), dkey("10.244.0.2"), busy);
+    r.sync_service(web(&["10.244.0.1"]), t0);
+    // A day of checks: still quiesced, never deleted.
+    let day = t0 + Duration::from_secs(24 * 3600);
+    let mut now = t0;
+    while now < day {
+        now = r.next_wakeup().expect("a drain check is scheduled");
+        assert!(now <= t0 + Duration::from_secs(24 * 3600) + DEFAULT_DRAIN_CHECK_INTERVAL);
+        r.poll(now);
+    }
+    let table = r.dataplane().table();
+    let d = table.destination(&web_key(), &dkey("10.244.0.2")).unwrap();
+    assert_eq!(d.weight, Weight::QUIESCED);
+    assert_eq!(r.metrics().drains_expired, 0);
+    // Its last connection ends (or IPVS times it out): deleted at the next check.
+    r.dataplane_mut()
+        .set_connections(web_key(), dkey("10.244.0.2"), Connections::NONE);
+    let next = r.next_wakeup().unwrap();
+    r.poll(next);
+    assert!(
+        r.dataplane()
+            .table()
+            .destination(&web_key(), &dkey("10.244.0.2"))
+            .is_none()
+    );
+    assert_eq!(r.metrics().drains_completed, 1);
+    assert_eq!(r.next_wakeup(), None);
 }
 
 #[test]
@@ -584,7 +643,12 @@ fn udp_real_servers_go_at_once() {
 #[test]
 fn restart_recognises_draining_real_servers() {
     let t0 = Instant::now();
-    let mut r = started(node(), vec![web(&["10.244.0.1", "10.244.0.2"])], t0);
+    let mut r = started_with(
+        node(),
+        vec![web(&["10.244.0.1", "10.244.0.2"])],
+        t0,
+        with_drain_timeout(),
+    );
     r.dataplane_mut().set_connections(
         web_key(),
         dkey("10.244.0.2"),
@@ -599,7 +663,7 @@ fn restart_recognises_draining_real_servers() {
 
     // A new process: same inputs, no memory of the drain.
     let t1 = t0 + Duration::from_secs(100);
-    let mut again = started(dp, vec![web(&["10.244.0.1"])], t1);
+    let mut again = started_with(dp, vec![web(&["10.244.0.1"])], t1, with_drain_timeout());
     assert!(again.dataplane().journal().is_empty());
     assert_eq!(again.draining().count(), 1);
     // It finishes the drain like any other: here at the deadline counted from the restart.
