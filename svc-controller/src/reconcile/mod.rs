@@ -92,7 +92,8 @@
 //! - `warn`: every failed IPVS operation (the operation, its Service, the kernel's errno and
 //!   message), failed batch, failed read, failed address change (the VIP, its Service, the
 //!   error, when it is retried), virtual server not created for want of its VIP, sysctl that
-//!   cannot be held;
+//!   cannot be held, deletion of a virtual server that this process did not create and no
+//!   Service asked for while it ran (with the ownership rule that made it ours);
 //! - `info`: adoption of the node (owned, foreign and desired virtual servers, VIPs,
 //!   drains, operations), drift repaired (virtual server, Service, operations), drains
 //!   started, completed and expired (one event per real server, only when it happened:
@@ -154,6 +155,9 @@ pub struct Metrics {
     pub address_failures: u64,
     /// Virtual servers found different from the view by a full pass (drift, then repaired).
     pub drift_detected: u64,
+    /// Virtual servers deleted that this process did not create and no Service asked for
+    /// while it ran (each also logged as a warning, with the rule that made it ours).
+    pub unrequested_deletions: u64,
     /// Real servers quiesced for draining.
     pub drains_started: u64,
     /// Draining real servers deleted because their connections reached zero.
@@ -333,6 +337,11 @@ pub struct Reconciler<D> {
     /// VIP is.
     blocked: BTreeSet<VirtualServerKey>,
     adopted: bool,
+    /// Virtual servers this process created, or that a Service asked for while it ran: the
+    /// deletion of any other (a leftover of a Service deleted while no controller ran, or
+    /// someone else's entry on an address it manages) is logged as a warning, with the rule
+    /// that made it ours.
+    known: BTreeSet<VirtualServerKey>,
     /// The full pass in slices under way, if any.
     sweep: Option<Sweep>,
     metrics: Metrics,
@@ -365,6 +374,7 @@ impl<D: Dataplane> Reconciler<D> {
             suspect: BTreeSet::new(),
             blocked: BTreeSet::new(),
             adopted: false,
+            known: BTreeSet::new(),
             sweep: None,
             metrics: Metrics::default(),
         }
@@ -987,6 +997,46 @@ impl<D: Dataplane> Reconciler<D> {
         Ok(report)
     }
 
+    /// Keeps [`Reconciler::known`] in step with an operation the kernel accepted, and warns
+    /// when a virtual server it did not know is deleted.
+    fn note_known(&mut self, op: &Operation) {
+        match op {
+            Operation::AddService(s) => {
+                if let Some(key) = from_service_key(&s.key) {
+                    self.known.insert(key);
+                }
+            }
+            Operation::DeleteService(k) => {
+                let Some(key) = from_service_key(k) else {
+                    return;
+                };
+                if !self.known.remove(&key) {
+                    self.metrics.unrequested_deletions += 1;
+                    warn!(
+                        virtual_server = %key,
+                        reason = self.why_ours(&key),
+                        "deleted a virtual server this process did not create and no Service \
+                         asks for"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Which rule of the [ownership](crate::ownership) made `key` ours, for logs.
+    fn why_ours(&self, key: &VirtualServerKey) -> &'static str {
+        if self.dummy.contains(&key.addr) {
+            "its address is bound to the dummy interface this controller manages"
+        } else if self.node_addresses.contains(&key.addr)
+            && self.config.node_port_range.contains(&key.port)
+        {
+            "its port is in the NodePort range on a node address"
+        } else {
+            "it was programmed for a Service earlier"
+        }
+    }
+
     fn ownership(&self) -> Ownership {
         Ownership {
             dummy_addresses: self.dummy.clone(),
@@ -1299,6 +1349,9 @@ impl<D: Dataplane> Reconciler<D> {
         let mut pending: Vec<PreparedVs> = Vec::new();
         let mut pending_ops = 0usize;
         for (key, fresh) in items {
+            if self.desired.virtual_servers().contains_key(&key) {
+                self.known.insert(key);
+            }
             let Some(prepared) = self.prepare_vs(key, now, fresh, report) else {
                 continue;
             };
@@ -1556,6 +1609,7 @@ impl<D: Dataplane> Reconciler<D> {
                 Ok(()) => {
                     self.metrics.operations_applied += 1;
                     self.metrics.applied_by_kind.record(OperationKind::of(op));
+                    self.note_known(op);
                     out.push(apply_to_view(&mut self.view, op));
                 }
                 Err(e) => {

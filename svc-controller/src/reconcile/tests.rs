@@ -987,6 +987,67 @@ fn logs_failures_drains_drift_and_adoption_with_the_service() {
     assert!(infos.is_empty(), "{infos:#?}");
 }
 
+#[test]
+fn deleting_what_no_service_of_this_run_asked_for_is_a_warning() {
+    use tracing::Level;
+    let mut unrequested = 0;
+    let events = capture_events(|| {
+        let now = Instant::now();
+        // An earlier run programmed `web` and `gone`; `gone` was deleted while no controller
+        // ran, and someone added entries on addresses the controller manages.
+        let gone = || {
+            service(
+                "gone",
+                vec![vs("10.96.0.30", Protocol::Tcp, 80, &["10.244.0.9"])],
+            )
+        };
+        let earlier = started(node(), vec![web(&["10.244.0.1"]), gone()], now);
+        let mut dp = earlier.into_dataplane();
+        dp.tamper(|t| {
+            t.insert_service(Service::new(
+                ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 8080),
+                IpvsScheduler::RoundRobin,
+            ));
+            t.insert_service(Service::new(
+                ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 30080),
+                IpvsScheduler::RoundRobin,
+            ));
+        })
+        .unwrap();
+        let mut r = started(dp, vec![web(&["10.244.0.1"])], now);
+        assert_eq!(r.metrics().unrequested_deletions, 3);
+        // What this run created, or a Service of this run asked for (the adopted `web`), is
+        // deleted without a warning.
+        r.sync_service(
+            service(
+                "api",
+                vec![vs("10.96.0.20", Protocol::Tcp, 443, &["10.244.1.1"])],
+            ),
+            now,
+        );
+        r.remove_service(&ServiceRef::new("default", "api"), now);
+        r.remove_service(&ServiceRef::new("default", "web"), now);
+        assert_eq!(owned(&r), Table::new());
+        unrequested = r.metrics().unrequested_deletions;
+    });
+    assert_eq!(unrequested, 3);
+    let warnings: Vec<&String> = events
+        .iter()
+        .filter(|(l, e)| *l == Level::WARN && e.contains("did not create"))
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let has = |parts: &[&str]| {
+        assert!(
+            warnings.iter().any(|e| parts.iter().all(|p| e.contains(p))),
+            "no warning with {parts:?} in {warnings:#?}"
+        );
+    };
+    has(&["virtual_server=TCP 10.96.0.10:8080", "dummy interface"]);
+    has(&["virtual_server=TCP 10.96.0.30:80", "dummy interface"]);
+    has(&["virtual_server=TCP 192.168.1.10:30080", "NodePort range"]);
+}
+
 /// `count` Services, each with one TCP virtual server of the given real servers.
 fn many(count: u32, backends: &[&str]) -> Vec<ServiceDesired> {
     (0..count)

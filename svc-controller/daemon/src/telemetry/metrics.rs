@@ -13,6 +13,7 @@
 //! | `ipvs_proxy_services_invalid` | gauge | Services with at least one problem (a bad field skipped) |
 //! | `ipvs_proxy_virtual_servers` | gauge | virtual servers desired on this node |
 //! | `ipvs_proxy_drift_repaired_total` | counter | virtual servers found changed behind the daemon's back and repaired |
+//! | `ipvs_proxy_unrequested_deletions_total` | counter | virtual servers deleted that this process did not create and no Service asked for while it ran (leftovers of Services deleted while it was down, or another's entries on its addresses; each logged as a warning) |
 //! | `ipvs_proxy_source_errors_total{source}` | counter | failed watches or list calls (`kubernetes`), unreadable manifests (`manifests`) |
 //! | `ipvs_proxy_engine_cpu_seconds_total{work}` | counter | CPU time of the engine's thread (user and system, so the kernel's work on its netlink requests too), by work: `sync` (incremental syncs), `full_pass`, `adoption`, `timers` (retries and drain checks) |
 //! | `ipvs_proxy_virtual_server_{connections,packets_in,packets_out,bytes_in,bytes_out}_total` | counter | optional (`--metrics-per-virtual-server`): IPVS statistics of each virtual server on the node, labelled `address`, `protocol`, `port` or `fwmark` |
@@ -86,6 +87,8 @@ pub struct Metrics {
     pub virtual_servers: Gauge,
     /// `ipvs_proxy_drift_repaired_total`.
     pub drift_repaired: Counter,
+    /// `ipvs_proxy_unrequested_deletions_total`.
+    pub unrequested_deletions: Counter,
     /// `ipvs_proxy_source_errors_total`.
     pub source_errors: Family<SourceLabel, Counter>,
     /// `ipvs_proxy_engine_cpu_seconds_total`.
@@ -117,6 +120,7 @@ impl Metrics {
             services_invalid: Gauge::default(),
             virtual_servers: Gauge::default(),
             drift_repaired: Counter::default(),
+            unrequested_deletions: Counter::default(),
             source_errors: Family::default(),
             engine_cpu: Family::default(),
             seen: Mutex::new(ReconcilerMetrics::default()),
@@ -178,6 +182,11 @@ impl Metrics {
             this.drift_repaired.clone(),
         );
         registry.register(
+            "ipvs_proxy_unrequested_deletions",
+            "Virtual servers deleted that this process did not create and no Service asked for",
+            this.unrequested_deletions.clone(),
+        );
+        registry.register(
             "ipvs_proxy_source_errors",
             "Failed watches and unreadable manifests",
             this.source_errors.clone(),
@@ -237,6 +246,8 @@ impl Metrics {
         }
         self.drift_repaired
             .inc_by(delta(now.drift_detected, seen.drift_detected));
+        self.unrequested_deletions
+            .inc_by(delta(now.unrequested_deletions, seen.unrequested_deletions));
         *seen = *now;
     }
 
