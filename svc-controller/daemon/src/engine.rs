@@ -539,6 +539,7 @@ impl<D: Dataplane> Engine<D> {
         early: bool,
     ) {
         self.adopted = true;
+        self.health.adopted();
         self.next_adoption = None;
         self.triggers.clear();
         self.last_sync = Some(now);
@@ -930,9 +931,12 @@ mod tests {
         feed(&mut e, vec![slices], now);
         assert!(!e.is_adopted(), "the Node has not been listed yet");
         assert!(e.reconciler().dataplane().journal().is_empty());
+        assert!(!e.health.healthz(SystemTime::now()).healthy, "not ready");
+        assert!(e.health.livez(SystemTime::now()).healthy, "but alive");
         feed(&mut e, vec![Message::Node(Change::Reset(vec![]))], now);
         assert!(e.is_adopted());
         assert_eq!(e.reconciler().dataplane().table().len(), 2);
+        assert!(e.health.healthz(SystemTime::now()).healthy);
     }
 
     #[test]

@@ -426,6 +426,7 @@ mod tests {
     async fn listeners_follow_the_services() {
         let checks = Arc::new(ServiceHealthChecks::new());
         let health = Arc::new(Health::new(Duration::from_secs(60)));
+        health.adopted();
         tokio::spawn(serve(checks.clone(), health.clone()));
         let port = free_port();
         let web = ServiceRef::new("shop", "web");
@@ -457,6 +458,7 @@ mod tests {
         let port = taken.local_addr().unwrap().port();
         let checks = Arc::new(ServiceHealthChecks::new());
         let health = Arc::new(Health::new(Duration::from_secs(60)));
+        health.adopted();
         tokio::spawn(serve(checks.clone(), health));
         checks.set(&ServiceRef::new("shop", "web"), check(port, 1));
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -472,6 +474,7 @@ mod tests {
         let only = |a: Ipv4Addr| Some(BTreeSet::from([IpAddr::V4(a)]));
         let checks = Arc::new(ServiceHealthChecks::new());
         let health = Arc::new(Health::new(Duration::from_secs(60)));
+        health.adopted();
         checks.set_addresses(only(one));
         tokio::spawn(serve(checks.clone(), health));
         let port = free_port();

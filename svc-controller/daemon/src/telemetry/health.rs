@@ -5,6 +5,13 @@
 //! check, a quiet cluster does not. `/healthz` is also unhealthy while this node's Node object
 //! is being deleted, so cloud load balancers stop sending traffic to it; `/livez` ignores
 //! that (the process itself is fine and must not be restarted for it).
+//!
+//! `/healthz` also fails until the node has been adopted: every source's first full list
+//! (all of a manifests folder, or the API server's lists) programmed. A readiness probe, or a
+//! load balancer, must not send traffic to a node whose table is still empty or half-built
+//! (a manifests folder that never finishes loading, an API server that never answers).
+//! `/livez` does not wait for it: a large table's first load takes a while, and restarting
+//! the process would only start it over.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -21,6 +28,8 @@ struct State {
     last_updated: Option<SystemTime>,
     oldest_queued: Option<SystemTime>,
     node_deleting: bool,
+    /// The first full input has been programmed (the node adopted).
+    adopted: bool,
 }
 
 /// One answer of a health check.
@@ -63,6 +72,12 @@ impl Health {
         });
     }
 
+    /// The node is adopted: every source's first full list is programmed. Until then
+    /// `/healthz` fails.
+    pub fn adopted(&self) {
+        self.with(|s| s.adopted = true);
+    }
+
     /// Whether this node's Node object is being deleted.
     pub fn set_node_deleting(&self, deleting: bool) {
         self.with(|s| s.node_deleting = deleting);
@@ -84,6 +99,7 @@ impl Health {
             .oldest_queued
             .is_some_and(|q| now.duration_since(q).unwrap_or_default() > self.timeout);
         let eligible = !(node_matters && state.node_deleting);
+        let ready = state.adopted || !node_matters;
         let stamp = |t: Option<SystemTime>| {
             t.map(|t| humantime::format_rfc3339_millis(t).to_string())
                 .unwrap_or_default()
@@ -96,7 +112,7 @@ impl Health {
             body["nodeEligible"] = serde_json::Value::Bool(eligible);
         }
         Verdict {
-            healthy: !stuck && eligible,
+            healthy: !stuck && eligible && ready,
             body: body.to_string(),
         }
     }
@@ -110,6 +126,7 @@ mod tests {
     fn stuck_changes_fail_quiet_clusters_do_not() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let h = Health::new(Duration::from_secs(60));
+        h.adopted();
         assert!(h.healthz(t0).healthy, "nothing queued yet");
         h.queued(t0);
         assert!(h.healthz(t0 + Duration::from_secs(59)).healthy);
@@ -125,6 +142,19 @@ mod tests {
             "{}",
             v.body
         );
+    }
+
+    #[test]
+    fn healthz_fails_until_the_node_is_adopted_livez_does_not() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let h = Health::new(Duration::from_secs(60));
+        assert!(!h.healthz(t0).healthy, "nothing programmed yet");
+        assert!(h.livez(t0).healthy);
+        // A partial load programmed early is not the whole input.
+        h.updated(t0);
+        assert!(!h.healthz(t0 + Duration::from_secs(3600)).healthy);
+        h.adopted();
+        assert!(h.healthz(t0 + Duration::from_secs(3600)).healthy);
     }
 
     #[test]
