@@ -176,3 +176,38 @@ fn the_init_container_applies_node_settings_and_exits() {
     assert_eq!(settings.strict_arp, daemon_settings.strict_arp);
     assert_eq!(settings.tcp_timeout, daemon_settings.tcp_timeout);
 }
+
+/// Bytes of a memory quantity in the binary suffixes the DaemonSet uses (`Mi`, `Gi`).
+fn mebibytes(quantity: &str) -> u64 {
+    let (number, unit) = quantity.split_at(quantity.len() - 2);
+    let number: u64 = number.parse().expect("a whole number");
+    match unit {
+        "Mi" => number,
+        "Gi" => number * 1024,
+        other => panic!("unexpected unit {other} in {quantity}"),
+    }
+}
+
+#[test]
+fn the_memory_limit_covers_the_measured_peak_and_drains_are_not_cut() {
+    let pod = daemon_set().spec.template.spec.expect("pod");
+    let [daemon] = pod.containers.as_slice() else {
+        panic!("one container");
+    };
+    let resources = daemon.resources.clone().expect("resources");
+    let limit = resources
+        .limits
+        .and_then(|l| l.get("memory").cloned())
+        .expect("a memory limit");
+    let request = resources
+        .requests
+        .and_then(|r| r.get("memory").cloned())
+        .expect("a memory request");
+    // BENCHMARKS.md: the daemon's highest peak RSS at 50,000 Services (a restart) is
+    // 406 MiB; a limit below the peak of the sizes the README promises is an OOM kill.
+    assert!(mebibytes(&limit.0) >= 512, "limit {}", limit.0);
+    assert!(mebibytes(&request.0) <= mebibytes(&limit.0));
+    // The steady RSS at 10,000 Services is 110 MiB: the request lets the scheduler count it.
+    assert!(mebibytes(&request.0) >= 128, "request {}", request.0);
+    assert_eq!(settings_of(daemon).drain_timeout, None);
+}
