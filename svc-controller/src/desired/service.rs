@@ -11,6 +11,10 @@
 //! Each address is combined with every valid Service port; the real servers are those of the
 //! address's family, chosen by [`endpoints`] under the traffic policy that
 //! applies to the address (internal for ClusterIPs, external for the rest).
+//!
+//! Addresses and ports the API server would refuse (a loopback ClusterIP, a ClusterIP on one
+//! of the node's addresses, a `nodePort` outside the NodePort range, ...) are reported and
+//! skipped: the rules, and how much each refusal skips, are in [`validate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -20,6 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Candidates, EndpointSets};
 use super::ports::{self, ServicePortSpec};
+use super::validate;
 use super::{HealthCheck, ServiceDesired};
 use crate::config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, MAX_AFFINITY_TIMEOUT_SECONDS, ProxyConfig,
@@ -129,8 +134,18 @@ pub(crate) fn compute(
 
     // Addresses.
     let mut addresses: Vec<Address> = Vec::new();
+    let mut cluster_ip_families = Vec::new();
     for (field, ip) in cluster_ip_strings {
-        if let Some(addr) = parse_address(&sref, &field, ip, problems) {
+        if let Some(addr) = parse_address(&sref, &field, ip, problems)
+            && validate::cluster_ip(
+                &sref,
+                &field,
+                addr,
+                node,
+                &mut cluster_ip_families,
+                problems,
+            )
+        {
             addresses.push(Address {
                 addr,
                 exposure: Exposure::ClusterIp,
@@ -154,6 +169,7 @@ pub(crate) fn compute(
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
         let field = format!("spec.externalIPs[{i}]");
         if let Some(addr) = parse_address(&sref, &field, ip, problems)
+            && validate::service_address(&sref, &field, addr, problems)
             && served(&sref, &field, addr, &families, problems)
         {
             addresses.push(Address {
@@ -191,6 +207,7 @@ pub(crate) fn compute(
             }
             let field = format!("status.loadBalancer.ingress[{i}].ip");
             if let Some(addr) = parse_address(&sref, &field, ip, problems)
+                && validate::service_address(&sref, &field, addr, problems)
                 && served(&sref, &field, addr, &families, problems)
             {
                 addresses.push(Address {
@@ -203,7 +220,13 @@ pub(crate) fn compute(
     }
 
     // Per-Service settings.
-    let service_ports = ports::service_ports(&sref, spec.ports.as_deref().unwrap_or(&[]), problems);
+    let service_ports = ports::service_ports(
+        &sref,
+        spec.ports.as_deref().unwrap_or(&[]),
+        node_ports,
+        &config.node_port_range,
+        problems,
+    );
     let scheduler = scheduler(service, &sref, config, problems);
     let persistence = persistence(spec, &sref, problems);
     let external_local = policy_is_local(
@@ -230,7 +253,7 @@ pub(crate) fn compute(
         .collect();
     let parsed = endpoints::parse_slices(&sref, &own, node, problems);
     if load_balancer && external_local {
-        out.health_check = health_check(spec, &sref, &parsed, problems);
+        out.health_check = health_check(spec, &sref, &parsed, config, problems);
     }
 
     let used_families: BTreeSet<AddressFamily> = addresses
@@ -463,26 +486,25 @@ fn persistence(
 }
 
 /// The health check of a `LoadBalancer` Service with `externalTrafficPolicy: Local`: its
-/// `healthCheckNodePort` (none set, none served; out of range, a problem) and its ready
-/// endpoints on this node, each address once (an endpoint in several slices, or serving
-/// several ports, counts once).
+/// `healthCheckNodePort` (none set, none served; outside the NodePort range, a problem, see
+/// [`validate`]) and its ready endpoints on this node, each address once (an endpoint in
+/// several slices, or serving several ports, counts once).
 fn health_check(
     spec: &ServiceSpec,
     sref: &ServiceRef,
     parsed: &[endpoints::ParsedSlice<'_>],
+    config: &ProxyConfig,
     problems: &mut Vec<Problem>,
 ) -> Option<HealthCheck> {
     let port = spec.health_check_node_port?;
-    let Some(node_port) = u16::try_from(port).ok().filter(|p| *p != 0) else {
-        problems.push(invalid_value(
-            sref,
-            "spec.healthCheckNodePort",
-            &port.to_string(),
-            "a port from 1 to 65535",
-            "no health check served",
-        ));
-        return None;
-    };
+    let node_port = validate::node_port(
+        sref,
+        || "spec.healthCheckNodePort".to_owned(),
+        port,
+        &config.node_port_range,
+        "no health check served",
+        problems,
+    )?;
     Some(HealthCheck {
         node_port,
         local_endpoints: u32::try_from(endpoints::local_ready(parsed)).unwrap_or(u32::MAX),
