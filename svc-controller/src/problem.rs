@@ -75,6 +75,21 @@ pub enum Problem {
         /// The address.
         addr: IpAddr,
     },
+    /// `spec.clusterIPs[0]` is not `spec.clusterIP` (the API server keeps them equal): either
+    /// may be the address meant, so no ClusterIP is served (nothing at all when either is
+    /// `None`).
+    #[error(
+        "{service}: spec.clusterIPs[0]: {first:?} is not spec.clusterIP {cluster_ip:?}; \
+         ClusterIPs skipped"
+    )]
+    ClusterIpMismatch {
+        /// The Service.
+        service: ServiceRef,
+        /// `spec.clusterIP`.
+        cluster_ip: String,
+        /// `spec.clusterIPs[0]`.
+        first: String,
+    },
     /// A Service lists more than one ClusterIP of a family (the API server allows one per
     /// family); the later ones are skipped.
     #[error("{service}: {field}: {addr} is a second {family} ClusterIP (one per family); skipped")]
@@ -289,6 +304,7 @@ impl Problem {
             | Problem::SpecialAddress { service, .. }
             | Problem::ClusterIpIsNodeAddress { service, .. }
             | Problem::SecondClusterIp { service, .. }
+            | Problem::ClusterIpMismatch { service, .. }
             | Problem::NodePortOutOfRange { service, .. }
             | Problem::SpecialEndpointAddress { service, .. }
             | Problem::FamilyNotServed { service, .. }

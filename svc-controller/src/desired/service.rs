@@ -114,7 +114,7 @@ pub(crate) fn compute(
             (false, false)
         }
     };
-    let cluster_ip_strings: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
+    let mut cluster_ip_strings: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
         Some(ips) if !ips.is_empty() => ips
             .iter()
             .enumerate()
@@ -127,9 +127,17 @@ pub(crate) fn compute(
             .map(|ip| vec![("spec.clusterIP".to_owned(), ip)])
             .unwrap_or_default(),
     };
-    if cluster_ip_strings.iter().any(|(_, ip)| *ip == "None") {
+    let mismatch = validate::cluster_ip_mismatch(&sref, spec);
+    if cluster_ip_strings.iter().any(|(_, ip)| *ip == "None")
+        || mismatch.as_ref().is_some_and(|m| m.headless)
+    {
         // Headless: DNS points at the pods directly; nothing to proxy.
+        problems.extend(mismatch.map(|m| m.problem));
         return out;
+    }
+    if let Some(m) = mismatch {
+        problems.push(m.problem);
+        cluster_ip_strings.clear();
     }
 
     // Addresses.

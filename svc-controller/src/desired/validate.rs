@@ -9,6 +9,7 @@
 //!
 //! | field | refused | the API server's rule |
 //! |---|---|---|
+//! | `spec.clusterIP(s)` | `clusterIPs[0]` other than `clusterIP` when both are set | `ValidateServiceClusterIPsRelatedFields` ("first value must match `clusterIP`") |
 //! | `spec.clusterIP(s)` | a second address of the same family | `ValidateServiceClusterIPsRelatedFields` (one per family) |
 //! | `spec.clusterIP(s)` | unspecified, loopback, link-local, multicast, broadcast, IPv4-mapped | the allocator: a ClusterIP must be inside the service CIDR, never its network or IPv4 broadcast address (`ipallocator`) |
 //! | `spec.clusterIP(s)` | an address of this node | the same: a node address is never in the service CIDR |
@@ -45,6 +46,8 @@
 //! meaning the refusal leaves unclear, so that a mistake in one field does not take down what
 //! the rest of the Service says clearly (and every other Service always keeps working):
 //! - a refused address: that address only (each address is its own set of virtual servers);
+//! - `clusterIPs[0]` other than `clusterIP`: every ClusterIP, since either may be the one
+//!   meant (and the whole Service when either says `None`, as for a headless Service);
 //! - a refused `nodePort`: the NodePort virtual servers of that port only (its ClusterIP,
 //!   external and load-balancer virtual servers do not use the field);
 //! - a refused `healthCheckNodePort`: the health check only;
@@ -52,6 +55,8 @@
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+
+use k8s_openapi::api::core::v1::ServiceSpec;
 
 use crate::model::{AddressFamily, ServiceRef};
 use crate::node::NodeInfo;
@@ -148,6 +153,32 @@ pub(crate) fn cluster_ip(
     }
     seen.push(family);
     true
+}
+
+/// `spec.clusterIPs[0]` differing from `spec.clusterIP`, both set.
+pub(crate) struct ClusterIpMismatch {
+    /// The problem to report.
+    pub(crate) problem: Problem,
+    /// Whether either says `None` (headless).
+    pub(crate) headless: bool,
+}
+
+/// Checks that `spec.clusterIPs[0]` is `spec.clusterIP` when both are set, as the API server
+/// requires (it keeps them in step itself).
+pub(crate) fn cluster_ip_mismatch(
+    sref: &ServiceRef,
+    spec: &ServiceSpec,
+) -> Option<ClusterIpMismatch> {
+    let cluster_ip = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty())?;
+    let first = spec.cluster_ips.as_deref()?.first()?;
+    (first != cluster_ip).then(|| ClusterIpMismatch {
+        problem: Problem::ClusterIpMismatch {
+            service: sref.clone(),
+            cluster_ip: cluster_ip.to_owned(),
+            first: first.clone(),
+        },
+        headless: cluster_ip == "None" || first == "None",
+    })
 }
 
 /// A `nodePort` or `healthCheckNodePort` inside the NodePort range; `None` after pushing the
