@@ -143,17 +143,22 @@ pub(crate) fn compute(
     // Addresses.
     let mut addresses: Vec<Address> = Vec::new();
     let mut cluster_ip_families = Vec::new();
+    // The families of the ClusterIPs that parse, refused or not: a refused ClusterIP still
+    // says which family the Service is.
+    let mut declared_families = BTreeSet::new();
     for (field, ip) in cluster_ip_strings {
-        if let Some(addr) = parse_address(&sref, &field, ip, problems)
-            && validate::cluster_ip(
-                &sref,
-                &field,
-                addr,
-                node,
-                &mut cluster_ip_families,
-                problems,
-            )
-        {
+        let Some(addr) = parse_address(&sref, &field, ip, problems) else {
+            continue;
+        };
+        declared_families.insert(AddressFamily::of(addr));
+        if validate::cluster_ip(
+            &sref,
+            &field,
+            addr,
+            node,
+            &mut cluster_ip_families,
+            problems,
+        ) {
             addresses.push(Address {
                 addr,
                 exposure: Exposure::ClusterIp,
@@ -161,7 +166,7 @@ pub(crate) fn compute(
             });
         }
     }
-    let families = service_families(spec, &addresses);
+    let families = service_families(spec, declared_families);
     if node_ports {
         for addr in config.node_port_addresses(node) {
             if families.is_empty() || families.contains(&AddressFamily::of(addr)) {
@@ -326,13 +331,12 @@ pub(crate) fn compute(
     out
 }
 
-/// The families the Service is served in: those of its cluster IPs, or `spec.ipFamilies` when
-/// it has none that parse. Empty means unknown (no restriction).
-fn service_families(spec: &ServiceSpec, addresses: &[Address]) -> BTreeSet<AddressFamily> {
-    let from_ips: BTreeSet<AddressFamily> = addresses
-        .iter()
-        .map(|a| AddressFamily::of(a.addr))
-        .collect();
+/// The families the Service is served in: those of its cluster IPs (`from_ips`, those that
+/// parse), or `spec.ipFamilies` when it has none. Empty means unknown (no restriction).
+fn service_families(
+    spec: &ServiceSpec,
+    from_ips: BTreeSet<AddressFamily>,
+) -> BTreeSet<AddressFamily> {
     if !from_ips.is_empty() {
         return from_ips;
     }
