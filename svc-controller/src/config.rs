@@ -1,12 +1,14 @@
 //! Controller configuration and the well-known Kubernetes names it uses.
 
 use std::net::{IpAddr, Ipv6Addr};
+use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Scheduler;
 use crate::node::NodeInfo;
+use crate::ownership::DEFAULT_NODE_PORT_RANGE;
 
 /// The dummy interface VIPs are bound on by default (kube-proxy's name, so existing tooling and
 /// firewall rules keep working).
@@ -48,6 +50,12 @@ pub struct ProxyConfig {
     pub service_proxy_name: Option<String>,
     /// Whether to honour topology hints (`hints.forZones`) on endpoints. On by default.
     pub topology_hints: bool,
+    /// The cluster's NodePort range (the API server's `--service-node-port-range`,
+    /// [`DEFAULT_NODE_PORT_RANGE`] by default). A `nodePort` or `healthCheckNodePort` outside
+    /// it is refused (see [`desired::validate`](crate::desired::validate)): the API server
+    /// never allocates one, and the reconciler's ownership rule covers node addresses only on
+    /// these ports, so it must be the same range as the reconciler's.
+    pub node_port_range: RangeInclusive<u16>,
 }
 
 impl Default for ProxyConfig {
@@ -58,6 +66,7 @@ impl Default for ProxyConfig {
             dummy_interface: DEFAULT_DUMMY_INTERFACE.to_owned(),
             service_proxy_name: None,
             topology_hints: true,
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
         }
     }
 }

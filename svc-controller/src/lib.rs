@@ -88,7 +88,10 @@
 //! Invalid or inconsistent input (a port of 0, an address that does not parse, a slice whose
 //! `addressType` does not match its addresses, a named port that resolves to nothing, ...) is
 //! reported as a [`Problem`] naming the Service and the field; the bad part is skipped and the
-//! rest of the Service, and every other Service, is computed as usual.
+//! rest of the Service, and every other Service, is computed as usual. What the API server
+//! would refuse is refused here too (a loopback or broadcast ClusterIP, a ClusterIP on one of
+//! the node's addresses, a `nodePort` outside [`ProxyConfig::node_port_range`], a link-local
+//! endpoint, ...), since manifests never went through it: see [`desired::validate`].
 //!
 //! ## Kubernetes versions
 //! The fields used exist in every Kubernetes version `k8s-openapi` supports (1.33 and later,

@@ -26,7 +26,7 @@ pub enum Problem {
         /// What was done instead, e.g. `port skipped`.
         action: &'static str,
     },
-    /// A port number is outside 1–65535; the port is skipped.
+    /// A port number (`port`, `targetPort`) is outside 1–65535; the port is skipped.
     #[error("{service}: {field}: port {value} is outside 1-65535; port skipped")]
     InvalidPort {
         /// The Service.
@@ -45,6 +45,81 @@ pub enum Problem {
         field: String,
         /// The value found.
         value: String,
+    },
+    /// A Service address (ClusterIP, external IP, load-balancer IP) is of a kind no Service
+    /// address can be: unspecified, loopback, link-local, multicast, broadcast or IPv4-mapped
+    /// (see [`desired::validate`](crate::desired::validate)); it is skipped.
+    #[error("{service}: {field}: {addr} is {class}, never a Service address; skipped")]
+    SpecialAddress {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.externalIPs[0]`.
+        field: String,
+        /// The address.
+        addr: IpAddr,
+        /// What kind of address it is, e.g. `loopback (127.0.0.0/8, ::1)`.
+        class: &'static str,
+    },
+    /// A ClusterIP is one of this node's own addresses: its virtual servers would take the
+    /// node's own traffic on those ports (SSH on 22, say). The API server allocates ClusterIPs
+    /// from the service CIDR only; it is skipped.
+    #[error(
+        "{service}: {field}: {addr} is an address of this node, never a ClusterIP (it would take \
+         the node's own traffic); skipped"
+    )]
+    ClusterIpIsNodeAddress {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.clusterIP`.
+        field: String,
+        /// The address.
+        addr: IpAddr,
+    },
+    /// `spec.clusterIPs[0]` is not `spec.clusterIP` (the API server keeps them equal): either
+    /// may be the address meant, so no ClusterIP is served (nothing at all when either is
+    /// `None`).
+    #[error(
+        "{service}: spec.clusterIPs[0]: {first:?} is not spec.clusterIP {cluster_ip:?}; \
+         ClusterIPs skipped"
+    )]
+    ClusterIpMismatch {
+        /// The Service.
+        service: ServiceRef,
+        /// `spec.clusterIP`.
+        cluster_ip: String,
+        /// `spec.clusterIPs[0]`.
+        first: String,
+    },
+    /// A Service lists more than one ClusterIP of a family (the API server allows one per
+    /// family); the later ones are skipped.
+    #[error("{service}: {field}: {addr} is a second {family} ClusterIP (one per family); skipped")]
+    SecondClusterIp {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.clusterIPs[1]`.
+        field: String,
+        /// The address.
+        addr: IpAddr,
+        /// Its family (`IPv4`, `IPv6`).
+        family: &'static str,
+    },
+    /// A `nodePort` or `healthCheckNodePort` is outside the cluster's NodePort range
+    /// ([`ProxyConfig::node_port_range`](crate::ProxyConfig::node_port_range)), where the API
+    /// server never allocates one.
+    #[error("{service}: {field}: {value} is outside the NodePort range {first}-{last}; {action}")]
+    NodePortOutOfRange {
+        /// The Service.
+        service: ServiceRef,
+        /// The field, e.g. `spec.ports[0].nodePort`.
+        field: String,
+        /// The value found.
+        value: i32,
+        /// The first port of the range.
+        first: u16,
+        /// The last port of the range.
+        last: u16,
+        /// What was done, e.g. `no NodePort for this port`.
+        action: &'static str,
     },
     /// An external or load-balancer IP is of a family the Service has no cluster IP of.
     #[error("{service}: {field}: {addr} is {family} but the Service is not; skipped")]
@@ -127,6 +202,25 @@ pub enum Problem {
         /// The slice's address type.
         address_type: &'static str,
     },
+    /// An endpoint address is of a kind no endpoint can be: unspecified, loopback,
+    /// link-local, multicast, broadcast or IPv4-mapped (see
+    /// [`desired::validate`](crate::desired::validate)); the endpoint is skipped.
+    #[error(
+        "{service}: EndpointSlice {slice}: {field}: {addr} is {class}, never an endpoint; \
+         endpoint skipped"
+    )]
+    SpecialEndpointAddress {
+        /// The Service.
+        service: ServiceRef,
+        /// The slice's name.
+        slice: String,
+        /// The field, e.g. `endpoints[0].addresses[0]`.
+        field: String,
+        /// The address.
+        addr: IpAddr,
+        /// What kind of address it is, e.g. `loopback (127.0.0.0/8, ::1)`.
+        class: &'static str,
+    },
     /// An EndpointSlice port number is outside 1–65535; the slice is skipped for that port.
     #[error(
         "{service}: EndpointSlice {slice}: {field}: port {value} is outside 1-65535; slice skipped for this port"
@@ -207,6 +301,12 @@ impl Problem {
             Problem::InvalidValue { service, .. }
             | Problem::InvalidPort { service, .. }
             | Problem::InvalidAddress { service, .. }
+            | Problem::SpecialAddress { service, .. }
+            | Problem::ClusterIpIsNodeAddress { service, .. }
+            | Problem::SecondClusterIp { service, .. }
+            | Problem::ClusterIpMismatch { service, .. }
+            | Problem::NodePortOutOfRange { service, .. }
+            | Problem::SpecialEndpointAddress { service, .. }
             | Problem::FamilyNotServed { service, .. }
             | Problem::UnknownScheduler { service, .. }
             | Problem::InvalidAffinityTimeout { service, .. }

@@ -118,7 +118,8 @@ enum EarlyStart {
 pub struct EngineConfig {
     /// This node's name.
     pub node_name: String,
-    /// How Services map to virtual servers.
+    /// How Services map to virtual servers. Its `node_port_range` is replaced by the
+    /// reconciler's ([`Engine::new`]).
     pub proxy: ProxyConfig,
     /// The interval of full passes.
     pub sync_period: Duration,
@@ -178,13 +179,18 @@ pub struct Engine<D> {
 
 impl<D: Dataplane> Engine<D> {
     /// An engine over `dataplane`; nothing is touched until the sources have synced.
+    ///
+    /// The NodePort range of `config.proxy` is set to the reconciler's: the computation
+    /// accepts exactly the NodePorts the ownership rule covers, or a NodePort it programmed
+    /// outside the rule would leak when its Service goes while the daemon is down.
     pub fn new(
         dataplane: D,
         reconciler: ReconcilerConfig,
-        config: EngineConfig,
+        mut config: EngineConfig,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
     ) -> Self {
+        config.proxy.node_port_range = reconciler.node_port_range.clone();
         let node = NodeInfo::new(config.node_name.clone());
         let health_checks = Arc::new(ServiceHealthChecks::new());
         health_checks.set_addresses(health_check_addresses(&config.proxy, &node));
@@ -1004,6 +1010,58 @@ mod tests {
         // The Service goes: so does its health check.
         feed(&mut e, vec![Message::Services(Change::Deleted(b))], now);
         assert!(checks.ports().is_empty());
+    }
+
+    #[test]
+    fn node_ports_are_checked_against_the_reconcilers_range() {
+        let node_address = std::net::IpAddr::from([192, 168, 1, 10]);
+        let dp = MemoryDataplane::new().with_node_addresses([node_address]);
+        let mut e = Engine::new(
+            dp,
+            ReconcilerConfig {
+                node_port_range: 40000..=40100,
+                ..ReconcilerConfig::default()
+            },
+            EngineConfig {
+                node_name: "node-a".into(),
+                proxy: ProxyConfig::default(),
+                sync_period: Duration::from_secs(30),
+                min_sync_period: Duration::ZERO,
+                wait_for_node: false,
+            },
+            Arc::new(Metrics::new(false)),
+            Arc::new(Health::new(Duration::from_secs(60))),
+        );
+        let mut a = service("ns", "a", "10.96.0.1");
+        if let Some(spec) = a.spec.as_mut() {
+            spec.type_ = Some("NodePort".into());
+            for (port, node_port) in spec.ports.iter_mut().flatten().zip([40001]) {
+                port.node_port = Some(node_port);
+            }
+            // Inside the default range but outside the reconciler's: refused.
+            spec.ports
+                .get_or_insert_with(Vec::new)
+                .push(k8s_openapi::api::core::v1::ServicePort {
+                    name: Some("default-range".into()),
+                    port: 81,
+                    node_port: Some(30081),
+                    ..Default::default()
+                });
+        }
+        let mut messages = initial();
+        messages[0] = Message::Services(Change::Reset(vec![a]));
+        feed(&mut e, messages, Instant::now());
+        assert!(e.is_adopted());
+        let node_ports: Vec<u16> = e
+            .reconciler()
+            .dataplane()
+            .table()
+            .keys()
+            .filter_map(|k| svc_controller::ownership::from_service_key(&k))
+            .filter(|k| k.addr == node_address)
+            .map(|k| k.port)
+            .collect();
+        assert_eq!(node_ports, [40001]);
     }
 
     #[test]

@@ -36,6 +36,8 @@ use crate::model::{AddressFamily, RealServer, ServiceRef};
 use crate::node::NodeInfo;
 use crate::problem::Problem;
 
+use super::validate;
+
 /// One EndpointSlice, checked once per Service (not once per port).
 #[derive(Debug)]
 pub(crate) struct ParsedSlice<'a> {
@@ -100,7 +102,8 @@ pub(crate) fn slice_name(slice: &EndpointSlice) -> String {
 }
 
 /// Checks the Service's slices once: FQDN slices are skipped silently (IPVS cannot use names),
-/// unknown address types and bad or mismatched addresses are reported and skipped. Slices are
+/// unknown address types and bad, mismatched or special addresses (loopback, link-local, ...:
+/// see [`validate`]) are reported and skipped. Slices are
 /// returned sorted by name so that the result does not depend on the order they were listed in.
 pub(crate) fn parse_slices<'a>(
     service: &ServiceRef,
@@ -153,6 +156,16 @@ pub(crate) fn parse_slices<'a>(
                     field: field(),
                     addr,
                     address_type: family.as_str(),
+                });
+                continue;
+            }
+            if let Some(class) = validate::special_address(addr) {
+                problems.push(Problem::SpecialEndpointAddress {
+                    service: service.clone(),
+                    slice: name.clone(),
+                    field: field(),
+                    addr,
+                    class,
                 });
                 continue;
             }

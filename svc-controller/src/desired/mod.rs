@@ -24,6 +24,14 @@
 //! # }
 //! ```
 //!
+//! Input is checked against the Kubernetes API server's own rules for the fields read here,
+//! since objects from a manifests folder never went through it: a ClusterIP, external IP or
+//! load-balancer IP that is loopback, unspecified, link-local, multicast or broadcast, a
+//! ClusterIP on one of the node's addresses, a `nodePort` or `healthCheckNodePort` outside the
+//! NodePort range, an endpoint address of those kinds, are reported as [`Problem`]s and only
+//! they are skipped. [`validate`] lists the rules, where each comes from, and what each
+//! refusal skips.
+//!
 //! When two Services claim the same virtual server (two Services listing the same external IP
 //! and port, say), the one that sorts first by namespace and name owns it and the other gets a
 //! [`Problem::VirtualServerConflict`]. The rule is arbitrary but stable: the owner does not
@@ -32,6 +40,7 @@
 pub mod endpoints;
 pub mod ports;
 pub mod service;
+pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

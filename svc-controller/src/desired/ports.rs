@@ -18,12 +18,16 @@
 //! Resolution is done per slice: one slice's pods may expose a named port under a different
 //! number than another's, exactly as the EndpointSlice controller groups them.
 
+use std::ops::RangeInclusive;
+
 use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::discovery::v1::EndpointPort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::model::{Protocol, ServiceRef};
 use crate::problem::Problem;
+
+use super::validate;
 
 /// What `targetPort` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,22 +51,28 @@ pub(crate) struct ServicePortSpec {
     pub(crate) protocol: Protocol,
     /// `port`.
     pub(crate) port: u16,
-    /// `nodePort`, when set and non-zero.
+    /// `nodePort`, when the Service type uses it and it is set, non-zero and inside the
+    /// NodePort range.
     pub(crate) node_port: Option<u16>,
     /// `targetPort`.
     pub(crate) target: TargetPort,
 }
 
-/// Validates `spec.ports`; a port with a bad `port`, `protocol`, `nodePort` or `targetPort` is
-/// reported and skipped.
+/// Validates `spec.ports`; a port with a bad `port`, `protocol` or `targetPort` is reported and
+/// skipped. `nodePort` is read only when `node_ports` (the Service type uses it); one outside
+/// `node_port_range` is reported and the port gets no NodePort, the rest of it is kept (see
+/// [`validate`]).
 pub(crate) fn service_ports(
     service: &ServiceRef,
     ports: &[ServicePort],
+    node_ports: bool,
+    node_port_range: &RangeInclusive<u16>,
     problems: &mut Vec<Problem>,
 ) -> Vec<ServicePortSpec> {
     let mut out = Vec::with_capacity(ports.len());
     for (index, sp) in ports.iter().enumerate() {
-        if let Some(spec) = service_port(service, index, sp, problems) {
+        let range = node_ports.then_some(node_port_range);
+        if let Some(spec) = service_port(service, index, sp, range, problems) {
             out.push(spec);
         }
     }
@@ -73,6 +83,7 @@ fn service_port(
     service: &ServiceRef,
     index: usize,
     sp: &ServicePort,
+    node_port_range: Option<&RangeInclusive<u16>>,
     problems: &mut Vec<Problem>,
 ) -> Option<ServicePortSpec> {
     let bad_port = |field: &str, value: i64| Problem::InvalidPort {
@@ -100,16 +111,6 @@ fn service_port(
         problems.push(bad_port("port", i64::from(sp.port)));
         return None;
     };
-    let node_port = match sp.node_port {
-        None | Some(0) => None,
-        Some(n) => match port_number(i64::from(n)) {
-            Some(n) => Some(n),
-            None => {
-                problems.push(bad_port("nodePort", i64::from(n)));
-                return None;
-            }
-        },
-    };
     let target = match &sp.target_port {
         None => TargetPort::Same,
         Some(IntOrString::Int(n)) => match port_number(i64::from(*n)) {
@@ -121,6 +122,18 @@ fn service_port(
         },
         Some(IntOrString::String(name)) if name.is_empty() => TargetPort::Same,
         Some(IntOrString::String(name)) => TargetPort::Name(name.clone()),
+    };
+    // Read last: a refused nodePort gives up only the NodePort virtual servers.
+    let node_port = match (sp.node_port, node_port_range) {
+        (None | Some(0), _) | (_, None) => None,
+        (Some(n), Some(range)) => validate::node_port(
+            service,
+            || format!("spec.ports[{index}].nodePort"),
+            n,
+            range,
+            "no NodePort for this port",
+            problems,
+        ),
     };
     Some(ServicePortSpec {
         index,

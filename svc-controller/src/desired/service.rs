@@ -11,6 +11,10 @@
 //! Each address is combined with every valid Service port; the real servers are those of the
 //! address's family, chosen by [`endpoints`] under the traffic policy that
 //! applies to the address (internal for ClusterIPs, external for the rest).
+//!
+//! Addresses and ports the API server would refuse (a loopback ClusterIP, a ClusterIP on one
+//! of the node's addresses, a `nodePort` outside the NodePort range, ...) are reported and
+//! skipped: the rules, and how much each refusal skips, are in [`validate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -20,6 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Candidates, EndpointSets};
 use super::ports::{self, ServicePortSpec};
+use super::validate;
 use super::{HealthCheck, ServiceDesired};
 use crate::config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, MAX_AFFINITY_TIMEOUT_SECONDS, ProxyConfig,
@@ -109,7 +114,7 @@ pub(crate) fn compute(
             (false, false)
         }
     };
-    let cluster_ip_strings: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
+    let mut cluster_ip_strings: Vec<(String, &str)> = match spec.cluster_ips.as_deref() {
         Some(ips) if !ips.is_empty() => ips
             .iter()
             .enumerate()
@@ -122,15 +127,38 @@ pub(crate) fn compute(
             .map(|ip| vec![("spec.clusterIP".to_owned(), ip)])
             .unwrap_or_default(),
     };
-    if cluster_ip_strings.iter().any(|(_, ip)| *ip == "None") {
+    let mismatch = validate::cluster_ip_mismatch(&sref, spec);
+    if cluster_ip_strings.iter().any(|(_, ip)| *ip == "None")
+        || mismatch.as_ref().is_some_and(|m| m.headless)
+    {
         // Headless: DNS points at the pods directly; nothing to proxy.
+        problems.extend(mismatch.map(|m| m.problem));
         return out;
+    }
+    if let Some(m) = mismatch {
+        problems.push(m.problem);
+        cluster_ip_strings.clear();
     }
 
     // Addresses.
     let mut addresses: Vec<Address> = Vec::new();
+    let mut cluster_ip_families = Vec::new();
+    // The families of the ClusterIPs that parse, refused or not: a refused ClusterIP still
+    // says which family the Service is.
+    let mut declared_families = BTreeSet::new();
     for (field, ip) in cluster_ip_strings {
-        if let Some(addr) = parse_address(&sref, &field, ip, problems) {
+        let Some(addr) = parse_address(&sref, &field, ip, problems) else {
+            continue;
+        };
+        declared_families.insert(AddressFamily::of(addr));
+        if validate::cluster_ip(
+            &sref,
+            &field,
+            addr,
+            node,
+            &mut cluster_ip_families,
+            problems,
+        ) {
             addresses.push(Address {
                 addr,
                 exposure: Exposure::ClusterIp,
@@ -138,7 +166,7 @@ pub(crate) fn compute(
             });
         }
     }
-    let families = service_families(spec, &addresses);
+    let families = service_families(spec, declared_families);
     if node_ports {
         for addr in config.node_port_addresses(node) {
             if families.is_empty() || families.contains(&AddressFamily::of(addr)) {
@@ -154,6 +182,7 @@ pub(crate) fn compute(
     for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
         let field = format!("spec.externalIPs[{i}]");
         if let Some(addr) = parse_address(&sref, &field, ip, problems)
+            && validate::service_address(&sref, &field, addr, problems)
             && served(&sref, &field, addr, &families, problems)
         {
             addresses.push(Address {
@@ -191,6 +220,7 @@ pub(crate) fn compute(
             }
             let field = format!("status.loadBalancer.ingress[{i}].ip");
             if let Some(addr) = parse_address(&sref, &field, ip, problems)
+                && validate::service_address(&sref, &field, addr, problems)
                 && served(&sref, &field, addr, &families, problems)
             {
                 addresses.push(Address {
@@ -203,7 +233,13 @@ pub(crate) fn compute(
     }
 
     // Per-Service settings.
-    let service_ports = ports::service_ports(&sref, spec.ports.as_deref().unwrap_or(&[]), problems);
+    let service_ports = ports::service_ports(
+        &sref,
+        spec.ports.as_deref().unwrap_or(&[]),
+        node_ports,
+        &config.node_port_range,
+        problems,
+    );
     let scheduler = scheduler(service, &sref, config, problems);
     let persistence = persistence(spec, &sref, problems);
     let external_local = policy_is_local(
@@ -230,7 +266,7 @@ pub(crate) fn compute(
         .collect();
     let parsed = endpoints::parse_slices(&sref, &own, node, problems);
     if load_balancer && external_local {
-        out.health_check = health_check(spec, &sref, &parsed, problems);
+        out.health_check = health_check(spec, &sref, &parsed, config, problems);
     }
 
     let used_families: BTreeSet<AddressFamily> = addresses
@@ -295,13 +331,12 @@ pub(crate) fn compute(
     out
 }
 
-/// The families the Service is served in: those of its cluster IPs, or `spec.ipFamilies` when
-/// it has none that parse. Empty means unknown (no restriction).
-fn service_families(spec: &ServiceSpec, addresses: &[Address]) -> BTreeSet<AddressFamily> {
-    let from_ips: BTreeSet<AddressFamily> = addresses
-        .iter()
-        .map(|a| AddressFamily::of(a.addr))
-        .collect();
+/// The families the Service is served in: those of its cluster IPs (`from_ips`, those that
+/// parse), or `spec.ipFamilies` when it has none. Empty means unknown (no restriction).
+fn service_families(
+    spec: &ServiceSpec,
+    from_ips: BTreeSet<AddressFamily>,
+) -> BTreeSet<AddressFamily> {
     if !from_ips.is_empty() {
         return from_ips;
     }
@@ -463,26 +498,25 @@ fn persistence(
 }
 
 /// The health check of a `LoadBalancer` Service with `externalTrafficPolicy: Local`: its
-/// `healthCheckNodePort` (none set, none served; out of range, a problem) and its ready
-/// endpoints on this node, each address once (an endpoint in several slices, or serving
-/// several ports, counts once).
+/// `healthCheckNodePort` (none set, none served; outside the NodePort range, a problem, see
+/// [`validate`]) and its ready endpoints on this node, each address once (an endpoint in
+/// several slices, or serving several ports, counts once).
 fn health_check(
     spec: &ServiceSpec,
     sref: &ServiceRef,
     parsed: &[endpoints::ParsedSlice<'_>],
+    config: &ProxyConfig,
     problems: &mut Vec<Problem>,
 ) -> Option<HealthCheck> {
     let port = spec.health_check_node_port?;
-    let Some(node_port) = u16::try_from(port).ok().filter(|p| *p != 0) else {
-        problems.push(invalid_value(
-            sref,
-            "spec.healthCheckNodePort",
-            &port.to_string(),
-            "a port from 1 to 65535",
-            "no health check served",
-        ));
-        return None;
-    };
+    let node_port = validate::node_port(
+        sref,
+        || "spec.healthCheckNodePort".to_owned(),
+        port,
+        &config.node_port_range,
+        "no health check served",
+        problems,
+    )?;
     Some(HealthCheck {
         node_port,
         local_endpoints: u32::try_from(endpoints::local_ready(parsed)).unwrap_or(u32::MAX),
