@@ -215,14 +215,21 @@ async fn expired_versions_get_410_both_ways() {
     }
     server.apply(&service("d", &[])).expect("apply");
     assert_eq!(describe(&next_event(&mut stream).await), "ADDED d");
-    api.watch(&WatchParams::default(), "")
+    let mut fresh = api
+        .watch(&WatchParams::default(), "")
         .await
-        .expect("a watch from no version");
+        .expect("a watch from no version")
+        .boxed();
+    assert_eq!(describe(&next_event(&mut fresh).await), "ADDED a");
     server.expire_every_watch(false);
     let now = server.resource_version().to_string();
-    api.watch(&WatchParams::default(), &now)
+    let mut again = api
+        .watch(&WatchParams::default(), &now)
         .await
-        .expect("a watch from the current version again");
+        .expect("a watch from the current version again")
+        .boxed();
+    server.apply(&service("e", &[])).expect("apply");
+    assert_eq!(describe(&next_event(&mut again).await), "ADDED e");
     // The log says when each request arrived, in order.
     let log = server.requests();
     assert!(log.windows(2).all(|w| w[0].at <= w[1].at));

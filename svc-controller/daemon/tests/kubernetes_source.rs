@@ -877,8 +877,9 @@ async fn endless_410(style: ExpiredStyle) {
         let gaps: Vec<Duration> = lists.windows(2).map(|w| w[1].at - w[0].at).collect();
         assert!(
             (4..=8).contains(&lists.len()),
-            "{style:?} {resource}: {} relists in {SPELL:?}, {gaps:?} apart",
-            lists.len()
+            "{style:?} {resource}: {} relists in {SPELL:?}, the first {:?} apart",
+            lists.len(),
+            &gaps[..gaps.len().min(10)]
         );
         let widest = gaps.iter().max().copied().unwrap_or_default();
         assert!(

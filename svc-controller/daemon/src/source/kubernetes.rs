@@ -47,10 +47,11 @@ pub fn label_selector(service_proxy_name: Option<&str>) -> String {
 /// A client for `config`, without the retry layer `kube` adds by default.
 ///
 /// That layer retries a request answered 429, 503 or 504 up to 15 times, with delays that
-/// double from 5 ms without a useful cap, before the watch even sees the failure: behind a load
-/// balancer that answers 503 while the API server is down, a watch would wait minutes after the
-/// server came back. The watches' own backoff ([`WATCH_BACKOFF`]) handles these answers like
-/// any other failure.
+/// double from 5 ms (jittered up to threefold, capped only at 1000 s), before the watch even
+/// sees the failure: a burst of quick retries at first, then, behind a load balancer that
+/// answers 503 while the API server is down, a wait that grows with the outage and can reach
+/// minutes after the server is back. The watches' own backoff ([`WATCH_BACKOFF`]) handles these
+/// answers like any other failure.
 pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
     config.default_retry = false;
     Client::try_from(config)
@@ -168,7 +169,9 @@ async fn watch<K>(
                     backoff.after_failure(Instant::now())
                 };
                 warn!(%kind, %error, retry_in = ?delay, "watch failed; keeping the last known state");
-                tokio::time::sleep(delay).await;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 continue;
             }
         };
