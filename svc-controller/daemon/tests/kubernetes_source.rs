@@ -768,16 +768,16 @@ async fn long_outage(mode: DownMode) -> (Vec<LoggedRequest>, Instant, Instant) {
         .labels
         .as_ref()
         .and_then(|l| l.get(ZONE_LABEL).cloned());
-    assert_eq!(zone.as_deref(), Some("z8"), "{mode:?}: the node as changed");
+    assert_eq!(zone.as_deref(), Some("z8"), "{mode:?}: the node's change");
     h.wait_watching().await;
     h.assert_quiet(&format!("{mode:?}: after the relist"));
     (during, down_at, up_at)
 }
 
-/// An API server that refuses connections, then one that answers 503 (a load balancer with no
-/// server behind it), each for [`LONG_OUTAGE`]: once back, the source follows within seconds;
-/// while down, it asks a few times a second at most, and keeps asking until the end.
-/// (Both at once, to keep the test's run time to one outage.)
+/// An API server that refuses connections, and one that answers 503 (a load balancer with no
+/// server behind it), each down for [`LONG_OUTAGE`]: once back, the source follows within
+/// seconds; while down, it asks a few times a second at most, and keeps asking until the end.
+/// (The two run at once, to keep the test's run time to one outage.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovered_api_server_is_followed_within_seconds_and_a_down_one_is_not_hammered() {
     let (refused, (during, down_at, up_at)) = tokio::join!(
@@ -797,8 +797,9 @@ async fn a_recovered_api_server_is_followed_within_seconds_and_a_down_one_is_not
         "{busiest} requests within a second while down: {:#?}",
         times.iter().map(|t| *t - down_at).collect::<Vec<_>>()
     );
-    // Once the delays have reached the cap, each watch asks once per cap at most (and at least
-    // once every cap: it has not given up or slowed down further).
+    // Once the delays have reached the cap (after 0.5 + 1 + 2 s at most), each watch asks at
+    // most once per half the cap, and at least once per cap: it has not given up or slowed
+    // down further.
     let settled = down_at + Duration::from_secs(8);
     let late: Vec<_> = during.iter().filter(|r| r.at >= settled).collect();
     let span = (up_at - settled).as_secs_f64();
