@@ -115,7 +115,8 @@ pub fn trim_node(node: Node) -> Node {
 fn expired(error: &watcher::Error) -> bool {
     match error {
         watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::InitialListFailed(kube::Error::Api(status)) => status.code == 410,
+        | watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
         watcher::Error::WatchError(status) => status.code == 410,
         _ => false,
     }
@@ -178,5 +179,33 @@ async fn watch<K>(
         if tx.send(wrap(change)).is_err() {
             return; // the engine is gone: shutting down
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            Status::failure("too old resource version", "Expired").with_code(code),
+        ))
+    }
+
+    #[test]
+    fn every_kind_of_410_is_expired_and_nothing_else() {
+        use watcher::Error::{InitialListFailed, WatchError, WatchFailed, WatchStartFailed};
+        let gone = Status::failure("too old resource version", "Expired").with_code(410);
+        assert!(expired(&WatchStartFailed(api(410))));
+        assert!(expired(&InitialListFailed(api(410))));
+        assert!(expired(&WatchError(Box::new(gone.clone()))));
+        assert!(expired(&WatchFailed(api(410))));
+        assert!(!expired(&WatchStartFailed(api(503))));
+        assert!(!expired(&InitialListFailed(api(500))));
+        assert!(!expired(&WatchError(Box::new(gone.with_code(500)))));
+        assert!(!expired(&WatchFailed(api(429))));
+        assert!(!expired(&watcher::Error::NoResourceVersion));
     }
 }
