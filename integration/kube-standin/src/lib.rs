@@ -28,12 +28,15 @@
 //!   older version is answered with an `ERROR` event carrying a `Status` 410 `Expired` ("too
 //!   old resource version"), or, with [`ExpiredStyle::HttpGone`], an HTTP 410 response.
 //!   An open watch that fell behind a compaction gets the same `ERROR` event and ends.
+//!   [`StandIn::expire_every_watch`] answers every watch from a version that way, as a server
+//!   whose history never reaches back to what a client just listed.
 //! - **Faults**: [`StandIn::drop_watches`] cuts the connections serving watches mid-stream,
 //!   [`StandIn::drop_connections`] cuts all of them, [`StandIn::go_down`] makes the server
 //!   answer every request with an error status or refuse connections, until
 //!   [`StandIn::come_up`].
-//! - **Request log**: [`StandIn::requests`] lists every request (method, path, query, what
-//!   it was, the status answered), to assert that selectors were sent or a relist happened.
+//! - **Request log**: [`StandIn::requests`] lists every request (method, path, query, when it
+//!   arrived, what it was, the status answered), to assert that selectors were sent, a relist
+//!   happened, or how often a client asked.
 //!
 //! Writes go through the test API only: HTTP requests other than GET are refused (405).
 //!
@@ -58,7 +61,7 @@ mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -120,6 +123,8 @@ pub struct LoggedRequest {
     pub path: String,
     /// The raw query string (`""` when there is none).
     pub query: String,
+    /// When it arrived.
+    pub at: Instant,
     /// What it was (known once answered).
     pub verb: Verb,
     /// The resource (`services`) it addressed, when it addressed one.
@@ -184,6 +189,7 @@ impl Builder {
             log: Vec::new(),
             down: None,
             expired_style: self.expired_style,
+            expire_every_watch: false,
             bookmark_interval: self.bookmark_interval,
             bookmark_epoch: 0,
             bookmarks_sent: Default::default(),
@@ -336,6 +342,13 @@ impl StandIn {
     /// Changes how expired versions are answered.
     pub fn set_expired_style(&self, style: ExpiredStyle) {
         self.shared.lock().expired_style = style;
+    }
+
+    /// While `on`, every watch from a resource version (not `""`/`"0"`) is answered 410 Expired
+    /// (as [`ExpiredStyle`] says), whatever the history holds: a server that a client cannot
+    /// follow however promptly it relists. Open watches carry on.
+    pub fn expire_every_watch(&self, on: bool) {
+        self.shared.lock().expire_every_watch = on;
     }
 
     /// Sends a `BOOKMARK` at the current version to every open watch that allows them.

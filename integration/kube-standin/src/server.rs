@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Filter, KINDS, Store, kind_by_path, status_object};
+use crate::store::{Expired, Filter, KINDS, Store, kind_by_path, status_object};
 use crate::{DownMode, ExpiredStyle, LoggedRequest, Verb};
 
 /// How long a watch without `timeoutSeconds` lasts (the real server's minimum, 30 minutes).
@@ -44,6 +44,8 @@ pub(crate) struct State {
     pub(crate) log: Vec<LoggedRequest>,
     pub(crate) down: Option<DownMode>,
     pub(crate) expired_style: ExpiredStyle,
+    /// Every watch from a version is answered as expired ([`crate::StandIn::expire_every_watch`]).
+    pub(crate) expire_every_watch: bool,
     pub(crate) bookmark_interval: Option<Duration>,
     pub(crate) bookmark_epoch: u64,
     /// Bookmarks written, by resource (`services`).
@@ -203,6 +205,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
             method: method.to_string(),
             path: path.clone(),
             query: query.clone(),
+            at: std::time::Instant::now(),
             verb: Verb::Other,
             resource: None,
             status: None,
@@ -479,7 +482,15 @@ fn watch(
             Ok(rv) => rv,
             Err(message) => return bad_request(&message),
         };
-        if let Err(expired) = state.store.check_retained(rv) {
+        let retained = if state.expire_every_watch {
+            Err(Expired {
+                requested: rv,
+                oldest: state.store.rv.saturating_add(1),
+            })
+        } else {
+            state.store.check_retained(rv)
+        };
+        if let Err(expired) = retained {
             if state.expired_style == ExpiredStyle::HttpGone {
                 return json_response(StatusCode::GONE, &expired.status());
             }

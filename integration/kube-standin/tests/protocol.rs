@@ -203,6 +203,36 @@ async fn expired_versions_get_410_both_ways() {
         .boxed();
     server.apply(&service("c", &[])).expect("apply");
     assert_eq!(describe(&next_event(&mut stream).await), "ADDED c");
+
+    // Told to, the server refuses every watch from a version, even the current one, while the
+    // watch already open carries on; a watch from "" (no version) is not refused.
+    server.expire_every_watch(true);
+    let now = server.resource_version().to_string();
+    match api.watch(&WatchParams::default(), &now).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 410),
+        Err(other) => panic!("expected HTTP 410, got {other}"),
+        Ok(_) => panic!("expected HTTP 410, got a stream"),
+    }
+    server.apply(&service("d", &[])).expect("apply");
+    assert_eq!(describe(&next_event(&mut stream).await), "ADDED d");
+    let mut fresh = api
+        .watch(&WatchParams::default(), "")
+        .await
+        .expect("a watch from no version")
+        .boxed();
+    assert_eq!(describe(&next_event(&mut fresh).await), "ADDED a");
+    server.expire_every_watch(false);
+    let now = server.resource_version().to_string();
+    let mut again = api
+        .watch(&WatchParams::default(), &now)
+        .await
+        .expect("a watch from the current version again")
+        .boxed();
+    server.apply(&service("e", &[])).expect("apply");
+    assert_eq!(describe(&next_event(&mut again).await), "ADDED e");
+    // The log says when each request arrived, in order.
+    let log = server.requests();
+    assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
 }
 
 #[tokio::test]

@@ -263,7 +263,7 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Clien
                 .map_err(|e| DaemonError::Kubernetes(format!("{}: {e}", path.display())))?
         }
     };
-    kube::Client::try_from(config).map_err(|e| DaemonError::Kubernetes(e.to_string()))
+    source::kubernetes::client(config).map_err(|e| DaemonError::Kubernetes(e.to_string()))
 }
 
 /// The host name, for the node name when none is configured.

@@ -1,15 +1,18 @@
 //! The Kubernetes source (`ipvs_proxy::source::kubernetes::run`) driven through the real
 //! `kube` client against a stand-in API server: initial lists, incremental changes,
-//! bookmarks, dropped watches, expired history (410) and an API server that goes away.
+//! bookmarks, dropped watches, expired history (410), an API server that goes away (and how
+//! soon, and how often, the source asks again), and one that answers nothing but 410.
 //!
-//! No sleeps stand in for assertions: every wait is for a condition, with a timeout.
+//! No sleeps stand in for assertions: every wait is for a condition, with a timeout. The only
+//! sleeps are outages, whose length is the scenario.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipvs_proxy::source::Message;
-use ipvs_proxy::source::kubernetes::{HEADLESS_LABEL, label_selector, run};
+use ipvs_proxy::source::backoff::WATCH_BACKOFF;
+use ipvs_proxy::source::kubernetes::{HEADLESS_LABEL, client, label_selector, run};
 use ipvs_proxy::store::Change;
 use ipvs_proxy::telemetry::Metrics;
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
@@ -124,7 +127,8 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start(server: StandIn, service_proxy_name: Option<&str>) -> Self {
-        let client = server.client().expect("a kube client for the stand-in");
+        let config = server.config().expect("a kube config for the stand-in");
+        let client = client(config).expect("a kube client for the stand-in");
         let metrics = Arc::new(Metrics::new(false));
         let (tx, std_rx) = std::sync::mpsc::channel();
         let (fwd, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -605,25 +609,17 @@ async fn outage(mode: DownMode) {
         .delete(&slice("db-1", "db", "", &[]))
         .expect("delete");
     h.server.apply(&node(NODE, "z5")).expect("update");
-    match mode {
-        DownMode::Refuse => {
-            // Connection failures reach the source, which counts them.
-            let counted = wait_until(WAIT, || h.source_errors() >= errors_before + 3).await;
-            assert!(counted, "errors counted: {}", h.source_errors());
-        }
-        DownMode::Status(code) => {
-            // The client retries these itself; wait until the server has refused a few.
-            let refused = wait_until(WAIT, || {
-                h.server
-                    .requests_since(mark)
-                    .iter()
-                    .filter(|r| r.status == Some(code))
-                    .count()
-                    >= 3
-            })
-            .await;
-            assert!(refused, "requests were refused");
-        }
+    // Failures (refused connections or error statuses) reach the source, which counts them.
+    let counted = wait_until(WAIT, || h.source_errors() >= errors_before + 3).await;
+    assert!(counted, "errors counted: {}", h.source_errors());
+    if let DownMode::Status(code) = mode {
+        let refused = h
+            .server
+            .requests_since(mark)
+            .iter()
+            .filter(|r| r.status == Some(code))
+            .count();
+        assert!(refused >= 3, "requests were answered {code}: {refused}");
     }
     h.assert_quiet("while the API server is down");
 
@@ -683,4 +679,237 @@ async fn node_watch_sees_only_this_node() {
     h.server.create(&node(NODE, "z3")).expect("create");
     assert_eq!(describe(&h.next().await), "node applied node-a");
     h.assert_quiet("at the end");
+}
+
+/// How long an outage lasts in the recovery tests: long enough for a backoff that doubles
+/// without a low cap to be waiting well over ten seconds per retry by the time the server is
+/// back (and for [`WATCH_BACKOFF`] to have reached its cap).
+const LONG_OUTAGE: Duration = Duration::from_secs(15);
+
+/// How soon after the API server is back the source must deliver the current state: one retry
+/// at the backoff's cap, then a relist, with room for a loaded machine.
+fn recovery_bound() -> Duration {
+    WATCH_BACKOFF.max + Duration::from_secs(3)
+}
+
+/// The most requests among `times` that fall within any `window`.
+fn most_within(times: &[Instant], window: Duration) -> usize {
+    let mut times = times.to_vec();
+    times.sort();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t - times[i] < window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Takes the server down (as `mode` says) for [`LONG_OUTAGE`], changes and compacts its
+/// history meanwhile, and brings it back: the source must deliver the converged state, one
+/// `Reset` per kind, within [`recovery_bound`]. Returns the requests the server received while
+/// down and when it went down and came back.
+async fn long_outage(mode: DownMode) -> (Vec<LoggedRequest>, Instant, Instant) {
+    let server = StandIn::builder()
+        .bookmark_interval(None)
+        .start()
+        .await
+        .expect("stand-in starts");
+    let mut h = started(server).await;
+
+    let mark = h.server.request_count();
+    h.server.go_down(mode).await.expect("down");
+    let down_at = Instant::now();
+    h.server.delete(&service("web", 0, &[])).expect("delete");
+    h.server
+        .delete(&slice("web-1", "web", "", &[]))
+        .expect("delete");
+    h.server.create(&service("new", 80, &[])).expect("create");
+    h.server.apply(&node(NODE, "z8")).expect("update");
+    // The real server's watch cache does not reach back that far: every watch is told 410.
+    h.server.compact();
+    tokio::time::sleep(LONG_OUTAGE).await;
+    h.assert_quiet(&format!("{mode:?}: while the API server is down"));
+
+    let during = h.server.requests_since(mark);
+    h.server.come_up().await.expect("up");
+    let up_at = Instant::now();
+    let (mut services, mut slices, mut nodes) = (None, None, None);
+    for _ in 0..3 {
+        match h.next().await {
+            Message::Services(Change::Reset(all)) if services.is_none() => services = Some(all),
+            Message::Slices(Change::Reset(all)) if slices.is_none() => slices = Some(all),
+            Message::Node(Change::Reset(all)) if nodes.is_none() => nodes = Some(all),
+            other => panic!(
+                "{mode:?}: expected one Reset per kind, got {}",
+                describe(&other)
+            ),
+        }
+    }
+    let took = up_at.elapsed();
+    assert!(
+        took <= recovery_bound(),
+        "{mode:?}: the converged state took {took:?} after the API server came back \
+         (at most {:?}); requests since: {:#?}",
+        recovery_bound(),
+        h.server
+            .requests_since(mark + during.len())
+            .iter()
+            .map(|r| (r.at - up_at, r.verb, r.resource.clone(), r.status))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(names(&services.expect("services reset")), ["db", "new"]);
+    assert_eq!(names(&slices.expect("slices reset")), ["db-1"]);
+    let nodes = nodes.expect("node reset");
+    let zone = nodes[0]
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ZONE_LABEL).cloned());
+    assert_eq!(zone.as_deref(), Some("z8"), "{mode:?}: the node's change");
+    h.wait_watching().await;
+    h.assert_quiet(&format!("{mode:?}: after the relist"));
+    (during, down_at, up_at)
+}
+
+/// An API server that refuses connections, and one that answers 503 (a load balancer with no
+/// server behind it), each down for [`LONG_OUTAGE`]: once back, the source follows within
+/// seconds; while down, it asks a few times a second at most, and keeps asking until the end.
+/// (The two run at once, to keep the test's run time to one outage.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_api_server_is_followed_within_seconds_and_a_down_one_is_not_hammered() {
+    let (refused, (during, down_at, up_at)) = tokio::join!(
+        long_outage(DownMode::Refuse),
+        long_outage(DownMode::Status(503))
+    );
+    // Refused connections never reach the server's log.
+    assert!(refused.0.is_empty(), "{:#?}", refused.0);
+
+    let times: Vec<Instant> = during.iter().map(|r| r.at).collect();
+    assert!(during.iter().all(|r| r.status == Some(503)), "{during:#?}");
+    // Three watches, each at most three requests in any second: the re-watch right after the
+    // cut, then delays that start at a quarter of a second and double.
+    let busiest = most_within(&times, Duration::from_secs(1));
+    assert!(
+        busiest <= 9,
+        "{busiest} requests within a second while down: {:#?}",
+        times.iter().map(|t| *t - down_at).collect::<Vec<_>>()
+    );
+    // Once the delays have reached the cap (after 0.5 + 1 + 2 s at most), each watch asks at
+    // most once per half the cap, and at least once per cap: it has not given up or slowed
+    // down further.
+    let settled = down_at + Duration::from_secs(8);
+    let late: Vec<_> = during.iter().filter(|r| r.at >= settled).collect();
+    let span = (up_at - settled).as_secs_f64();
+    let per_watch_most = (span / (WATCH_BACKOFF.max.as_secs_f64() / 2.0)).ceil() as usize + 1;
+    assert!(
+        late.len() <= 3 * per_watch_most,
+        "{} requests in the last {span:.1} s of the outage (at most {})",
+        late.len(),
+        3 * per_watch_most
+    );
+    let last_cap = up_at - WATCH_BACKOFF.max - Duration::from_millis(500);
+    for resource in ["services", "endpointslices", "nodes"] {
+        // (Requests answered while down are logged by path only.)
+        assert!(
+            late.iter()
+                .any(|r| r.path == path_of(resource) && r.at >= last_cap),
+            "{resource}: no request in the last {:?} of the outage",
+            up_at - last_cap
+        );
+    }
+}
+
+/// A server that answers every watch with 410 (as `style` says) although it lists fine: the
+/// first relist comes at once, later ones further and further apart (no list-watch loop), and
+/// each relist is one `Reset` with the same state. Once the server behaves, the watches settle.
+async fn endless_410(style: ExpiredStyle) {
+    /// How long the server keeps answering 410.
+    const SPELL: Duration = Duration::from_secs(10);
+    let server = StandIn::builder()
+        .bookmark_interval(None)
+        .expired_style(style)
+        .start()
+        .await
+        .expect("stand-in starts");
+    let mut h = started(server).await;
+    let mark = h.server.request_count();
+    h.server.expire_every_watch(true);
+    h.server.drop_watches();
+    let end = Instant::now() + SPELL;
+    let mut resets = 0;
+    while let Ok(received) = tokio::time::timeout_at(end.into(), h.rx.recv()).await {
+        let message = received.expect("the source is running");
+        let text = describe(&message);
+        assert!(
+            [
+                "services reset [\"db\", \"web\"]",
+                "slices reset [\"db-1\", \"web-1\"]",
+                "node reset [\"node-a\"]"
+            ]
+            .contains(&text.as_str()),
+            "{style:?}: {text}"
+        );
+        resets += 1;
+    }
+    let log = h.server.requests_since(mark);
+    for resource in ["services", "endpointslices", "nodes"] {
+        let watches: Vec<_> = log
+            .iter()
+            .filter(|r| r.verb == Verb::Watch && r.resource.as_deref() == Some(resource))
+            .collect();
+        let lists = of(&log, Verb::List, resource);
+        let first_410 = watches.first().expect("a watch after the cut").at;
+        let first_list = lists
+            .iter()
+            .find(|r| r.at >= first_410)
+            .expect("a relist")
+            .at;
+        // "At once": well under the backoff's first delay.
+        assert!(
+            first_list - first_410 < WATCH_BACKOFF.initial,
+            "{style:?} {resource}: relisted {:?} after the first 410",
+            first_list - first_410
+        );
+        // Relists 0.25-0.5, 0.5-1, 1-2, then 2-4 s apart: it keeps following the server,
+        // no more often than the growing delays allow, and the delays reach the cap.
+        let gaps: Vec<Duration> = lists.windows(2).map(|w| w[1].at - w[0].at).collect();
+        assert!(
+            (4..=8).contains(&lists.len()),
+            "{style:?} {resource}: {} relists in {SPELL:?}, the first {:?} apart",
+            lists.len(),
+            &gaps[..gaps.len().min(10)]
+        );
+        let widest = gaps.iter().max().copied().unwrap_or_default();
+        assert!(
+            widest >= WATCH_BACKOFF.max / 2,
+            "{style:?} {resource}: relists {gaps:?} apart"
+        );
+    }
+    assert!(resets >= 9, "{style:?}: {resets} resets");
+
+    h.server.expire_every_watch(false);
+    h.wait_watching().await;
+    h.server.create(&service("calm", 80, &[])).expect("create");
+    // Resets from relists still in flight may come first.
+    loop {
+        match h.next().await {
+            Message::Services(Change::Applied(s)) if name(&s) == "calm" => break,
+            other if describe(&other).contains(" reset ") => {}
+            other => panic!(
+                "{style:?}: expected the new Service, got {}",
+                describe(&other)
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_answering_410_is_relisted_at_once_then_less_and_less_often() {
+    tokio::join!(
+        endless_410(ExpiredStyle::ErrorEvent),
+        endless_410(ExpiredStyle::HttpGone)
+    );
 }

@@ -8,23 +8,27 @@
 //!
 //! Each watch is a `kube-runtime` watcher: it lists, then watches from the list's resource
 //! version, follows bookmarks, relists when the server answers 410 Gone, and re-watches after
-//! a dropped connection, with backoff while the API server is unreachable. A (re)list is
-//! passed on only once complete, as one [`Change::Reset`], so a relist after an outage
-//! replaces what was known in one step; until then the engine keeps its last good state and
-//! the IPVS table does not move.
+//! a dropped connection. After a failure it waits as [`super::backoff`] says (at most
+//! [`WATCH_BACKOFF`]'s cap, so a recovered API server is followed within seconds); a 410
+//! relists at once unless the server keeps answering 410. The waiting is this module's alone:
+//! the client is built without `kube`'s own retry layer ([`client`]). A (re)list is passed on
+//! only once complete, as one [`Change::Reset`], so a relist after an outage replaces what was
+//! known in one step; until then the engine keeps its last good state and the IPVS table does
+//! not move.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use svc_controller::SERVICE_PROXY_NAME_LABEL;
 use tracing::{debug, info, warn};
 
+use super::backoff::{Backoff, WATCH_BACKOFF};
 use super::{Message, Sender};
 use crate::store::{Change, trim_service, trim_slice};
 use crate::telemetry::Metrics;
@@ -38,6 +42,19 @@ pub fn label_selector(service_proxy_name: Option<&str>) -> String {
         None => format!("!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}"),
         Some(name) => format!("{SERVICE_PROXY_NAME_LABEL}={name},!{HEADLESS_LABEL}"),
     }
+}
+
+/// A client for `config`, without the retry layer `kube` adds by default.
+///
+/// That layer retries a request answered 429, 503 or 504 up to 15 times, with delays that
+/// double from 5 ms (jittered up to threefold, capped only at 1000 s), before the watch even
+/// sees the failure: a burst of quick retries at first, then, behind a load balancer that
+/// answers 503 while the API server is down, a wait that grows with the outage and can reach
+/// minutes after the server is back. The watches' own backoff ([`WATCH_BACKOFF`]) handles these
+/// answers like any other failure.
+pub fn client(mut config: kube::Config) -> Result<Client, kube::Error> {
+    config.default_retry = false;
+    Client::try_from(config)
 }
 
 /// Watches Services, EndpointSlices and the Node named `node_name` and sends what changes to
@@ -92,10 +109,17 @@ pub fn trim_node(node: Node) -> Node {
     }
 }
 
-/// Whether a watch request was answered with HTTP 410 Gone (its resource version is older
-/// than the server's history), which only a relist can get past.
-fn watch_refused_as_expired(error: &watcher::Error) -> bool {
-    matches!(error, watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410)
+/// Whether the server answered 410 Gone (a resource version older than its history: a watch
+/// refused with HTTP 410, an `ERROR` event with a 410 `Status`, or an expired `continue` of a
+/// paged list), which only a relist can get past.
+fn expired(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
+        watcher::Error::WatchError(status) => status.code == 410,
+        _ => false,
+    }
 }
 
 async fn watch<K>(
@@ -109,12 +133,11 @@ async fn watch<K>(
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let kind = K::kind(&()).into_owned();
-    let start = || {
-        watcher::watcher(api.clone(), config.clone())
-            .default_backoff()
-            .boxed()
-    };
+    // No `kube-runtime` backoff on the stream: the loop below waits after errors itself, as
+    // only it can tell a 410 (relist now) from a failure (wait).
+    let start = || watcher::watcher(api.clone(), config.clone()).boxed();
     let mut stream = start();
+    let mut backoff = Backoff::new(WATCH_BACKOFF);
     let mut initial: Option<Vec<K>> = None;
     while let Some(event) = stream.next().await {
         let change = match event {
@@ -135,14 +158,20 @@ async fn watch<K>(
             Ok(Event::Apply(object)) => Change::Applied(trim(object)),
             Ok(Event::Delete(object)) => Change::Deleted(trim(object)),
             Err(error) => {
-                // The watcher retries by itself (with backoff); the engine keeps what it has.
-                warn!(%kind, %error, "watch failed; keeping the last known state and retrying");
+                // The watcher retries on its next poll; the engine keeps what it has meanwhile.
                 metrics.source_error("kubernetes");
-                if watch_refused_as_expired(&error) {
+                let delay = if expired(&error) {
                     // kube-runtime retries a watch refused with HTTP 410 at the same expired
-                    // version forever (it relists only on a 410 ERROR event): start a fresh
-                    // watcher, which lists at once and watches from the new list.
+                    // version forever (it relists only on a 410 ERROR event): a fresh watcher
+                    // lists at once and watches from the new list, whatever the 410 was.
                     stream = start();
+                    backoff.after_expired(Instant::now())
+                } else {
+                    backoff.after_failure(Instant::now())
+                };
+                warn!(%kind, %error, retry_in = ?delay, "watch failed; keeping the last known state");
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
                 continue;
             }
@@ -150,5 +179,33 @@ async fn watch<K>(
         if tx.send(wrap(change)).is_err() {
             return; // the engine is gone: shutting down
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            Status::failure("too old resource version", "Expired").with_code(code),
+        ))
+    }
+
+    #[test]
+    fn every_kind_of_410_is_expired_and_nothing_else() {
+        use watcher::Error::{InitialListFailed, WatchError, WatchFailed, WatchStartFailed};
+        let gone = Status::failure("too old resource version", "Expired").with_code(410);
+        assert!(expired(&WatchStartFailed(api(410))));
+        assert!(expired(&InitialListFailed(api(410))));
+        assert!(expired(&WatchError(Box::new(gone.clone()))));
+        assert!(expired(&WatchFailed(api(410))));
+        assert!(!expired(&WatchStartFailed(api(503))));
+        assert!(!expired(&InitialListFailed(api(500))));
+        assert!(!expired(&WatchError(Box::new(gone.with_code(500)))));
+        assert!(!expired(&WatchFailed(api(429))));
+        assert!(!expired(&watcher::Error::NoResourceVersion));
     }
 }
