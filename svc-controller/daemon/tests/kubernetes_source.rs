@@ -810,7 +810,7 @@ async fn a_recovered_api_server_is_followed_within_seconds_and_a_down_one_is_not
         late.len(),
         3 * per_watch_most
     );
-    let last_cap = up_at - WATCH_BACKOFF.max - Duration::from_millis(500);
+    let last_cap = up_at - WATCH_BACKOFF.max - Duration::from_millis(1500);
     for resource in ["services", "endpointslices", "nodes"] {
         // (Requests answered while down are logged by path only.)
         assert!(
