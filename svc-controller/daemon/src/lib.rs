@@ -12,6 +12,7 @@
 //! - [`node_setup`]: the sysctls and IPVS timeouts set at start-up;
 //! - [`service_health`]: the health checks load balancers ask on a Service's
 //!   `healthCheckNodePort`;
+//! - [`descriptors`]: the file descriptor limit raised at start, and the HTTP endpoints' share;
 //! - [`memory`]: free memory given back to the system after large work;
 //! - [`cpus`]: how many CPUs parallel work may use;
 //! - [`telemetry`]: logs, `/metrics`, `/healthz` and `/livez`;
@@ -19,6 +20,7 @@
 
 pub mod cpus;
 pub mod daemon;
+pub mod descriptors;
 pub mod engine;
 pub mod memory;
 pub mod node_setup;

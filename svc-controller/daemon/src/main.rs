@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ipvs_proxy::settings::{Cli, Settings};
-use ipvs_proxy::{daemon, telemetry};
+use ipvs_proxy::{daemon, descriptors, telemetry};
 
 /// mimalloc rather than the C library's allocator: the daemon allocates and frees millions of
 /// small objects while it loads and programs a large cluster, often freeing on another thread
@@ -26,6 +26,8 @@ fn main() -> ExitCode {
         eprintln!("ipvs-proxy: {e}");
         return ExitCode::from(2);
     }
+    // Before the daemon opens its sockets and the HTTP endpoints size their share of it.
+    descriptors::raise_limit_at_start();
     match daemon::run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -36,6 +36,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::telemetry::Health;
+use crate::telemetry::http::{self, ServerLimits};
 
 /// How long a port that could not be opened waits before the next try.
 pub const BIND_RETRY: Duration = Duration::from_secs(5);
@@ -187,8 +188,19 @@ impl ServiceHealthChecks {
 }
 
 /// Keeps a listener open on each port of `checks`, answering from `checks` and `health`,
-/// until the runtime ends.
+/// until the runtime ends. Each listener is served by the daemon's shared HTTP server, with
+/// its connection cap and timeouts ([`http::serve_listener`] with [`ServerLimits::daemon`]):
+/// these ports are open to the network like `/healthz`.
 pub async fn serve(checks: Arc<ServiceHealthChecks>, health: Arc<Health>) {
+    serve_within(checks, health, ServerLimits::daemon()).await;
+}
+
+/// [`serve`] within `limits`.
+pub async fn serve_within(
+    checks: Arc<ServiceHealthChecks>,
+    health: Arc<Health>,
+    limits: ServerLimits,
+) {
     let mut changes = checks.ports_changed.subscribe();
     let mut open: HashMap<Listen, tokio::task::JoinHandle<()>> = HashMap::new();
     // Listeners that could not be opened, said once until they are.
@@ -222,11 +234,7 @@ pub async fn serve(checks: Arc<ServiceHealthChecks>, health: Arc<Health>) {
                     let router = router(checks.clone(), health.clone(), port);
                     open.insert(
                         (port, address),
-                        tokio::spawn(async move {
-                            if let Err(e) = axum::serve(listener, router).await {
-                                warn!(port, error = %e, "health check server stopped");
-                            }
-                        }),
+                        tokio::spawn(http::serve_listener(listener, router, limits.clone())),
                     );
                 }
                 Err(e) => {
@@ -448,6 +456,42 @@ mod tests {
         checks.set(&web, None);
         let refused = until(port, |r| r.is_err()).await;
         assert!(refused.is_err(), "still answering: {refused:?}");
+    }
+
+    #[tokio::test]
+    async fn health_check_ports_are_served_within_the_limits() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let checks = Arc::new(ServiceHealthChecks::new());
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        let limits = ServerLimits {
+            per_listener: 4,
+            idle_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(60),
+            budget: http::ConnectionBudget::new(100),
+        };
+        tokio::spawn(serve_within(checks.clone(), health, limits.clone()));
+        let port = free_port();
+        checks.set(&ServiceRef::new("shop", "web"), check(port, 1));
+        until(port, |r| r.is_ok()).await.unwrap();
+        // A flood of connections that never finish their request head.
+        let mut flood = Vec::new();
+        for _ in 0..20 {
+            let mut stream = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .await
+                .unwrap();
+            stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+            flood.push(stream);
+        }
+        // The load balancer is still answered, and the listener holds no more than its cap.
+        let (status, _, _) = get(port).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(limits.budget.open() <= 4, "{} open", limits.budget.open());
+        // What was left of the flood is closed after the idle timeout.
+        for stream in &mut flood {
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(0) | Err(_))), "still open: {read:?}");
+        }
     }
 
     #[tokio::test]

@@ -375,6 +375,95 @@ endpoints:
         assert!(daemon.terminate(SLOW).unwrap().success());
     }
 
+    /// The descriptors `pid` has open.
+    fn open_descriptors(pid: u32) -> usize {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_flood_of_idle_connections_leaves_the_daemon_working_under_a_low_descriptor_limit() {
+        const LIMIT: usize = 1024;
+        const FLOOD: usize = 1100;
+        // The flood's client ends are this process's descriptors.
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 8192, 8192)
+            .unwrap();
+        let topo = LoadBalancerTopology::build(3).unwrap();
+        let node = &topo.director;
+        let scratch = Scratch::new("flood");
+        let manifest = scratch.manifests().join("web.yaml");
+        write_atomically(&manifest, &web_manifest(&[(0, true), (1, true), (2, true)])).unwrap();
+        // Soft and hard limit 1,024: the daemon cannot raise it.
+        let script = format!(r#"ulimit -n {LIMIT} && exec "$0" "$@""#);
+        let mut args: Vec<String> =
+            vec!["-c".into(), script, daemon_binary().display().to_string()];
+        args.extend(
+            [
+                "--manifests",
+                scratch.manifests().to_str().unwrap(),
+                "--hostname-override",
+                "node-a",
+                "--log-format",
+                "json",
+                "--metrics-bind-address",
+                METRICS,
+                "--healthz-bind-address",
+                HEALTHZ,
+            ]
+            .map(str::to_owned),
+        );
+        let mut daemon =
+            DaemonProcess::start(node, Path::new("/bin/sh"), &args, &scratch.log()).unwrap();
+        daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        let low = daemon
+            .wait_for_log(0, &["file descriptor limit is low"], SLOW)
+            .unwrap();
+        assert_eq!(
+            json_field(&low, "soft").as_u64(),
+            Some(LIMIT as u64),
+            "{low}"
+        );
+        let cluster = format!("TCP {CLUSTER_IP}:80");
+        wait_for_table(node, "the Service", |t| {
+            t.get(&cluster).is_some_and(|d| d.len() == 3)
+        });
+
+        // More idle connections than the daemon has descriptors, held open by the client.
+        let flood = node
+            .run(|| {
+                (0..FLOOD)
+                    .filter_map(|_| {
+                        std::net::TcpStream::connect_timeout(&addr(HEALTHZ), Duration::from_secs(2))
+                            .ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert!(flood.len() > LIMIT, "only {} connections made", flood.len());
+        let held = open_descriptors(daemon.pid());
+        assert!(
+            held < LIMIT / 2,
+            "the daemon holds {held} descriptors under the flood"
+        );
+
+        // The daemon still answers, and still follows its manifests.
+        let (status, body) = http_get(node, addr(HEALTHZ), "/healthz").unwrap();
+        assert_eq!(status, 200, "{body}");
+        write_atomically(
+            &manifest,
+            &web_manifest(&[(0, true), (1, false), (2, true)]),
+        )
+        .unwrap();
+        wait_for_table(node, "backend-2 gone", |t| {
+            t.get(&cluster).is_some_and(|d| d.len() == 2)
+        });
+        assert_eq!(http_get(node, addr(METRICS), "/metrics").unwrap().0, 200);
+        drop(flood);
+        assert!(daemon.terminate(SLOW).unwrap().success());
+    }
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn cleanup_removes_only_what_the_daemon_owns() {
