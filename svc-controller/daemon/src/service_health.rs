@@ -463,6 +463,7 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let checks = Arc::new(ServiceHealthChecks::new());
         let health = Arc::new(Health::new(Duration::from_secs(60)));
+        health.adopted();
         let limits = ServerLimits {
             per_listener: 4,
             idle_timeout: Duration::from_millis(300),

@@ -515,7 +515,9 @@ mod tests {
 
     /// The health router, and `/slow`, which tells `started` and never answers.
     fn slow_router(started: tokio::sync::mpsc::UnboundedSender<()>) -> Router {
-        health_router(Arc::new(Health::new(Duration::from_secs(60)))).route(
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        health.adopted();
+        health_router(health).route(
             "/slow",
             get(move || {
                 let _ = started.send(());
