@@ -2,6 +2,7 @@
 //! file or folder of manifests ([`manifests`]). Both report [`Change`]s
 //! to the engine as [`Message`]s; neither touches the node.
 
+mod folder_tree;
 mod folder_watch;
 pub mod kubernetes;
 pub mod manifests;
