@@ -369,4 +369,87 @@ mod tests {
         std::fs::remove_dir(&dir).unwrap();
         gather(&mut watch, |s| *s == Seen::Everything);
     }
+
+    #[test]
+    fn a_folder_removed_and_created_again_is_watched_again() {
+        let dir = temp_folder("recreated");
+        let mut watch = FolderWatch::start(&dir).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        gather(&mut watch, |s| *s == Seen::Everything);
+        std::fs::create_dir(&dir).unwrap();
+        // The new folder is watched, and a full rescan asked for (it may hold anything).
+        gather(&mut watch, |s| *s == Seen::Everything);
+        std::fs::write(dir.join("web.yaml"), "a").unwrap();
+        let file = dir.join("web.yaml");
+        gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&file)),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_renamed_over_the_watched_one_is_watched_instead() {
+        let dir = temp_folder("renamed-over");
+        let old = dir.join("manifests");
+        let new = dir.join("manifests.new");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        let mut watch = FolderWatch::start(&old).unwrap();
+        // As a volume remounted: another folder takes the path, without an event for it.
+        std::fs::rename(&old, dir.join("manifests.old")).unwrap();
+        std::fs::rename(&new, &old).unwrap();
+        gather(&mut watch, |s| *s == Seen::Everything);
+        // Writes in the folder that left are not taken for writes in the watched path.
+        std::fs::write(dir.join("manifests.old/gone.yaml"), "a").unwrap();
+        std::fs::write(old.join("web.yaml"), "a").unwrap();
+        let file = old.join("web.yaml");
+        let seen = gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&file)),
+        );
+        assert!(
+            matches!(&seen, Seen::Paths(p) if !p.contains(&old.join("gone.yaml"))),
+            "{seen:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_to_the_folder_itself_does_not_rename_its_events() {
+        let dir = temp_folder("self-link");
+        std::os::unix::fs::symlink(".", dir.join("again")).unwrap();
+        std::fs::create_dir(dir.join("team")).unwrap();
+        std::os::unix::fs::symlink("..", dir.join("team/up")).unwrap();
+        let mut watch = FolderWatch::start(&dir).unwrap();
+        std::fs::write(dir.join("web.yaml"), "a").unwrap();
+        std::fs::write(dir.join("team/db.yaml"), "a").unwrap();
+        let (web, db) = (dir.join("web.yaml"), dir.join("team/db.yaml"));
+        let seen = gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&web) && p.contains(&db)),
+        );
+        let Seen::Paths(paths) = seen else {
+            unreachable!()
+        };
+        assert_eq!(paths.len(), 2, "each file under its own path: {paths:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_that_does_not_exist_yet_is_watched_once_it_does() {
+        let dir = temp_folder("later");
+        let later = dir.join("manifests");
+        let mut watch = FolderWatch::start(&later).unwrap();
+        assert_eq!(watch.wait(Duration::from_millis(50)), None);
+        std::fs::create_dir(&later).unwrap();
+        gather(&mut watch, |s| *s == Seen::Everything);
+        std::fs::write(later.join("web.yaml"), "a").unwrap();
+        let file = later.join("web.yaml");
+        gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&file)),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
