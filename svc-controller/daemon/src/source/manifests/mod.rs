@@ -9,7 +9,7 @@
 //!   files, and the `..data` folder of a mounted ConfigMap, whose files are reached through
 //!   their top-level links). Links are followed: links to files wherever they lead, links to
 //!   folders only inside the folder, and each folder once, so a link to `.` is no loop (see
-//!   [`super::folder_tree`]); a link not followed is reported once.
+//!   the `folder_tree` module); a link not followed is reported once.
 //! - Several documents per file (`---`), and `kind: List` documents (as `kubectl get -o yaml`
 //!   writes them). A `*.json` file is read as JSON (one value or several one after the other),
 //!   with a JSON parser many times faster than the YAML one: generated folders of thousands
@@ -31,11 +31,11 @@
 //!
 //! The same object defined in several files is reported, and the first of them in path order
 //! defines it, whatever order they were written in; when that file goes or stops defining it,
-//! the next one takes over with no deletion in between (see [`owners`]).
+//! the next one takes over with no deletion in between (see the `owners` module).
 //!
 //! # Watching
 //!
-//! [`watch`] follows inotify events under the path (through [`FolderWatch`]): it looks only at
+//! [`watch`] follows inotify events under the path (through `FolderWatch`): it looks only at
 //! the paths they name ([`ManifestFolder::rescan_paths`]), and rescans the whole folder when
 //! an event cannot be pinned to files (a folder appeared or vanished, a mounted ConfigMap
 //! swapped its `..data` link, events were lost) and once a minute as insurance. Without
@@ -2554,5 +2554,32 @@ endpoints:
         let change = [change];
         assert_eq!(names(&change), ["+svc/web"]);
         assert_eq!(applied_ip(&change).as_deref(), Some("10.96.0.30"));
+    }
+
+    #[test]
+    fn a_mounted_config_map_is_read_through_its_links_and_its_swaps_followed() {
+        // The layout the kubelet writes: the keys link through `..data` to a dot-folder.
+        let dir = TempDir::new("configmap");
+        dir.write("..2026_01_01/web.yaml", WEB);
+        std::os::unix::fs::symlink("..2026_01_01", dir.0.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/web.yaml", dir.0.join("web.yaml")).unwrap();
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert!(
+            scan.errors.is_empty() && scan.skipped.is_empty(),
+            "{scan:?}"
+        );
+        assert_eq!(names(&scan.messages), ["svc*1", "slice*1"]);
+        // An update: a new dot-folder, and `..data` swapped to it by a rename.
+        dir.write(
+            "..2026_01_02/web.yaml",
+            &WEB.replace("10.96.0.10", "10.96.0.30"),
+        );
+        std::os::unix::fs::symlink("..2026_01_02", dir.0.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+        assert!(folder.rescan_paths([dir.0.join("..data")]).is_none());
+        let scan = folder.rescan();
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        assert!(scan.skipped.is_empty(), "{:?}", scan.skipped);
     }
 }
