@@ -111,9 +111,20 @@ impl FolderWatch {
     /// there is no folder at the path).
     fn arm(&mut self) -> io::Result<()> {
         if !self.folders.is_empty() || self.armed.is_some() {
-            self.inotify = Inotify::init()?;
-            self.folders.clear();
             self.armed = None;
+            match Inotify::init() {
+                Ok(inotify) => {
+                    self.inotify = inotify;
+                    self.folders.clear();
+                }
+                Err(e) => {
+                    // The old instance stays, without its watches.
+                    for (wd, _) in self.folders.drain() {
+                        let _ = self.inotify.watches().remove(wd);
+                    }
+                    return Err(e);
+                }
+            }
         }
         let meta = std::fs::metadata(&self.root)?;
         let wd = self.inotify.watches().add(&self.root, content_events())?;

@@ -42,7 +42,7 @@ impl Default for Limits {
 
 impl Limits {
     /// What to say of a file of `len` bytes, over [`Limits::max_file_size`].
-    pub(super) fn too_large(&self, len: u64) -> String {
+    pub(super) fn too_large_message(&self, len: u64) -> String {
         format!(
             "the file is {len} bytes, over the limit of {} (--manifests-max-file-size, \
              manifestsMaxFileSize); not read",
@@ -51,7 +51,7 @@ impl Limits {
     }
 
     /// What to say of a file nesting deeper than [`Limits::max_depth`].
-    pub(super) fn too_deep(&self) -> String {
+    pub(super) fn too_deep_message(&self) -> String {
         format!(
             "nested more than {} levels deep (--manifests-max-depth, manifestsMaxDepth); \
              not parsed",

@@ -850,9 +850,9 @@ fn read_file(path: PathBuf, reader: Reader) -> ReadFile {
         Ok(bytes) if bytes.len() as u64 > max => Err(invalid(
             &path,
             None,
-            reader.limits.too_large(bytes.len() as u64),
+            reader.limits.too_large_message(bytes.len() as u64),
         )),
-        Err(len) => Err(invalid(&path, None, reader.limits.too_large(len))),
+        Err(len) => Err(invalid(&path, None, reader.limits.too_large_message(len))),
         Ok(bytes) => match String::from_utf8(bytes) {
             Err(e) => Err(invalid(
                 &path,
@@ -862,7 +862,7 @@ fn read_file(path: PathBuf, reader: Reader) -> ReadFile {
             Ok(text) => {
                 let yaml = !is_json(&path);
                 match limits::too_deep(&text, yaml, reader.limits.max_depth) {
-                    Some(line) => Err(invalid(&path, Some(line), reader.limits.too_deep())),
+                    Some(line) => Err(invalid(&path, Some(line), reader.limits.too_deep_message())),
                     None => parse_manifests(&path, &text).map_err(Failure::Invalid),
                 }
             }
