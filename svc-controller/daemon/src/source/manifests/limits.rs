@@ -15,8 +15,9 @@
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 << 20;
 
 /// The default of [`Limits::max_depth`]: 100 levels. A Kubernetes object nests about 20
-/// levels at most (a Service fewer than 10), as counted here; the YAML and JSON decoders
-/// refuse more than 128 anyway, but only after the parser has read the whole nesting.
+/// levels at most (a Service fewer than 10), as counted here. The YAML decoder refuses more
+/// than 128 levels too, but only after its parser has read the whole nesting, which is where
+/// the time goes.
 pub const DEFAULT_MAX_DEPTH: usize = 100;
 
 /// Limits on what one manifest file may be (see the module documentation).
@@ -61,8 +62,9 @@ impl Limits {
 }
 
 /// The first line (1-based) on which `text` nests deeper than `max`, if any: a guard run
-/// before the parser, in one pass over the bytes, not a parser. It errs towards counting more
-/// than the parser would, never less, so a file it lets through cannot nest deeper:
+/// before the parser, in one pass over the bytes, not a parser. Where it cannot tell what the
+/// parser will make of the text, it counts more, not less, so that a file it lets through
+/// does not nest deeper:
 ///
 /// - The nesting counted is the block indentation levels open (each deeper indentation opens
 ///   one), plus the `- ` and `? ` indicators that start a line's content (`- - - a` nests
@@ -73,7 +75,9 @@ impl Limits {
 ///   are counted twice, once skipping strings and once blind to quotes (closing brackets
 ///   never below zero), and the larger count is the one compared: a string's closing
 ///   brackets hide no opening ones, and only a string with dozens of unbalanced opening
-///   brackets (which no real manifest has) could be taken for nesting.
+///   brackets (which no real manifest has) could be taken for nesting. A quote starts a
+///   string only where YAML starts a node: not inside a plain scalar, nor at the start of a
+///   line that goes on with the plain scalar of a less indented line.
 /// - YAML documents (`---`) are counted each from zero, as they are parsed one by one.
 ///
 /// `yaml` is false for JSON, where only brackets nest and strings are never in doubt: a
@@ -149,6 +153,11 @@ struct DepthScan {
     /// Whether a node may start here (where a quote starts a string): at the start of a
     /// line's content, after an indicator (`- `, `? `, `: `) or a flow `[`, `{`, `,`.
     node_start: bool,
+    /// The indentation of the block line that ended in a plain scalar: a line indented more
+    /// goes on with that scalar (a quote at its start is text, not a string).
+    plain_indent: Option<usize>,
+    /// Whether the last line scanned ended in a comment.
+    comment: bool,
 }
 
 impl DepthScan {
@@ -163,6 +172,8 @@ impl DepthScan {
             quote: Quote::None,
             block_scalar: None,
             node_start: true,
+            plain_indent: None,
+            comment: false,
         }
     }
 
@@ -188,6 +199,7 @@ impl DepthScan {
             }
             self.block_scalar = None;
         }
+        let continuation = self.plain_indent.is_some_and(|plain| indent > plain);
         while self.indents.last().is_some_and(|&top| top > indent) {
             self.indents.pop();
         }
@@ -210,14 +222,19 @@ impl DepthScan {
         if depth > self.max {
             return true;
         }
-        self.node_start = true;
+        self.node_start = !continuation;
         // Where a flow collection or string starting on this line nests from.
         self.flow_base = depth;
+        self.comment = false;
         if self.inline(line, at, depth) {
             return true;
         }
-        if self.quote == Quote::None && self.flow == 0 && ends_with_block_scalar_header(line) {
+        let open = self.quote != Quote::None || self.flow > 0;
+        if !open && ends_with_block_scalar_header(line) {
             self.block_scalar = Some(indent);
+        } else if !continuation {
+            let plain = !open && !self.node_start && !self.comment;
+            self.plain_indent = plain.then_some(indent);
         }
         false
     }
@@ -255,6 +272,7 @@ impl DepthScan {
                     b'#' if self.yaml
                         && (i == 0 || matches!(line.get(i - 1), Some(b' ' | b'\t'))) =>
                     {
+                        self.comment = true;
                         break;
                     }
                     b'[' | b'{' => {
@@ -411,11 +429,19 @@ mod tests {
         // brackets.
         let deep = "[".repeat(50);
         assert_eq!(too_deep(&format!("a: 'x\n{deep}\n"), true, 10), Some(2));
-        // A quote inside a plain scalar starts no string.
+        // A quote inside a plain scalar starts no string, nor one at the start of a line
+        // that goes on with a plain scalar; their closing brackets drain neither count.
         assert_eq!(
             too_deep(&format!("a: x 'y\nb: {deep}1\n"), true, 10),
             Some(2)
         );
+        let drained = "[\"]\", ".repeat(50);
+        let text = format!("a: x\n  'y\nb: {drained}1\n");
+        assert_eq!(too_deep(&text, true, 10), Some(3));
+        // A quote that starts a line's content does start a string.
+        let some = "]".repeat(50);
+        let text = format!("a:\n  'y {some}'\nb: [[1]]\n");
+        assert_eq!(too_deep(&text, true, 4), None);
     }
 
     #[test]
