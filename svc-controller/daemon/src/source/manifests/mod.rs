@@ -361,12 +361,31 @@ impl ManifestFolder {
     /// again and found the same, a file that appeared is confirmed before it counts as
     /// missing, and one removed since counts as removed when it cannot be read).
     fn rescan_listed(&mut self, listing: Result<Listing, ManifestError>) -> Scan {
+        let mut all = Scan::default();
+        self.rescan_listed_in_parts(listing, |scan| {
+            all.messages.extend(scan.messages);
+            all.errors.extend(scan.errors);
+            all.skipped.extend(scan.skipped);
+            true
+        });
+        all
+    }
+
+    /// [`ManifestFolder::rescan_listed`] delivered in parts: first the removed files and the
+    /// changed ones under [`LARGE_FILE`] bytes, then each larger changed file on its own (as
+    /// [`ManifestFolder::rescan_paths_in_parts`] does). `deliver` answers whether to go on;
+    /// false when it said no.
+    fn rescan_listed_in_parts(
+        &mut self,
+        listing: Result<Listing, ManifestError>,
+        mut deliver: impl FnMut(Scan) -> bool,
+    ) -> bool {
         let mut scan = Scan::default();
         let (mut current, notes) = match listing {
             Ok(listed) => listed,
             Err(error) => {
                 scan.errors.push(error);
-                return scan;
+                return deliver(scan);
             }
         };
         self.take_link_notes(notes, &mut scan);
@@ -385,10 +404,12 @@ impl ManifestFolder {
                 self.replace(&path, old, Parsed::default(), None, &mut scan, &mut again);
             }
         }
-        let mut changed: Vec<PathBuf> = Vec::new();
+        let (mut changed, mut large) = (Vec::new(), Vec::new());
         for (path, fingerprint) in current {
             if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
                 self.retries.settled(&path);
+            } else if fingerprint.len >= LARGE_FILE {
+                large.push(path);
             } else {
                 changed.push(path);
             }
@@ -397,7 +418,18 @@ impl ManifestFolder {
         sort_paths(&mut changed);
         changed.dedup();
         self.take_read(read_all(changed, self.reader()), &mut scan);
-        scan
+        if !deliver(scan) {
+            return false;
+        }
+        sort_paths(&mut large);
+        for path in large {
+            let mut scan = Scan::default();
+            self.take_read(read_all(vec![path], self.reader()), &mut scan);
+            if !deliver(scan) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Looks only at `paths` (what a file watcher reported) and reports the objects that
@@ -1549,11 +1581,11 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
         if gone {
             return;
         }
-        let scan = folder.rescan_listed(listing);
+        let delivered = folder.rescan_listed_in_parts(listing, deliver);
         // The rescan's own time sets the next one's, not the changes taken in meanwhile.
         let took = last_full.elapsed().saturating_sub(paused);
         full_every = rescan_interval(base, took, watcher.is_some());
-        if !deliver(scan) {
+        if !delivered {
             return;
         }
     }
@@ -2527,6 +2559,16 @@ endpoints:
         });
         assert_eq!(outcome, Some(true));
         // The small file's change is delivered first, though named second.
+        assert_eq!(parts, [["+svc/web"], ["+svc/big"]]);
+        // And so by a full rescan, where it comes first in path order.
+        dir.write("a-big.yaml", &big("10.96.0.30"));
+        dir.write("b-small.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        let mut parts = Vec::new();
+        let listing = list_files(&dir.0, || {});
+        assert!(folder.rescan_listed_in_parts(listing, |scan| {
+            parts.push(names(&scan.messages));
+            true
+        }));
         assert_eq!(parts, [["+svc/web"], ["+svc/big"]]);
     }
 
