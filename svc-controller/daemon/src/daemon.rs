@@ -169,7 +169,8 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
             if !path.exists() {
                 return Err(DaemonError::NoManifests(path.clone()));
             }
-            let folder = source::manifests::ManifestFolder::new(path.clone());
+            let folder = source::manifests::ManifestFolder::new(path.clone())
+                .with_limits(settings.manifest_limits);
             let (tx, metrics) = (tx.clone(), metrics.clone());
             std::thread::Builder::new()
                 .name("manifests".into())

@@ -93,6 +93,16 @@ pub struct Cli {
     /// changes) instead of a Kubernetes API server.
     #[arg(long, value_name = "PATH")]
     pub manifests: Option<PathBuf>,
+    /// The largest manifest file read, in bytes, or with a suffix (`512Ki`, `8Mi`, `1Gi`);
+    /// a larger file is reported and skipped, and what it defined before is kept (default:
+    /// 8Mi).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub manifests_max_file_size: Option<u64>,
+    /// The deepest nesting (indentation levels, list entries and brackets) a manifest may
+    /// have; a deeper file is reported and skipped, and what it defined before is kept
+    /// (default: 100).
+    #[arg(long, value_name = "LEVELS")]
+    pub manifests_max_depth: Option<usize>,
     /// The kubeconfig file (default: in-cluster configuration, then $KUBECONFIG, then
     /// ~/.kube/config).
     #[arg(long, value_name = "FILE")]
@@ -199,6 +209,40 @@ pub fn parse_drain_timeout(text: &str) -> Result<DrainTimeout, String> {
     }
 }
 
+/// Parses a size in bytes: a number, or a number with a binary suffix (`Ki`, `Mi`, `Gi`), as
+/// Kubernetes writes quantities.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let unit: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size (bytes, or with Ki, Mi or Gi)"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("{text:?} is not a size (bytes, or with Ki, Mi or Gi)"))
+}
+
+/// A size in a config file: a number of bytes, or text as [`parse_size`] reads it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum FileSize {
+    Bytes(u64),
+    Text(String),
+}
+
 /// The IPVS settings of a `KubeProxyConfiguration`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -240,6 +284,8 @@ struct FileSettings {
     ipvs: Option<FileIpvs>,
     // This daemon's own settings.
     manifests: Option<PathBuf>,
+    manifests_max_file_size: Option<FileSize>,
+    manifests_max_depth: Option<usize>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     drain_timeout: Option<String>,
@@ -269,6 +315,8 @@ pub enum SourceSettings {
 pub struct Settings {
     /// Where Services come from.
     pub source: SourceSettings,
+    /// Limits on each manifest file (when the source is a manifests folder).
+    pub manifest_limits: crate::source::manifests::Limits,
     /// This node's name.
     pub node_name: String,
     /// The default scheduler.
@@ -411,6 +459,39 @@ impl Settings {
                     .filter(|p| !p.as_os_str().is_empty()),
             },
         };
+        let manifest_limits = {
+            let default = crate::source::manifests::Limits::default();
+            let file_size = match &f.manifests_max_file_size {
+                Some(FileSize::Bytes(n)) => Some(*n),
+                Some(FileSize::Text(text)) => {
+                    Some(parse_size(text).map_err(|m| invalid("manifestsMaxFileSize", m))?)
+                }
+                None => None,
+            };
+            let limits = crate::source::manifests::Limits {
+                max_file_size: cli
+                    .manifests_max_file_size
+                    .or(file_size)
+                    .unwrap_or(default.max_file_size),
+                max_depth: cli
+                    .manifests_max_depth
+                    .or(f.manifests_max_depth)
+                    .unwrap_or(default.max_depth),
+            };
+            if limits.max_file_size == 0 {
+                return Err(invalid(
+                    "manifests-max-file-size",
+                    "must be greater than 0".into(),
+                ));
+            }
+            if limits.max_depth == 0 {
+                return Err(invalid(
+                    "manifests-max-depth",
+                    "must be greater than 0".into(),
+                ));
+            }
+            limits
+        };
         let node_name = cli
             .hostname_override
             .clone()
@@ -489,6 +570,7 @@ impl Settings {
             .unwrap_or(30000..=32767);
         Ok(Settings {
             source,
+            manifest_limits,
             node_name,
             scheduler,
             sync_period,
@@ -815,6 +897,8 @@ ipvsRateEstimation: false
             "false",
             "--manifests",
             "/etc/ipvs-proxy/manifests",
+            "--manifests-max-file-size=512Ki",
+            "--manifests-max-depth=40",
             "--log-format",
             "json",
         ])
@@ -830,5 +914,32 @@ ipvsRateEstimation: false
             s.source,
             SourceSettings::Manifests("/etc/ipvs-proxy/manifests".into())
         );
+        assert_eq!(s.manifest_limits.max_file_size, 512 << 10);
+        assert_eq!(s.manifest_limits.max_depth, 40);
+    }
+
+    #[test]
+    fn manifest_limits_from_the_file_and_their_defaults() {
+        let cli = Cli::default();
+        let s = Settings::load(&cli, host).unwrap();
+        assert_eq!(
+            s.manifest_limits,
+            crate::source::manifests::Limits::default()
+        );
+        let text = "manifests: /m\nmanifestsMaxFileSize: 2Mi\nmanifestsMaxDepth: 50\n";
+        let s = Settings::from_file_text(&cli, Path::new("kp.yaml"), text, host).unwrap();
+        assert_eq!(s.manifest_limits.max_file_size, 2 << 20);
+        assert_eq!(s.manifest_limits.max_depth, 50);
+        let text = "manifestsMaxFileSize: 1000\n";
+        let s = Settings::from_file_text(&cli, Path::new("kp.yaml"), text, host).unwrap();
+        assert_eq!(s.manifest_limits.max_file_size, 1000);
+        for bad in ["manifestsMaxFileSize: 8MB\n", "manifestsMaxDepth: 0\n"] {
+            let err = Settings::from_file_text(&cli, Path::new("kp.yaml"), bad, host).unwrap_err();
+            assert!(err.to_string().contains("anifests"), "{err}");
+        }
+        assert_eq!(parse_size("8Mi"), Ok(8 << 20));
+        assert_eq!(parse_size("12"), Ok(12));
+        assert!(parse_size("99999999999Gi").is_err());
+        assert!(parse_size("Mi").is_err());
     }
 }

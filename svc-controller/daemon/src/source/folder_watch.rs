@@ -10,6 +10,13 @@
 //! The events are read on the caller's thread, many per `read`, and each is reduced to the
 //! path it names; a folder that appears, an overflowed queue or the folder itself going
 //! away asks for a full rescan instead ([`Seen::Everything`]).
+//!
+//! The folders watched are those [`super::folder_tree::walk`] reads, under the same paths. A
+//! watch follows an inode, not a path: when the watched folder itself is removed or moved
+//! away, or another folder takes its path (a volume unmounted and mounted again, a folder
+//! renamed over it), the watch is started again on whatever folder has the path now, as soon
+//! as there is one (its identity is checked every [`ROOT_CHECK`] while waiting), and a full
+//! rescan is asked for.
 
 use std::ffi::OsStr;
 use std::io;
@@ -20,6 +27,12 @@ use std::time::Duration;
 use foldhash::{HashMap, HashMapExt};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::folder_tree::{self, FolderId};
+
+/// How often, while waiting for events, the watcher checks that the watched folder is still
+/// the one at its path (a folder mounted over it, or renamed over it, sends no event).
+pub(super) const ROOT_CHECK: Duration = Duration::from_millis(500);
 
 /// Paths in the order they were first seen, each once.
 pub(super) type ChangedPaths = indexmap::IndexSet<PathBuf, foldhash::fast::RandomState>;
@@ -63,6 +76,11 @@ fn content_events() -> WatchMask {
 #[derive(Debug)]
 pub(super) struct FolderWatch {
     inotify: Inotify,
+    /// The folder watched, by path.
+    root: PathBuf,
+    /// The watch on the folder at `root` and its identity; `None` while there is none (the
+    /// folder went away).
+    armed: Option<(WatchDescriptor, FolderId)>,
     /// The folder each watch is on.
     folders: HashMap<WatchDescriptor, PathBuf>,
     buffer: Vec<u8>,
@@ -70,49 +88,123 @@ pub(super) struct FolderWatch {
 
 impl FolderWatch {
     /// Watches `folder` and every folder under it (following links, as ConfigMap volumes
-    /// link their content through `..data`).
+    /// link their content through `..data`). A folder that does not exist (yet) is watched
+    /// once it does.
     pub(super) fn start(folder: &Path) -> io::Result<Self> {
         let mut watch = Self {
             inotify: Inotify::init()?,
+            root: folder.to_owned(),
+            armed: None,
             folders: HashMap::new(),
             buffer: vec![0; 64 * 1024],
         };
-        watch.add_tree(folder)?;
+        match watch.arm() {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         Ok(watch)
     }
 
-    /// Watches `folder` and the folders under it. Only `folder` itself must succeed: a
-    /// subfolder that vanished meanwhile is simply not watched.
-    fn add_tree(&mut self, folder: &Path) -> io::Result<()> {
-        let wd = self.inotify.watches().add(folder, content_events())?;
-        self.folders.insert(wd, folder.to_owned());
-        let mut stack = vec![folder.to_owned()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
-                    && let Ok(wd) = self.inotify.watches().add(&path, content_events())
-                    && self.folders.insert(wd, path.clone()).is_none()
-                {
-                    stack.push(path);
+    /// Starts watching the folder now at the root's path, from scratch: a new inotify
+    /// instance, so that no watch on a folder that had the path before is left (also when
+    /// there is no folder at the path).
+    fn arm(&mut self) -> io::Result<()> {
+        if !self.folders.is_empty() || self.armed.is_some() {
+            self.armed = None;
+            match Inotify::init() {
+                Ok(inotify) => {
+                    self.inotify = inotify;
+                    self.folders.clear();
+                }
+                Err(e) => {
+                    // The old instance stays, without its watches.
+                    for (wd, _) in self.folders.drain() {
+                        let _ = self.inotify.watches().remove(wd);
+                    }
+                    return Err(e);
                 }
             }
         }
+        let meta = std::fs::metadata(&self.root)?;
+        let wd = self.inotify.watches().add(&self.root, content_events())?;
+        self.folders.insert(wd.clone(), self.root.clone());
+        self.armed = Some((wd, folder_tree::id_of(&meta)));
+        let root = self.root.clone();
+        self.add_tree(&root);
         Ok(())
     }
 
+    /// Whether the folder watched is the one at the root's path now.
+    fn root_is_current(&self) -> bool {
+        let Some((_, id)) = &self.armed else {
+            return false;
+        };
+        std::fs::metadata(&self.root).is_ok_and(|m| folder_tree::id_of(&m) == *id)
+    }
+
+    /// Watches `folder` (already watched or not) and the folders under it that the reader
+    /// reads. A folder that cannot be watched (it vanished meanwhile) is simply not watched;
+    /// one already watched under another path that still leads to it (a second link to it)
+    /// keeps that path.
+    fn add_tree(&mut self, folder: &Path) {
+        // A folder reached through a link from outside the root is not read, so not watched.
+        if folder != self.root
+            && !std::fs::canonicalize(folder).is_ok_and(|f| {
+                std::fs::canonicalize(&self.root).is_ok_and(|root| f.starts_with(root))
+            })
+        {
+            return;
+        }
+        let _ = folder_tree::walk(
+            folder,
+            false,
+            |path, id| {
+                let Ok(wd) = self.inotify.watches().add(path, content_events()) else {
+                    return false;
+                };
+                if let Some(known) = self.folders.get(&wd)
+                    && known != path
+                    && std::fs::metadata(known).is_ok_and(|m| folder_tree::id_of(&m) == id)
+                {
+                    return false;
+                }
+                self.folders.insert(wd, path.to_owned());
+                true
+            },
+            |_, _, _| {},
+        );
+    }
+
     /// Waits at most `timeout` for a change and returns what the events read so far name;
-    /// `None` if nothing happened.
+    /// `None` if nothing happened. When the watched folder was replaced or has come back
+    /// (see the module documentation), the watch starts again and everything may have
+    /// changed.
     pub(super) fn wait(&mut self, timeout: Duration) -> Option<Seen> {
-        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) => None,
-            // Ready, or interrupted: read whatever is there.
-            Ok(_) | Err(_) => self.take(),
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if !self.root_is_current() {
+                let was_watching = self.armed.is_some() || !self.folders.is_empty();
+                // On failure (the folder is gone, and not back yet), this has dropped the
+                // watches of what was left.
+                if self.arm().is_ok() || was_watching {
+                    return Some(Seen::Everything);
+                }
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let slice = left.min(ROOT_CHECK);
+            let millis = u16::try_from(slice.as_millis()).unwrap_or(u16::MAX);
+            let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(millis)) {
+                Ok(0) if left > slice => continue,
+                Ok(0) => return None,
+                // Ready, or interrupted: read whatever is there.
+                Ok(_) | Err(_) => match self.take() {
+                    Some(seen) => return Some(seen),
+                    None if left > slice => continue,
+                    None => return None,
+                },
+            }
         }
     }
 
@@ -150,7 +242,7 @@ impl FolderWatch {
         for folder in new_folders {
             // Events in it before the watch was added are covered by the full rescan its
             // appearance asked for.
-            let _ = self.add_tree(&folder);
+            self.add_tree(&folder);
         }
         if everything {
             Some(Seen::Everything)
@@ -173,9 +265,13 @@ impl FolderWatch {
             return None;
         }
         if mask.intersects(EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF) {
-            // The watched folder went away (its watch with it).
+            // A watched folder went away (its watch with it); the root's is started again
+            // by `wait` (see `root_is_current`).
             if mask.contains(EventMask::IGNORED) {
                 self.folders.remove(wd);
+                if self.armed.as_ref().is_some_and(|(root, _)| root == wd) {
+                    self.armed = None;
+                }
             }
             return None;
         }
@@ -183,8 +279,15 @@ impl FolderWatch {
             return None;
         };
         let path = folder.join(name);
-        if mask.contains(EventMask::ISDIR) {
-            if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
+        let appeared = mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+        // A link to a folder is a folder to the reader.
+        let folder_link = || {
+            std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink())
+                && std::fs::metadata(&path).is_ok_and(|m| m.is_dir())
+        };
+        if mask.contains(EventMask::ISDIR) || (appeared && folder_link()) {
+            // Dot-folders are not read (see `folder_tree`), so not watched.
+            if appeared && !name.to_str().is_some_and(|n| n.starts_with('.')) {
                 new_folders.push(path);
             }
             return None;
@@ -276,5 +379,88 @@ mod tests {
         let mut watch = FolderWatch::start(&dir).unwrap();
         std::fs::remove_dir(&dir).unwrap();
         gather(&mut watch, |s| *s == Seen::Everything);
+    }
+
+    #[test]
+    fn a_folder_removed_and_created_again_is_watched_again() {
+        let dir = temp_folder("recreated");
+        let mut watch = FolderWatch::start(&dir).unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        gather(&mut watch, |s| *s == Seen::Everything);
+        std::fs::create_dir(&dir).unwrap();
+        // The new folder is watched, and a full rescan asked for (it may hold anything).
+        gather(&mut watch, |s| *s == Seen::Everything);
+        std::fs::write(dir.join("web.yaml"), "a").unwrap();
+        let file = dir.join("web.yaml");
+        gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&file)),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_renamed_over_the_watched_one_is_watched_instead() {
+        let dir = temp_folder("renamed-over");
+        let old = dir.join("manifests");
+        let new = dir.join("manifests.new");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::create_dir(&new).unwrap();
+        let mut watch = FolderWatch::start(&old).unwrap();
+        // As a volume remounted: another folder takes the path, without an event for it.
+        std::fs::rename(&old, dir.join("manifests.old")).unwrap();
+        std::fs::rename(&new, &old).unwrap();
+        gather(&mut watch, |s| *s == Seen::Everything);
+        // Writes in the folder that left are not taken for writes in the watched path.
+        std::fs::write(dir.join("manifests.old/gone.yaml"), "a").unwrap();
+        std::fs::write(old.join("web.yaml"), "a").unwrap();
+        let file = old.join("web.yaml");
+        let seen = gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&file)),
+        );
+        assert!(
+            matches!(&seen, Seen::Paths(p) if !p.contains(&old.join("gone.yaml"))),
+            "{seen:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_to_the_folder_itself_does_not_rename_its_events() {
+        let dir = temp_folder("self-link");
+        std::os::unix::fs::symlink(".", dir.join("again")).unwrap();
+        std::fs::create_dir(dir.join("team")).unwrap();
+        std::os::unix::fs::symlink("..", dir.join("team/up")).unwrap();
+        let mut watch = FolderWatch::start(&dir).unwrap();
+        std::fs::write(dir.join("web.yaml"), "a").unwrap();
+        std::fs::write(dir.join("team/db.yaml"), "a").unwrap();
+        let (web, db) = (dir.join("web.yaml"), dir.join("team/db.yaml"));
+        let seen = gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&web) && p.contains(&db)),
+        );
+        let Seen::Paths(paths) = seen else {
+            unreachable!()
+        };
+        assert_eq!(paths.len(), 2, "each file under its own path: {paths:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_folder_that_does_not_exist_yet_is_watched_once_it_does() {
+        let dir = temp_folder("later");
+        let later = dir.join("manifests");
+        let mut watch = FolderWatch::start(&later).unwrap();
+        assert_eq!(watch.wait(Duration::from_millis(50)), None);
+        std::fs::create_dir(&later).unwrap();
+        gather(&mut watch, |s| *s == Seen::Everything);
+        std::fs::write(later.join("web.yaml"), "a").unwrap();
+        let file = later.join("web.yaml");
+        gather(
+            &mut watch,
+            |s| matches!(s, Seen::Paths(p) if p.contains(&file)),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

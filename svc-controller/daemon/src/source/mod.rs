@@ -3,6 +3,7 @@
 //! to the engine as [`Message`]s; neither touches the node.
 
 pub mod backoff;
+mod folder_tree;
 mod folder_watch;
 pub mod kubernetes;
 pub mod manifests;

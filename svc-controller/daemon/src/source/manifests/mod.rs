@@ -7,31 +7,42 @@
 //! - The path given, if it is a file; else every `*.yaml`, `*.yml` and `*.json` file under the
 //!   folder (recursively, in path order), skipping names that start with a dot (editor swap
 //!   files, and the `..data` folder of a mounted ConfigMap, whose files are reached through
-//!   their top-level links).
+//!   their top-level links). Links are followed: links to files wherever they lead, links to
+//!   folders only inside the folder, and each folder once, so a link to `.` is no loop (see
+//!   the `folder_tree` module); a link not followed is reported once.
 //! - Several documents per file (`---`), and `kind: List` documents (as `kubectl get -o yaml`
 //!   writes them). A `*.json` file is read as JSON (one value or several one after the other),
 //!   with a JSON parser many times faster than the YAML one: generated folders of thousands
 //!   of Services load quickly as JSON.
 //! - Documents of kind `Service` (`v1`) and `EndpointSlice` (`discovery.k8s.io/v1`); any
 //!   other kind is reported and skipped. A missing namespace means `default`.
+//! - Files within the [`Limits`]: a file larger than [`Limits::max_file_size`] is not read,
+//!   and one nesting deeper than [`Limits::max_depth`] not parsed (both bound the time one
+//!   file can hold the source).
 //!
 //! # Errors lose nothing
 //!
-//! A file that does not parse, or whose documents do not match the Kubernetes types, is
-//! reported with its path and line ([`ManifestError`]), and **everything it defined before
-//! stays loaded** until it is fixed: a half-written file never deletes Services. The same
-//! object defined in two files is reported and the first file (in path order) keeps it. When
-//! the path itself disappears (an unmounted volume), nothing is unloaded either.
+//! A file that does not parse, whose documents do not match the Kubernetes types, or that is
+//! over a limit, is reported with its path and line ([`ManifestError`]), once per content,
+//! and **everything it defined before stays loaded** until it is fixed: a half-written file
+//! never deletes Services. A file that cannot be read at all (too many open files, say) is
+//! reported once and read again soon, with a growing delay (see [`retry`]). When the path
+//! itself disappears (an unmounted volume), nothing is unloaded either.
+//!
+//! The same object defined in several files is reported, and the first of them in path order
+//! defines it, whatever order they were written in; when that file goes or stops defining it,
+//! the next one takes over with no deletion in between (see the `owners` module).
 //!
 //! # Watching
 //!
-//! [`watch`] follows inotify events under the path (through `notify`): it looks only at the
-//! paths they name ([`ManifestFolder::rescan_paths`]), and rescans the whole folder when an
-//! event cannot be pinned to files (a folder appeared or vanished, a mounted ConfigMap
+//! [`watch`] follows inotify events under the path (through `FolderWatch`): it looks only at
+//! the paths they name ([`ManifestFolder::rescan_paths`]), and rescans the whole folder when
+//! an event cannot be pinned to files (a folder appeared or vanished, a mounted ConfigMap
 //! swapped its `..data` link, events were lost) and once a minute as insurance. Without
 //! inotify it rescans every few seconds. A rescan only reads files whose size, modification
 //! time or inode changed, and reports only the objects that changed, so editing one file of
-//! a large folder costs that file.
+//! a large folder costs that file. Of a burst of changes, the files of [`LARGE_FILE`] bytes
+//! or more are read last, each on its own, so that the others do not wait for them.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +56,15 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing::{debug, info, warn};
 
+mod limits;
+mod owners;
+pub mod retry;
+
+pub use limits::{DEFAULT_MAX_DEPTH, DEFAULT_MAX_FILE_SIZE, Limits};
+use owners::{Defined, Dropped, Owners};
+use retry::Retries;
+
+use super::folder_tree;
 use super::folder_watch::{FolderWatch, Seen};
 use super::{Message, Sender};
 use crate::store::{Change, ObjectKey, trim_service, trim_slice};
@@ -73,6 +93,12 @@ pub const FIRST_PART: usize = 128;
 /// the engine part by part, so that it programs one part while the next is read, instead of
 /// waiting for the whole burst to be read.
 pub const CHANGE_PART: usize = 64;
+
+/// The size from which a changed file is a large one: of a burst of changes, such files are
+/// read after the others, each on its own (see [`ManifestFolder::rescan_paths_in_parts`]).
+/// Far above any single Service's or EndpointSlice's manifest, so only `List`s and
+/// hand-merged folders of objects come near it.
+pub const LARGE_FILE: u64 = 256 << 10;
 
 /// The sizes of a first load's parts: [`FIRST_PART`], doubling up to [`LOAD_PART`].
 fn part_sizes() -> impl Iterator<Item = usize> {
@@ -114,7 +140,8 @@ struct LoadedFile {
     /// The fingerprint of the content loaded (or of the content that failed, so a broken file
     /// is reported once per change, not once per scan).
     fingerprint: Option<Fingerprint>,
-    /// The content hash of each object it defines (and owns): enough to tell a change. The
+    /// The content hash of each object it defines (whether its definition is the one in
+    /// force or not, see [`owners`]): enough to tell a change. The
     /// objects themselves live in the engine's store, trimmed; a second full copy here would
     /// be most of the daemon's memory on a large folder.
     ///
@@ -156,11 +183,19 @@ pub struct ManifestFolder {
     /// By path; a hash map, as looking up and replacing a file is most of what a load does
     /// with it (a `BTreeMap` compared paths component by component at every step).
     files: HashMap<PathBuf, LoadedFile>,
-    service_owner: HashMap<ObjectKey, PathBuf>,
-    slice_owner: HashMap<ObjectKey, PathBuf>,
+    services: Owners,
+    slices: Owners,
     /// Set while loading: the objects found go here, to be sent as one `Reset` of each kind,
     /// instead of per-object changes.
     loading: Option<(Vec<Service>, Vec<EndpointSlice>)>,
+    limits: Limits,
+    /// Files to read again (they could not be read).
+    retries: Retries,
+    /// What the last listing of the folder said of links it did not follow: each is reported
+    /// when it appears, not at every rescan.
+    link_notes: HashSet<String>,
+    /// Opens a file to read it (a test replaces it to make reads fail).
+    open: fn(&Path) -> std::io::Result<std::fs::File>,
 }
 
 impl ManifestFolder {
@@ -169,10 +204,42 @@ impl ManifestFolder {
         Self {
             root: root.into(),
             files: HashMap::new(),
-            service_owner: HashMap::new(),
-            slice_owner: HashMap::new(),
+            services: Owners::default(),
+            slices: Owners::default(),
             loading: None,
+            limits: Limits::default(),
+            retries: Retries::default(),
+            link_notes: HashSet::new(),
+            open: |path| std::fs::File::open(path),
         }
+    }
+
+    /// With these limits on each file, instead of the defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// When a file that could not be read is next due to be read again (see
+    /// [`ManifestFolder::retry_due`]); `None` if none waits.
+    pub fn next_retry(&self) -> Option<std::time::Instant> {
+        self.retries.next_due()
+    }
+
+    /// Reads again the files that could not be read and are due at `now`, as
+    /// [`ManifestFolder::rescan_paths`] does (`None`: a full rescan is needed).
+    pub fn retry_due(&mut self, now: std::time::Instant) -> Option<Scan> {
+        let due = self.retries.due(now);
+        self.rescan_paths(due)
+    }
+
+    /// Reports the notes of a listing of the folder that were not in the last one.
+    fn take_link_notes(&mut self, notes: Vec<String>, scan: &mut Scan) {
+        let notes: HashSet<String> = notes.into_iter().collect();
+        let mut new: Vec<&String> = notes.difference(&self.link_notes).collect();
+        new.sort();
+        scan.skipped.extend(new.into_iter().cloned());
+        self.link_notes = notes;
     }
 
     /// The path watched.
@@ -223,12 +290,13 @@ impl ManifestFolder {
     pub fn load_in_parts(&mut self, mut deliver: impl FnMut(Scan) -> bool) -> FirstLoad {
         // Everything is read again: only what is read can be sent.
         self.files.clear();
-        self.service_owner.clear();
-        self.slice_owner.clear();
+        self.services.clear();
+        self.slices.clear();
+        self.retries = Retries::default();
         // Names only: each file's fingerprint is taken from the open file as it is read,
         // which spares a `stat` of every file before the first one is parsed.
-        let files: Vec<PathBuf> = match list_paths(&self.root) {
-            Ok(files) => files,
+        let (files, notes) = match list_paths(&self.root) {
+            Ok(listed) => listed,
             Err(error) => {
                 let scan = Scan {
                     errors: vec![error],
@@ -241,6 +309,10 @@ impl ManifestFolder {
                 };
             }
         };
+        self.link_notes.clear();
+        let mut first = Scan::default();
+        self.take_link_notes(notes, &mut first);
+        let mut first = Some(first);
         let mut rest = files.as_slice();
         for size in part_sizes() {
             if rest.is_empty() {
@@ -249,8 +321,8 @@ impl ManifestFolder {
             let (part, after) = rest.split_at(size.min(rest.len()));
             rest = after;
             self.loading = Some((Vec::new(), Vec::new()));
-            let mut scan = Scan::default();
-            self.take_read(read_all(part.to_vec()), &mut scan);
+            let mut scan = first.take().unwrap_or_default();
+            self.take_read(read_all(part.to_vec(), self.reader()), &mut scan);
             let (services, slices) = self.loading.take().unwrap_or_default();
             scan.messages.extend(
                 services
@@ -266,13 +338,11 @@ impl ManifestFolder {
                 return FirstLoad::Stopped;
             }
         }
-        let end = Scan {
-            messages: vec![
-                Message::Services(Change::Synced),
-                Message::Slices(Change::Synced),
-            ],
-            ..Scan::default()
-        };
+        let mut end = first.take().unwrap_or_default();
+        end.messages = vec![
+            Message::Services(Change::Synced),
+            Message::Slices(Change::Synced),
+        ];
         if deliver(end) {
             FirstLoad::Complete
         } else {
@@ -290,19 +360,37 @@ impl ManifestFolder {
     /// (perhaps while other changes were taken in: a file changed since its `stat` is read
     /// again and found the same, a file that appeared is confirmed before it counts as
     /// missing, and one removed since counts as removed when it cannot be read).
-    fn rescan_listed(
+    fn rescan_listed(&mut self, listing: Result<Listing, ManifestError>) -> Scan {
+        let mut all = Scan::default();
+        self.rescan_listed_in_parts(listing, |scan| {
+            all.messages.extend(scan.messages);
+            all.errors.extend(scan.errors);
+            all.skipped.extend(scan.skipped);
+            true
+        });
+        all
+    }
+
+    /// [`ManifestFolder::rescan_listed`] delivered in parts: first the removed files and the
+    /// changed ones under [`LARGE_FILE`] bytes, then each larger changed file on its own (as
+    /// [`ManifestFolder::rescan_paths_in_parts`] does). `deliver` answers whether to go on;
+    /// false when it said no.
+    fn rescan_listed_in_parts(
         &mut self,
-        listing: Result<HashMap<PathBuf, Fingerprint>, ManifestError>,
-    ) -> Scan {
+        listing: Result<Listing, ManifestError>,
+        mut deliver: impl FnMut(Scan) -> bool,
+    ) -> bool {
         let mut scan = Scan::default();
-        let mut current = match listing {
-            Ok(files) => files,
+        let (mut current, notes) = match listing {
+            Ok(listed) => listed,
             Err(error) => {
                 scan.errors.push(error);
-                return scan;
+                return deliver(scan);
             }
         };
+        self.take_link_notes(notes, &mut scan);
         confirm_missing(&mut current, self.files.keys());
+        self.retries.retain(|p| current.contains_key(p));
         let mut removed: Vec<PathBuf> = self
             .files
             .keys()
@@ -310,21 +398,38 @@ impl ManifestFolder {
             .cloned()
             .collect();
         sort_paths(&mut removed);
+        let mut again = Vec::new();
         for path in removed {
             if let Some(old) = self.files.remove(&path) {
-                self.replace(&path, old, Parsed::default(), None, &mut scan);
+                self.replace(&path, old, Parsed::default(), None, &mut scan, &mut again);
             }
         }
-        let mut changed: Vec<PathBuf> = current
-            .into_iter()
-            .filter(|(path, fingerprint)| {
-                self.files.get(path).and_then(|f| f.fingerprint) != Some(*fingerprint)
-            })
-            .map(|(path, _)| path)
-            .collect();
+        let (mut changed, mut large) = (Vec::new(), Vec::new());
+        for (path, fingerprint) in current {
+            if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
+                self.retries.settled(&path);
+            } else if fingerprint.len >= LARGE_FILE {
+                large.push(path);
+            } else {
+                changed.push(path);
+            }
+        }
+        changed.extend(again);
         sort_paths(&mut changed);
-        self.take_read(read_all(changed), &mut scan);
-        scan
+        changed.dedup();
+        self.take_read(read_all(changed, self.reader()), &mut scan);
+        if !deliver(scan) {
+            return false;
+        }
+        sort_paths(&mut large);
+        for path in large {
+            let mut scan = Scan::default();
+            self.take_read(read_all(vec![path], self.reader()), &mut scan);
+            if !deliver(scan) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Looks only at `paths` (what a file watcher reported) and reports the objects that
@@ -335,6 +440,17 @@ impl ManifestFolder {
     /// Other names starting with a dot (editors' swap and temporary files) are never read,
     /// so they are ignored.
     pub fn rescan_paths(&mut self, paths: impl IntoIterator<Item = PathBuf>) -> Option<Scan> {
+        let (mut scan, large) = self.rescan_small_paths(paths)?;
+        self.take_read(read_all(large, self.reader()), &mut scan);
+        Some(scan)
+    }
+
+    /// [`ManifestFolder::rescan_paths`] but for the changed files of [`LARGE_FILE`] bytes or
+    /// more, which are left unread and returned.
+    fn rescan_small_paths(
+        &mut self,
+        paths: impl IntoIterator<Item = PathBuf>,
+    ) -> Option<(Scan, Vec<PathBuf>)> {
         if !std::fs::metadata(&self.root).is_ok_and(|m| m.is_dir()) {
             return None;
         }
@@ -369,43 +485,67 @@ impl ManifestFolder {
                 }
                 // A vanished folder takes its files with it.
                 Err(_) if self.files.keys().any(|f| f.starts_with(&path)) => return None,
-                Err(_) => {}
+                Err(_) => {
+                    self.retries.settled(&path);
+                }
             }
         }
         let mut scan = Scan::default();
-        let mut changed = Vec::new();
+        let (mut changed, mut large) = (Vec::new(), Vec::new());
+        let mut again = Vec::new();
         for (path, fingerprint) in check {
             match fingerprint {
                 None => {
                     if let Some(old) = self.files.remove(&path) {
-                        self.replace(&path, old, Parsed::default(), None, &mut scan);
+                        self.replace(&path, old, Parsed::default(), None, &mut scan, &mut again);
                     }
                 }
                 Some(fingerprint) => {
-                    if self.files.get(&path).and_then(|f| f.fingerprint) != Some(fingerprint) {
+                    if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
+                        self.retries.settled(&path);
+                    } else if fingerprint.len >= LARGE_FILE {
+                        large.push(path);
+                    } else {
                         changed.push(path);
                     }
                 }
             }
         }
-        self.take_read(read_all(changed), &mut scan);
-        Some(scan)
+        // The files taking over from removed ones, after the changed ones (in the order given).
+        for path in again {
+            if !changed.contains(&path) {
+                changed.push(path);
+            }
+        }
+        self.take_read(read_all(changed, self.reader()), &mut scan);
+        Some((scan, large))
     }
 
     /// [`ManifestFolder::rescan_paths`] over `paths` in parts of [`CHANGE_PART`] paths (in
-    /// the order given), each part's changes delivered before the next part is read.
-    /// `deliver` answers whether to go on. `Some(true)`: every part was delivered;
-    /// `Some(false)`: the receiver is gone; `None`: a part needs a full rescan (the parts
-    /// before it were delivered, and stay valid).
+    /// the order given), each part's changes delivered before the next part is read; the
+    /// changed files of [`LARGE_FILE`] bytes or more are read last, each on its own, so that
+    /// a large file does not hold back the others of the burst. `deliver` answers whether to
+    /// go on. `Some(true)`: every part was delivered; `Some(false)`: the receiver is gone;
+    /// `None`: a part needs a full rescan (the parts before it were delivered, and stay
+    /// valid; the large files left are read by the full rescan).
     pub fn rescan_paths_in_parts(
         &mut self,
         paths: impl IntoIterator<Item = PathBuf>,
         mut deliver: impl FnMut(Scan) -> bool,
     ) -> Option<bool> {
         let mut paths = paths.into_iter().peekable();
+        let mut large = Vec::new();
         while paths.peek().is_some() {
             let part: Vec<PathBuf> = paths.by_ref().take(CHANGE_PART).collect();
-            let scan = self.rescan_paths(part)?;
+            let (scan, part_large) = self.rescan_small_paths(part)?;
+            large.extend(part_large);
+            if !deliver(scan) {
+                return Some(false);
+            }
+        }
+        for path in large {
+            let mut scan = Scan::default();
+            self.take_read(read_all(vec![path], self.reader()), &mut scan);
             if !deliver(scan) {
                 return Some(false);
             }
@@ -413,29 +553,56 @@ impl ManifestFolder {
         Some(true)
     }
 
-    /// Takes in what [`read_all`] read: each file's objects replace what it defined.
-    fn take_read(&mut self, read: Vec<ReadFile>, scan: &mut Scan) {
-        for ReadFile {
-            path,
-            fingerprint,
-            parsed,
-        } in read
-        {
-            match parsed {
-                Err(error) => {
-                    scan.errors.push(error);
-                    self.files.entry(path).or_default().fingerprint = fingerprint;
-                }
-                Ok(parsed) => {
-                    let old = self.files.remove(&path).unwrap_or_default();
-                    self.replace(&path, old, parsed, fingerprint, scan);
+    /// How files are read.
+    fn reader(&self) -> Reader {
+        Reader {
+            limits: self.limits,
+            open: self.open,
+        }
+    }
+
+    /// Takes in what [`read_all`] read: each file's objects replace what it defined. A file
+    /// that could not be read is left as it was, to be read again (see [`retry`]); the files
+    /// that take over an object from one that stopped defining it are read again at once.
+    fn take_read(&mut self, mut read: Vec<ReadFile>, scan: &mut Scan) {
+        loop {
+            let mut again = Vec::new();
+            for ReadFile {
+                path,
+                fingerprint,
+                parsed,
+            } in read
+            {
+                match parsed {
+                    Err(Failure::Read(error)) => {
+                        let now = std::time::Instant::now();
+                        if self.retries.failed(&path, &error.message, now) {
+                            scan.errors.push(error);
+                        }
+                    }
+                    Err(Failure::Invalid(error)) => {
+                        scan.errors.push(error);
+                        self.retries.settled(&path);
+                        self.files.entry(path).or_default().fingerprint = fingerprint;
+                    }
+                    Ok(parsed) => {
+                        let old = self.files.remove(&path).unwrap_or_default();
+                        self.replace(&path, old, parsed, fingerprint, scan, &mut again);
+                    }
                 }
             }
+            if again.is_empty() {
+                return;
+            }
+            sort_paths(&mut again);
+            again.dedup();
+            read = read_all(again, self.reader());
         }
     }
 
     /// Replaces what `path` defined (`old`, already taken out of `self.files`) with `new`,
-    /// reporting the differences.
+    /// reporting the differences; the files that now define an object `path` defined before
+    /// go into `again`, to be read again.
     fn replace(
         &mut self,
         path: &Path,
@@ -443,7 +610,9 @@ impl ManifestFolder {
         new: Parsed,
         fingerprint: Option<Fingerprint>,
         scan: &mut Scan,
+        again: &mut Vec<PathBuf>,
     ) {
+        self.retries.settled(path);
         scan.skipped.extend(new.skipped);
         let (loading_services, loading_slices) = match &mut self.loading {
             Some((services, slices)) => (Some(services), Some(slices)),
@@ -453,19 +622,21 @@ impl ManifestFolder {
             path,
             old.services,
             new.services,
-            &mut self.service_owner,
+            &mut self.services,
             &mut scan.skipped,
             "Service",
             loading_services,
+            again,
         );
         let slices = diff_objects(
             path,
             old.slices,
             new.slices,
-            &mut self.slice_owner,
+            &mut self.slices,
             &mut scan.skipped,
             "EndpointSlice",
             loading_slices,
+            again,
         );
         scan.messages
             .extend(services.changes.into_iter().map(Message::Services));
@@ -539,15 +710,20 @@ where
 }
 
 /// What `path` now defines against what it defined: the changes to report (or, while
-/// loading, the objects to send, into `loading`), and the hashes to keep.
+/// loading, the objects to send, into `loading`), and the hashes to keep. Which file's
+/// definition of an object is in force is for [`Owners`] to say: a file that takes over an
+/// object from one that stopped defining it goes into `again`, to be read again (its
+/// definition is needed, and only hashes are kept).
+#[allow(clippy::too_many_arguments)]
 fn diff_objects<K>(
     path: &Path,
     old: Vec<(ObjectKey, u64)>,
     mut new: Vec<(ObjectKey, K, u64)>,
-    owners: &mut HashMap<ObjectKey, PathBuf>,
+    owners: &mut Owners,
     skipped: &mut Vec<String>,
     kind: &str,
     mut loading: Option<&mut Vec<K>>,
+    again: &mut Vec<PathBuf>,
 ) -> Diffed<K>
 where
     K: serde::Serialize
@@ -558,12 +734,17 @@ where
     // Both sorted by key (`old` is a previous `kept`), for lookups by binary search.
     new.sort_by(|a, b| a.0.cmp(&b.0));
     for (key, _) in &old {
-        let still = new.binary_search_by(|(k, _, _)| k.cmp(key)).is_ok();
-        if !still && owners.get(key).is_some_and(|p| p == path) {
-            owners.remove(key);
-            if loading.is_none() {
-                changes.push(Change::Deleted(stub(key)));
+        if new.binary_search_by(|(k, _, _)| k.cmp(key)).is_ok() {
+            continue;
+        }
+        match owners.undefine(key, path) {
+            Dropped::Nothing => {}
+            Dropped::Last => {
+                if loading.is_none() {
+                    changes.push(Change::Deleted(stub(key)));
+                }
             }
+            Dropped::HandedTo(next) => again.push(next),
         }
     }
     let old_hash = |key: &ObjectKey| {
@@ -573,24 +754,35 @@ where
     };
     let mut kept = Vec::with_capacity(new.len());
     for (key, object, hash) in new {
-        match owners.get(&key) {
-            Some(owner) if owner != path => {
+        let send = match owners.define(&key, path) {
+            Defined::Owner { unsent } => unsent || old_hash(&key) != Some(hash),
+            Defined::TookOver(before) => {
                 skipped.push(format!(
-                    "{}: {kind} {}/{} is also defined in {}, which keeps it",
+                    "{}: {kind} {}/{} is also defined in {}; this file comes first and \
+                     keeps it",
+                    path.display(),
+                    key.namespace,
+                    key.name,
+                    before.display()
+                ));
+                true
+            }
+            Defined::Shadowed(owner) => {
+                skipped.push(format!(
+                    "{}: {kind} {}/{} is also defined in {}, which comes first and keeps it",
                     path.display(),
                     key.namespace,
                     key.name,
                     owner.display()
                 ));
-                continue;
+                false
             }
-            _ => {}
-        }
-        owners.insert(key.clone(), path.to_owned());
-        if let Some(loading) = loading.as_deref_mut() {
-            loading.push(object);
-        } else if old_hash(&key) != Some(hash) {
-            changes.push(Change::Applied(object));
+        };
+        if send {
+            match loading.as_deref_mut() {
+                Some(loading) => loading.push(object),
+                None => changes.push(Change::Applied(object)),
+            }
         }
         kept.push((key, hash));
     }
@@ -615,59 +807,123 @@ fn confirm_missing<'a>(
     }
 }
 
+/// How a file that was read failed.
+enum Failure {
+    /// It could not be read: to be read again soon (see [`retry`]).
+    Read(ManifestError),
+    /// It was read and is not valid (or over a limit): reported once per content.
+    Invalid(ManifestError),
+}
+
 /// One file as [`read_all`] read it.
 struct ReadFile {
     path: PathBuf,
     /// Of the content read (taken from the open file), or of the path if it could not be
-    /// read (so a broken file is reported once per change); `None` if neither could be had.
+    /// read; `None` if neither could be had.
     fingerprint: Option<Fingerprint>,
-    parsed: Result<Parsed, ManifestError>,
+    parsed: Result<Parsed, Failure>,
+}
+
+/// How files are read: within which limits, and opened how.
+#[derive(Clone, Copy)]
+struct Reader {
+    limits: Limits,
+    open: fn(&Path) -> std::io::Result<std::fs::File>,
 }
 
 /// Reads and parses one file; its fingerprint comes from the open file, so it describes the
-/// content read even if the file is replaced meanwhile.
-fn read_file(path: PathBuf) -> ReadFile {
+/// content read even if the file is replaced meanwhile. A file over a size limit is not read
+/// (not even the part within the limit), and one nesting too deep not parsed.
+fn read_file(path: PathBuf, reader: Reader) -> ReadFile {
     use std::io::Read;
-    let read = std::fs::File::open(&path).and_then(|mut file| {
+    let max = reader.limits.max_file_size;
+    let invalid = |path: &Path, line: Option<usize>, message: String| {
+        Failure::Invalid(ManifestError {
+            path: path.to_owned(),
+            line,
+            message,
+        })
+    };
+    let read = (reader.open)(&path).and_then(|file| {
         let meta = file.metadata()?;
-        let mut text = String::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.read_to_string(&mut text)?;
-        Ok((fingerprint_of(&meta), text))
+        let fingerprint = fingerprint_of(&meta);
+        if meta.len() > max {
+            return Ok((fingerprint, Err(meta.len())));
+        }
+        // No more than the limit (and one byte to tell it was passed), even if the file
+        // grows meanwhile.
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+        Ok((fingerprint, Ok(bytes)))
     });
-    match read {
-        Ok((fingerprint, text)) => ReadFile {
-            parsed: parse_manifests(&path, &text),
-            fingerprint: Some(fingerprint),
-            path,
-        },
+    let (fingerprint, bytes) = match read {
+        Ok(read) => read,
         // Removed since it was listed: its objects go, as when the watcher names it.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ReadFile {
-            parsed: Ok(Parsed::default()),
-            fingerprint: None,
-            path,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return ReadFile {
+                parsed: Ok(Parsed::default()),
+                fingerprint: None,
+                path,
+            };
+        }
+        Err(e) => {
+            return ReadFile {
+                parsed: Err(Failure::Read(ManifestError {
+                    path: path.clone(),
+                    line: None,
+                    message: format!("cannot read: {e}; it will be read again"),
+                })),
+                fingerprint: None,
+                path,
+            };
+        }
+    };
+    let parsed = match bytes {
+        Ok(bytes) if bytes.len() as u64 > max => Err(invalid(
+            &path,
+            None,
+            reader.limits.too_large_message(bytes.len() as u64),
+        )),
+        Err(len) => Err(invalid(&path, None, reader.limits.too_large_message(len))),
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Err(e) => Err(invalid(
+                &path,
+                None,
+                format!("not UTF-8 text: {}", e.utf8_error()),
+            )),
+            Ok(text) => {
+                let yaml = !is_json(&path);
+                match limits::too_deep(&text, yaml, reader.limits.max_depth) {
+                    Some(line) => Err(invalid(&path, Some(line), reader.limits.too_deep_message())),
+                    None => parse_manifests(&path, &text).map_err(Failure::Invalid),
+                }
+            }
         },
-        Err(e) => ReadFile {
-            parsed: Err(ManifestError {
-                path: path.clone(),
-                line: None,
-                message: format!("cannot read: {e}"),
-            }),
-            fingerprint: std::fs::metadata(&path).ok().map(|m| fingerprint_of(&m)),
-            path,
-        },
+    };
+    ReadFile {
+        parsed,
+        fingerprint: Some(fingerprint),
+        path,
     }
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
 }
 
 /// Reads and parses `files`, in order; on several threads when there are many (a first load
 /// of thousands of files is bound by parsing).
-fn read_all(files: Vec<PathBuf>) -> Vec<ReadFile> {
+fn read_all(files: Vec<PathBuf>, reader: Reader) -> Vec<ReadFile> {
     /// Below this, one thread is quicker than starting others.
     const PER_THREAD: usize = 256;
     let threads = crate::cpus::available()
         .min(files.len() / PER_THREAD)
         .min(8);
     if threads <= 1 {
-        return files.into_iter().map(read_file).collect();
+        return files
+            .into_iter()
+            .map(|path| read_file(path, reader))
+            .collect();
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -677,7 +933,9 @@ fn read_all(files: Vec<PathBuf>) -> Vec<ReadFile> {
                 scope.spawn(move || {
                     // Reading yields to the engine (see `crate::priority`).
                     crate::priority::lower_this_thread();
-                    part.iter().cloned().map(read_file).collect::<Vec<_>>()
+                    part.iter()
+                        .map(|path| read_file(path.clone(), reader))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -691,11 +949,11 @@ fn read_all(files: Vec<PathBuf>) -> Vec<ReadFile> {
                         .map(|path| ReadFile {
                             path: path.clone(),
                             fingerprint: None,
-                            parsed: Err(ManifestError {
+                            parsed: Err(Failure::Invalid(ManifestError {
                                 path: path.clone(),
                                 line: None,
                                 message: "the parser failed on this file".into(),
-                            }),
+                            })),
                         })
                         .collect()
                 })
@@ -720,6 +978,10 @@ fn is_manifest_name(name: &str) -> bool {
             .any(|ext| name.ends_with(ext))
 }
 
+/// A listing of the folder: each manifest file with its fingerprint, and the notes of links
+/// not followed.
+type Listing = (HashMap<PathBuf, Fingerprint>, Vec<String>);
+
 /// The manifest files under `root` with their fingerprints (a `stat` of each), calling
 /// `pause` after every [`LISTING_PAUSE_EVERY`] files (the watcher's changes are taken in
 /// there: a listing of 50,000 files takes over a second under emulation, and a change should
@@ -727,12 +989,9 @@ fn is_manifest_name(name: &str) -> bool {
 ///
 /// A hash map: a rescan of a large folder looks up every path in it and in the files loaded,
 /// and a `BTreeMap` compared paths component by component (a third of a 50,000-file rescan).
-fn list_files(
-    root: &Path,
-    mut pause: impl FnMut(),
-) -> Result<HashMap<PathBuf, Fingerprint>, ManifestError> {
+fn list_files(root: &Path, mut pause: impl FnMut()) -> Result<Listing, ManifestError> {
     let mut out = HashMap::new();
-    walk(root, true, |path, meta| {
+    let notes = walk(root, true, |path, meta| {
         if let Some(meta) = meta {
             out.insert(path, fingerprint_of(&meta));
             if out.len().is_multiple_of(LISTING_PAUSE_EVERY) {
@@ -740,7 +999,7 @@ fn list_files(
             }
         }
     })?;
-    Ok(out)
+    Ok((out, notes))
 }
 
 /// How many files a full rescan lists between two looks at the watcher's changes.
@@ -748,29 +1007,30 @@ const LISTING_PAUSE_EVERY: usize = 1024;
 
 /// The manifest files under `root`, in path order, without a `stat` of each regular file
 /// (the type comes with the folder's entries): for a first load, which reads every file
-/// anyway.
-fn list_paths(root: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+/// anyway. With the notes of links not followed.
+fn list_paths(root: &Path) -> Result<(Vec<PathBuf>, Vec<String>), ManifestError> {
     let mut out = Vec::new();
-    walk(root, false, |path, _| out.push(path))?;
+    let notes = walk(root, false, |path, _| out.push(path))?;
     sort_paths(&mut out);
-    Ok(out)
+    Ok((out, notes))
 }
 
 /// Sorts paths by their bytes: the order files are read in, which decides which of two
-/// files defining the same object keeps it. Any fixed order would do; bytes compare several
-/// times faster than `Path`'s component by component.
+/// files defining the same object keeps it (see [`owners`]). Any fixed order would do;
+/// bytes compare several times faster than `Path`'s component by component.
 fn sort_paths(paths: &mut [PathBuf]) {
-    paths.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
+    paths.sort_unstable_by(|a, b| owners::path_order(a, b));
 }
 
-/// Calls `found` with each manifest file under `root` (following links: ConfigMap volumes
-/// link each key into `..data`) and, if `stat` or the file is reached through a link, its
-/// metadata.
+/// Calls `found` with each manifest file under `root` (following links as
+/// [`folder_tree::walk`] does) and, if `stat` or the file is reached through a link, its
+/// metadata. Returns the notes of the links not followed. A folder that cannot be listed
+/// fails the whole listing: taking its files for removed would unload them.
 fn walk(
     root: &Path,
     stat: bool,
     mut found: impl FnMut(PathBuf, Option<std::fs::Metadata>),
-) -> Result<(), ManifestError> {
+) -> Result<Vec<String>, ManifestError> {
     let error = |path: &Path, e: std::io::Error| ManifestError {
         path: path.to_owned(),
         line: None,
@@ -779,37 +1039,24 @@ fn walk(
     let meta = std::fs::metadata(root).map_err(|e| error(root, e))?;
     if meta.is_file() {
         found(root.to_owned(), Some(meta));
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let mut stack = vec![root.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| error(&dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| error(&dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if name.starts_with('.') {
-                continue;
+    let walked = folder_tree::walk(
+        root,
+        stat,
+        |_, _| true,
+        |path, name, meta| {
+            let is_file = meta.as_ref().is_none_or(std::fs::Metadata::is_file);
+            if is_file && is_manifest_name(name) {
+                found(path, meta);
             }
-            let path = entry.path();
-            let plain_file = entry.file_type().is_ok_and(|t| t.is_file());
-            if plain_file && !stat {
-                if is_manifest_name(name) {
-                    found(path, None);
-                }
-                continue;
-            }
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue; // a dangling link, or a file removed meanwhile
-            };
-            if meta.is_dir() {
-                stack.push(path);
-            } else if meta.is_file() && is_manifest_name(name) {
-                found(path, Some(meta));
-            }
-        }
+        },
+    )
+    .map_err(|e| error(root, e))?;
+    if let Some((path, e)) = walked.errors.into_iter().next() {
+        return Err(error(&path, e));
     }
-    Ok(())
+    Ok(walked.notes)
 }
 
 #[derive(Deserialize)]
@@ -920,7 +1167,7 @@ fn documents(text: &str) -> Vec<(usize, String)> {
 /// Parses one manifest file's text (JSON for `*.json`, else YAML). Any error fails the whole
 /// file (nothing of it is used).
 fn parse_manifests(path: &Path, text: &str) -> Result<Parsed, ManifestError> {
-    let mut parsed = if path.extension().is_some_and(|e| e == "json") {
+    let mut parsed = if is_json(path) {
         parse_json(path, text)
     } else {
         parse_yaml(path, text)
@@ -1265,7 +1512,11 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
         publish(scan, &tx, &metrics)
     };
     loop {
-        let wait = full_every.saturating_sub(last_full.elapsed());
+        // Until the next full rescan, or the next file to read again if sooner.
+        let mut wait = full_every.saturating_sub(last_full.elapsed());
+        if let Some(due) = folder.next_retry() {
+            wait = wait.min(due.saturating_duration_since(std::time::Instant::now()));
+        }
         let seen = match watcher.as_mut() {
             Some(_) if std::mem::take(&mut again) => Seen::Everything,
             Some(watch) => match watch.wait(wait) {
@@ -1279,15 +1530,27 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
                     }
                 }
                 None if last_full.elapsed() >= full_every => Seen::Everything,
-                None => continue,
+                None => Seen::Paths(Default::default()),
             },
             None => {
                 // No watcher: poll.
                 std::thread::sleep(wait);
-                Seen::Everything
+                if last_full.elapsed() >= full_every {
+                    Seen::Everything
+                } else {
+                    Seen::Paths(Default::default())
+                }
             }
         };
-        if let Seen::Paths(paths) = seen {
+        if let Seen::Paths(mut paths) = seen {
+            // With the files due to be read again.
+            let now = std::time::Instant::now();
+            if folder.next_retry().is_some_and(|due| due <= now) {
+                paths.extend(folder.retries.due(now));
+            }
+            if paths.is_empty() {
+                continue;
+            }
             match folder.rescan_paths_in_parts(paths, deliver) {
                 Some(true) => continue,
                 Some(false) => return,
@@ -1318,11 +1581,11 @@ pub fn watch(mut folder: ManifestFolder, tx: Sender, metrics: Arc<Metrics>) {
         if gone {
             return;
         }
-        let scan = folder.rescan_listed(listing);
+        let delivered = folder.rescan_listed_in_parts(listing, deliver);
         // The rescan's own time sets the next one's, not the changes taken in meanwhile.
         let took = last_full.elapsed().saturating_sub(paused);
         full_every = rescan_interval(base, took, watcher.is_some());
-        if !deliver(scan) {
+        if !delivered {
             return;
         }
     }
@@ -1740,7 +2003,7 @@ endpoints:
                 name: format!("web-{i:03}"),
             };
             assert_eq!(
-                folder.service_owner.get(&key),
+                folder.services.owner.get(&key),
                 Some(&dir.0.join(format!("s{i:03}.yaml")))
             );
         }
@@ -1751,7 +2014,7 @@ endpoints:
         let dir = TempDir::new("missed");
         dir.write("web.yaml", WEB);
         dir.write("db.yaml", &WEB.replace("name: web", "name: db"));
-        let mut listing = list_files(&dir.0, || {}).unwrap();
+        let (mut listing, _) = list_files(&dir.0, || {}).unwrap();
         // As a listing raced by a rename over web.yaml could come back:
         listing.remove(&dir.0.join("web.yaml"));
         let known = [dir.0.join("web.yaml"), dir.0.join("gone.yaml")];
@@ -1769,7 +2032,7 @@ endpoints:
             std::fs::write(dir.0.join(format!("s{i}.json")), "{}").unwrap();
         }
         let mut pauses = 0;
-        let listing = list_files(&dir.0, || pauses += 1).unwrap();
+        let (listing, _) = list_files(&dir.0, || pauses += 1).unwrap();
         assert_eq!(listing.len(), files);
         assert_eq!(pauses, 2);
     }
@@ -1985,5 +2248,380 @@ endpoints:
             folder.rescan_paths([dir.0.join("team")]).is_none(),
             "a vanished folder"
         );
+    }
+
+    /// The cluster IP of the Service `web` as `messages` apply it, if they do.
+    fn applied_ip(messages: &[Message]) -> Option<String> {
+        messages.iter().find_map(|m| match m {
+            Message::Services(Change::Applied(s)) => s.spec.as_ref()?.cluster_ip.clone(),
+            Message::Services(Change::Reset(v)) => v.first()?.spec.as_ref()?.cluster_ip.clone(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_deeply_nested_file_is_skipped_at_once_and_the_others_load() {
+        let dir = TempDir::new("deep");
+        dir.write("web.yaml", WEB);
+        let db = WEB.replace("name: web", "name: db");
+        dir.write("db.yaml", &db);
+        // The parser's time grows with the square of this; the guard's with its length.
+        let depth = 100_000;
+        let deep = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+        dir.write("deep.yaml", &deep);
+        dir.write("deep.json", &format!("{{\"a\": {}}}", deep[3..].trim_end()));
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert_eq!(names(&scan.messages), ["svc*2", "slice*2"]);
+        let mut errors: Vec<String> = scan.errors.iter().map(|e| e.to_string()).collect();
+        errors.sort();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("deep.json:1: nested more than 100 levels deep"));
+        assert!(errors[1].contains("deep.yaml:1: nested more than 100 levels deep"));
+        assert!(errors[1].contains("--manifests-max-depth"), "{}", errors[1]);
+        // A file that goes over keeps what it defined, and is reported once.
+        dir.write("db.yaml", &format!("{db}---\n{deep}"));
+        let scan = folder.rescan();
+        assert!(scan.messages.is_empty(), "{:?}", names(&scan.messages));
+        assert_eq!(scan.errors.len(), 1);
+        assert!(folder.rescan().errors.is_empty(), "reported once");
+        // The setting is the limit.
+        let nested = "a:\n  b:\n    c: [[1]]\n";
+        dir.write("deep.yaml", nested);
+        let limits = Limits {
+            max_depth: 4,
+            ..Limits::default()
+        };
+        let mut folder = ManifestFolder::new(&dir.0).with_limits(limits);
+        let scan = folder.load();
+        assert!(
+            scan.errors
+                .iter()
+                .any(|e| e.to_string().contains("deep.yaml:3: nested more than 4")),
+            "{:?}",
+            scan.errors
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_size_limit_is_skipped_and_the_others_load() {
+        let dir = TempDir::new("large");
+        dir.write("web.yaml", WEB);
+        let big = WEB.replace("name: web", "name: big");
+        let padding = format!("# {}\n", "x".repeat(4096));
+        dir.write("big.yaml", &format!("{big}{padding}"));
+        let limits = Limits {
+            max_file_size: 4096,
+            ..Limits::default()
+        };
+        let mut folder = ManifestFolder::new(&dir.0).with_limits(limits);
+        let scan = folder.load();
+        assert_eq!(names(&scan.messages), ["svc*1", "slice*1"]);
+        assert_eq!(applied_ip(&scan.messages).as_deref(), Some("10.96.0.10"));
+        assert_eq!(scan.errors.len(), 1, "{:?}", scan.errors);
+        let error = scan.errors[0].to_string();
+        assert!(error.contains("big.yaml: the file is"), "{error}");
+        assert!(error.contains("over the limit of 4096"), "{error}");
+        assert!(error.contains("--manifests-max-file-size"), "{error}");
+        assert!(folder.rescan().errors.is_empty(), "reported once");
+        // Once within the limit, it loads; over it again, what it defined is kept.
+        dir.write("big.yaml", &big);
+        assert_eq!(
+            names(&folder.rescan().messages),
+            ["+svc/big", "+slice/big-1"]
+        );
+        dir.write("big.yaml", &format!("{padding}{padding}"));
+        let scan = folder.rescan();
+        assert!(scan.messages.is_empty(), "{:?}", names(&scan.messages));
+        assert_eq!(scan.errors.len(), 1);
+    }
+
+    #[test]
+    fn links_to_the_folder_itself_load_once_and_are_reported_once() {
+        let dir = TempDir::new("loops");
+        dir.write("web.yaml", WEB);
+        dir.write("team/db.yaml", &WEB.replace("name: web", "name: db"));
+        std::os::unix::fs::symlink(".", dir.0.join("again")).unwrap();
+        std::os::unix::fs::symlink("..", dir.0.join("team/up")).unwrap();
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert!(scan.errors.is_empty(), "{:?}", scan.errors);
+        assert_eq!(names(&scan.messages), ["svc*2", "slice*2"]);
+        // One note per link, and no duplicates read through them.
+        assert_eq!(scan.skipped.len(), 2, "{:?}", scan.skipped);
+        assert!(scan.skipped.iter().all(|n| n.contains("already read")));
+        // Not again at every rescan; a new link is reported when it appears.
+        let scan = folder.rescan();
+        assert!(scan.skipped.is_empty() && scan.messages.is_empty());
+        std::os::unix::fs::symlink(".", dir.0.join("team/self")).unwrap();
+        let scan = folder.rescan();
+        assert_eq!(scan.skipped.len(), 1, "{:?}", scan.skipped);
+        assert!(scan.skipped[0].contains("team/self"), "{:?}", scan.skipped);
+        assert!(folder.rescan().skipped.is_empty());
+    }
+
+    /// Opens files as `File::open` does, but fails for `flaky.yaml` while `FLAKY` is set.
+    static FLAKY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static FLAKY_FAILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    fn flaky_open(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::sync::atomic::Ordering;
+        if path.ends_with("flaky.yaml") && FLAKY.load(Ordering::SeqCst) {
+            FLAKY_FAILED.fetch_add(1, Ordering::SeqCst);
+            // EMFILE: too many open files.
+            return Err(std::io::Error::from_raw_os_error(24));
+        }
+        std::fs::File::open(path)
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_read_again_and_keeps_what_it_had() {
+        use std::sync::atomic::Ordering;
+        let dir = TempDir::new("unreadable");
+        dir.write("flaky.yaml", WEB);
+        let mut folder = ManifestFolder::new(&dir.0);
+        folder.open = flaky_open;
+        assert!(folder.load().errors.is_empty());
+        FLAKY.store(true, Ordering::SeqCst);
+        dir.write("flaky.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        let path = dir.0.join("flaky.yaml");
+        let scan = folder.rescan_paths([path.clone()]).unwrap();
+        assert!(
+            scan.messages.is_empty(),
+            "kept: {:?}",
+            names(&scan.messages)
+        );
+        assert_eq!(scan.errors.len(), 1, "{:?}", scan.errors);
+        assert!(
+            scan.errors[0].message.contains("cannot read"),
+            "{:?}",
+            scan.errors
+        );
+        let due = folder.next_retry().expect("to be read again");
+        assert!(due <= std::time::Instant::now() + retry::FIRST_RETRY);
+        // Still failing: tried again, reported once.
+        let scan = folder.retry_due(due).unwrap();
+        assert!(scan.errors.is_empty() && scan.messages.is_empty());
+        FLAKY.store(false, Ordering::SeqCst);
+        // Readable again: the edit is applied at the next try (or rescan), not lost.
+        let due = folder.next_retry().expect("still to be read again");
+        let scan = folder.retry_due(due).unwrap();
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        assert_eq!(applied_ip(&scan.messages).as_deref(), Some("10.96.0.30"));
+        assert_eq!(folder.next_retry(), None);
+        assert_eq!(folder.retries.len(), 0);
+        // A parse error is not retried.
+        dir.write("flaky.yaml", "kind: [");
+        assert_eq!(folder.rescan().errors.len(), 1);
+        assert_eq!(folder.next_retry(), None);
+    }
+
+    /// As `flaky_open`, for the test through `watch` (tests run in parallel).
+    static FLAKY_WATCHED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static FLAKY_WATCHED_FAILED: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
+    fn flaky_watched_open(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::sync::atomic::Ordering;
+        if path.ends_with("flaky.yaml") && FLAKY_WATCHED.load(Ordering::SeqCst) {
+            FLAKY_WATCHED_FAILED.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::from_raw_os_error(24));
+        }
+        std::fs::File::open(path)
+    }
+
+    #[test]
+    fn the_watcher_reads_a_file_again_after_a_read_error() {
+        use std::sync::atomic::Ordering;
+        let dir = TempDir::new("watch-unreadable");
+        dir.write("flaky.yaml", WEB);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut folder = ManifestFolder::new(&dir.0);
+        folder.open = flaky_watched_open;
+        let metrics = Arc::new(Metrics::new(false));
+        std::thread::spawn(move || watch(folder, tx, metrics));
+        for _ in 0..4 {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        FLAKY_WATCHED.store(true, Ordering::SeqCst);
+        dir.write("flaky.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while FLAKY_WATCHED_FAILED.load(Ordering::SeqCst) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the edit was not read"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        FLAKY_WATCHED.store(false, Ordering::SeqCst);
+        // Well before the full rescan (a minute away).
+        let change = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let change = [change];
+        assert_eq!(names(&change), ["+svc/web"]);
+        assert_eq!(applied_ip(&change).as_deref(), Some("10.96.0.30"));
+    }
+
+    #[test]
+    fn the_first_file_in_path_order_defines_a_duplicate_whatever_the_order_of_changes() {
+        let dir = TempDir::new("dup-order");
+        let a = WEB.split("---").next().unwrap().to_owned();
+        let b = a.replace("10.96.0.10", "10.96.0.99");
+        // What a fresh load (a restart) makes of the folder as it is.
+        let fresh = |dir: &TempDir| applied_ip(&ManifestFolder::new(&dir.0).load().messages);
+        dir.write("b.yaml", &b);
+        let mut folder = ManifestFolder::new(&dir.0);
+        assert_eq!(
+            applied_ip(&folder.load().messages).as_deref(),
+            Some("10.96.0.99")
+        );
+        // A file earlier in path order appears: it takes over, as a restart would decide.
+        dir.write("a.yaml", &a);
+        let scan = folder.rescan_paths([dir.0.join("a.yaml")]).unwrap();
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        assert_eq!(applied_ip(&scan.messages).as_deref(), Some("10.96.0.10"));
+        assert!(scan.skipped.iter().any(|n| n.contains("comes first")));
+        assert_eq!(fresh(&dir).as_deref(), Some("10.96.0.10"));
+        // The later file changes: nothing changes.
+        dir.write("b.yaml", &b.replace("10.96.0.99", "10.96.0.98"));
+        let scan = folder.rescan_paths([dir.0.join("b.yaml")]).unwrap();
+        assert!(scan.messages.is_empty(), "{:?}", names(&scan.messages));
+        // The first file goes: the next one takes over, with no deletion in between, with
+        // its current content.
+        std::fs::remove_file(dir.0.join("a.yaml")).unwrap();
+        let scan = folder.rescan_paths([dir.0.join("a.yaml")]).unwrap();
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        assert_eq!(applied_ip(&scan.messages).as_deref(), Some("10.96.0.98"));
+        assert_eq!(fresh(&dir).as_deref(), Some("10.96.0.98"));
+        // And a full rescan agrees: nothing more to do.
+        assert!(folder.rescan().messages.is_empty());
+    }
+
+    #[test]
+    fn when_the_first_definition_stops_the_next_takes_over_without_a_deletion() {
+        let dir = TempDir::new("dup-takeover");
+        let only_service = |ip: &str| WEB.split("---").next().unwrap().replace("10.96.0.10", ip);
+        dir.write("a.yaml", &only_service("10.96.0.1"));
+        dir.write("b.yaml", &only_service("10.96.0.2"));
+        dir.write("c.yaml", &only_service("10.96.0.3"));
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert_eq!(applied_ip(&scan.messages).as_deref(), Some("10.96.0.1"));
+        assert_eq!(scan.skipped.len(), 2, "{:?}", scan.skipped);
+        // a stops defining it (it defines another Service now): b takes over.
+        dir.write(
+            "a.yaml",
+            &only_service("10.96.0.1").replace("name: web", "name: db"),
+        );
+        let scan = folder.rescan();
+        assert_eq!(
+            names(&scan.messages),
+            ["+svc/db", "+svc/web"],
+            "no -svc/web"
+        );
+        let ips: Vec<_> = scan
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Services(Change::Applied(s)) => s.spec.as_ref()?.cluster_ip.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ips, ["10.96.0.1", "10.96.0.2"]);
+        // b goes: c takes over; c goes: it is deleted.
+        std::fs::remove_file(dir.0.join("b.yaml")).unwrap();
+        let scan = folder.rescan();
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        assert_eq!(applied_ip(&scan.messages).as_deref(), Some("10.96.0.3"));
+        std::fs::remove_file(dir.0.join("c.yaml")).unwrap();
+        assert_eq!(names(&folder.rescan().messages), ["-svc/web"]);
+    }
+
+    #[test]
+    fn a_large_file_of_a_burst_is_read_after_the_others() {
+        let dir = TempDir::new("burst-large");
+        let big = |ip: &str| {
+            let padding = format!("# {}\n", "x".repeat(LARGE_FILE as usize));
+            format!(
+                "{}{padding}",
+                WEB.replace("name: web", "name: big")
+                    .replace("10.96.0.10", ip)
+            )
+        };
+        dir.write("a-big.yaml", &big("10.96.0.10"));
+        dir.write("b-small.yaml", WEB);
+        let mut folder = ManifestFolder::new(&dir.0);
+        assert!(folder.load().errors.is_empty());
+        dir.write("a-big.yaml", &big("10.96.0.20"));
+        dir.write("b-small.yaml", &WEB.replace("10.96.0.10", "10.96.0.20"));
+        let mut parts = Vec::new();
+        let paths = [dir.0.join("a-big.yaml"), dir.0.join("b-small.yaml")];
+        let outcome = folder.rescan_paths_in_parts(paths, |scan| {
+            parts.push(names(&scan.messages));
+            true
+        });
+        assert_eq!(outcome, Some(true));
+        // The small file's change is delivered first, though named second.
+        assert_eq!(parts, [["+svc/web"], ["+svc/big"]]);
+        // And so by a full rescan, where it comes first in path order.
+        dir.write("a-big.yaml", &big("10.96.0.30"));
+        dir.write("b-small.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        let mut parts = Vec::new();
+        let listing = list_files(&dir.0, || {});
+        assert!(folder.rescan_listed_in_parts(listing, |scan| {
+            parts.push(names(&scan.messages));
+            true
+        }));
+        assert_eq!(parts, [["+svc/web"], ["+svc/big"]]);
+    }
+
+    #[test]
+    fn the_watch_goes_on_when_the_folder_is_removed_and_created_again() {
+        let dir = TempDir::new("watch-recreated");
+        dir.write("web.yaml", WEB);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let folder = ManifestFolder::new(&dir.0);
+        let metrics = Arc::new(Metrics::new(false));
+        std::thread::spawn(move || watch(folder, tx, metrics));
+        for _ in 0..4 {
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        // Removed (nothing unloaded), then created again, with an edit.
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        dir.write("web.yaml", WEB);
+        // The same content: nothing to send. Then an edit, which the watcher must see
+        // (the full rescan is a minute away).
+        std::thread::sleep(Duration::from_millis(100));
+        dir.write("web.yaml", &WEB.replace("10.96.0.10", "10.96.0.30"));
+        let change = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let change = [change];
+        assert_eq!(names(&change), ["+svc/web"]);
+        assert_eq!(applied_ip(&change).as_deref(), Some("10.96.0.30"));
+    }
+
+    #[test]
+    fn a_mounted_config_map_is_read_through_its_links_and_its_swaps_followed() {
+        // The layout the kubelet writes: the keys link through `..data` to a dot-folder.
+        let dir = TempDir::new("configmap");
+        dir.write("..2026_01_01/web.yaml", WEB);
+        std::os::unix::fs::symlink("..2026_01_01", dir.0.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/web.yaml", dir.0.join("web.yaml")).unwrap();
+        let mut folder = ManifestFolder::new(&dir.0);
+        let scan = folder.load();
+        assert!(
+            scan.errors.is_empty() && scan.skipped.is_empty(),
+            "{scan:?}"
+        );
+        assert_eq!(names(&scan.messages), ["svc*1", "slice*1"]);
+        // An update: a new dot-folder, and `..data` swapped to it by a rename.
+        dir.write(
+            "..2026_01_02/web.yaml",
+            &WEB.replace("10.96.0.10", "10.96.0.30"),
+        );
+        std::os::unix::fs::symlink("..2026_01_02", dir.0.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.0.join("..data_tmp"), dir.0.join("..data")).unwrap();
+        assert!(folder.rescan_paths([dir.0.join("..data")]).is_none());
+        let scan = folder.rescan();
+        assert_eq!(names(&scan.messages), ["+svc/web"]);
+        assert!(scan.skipped.is_empty(), "{:?}", scan.skipped);
     }
 }
