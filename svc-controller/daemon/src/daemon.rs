@@ -66,6 +66,13 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     for field in &settings.ignored_fields {
         warn!(field = %field, "config file setting ignored (not used by an IPVS proxy)");
     }
+    for note in &settings.flag_notes {
+        info!(
+            flag = note.flag,
+            reason = note.reason,
+            "kube-proxy flag accepted, not needed"
+        );
+    }
     let mut dataplane = KernelDataplane::open(settings.dummy_interface.clone())
         .map_err(DaemonError::Unavailable)?;
     // Opening succeeds without the module on some kernels; reading tells.

@@ -5,6 +5,8 @@
 //! safely); this crate wires the parts a process needs:
 //!
 //! - [`settings`]: flags and an optional kube-proxy `KubeProxyConfiguration` file;
+//! - [`kube_proxy_flags`]: the rest of kube-proxy's flags, so a kube-proxy DaemonSet's command
+//!   line starts the daemon unchanged;
 //! - [`source`]: Services, EndpointSlices and the Node from a Kubernetes API server
 //!   ([`source::kubernetes`]) or from a folder of manifests ([`source::manifests`]);
 //! - [`store`]: the objects kept, trimmed to what the computation reads;
@@ -22,6 +24,7 @@ pub mod cpus;
 pub mod daemon;
 pub mod descriptors;
 pub mod engine;
+pub mod kube_proxy_flags;
 pub mod memory;
 pub mod node_setup;
 pub mod priority;

@@ -8,9 +8,14 @@
 //! fields (`manifests`, `logFormat`, `drainTimeout`, ...). Flags override the file, which
 //! overrides the defaults.
 //!
+//! A file field left at its zero value (`ipvs.syncPeriod: 0s`, `metricsBindAddress: ""`, ...)
+//! gets kube-proxy's default, as kube-proxy's own defaulting does: the file kubeadm writes, where
+//! every field is present, starts ipvs-proxy as it starts kube-proxy. kube-proxy's flags that
+//! ipvs-proxy has no setting for are in [`crate::kube_proxy_flags`].
+//!
 //! Durations are written as kube-proxy writes them (`30s`, `1m0s`, `500ms`, `2h`).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +24,8 @@ use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
 use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler};
+
+use crate::kube_proxy_flags::{FlagNote, KubeProxyFlags, MASQUERADE_REASON, parse_go_bool};
 
 /// An error in the flags or the config file.
 #[derive(Debug, thiserror::Error)]
@@ -146,20 +153,29 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_udp_timeout: Option<Duration>,
     /// Remove what this daemon owns (its virtual servers, VIPs and dummy interface) and exit.
-    #[arg(long)]
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value = "false",
+        value_name = "BOOL",
+        value_parser = parse_go_bool,
+        action = clap::ArgAction::Set
+    )]
     pub cleanup: bool,
     /// Apply the node settings (IPVS sysctls, strict ARP, IPVS timeouts) and exit: for a
     /// privileged init container, so the daemon itself can run with `--sysctls check`.
-    #[arg(long, conflicts_with = "cleanup")]
+    #[arg(long)]
     pub init_node: bool,
     /// Whether the daemon sets the IPVS sysctls and holds them (`hold`, the default) or only checks
     /// them at start-up (`check`).
     #[arg(long, value_enum, value_name = "MODE")]
     pub sysctls: Option<SysctlMode>,
-    /// Where /metrics is served (empty: nowhere).
+    /// Where /metrics is served (empty: nowhere; a bare address gets port 10249).
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_bind_address: Option<String>,
-    /// Where /healthz and /livez are served (empty: nowhere).
+    /// Where /healthz and /livez are served (empty: nowhere; a bare address gets port 10256).
     #[arg(long, value_name = "ADDR:PORT")]
     pub healthz_bind_address: Option<String>,
     /// Log format.
@@ -184,6 +200,9 @@ pub struct Cli {
     /// Serve per-virtual-server traffic counters from IPVS statistics on /metrics.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub metrics_per_virtual_server: Option<bool>,
+    /// kube-proxy's flags that are not settings of this daemon.
+    #[command(flatten)]
+    pub kube_proxy: KubeProxyFlags,
 }
 
 /// Parses a duration as kube-proxy writes them: `30s`, `1m0s`, `500ms`, `1h30m`, `0`.
@@ -276,6 +295,7 @@ struct FileSettings {
     api_version: Option<String>,
     kind: Option<String>,
     mode: Option<String>,
+    bind_address: Option<String>,
     hostname_override: Option<String>,
     metrics_bind_address: Option<String>,
     healthz_bind_address: Option<String>,
@@ -364,6 +384,8 @@ pub struct Settings {
     pub dummy_interface: String,
     /// Config-file fields that were ignored (other proxy modes' settings), to report once.
     pub ignored_fields: Vec<String>,
+    /// kube-proxy flags given that this daemon does not need, to report once.
+    pub flag_notes: Vec<FlagNote>,
 }
 
 /// kube-proxy's metrics address.
@@ -404,6 +426,17 @@ impl Settings {
         let f = file.map(|(_, f)| f.clone()).unwrap_or_default();
         let ipvs = f.ipvs.clone().unwrap_or_default();
         let mut ignored = Vec::new();
+        cli.kube_proxy
+            .check_proxy_mode()
+            .map_err(|m| invalid("proxy-mode", m))?;
+        let init_node = cli.init_node || cli.kube_proxy.init_only();
+        // Checked here rather than by the parser, so that `--cleanup=false` goes with it.
+        if init_node && cli.cleanup {
+            return Err(invalid(
+                "init-node",
+                "--init-node (--init-only) and --cleanup cannot go together".into(),
+            ));
+        }
         if let Some((_, file)) = file {
             if let Some(kind) = &file.kind
                 && kind != "KubeProxyConfiguration"
@@ -413,7 +446,9 @@ impl Settings {
                     format!("expected KubeProxyConfiguration, found {kind:?}"),
                 ));
             }
+            // The flag wins over the file, as every flag does.
             if let Some(mode) = &file.mode
+                && cli.kube_proxy.proxy_mode.is_none()
                 && !mode.is_empty()
                 && mode != "ipvs"
             {
@@ -423,10 +458,30 @@ impl Settings {
                 ));
             }
             let _ = &file.api_version;
-            ignored.extend(file.other.keys().cloned());
-            ignored.extend(ipvs.other.keys().map(|k| format!("ipvs.{k}")));
+            // A field at its zero value asks for kube-proxy's default, which an IPVS proxy
+            // does not miss: only set fields are reported (kubeadm writes every field).
+            set_fields("", &file.other, &mut ignored);
+            set_fields("ipvs.", &ipvs.other, &mut ignored);
             if let Some(cc) = &file.client_connection {
-                ignored.extend(cc.other.keys().map(|k| format!("clientConnection.{k}")));
+                set_fields("clientConnection.", &cc.other, &mut ignored);
+            }
+            if let Some(bind) = &file.bind_address
+                && !bind
+                    .trim()
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_unspecified())
+                && !bind.trim().is_empty()
+            {
+                ignored.push(
+                    "bindAddress (not needed: ipvs-proxy takes the node's addresses from its \
+                     interfaces)"
+                        .into(),
+                );
+            }
+            for field in &mut ignored {
+                if MASQUERADE_FIELDS.contains(&field.as_str()) {
+                    *field = format!("{field} (not needed: {MASQUERADE_REASON})");
+                }
             }
             if ipvs.exclude_cidrs.as_ref().is_some_and(|v| !v.is_empty()) {
                 // Ownership already spares every virtual server this daemon did not make.
@@ -521,7 +576,8 @@ impl Settings {
         };
         let sync_period = cli
             .ipvs_sync_period
-            .or(file_duration("ipvs.syncPeriod", &ipvs.sync_period)?)
+            // kube-proxy's defaulting: a zero period in the file means the default.
+            .or(file_duration("ipvs.syncPeriod", &ipvs.sync_period)?.filter(|d| !d.is_zero()))
             .unwrap_or(Duration::from_secs(30));
         if sync_period.is_zero() {
             return Err(invalid("ipvs-sync-period", "must be greater than 0".into()));
@@ -553,14 +609,27 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        let bind =
-            |name: &'static str, cli: &Option<String>, file: &Option<String>, default: &str| {
-                let text = cli
-                    .clone()
-                    .or(file.clone())
-                    .unwrap_or_else(|| default.to_owned());
-                parse_bind_address(&text).map_err(|m| invalid(name, m))
-            };
+        // An empty flag switches the server off (kube-proxy's flags do); an empty file field
+        // means the default (kube-proxy's defaulting does), which follows the family of the
+        // file's bindAddress.
+        let ipv6 = f
+            .bind_address
+            .as_deref()
+            .and_then(|b| b.trim().parse::<IpAddr>().ok())
+            .is_some_and(|ip| ip.is_ipv6());
+        let (default_metrics, default_healthz) = default_bind_addresses(ipv6);
+        let bind = |name: &'static str,
+                    cli: &Option<String>,
+                    file: &Option<String>,
+                    default: SocketAddr| {
+            let file = file.as_deref().filter(|t| !t.trim().is_empty());
+            match cli.as_deref().or(file) {
+                Some(text) => {
+                    parse_bind_address(text, default.port()).map_err(|m| invalid(name, m))
+                }
+                None => Ok(Some(default)),
+            }
+        };
         let node_port_range = cli
             .node_port_range
             .clone()
@@ -591,22 +660,33 @@ impl Settings {
                 .or(file_duration("ipvs.udpTimeout", &ipvs.udp_timeout)?)
                 .unwrap_or_default(),
             cleanup: cli.cleanup,
-            init_node: cli.init_node,
+            init_node,
             sysctls: cli.sysctls.or(f.sysctls).unwrap_or_default(),
             metrics_bind_address: bind(
                 "metrics-bind-address",
                 &cli.metrics_bind_address,
                 &f.metrics_bind_address,
-                DEFAULT_METRICS_BIND_ADDRESS,
+                default_metrics,
             )?,
             healthz_bind_address: bind(
                 "healthz-bind-address",
                 &cli.healthz_bind_address,
                 &f.healthz_bind_address,
-                DEFAULT_HEALTHZ_BIND_ADDRESS,
+                default_healthz,
             )?,
-            log_format: cli.log_format.or(f.log_format).unwrap_or_default(),
-            log_level: cli.log_level.clone().or(f.log_level.clone()),
+            log_format: cli
+                .log_format
+                .or(cli
+                    .kube_proxy
+                    .log_format()
+                    .map_err(|m| invalid("logging-format", m))?)
+                .or(f.log_format)
+                .unwrap_or_default(),
+            log_level: cli
+                .log_level
+                .clone()
+                .or(cli.kube_proxy.log_level())
+                .or(f.log_level.clone()),
             drain_timeout: match cli.drain_timeout {
                 Some(DrainTimeout(set)) => set,
                 None => match f.drain_timeout.as_deref() {
@@ -630,6 +710,7 @@ impl Settings {
                 .unwrap_or(false),
             dummy_interface: DEFAULT_DUMMY_INTERFACE.to_owned(),
             ignored_fields: ignored,
+            flag_notes: cli.kube_proxy.notes(),
         })
     }
 
@@ -670,11 +751,78 @@ fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError> {
         })
 }
 
-/// `""` disables; `ADDR:PORT` or `[V6]:PORT`; a bare `:PORT` means every address.
-fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
+/// The file fields that only masquerading would read.
+const MASQUERADE_FIELDS: &[&str] = &[
+    "clusterCIDR",
+    "iptables.masqueradeAll",
+    "iptables.masqueradeBit",
+    "detectLocalMode",
+    "detectLocal.bridgeInterface",
+    "detectLocal.interfaceNamePrefix",
+    "detectLocal.clusterCIDRs",
+];
+
+/// Adds to `out` the path of every field of `fields` that is set, i.e. not at its zero value,
+/// looking into nested objects (`iptables.masqueradeAll`).
+fn set_fields(
+    prefix: &str,
+    fields: &serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    for (name, value) in fields {
+        let path = format!("{prefix}{name}");
+        match value {
+            Value::Object(inner) if !inner.is_empty() => {
+                set_fields(&format!("{path}."), inner, out)
+            }
+            value if is_zero(value) => {}
+            _ => out.push(path),
+        }
+    }
+}
+
+/// Whether a field holds its Go zero value as kube-proxy's YAML writes it: null, false, 0, "",
+/// an empty list or object, or a zero duration or quantity (`0s`, `"0"`).
+fn is_zero(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty() || parse_duration(s).is_ok_and(|d| d.is_zero()),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.values().all(is_zero),
+    }
+}
+
+/// kube-proxy's default metrics and health addresses, for an IPv4 or IPv6 bindAddress.
+fn default_bind_addresses(ipv6: bool) -> (SocketAddr, SocketAddr) {
+    let (metrics, healthz): (IpAddr, IpAddr) = if ipv6 {
+        (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::UNSPECIFIED.into())
+    } else {
+        (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into())
+    };
+    // kube-proxy's ports (`ports.ProxyStatusPort`, `ports.ProxyHealthzPort`).
+    (
+        SocketAddr::new(metrics, 10249),
+        SocketAddr::new(healthz, 10256),
+    )
+}
+
+/// `""` disables; `ADDR:PORT` or `[V6]:PORT`; a bare `:PORT` means every address; a bare
+/// address gets `default_port` (kube-proxy appends its port the same way).
+fn parse_bind_address(text: &str, default_port: u16) -> Result<Option<SocketAddr>, String> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(None);
+    }
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(Some(SocketAddr::new(ip, default_port)));
     }
     let full = if text.starts_with(':') {
         format!("0.0.0.0{text}")
@@ -774,7 +922,8 @@ clientConnection:
   kubeconfig: /var/lib/kube-proxy/kubeconfig.conf
   qps: 5
 iptables:
-  masqueradeAll: false
+  masqueradeAll: true
+  syncPeriod: 0s
 ipvs:
   scheduler: wlc
   syncPeriod: 1m0s
@@ -815,7 +964,18 @@ ipvsRateEstimation: false
                 kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into())
             }
         );
-        assert!(s.ignored_fields.contains(&"iptables".to_owned()));
+        assert!(
+            s.ignored_fields
+                .iter()
+                .any(|f| f.starts_with("iptables.masqueradeAll (not needed: masquerading")),
+            "{:?}",
+            s.ignored_fields
+        );
+        assert!(
+            !s.ignored_fields.iter().any(|f| f.contains("syncPeriod")),
+            "a zero value asks for nothing: {:?}",
+            s.ignored_fields
+        );
         assert!(
             s.ignored_fields
                 .contains(&"clientConnection.qps".to_owned())
@@ -872,16 +1032,25 @@ ipvsRateEstimation: false
 
     #[test]
     fn bind_addresses() {
-        assert_eq!(parse_bind_address("").unwrap(), None);
+        assert_eq!(parse_bind_address("", 1).unwrap(), None);
         assert_eq!(
-            parse_bind_address(":10256").unwrap(),
+            parse_bind_address(":10256", 1).unwrap(),
             Some("0.0.0.0:10256".parse().unwrap())
         );
         assert_eq!(
-            parse_bind_address("[::1]:9").unwrap(),
+            parse_bind_address("[::1]:9", 1).unwrap(),
             Some("[::1]:9".parse().unwrap())
         );
-        assert!(parse_bind_address("localhost").is_err());
+        assert_eq!(
+            parse_bind_address("0.0.0.0", 10256).unwrap(),
+            Some("0.0.0.0:10256".parse().unwrap()),
+            "a bare address gets the default port, as kube-proxy appends it"
+        );
+        assert_eq!(
+            parse_bind_address("::", 10249).unwrap(),
+            Some("[::]:10249".parse().unwrap())
+        );
+        assert!(parse_bind_address("localhost", 1).is_err());
     }
 
     #[test]
