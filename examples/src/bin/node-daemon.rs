@@ -284,8 +284,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         format!("new connections should all go to {other}: {counts:?}"),
     )?;
     long.echo("and now?")?;
-    println!("  the long-lived connection still works; closing it…");
-    drop(long);
+    println!(
+        "  the long-lived connection still works; closing it (with a reset: IPVS forgets a reset \
+         connection after 10 s, a closed one after the 2 minutes of TIME_WAIT)…"
+    );
+    long.reset();
     wait_for(node, &format!("{pinned} deleted once idle"), |rs| {
         !rs.contains_key(&ip(pinned_index))
     })?;

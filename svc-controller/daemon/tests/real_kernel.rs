@@ -222,7 +222,8 @@ endpoints:
         assert!(body.contains("lastUpdated"), "{body}");
         assert_eq!(http_get(node, addr(HEALTHZ), "/livez").unwrap().0, 200);
 
-        // An endpoint becomes not ready: it leaves (idle, so deleted at once) and traffic follows.
+        // An endpoint becomes not ready: it leaves (quiesced, then deleted once IPVS forgets the
+        // tally's reset connections) and traffic follows.
         write_atomically(
             &manifest,
             &web_manifest(&[(0, true), (1, false), (2, true)]),
