@@ -66,6 +66,44 @@ pub struct ServiceDesired {
     /// The health check the node serves for it: a `LoadBalancer` Service with
     /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`.
     pub health_check: Option<HealthCheck>,
+    /// Its ports whose `Local` traffic policy finds no endpoint on this node while the
+    /// Service has endpoints elsewhere (see [`NoLocalEndpoints`]).
+    pub no_local_endpoints: NoLocalEndpoints,
+}
+
+/// Service ports with a `Local` traffic policy and no endpoint on this node although the
+/// Service has endpoints elsewhere: their virtual servers of that policy have no real server,
+/// and traffic to them is refused. Counted as kube-proxy counts its
+/// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`: once per Service port and address
+/// family served, for each policy. A Service with no endpoint at all is not counted (it
+/// refuses traffic whatever the policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NoLocalEndpoints {
+    /// Under `internalTrafficPolicy: Local` (the ClusterIPs).
+    pub internal: u32,
+    /// Under `externalTrafficPolicy: Local` (NodePorts, external IPs, load-balancer IPs).
+    pub external: u32,
+}
+
+impl NoLocalEndpoints {
+    /// Whether nothing is counted.
+    pub fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            internal: self.internal.saturating_add(other.internal),
+            external: self.external.saturating_add(other.external),
+        }
+    }
+
+    fn sub(self, other: Self) -> Self {
+        Self {
+            internal: self.internal.saturating_sub(other.internal),
+            external: self.external.saturating_sub(other.external),
+        }
+    }
 }
 
 /// What a node answers on a Service's `healthCheckNodePort`, where the cloud's load balancer
@@ -159,7 +197,8 @@ impl Changes {
 /// short sorted vectors.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    /// Each Service's own result (only Services with virtual servers or problems).
+    /// Each Service's own result (only Services with virtual servers, problems, a health check
+    /// or ports without local endpoints).
     services: BTreeMap<ServiceRef, StoredService>,
     /// Which Services claim each virtual server, sorted; the first one owns it.
     claims: BTreeMap<VirtualServerKey, Vec<ServiceRef>>,
@@ -167,6 +206,8 @@ pub struct DesiredState {
     virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
     /// How many virtual servers bind each VIP.
     vip_refs: BTreeMap<IpAddr, usize>,
+    /// The sum of every Service's [`NoLocalEndpoints`].
+    no_local_endpoints: NoLocalEndpoints,
 }
 
 /// One Service's result as [`DesiredState`] keeps it.
@@ -176,6 +217,7 @@ struct StoredService {
     virtual_servers: Box<[VirtualServer]>,
     problems: Box<[Problem]>,
     health_check: Option<HealthCheck>,
+    no_local_endpoints: NoLocalEndpoints,
 }
 
 impl StoredService {
@@ -222,6 +264,7 @@ impl DesiredState {
         let sref = desired.service.clone();
         let mut touched: BTreeSet<VirtualServerKey> = BTreeSet::new();
         if let Some(old) = self.services.remove(&sref) {
+            self.no_local_endpoints = self.no_local_endpoints.sub(old.no_local_endpoints);
             for key in old.keys() {
                 self.unclaim(key, &sref);
                 touched.insert(*key);
@@ -237,11 +280,14 @@ impl DesiredState {
         if !desired.virtual_servers.is_empty()
             || !desired.problems.is_empty()
             || desired.health_check.is_some()
+            || !desired.no_local_endpoints.is_empty()
         {
+            self.no_local_endpoints = self.no_local_endpoints.add(desired.no_local_endpoints);
             let stored = StoredService {
                 virtual_servers: desired.virtual_servers.into_values().collect(),
                 problems: desired.problems.into_boxed_slice(),
                 health_check: desired.health_check,
+                no_local_endpoints: desired.no_local_endpoints,
             };
             self.services.insert(sref, stored);
         }
@@ -259,6 +305,7 @@ impl DesiredState {
             virtual_servers: BTreeMap::new(),
             problems: Vec::new(),
             health_check: None,
+            no_local_endpoints: NoLocalEndpoints::default(),
         })
     }
 
@@ -290,6 +337,7 @@ impl DesiredState {
                 .collect(),
             problems: stored.problems.to_vec(),
             health_check: stored.health_check,
+            no_local_endpoints: stored.no_local_endpoints,
         })
     }
 
@@ -298,6 +346,12 @@ impl DesiredState {
         self.services
             .iter()
             .filter_map(|(service, stored)| Some((service, stored.health_check?)))
+    }
+
+    /// The Service ports with a `Local` traffic policy and no endpoint on this node, over
+    /// every Service (see [`NoLocalEndpoints`]).
+    pub fn no_local_endpoints(&self) -> NoLocalEndpoints {
+        self.no_local_endpoints
     }
 
     /// The problems of one Service, including conflicts with other Services.
