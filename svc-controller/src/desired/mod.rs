@@ -91,6 +91,18 @@ impl NoLocalEndpoints {
         self == Self::default()
     }
 
+    fn compact(self) -> [u16; 2] {
+        let small = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        [small(self.internal), small(self.external)]
+    }
+
+    fn from_compact([internal, external]: [u16; 2]) -> Self {
+        Self {
+            internal: internal.into(),
+            external: external.into(),
+        }
+    }
+
     fn add(self, other: Self) -> Self {
         Self {
             internal: self.internal.saturating_add(other.internal),
@@ -217,7 +229,9 @@ struct StoredService {
     virtual_servers: Box<[VirtualServer]>,
     problems: Box<[Problem]>,
     health_check: Option<HealthCheck>,
-    no_local_endpoints: NoLocalEndpoints,
+    /// Its [`NoLocalEndpoints`], internal then external, saturated at `u16::MAX` (a Service
+    /// has at most a few ports): kept small, as every stored Service has one.
+    no_local_endpoints: [u16; 2],
 }
 
 impl StoredService {
@@ -264,7 +278,9 @@ impl DesiredState {
         let sref = desired.service.clone();
         let mut touched: BTreeSet<VirtualServerKey> = BTreeSet::new();
         if let Some(old) = self.services.remove(&sref) {
-            self.no_local_endpoints = self.no_local_endpoints.sub(old.no_local_endpoints);
+            self.no_local_endpoints = self
+                .no_local_endpoints
+                .sub(NoLocalEndpoints::from_compact(old.no_local_endpoints));
             for key in old.keys() {
                 self.unclaim(key, &sref);
                 touched.insert(*key);
@@ -282,12 +298,15 @@ impl DesiredState {
             || desired.health_check.is_some()
             || !desired.no_local_endpoints.is_empty()
         {
-            self.no_local_endpoints = self.no_local_endpoints.add(desired.no_local_endpoints);
+            let no_local_endpoints = desired.no_local_endpoints.compact();
+            self.no_local_endpoints = self
+                .no_local_endpoints
+                .add(NoLocalEndpoints::from_compact(no_local_endpoints));
             let stored = StoredService {
                 virtual_servers: desired.virtual_servers.into_values().collect(),
                 problems: desired.problems.into_boxed_slice(),
                 health_check: desired.health_check,
-                no_local_endpoints: desired.no_local_endpoints,
+                no_local_endpoints,
             };
             self.services.insert(sref, stored);
         }
@@ -337,7 +356,7 @@ impl DesiredState {
                 .collect(),
             problems: stored.problems.to_vec(),
             health_check: stored.health_check,
-            no_local_endpoints: stored.no_local_endpoints,
+            no_local_endpoints: NoLocalEndpoints::from_compact(stored.no_local_endpoints),
         })
     }
 
@@ -435,5 +454,45 @@ impl DesiredState {
                 changes.vips.insert(addr);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_of_ports_without_local_endpoints_costs_a_stored_service_nothing() {
+        // Two boxed slices and the health check, padded: the count fits in the padding.
+        assert!(std::mem::size_of::<StoredService>() <= 6 * std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn counts_beyond_what_is_stored_saturate_and_totals_stay_consistent() {
+        let sref = ServiceRef::new("ns", "many-ports");
+        let many = NoLocalEndpoints {
+            internal: 70_000,
+            external: 3,
+        };
+        let mut state = DesiredState::new();
+        state.update(ServiceDesired {
+            service: sref.clone(),
+            virtual_servers: BTreeMap::new(),
+            problems: Vec::new(),
+            health_check: None,
+            no_local_endpoints: many,
+        });
+        let expected = NoLocalEndpoints {
+            internal: u32::from(u16::MAX),
+            external: 3,
+        };
+        assert_eq!(state.no_local_endpoints(), expected);
+        assert_eq!(
+            state.service(&sref).map(|s| s.no_local_endpoints),
+            Some(expected)
+        );
+        state.remove(&sref);
+        assert_eq!(state.no_local_endpoints(), NoLocalEndpoints::default());
+        assert!(state.service(&sref).is_none());
     }
 }
