@@ -124,6 +124,9 @@ pub struct Metrics {
     pub endpoint_changes_pending: Gauge,
     /// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`.
     pub no_local_endpoints: Family<TrafficPolicyLabel, Gauge>,
+    /// Its `internal` and `external` series (created with it: kube-proxy sets both on every
+    /// sync, so both always exist).
+    no_local_by_policy: [Gauge; 2],
     /// `kubeproxy_proxy_healthz_total`.
     pub healthz: Family<CodeLabel, Counter>,
     /// `kubeproxy_proxy_livez_total`.
@@ -160,6 +163,14 @@ impl Metrics {
         let partial_sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let full_sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let network_programming = Histogram::new(network_programming_buckets());
+        let no_local_endpoints: Family<TrafficPolicyLabel, Gauge> = Family::default();
+        let no_local_by_policy = ["internal", "external"].map(|policy| {
+            no_local_endpoints
+                .get_or_create(&TrafficPolicyLabel {
+                    traffic_policy: policy.to_owned(),
+                })
+                .clone()
+        });
         let this = Self {
             sync_duration,
             partial_sync_duration,
@@ -171,7 +182,8 @@ impl Metrics {
             service_changes_pending: Gauge::default(),
             endpoint_changes: Counter::default(),
             endpoint_changes_pending: Gauge::default(),
-            no_local_endpoints: Family::default(),
+            no_local_endpoints,
+            no_local_by_policy,
             healthz: Family::default(),
             livez: Family::default(),
             operations: Family::default(),
@@ -299,21 +311,15 @@ impl Metrics {
         if per_virtual_server {
             registry.register_collector(Box::new(VirtualServerStats::default()));
         }
-        let this = Self { registry, ..this };
-        this.set_no_local_endpoints(0, 0);
-        this
+        Self { registry, ..this }
     }
 
-    /// Sets `kubeproxy_sync_proxy_rules_no_local_endpoints_total` (both series always exist,
-    /// as kube-proxy sets both on every sync).
+    /// Sets `kubeproxy_sync_proxy_rules_no_local_endpoints_total`: `internal` and `external`
+    /// Service ports.
     pub fn set_no_local_endpoints(&self, internal: u32, external: u32) {
-        for (policy, count) in [("internal", internal), ("external", external)] {
-            self.no_local_endpoints
-                .get_or_create(&TrafficPolicyLabel {
-                    traffic_policy: policy.to_owned(),
-                })
-                .set(i64::from(count));
-        }
+        let [internal_gauge, external_gauge] = &self.no_local_by_policy;
+        internal_gauge.set(i64::from(internal));
+        external_gauge.set(i64::from(external));
     }
 
     /// Counts one `/healthz` answer with HTTP status `code`.
