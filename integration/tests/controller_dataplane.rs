@@ -74,6 +74,7 @@ mod real_kernel {
                 .collect::<BTreeMap<_, _>>(),
             problems: Vec::new(),
             health_check: None,
+            no_local_endpoints: Default::default(),
         }
     }
 

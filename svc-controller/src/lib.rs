@@ -112,8 +112,8 @@ pub use config::{
     SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
 pub use desired::{
-    Changes, DesiredState, HealthCheck, ServiceDesired, compute_service, group_slices, service_ref,
-    slice_service,
+    Changes, DesiredState, HealthCheck, NoLocalEndpoints, ServiceDesired, compute_service,
+    group_slices, service_ref, slice_service,
 };
 pub use model::{
     AddressFamily, Exposure, Persistence, Protocol, RealServer, Scheduler, ServiceRef,

@@ -1,5 +1,6 @@
 //! Table-driven tests: every `tests/fixtures/desired/*.yaml` document holds the input (Services,
-//! EndpointSlices, node, config) and the expected virtual servers, VIPs and problems.
+//! EndpointSlices, node, config) and the expected virtual servers, VIPs, problems, health checks
+//! and counts of Service ports without local endpoints.
 //!
 //! Virtual servers are written in their `Display` form
 //! (`TCP 10.96.0.10:53 rr -> 10.244.1.5:5353 w1, ...`), problems as their messages. Order does
@@ -44,6 +45,10 @@ struct Expect {
     /// As `namespace/name PORT: N local endpoints`.
     #[serde(default)]
     health_checks: Vec<String>,
+    /// Service ports with a `Local` policy and no local endpoint
+    /// ([`svc_controller::NoLocalEndpoints`]), as `[internal, external]`; `[0, 0]` when absent.
+    #[serde(default)]
+    no_local_endpoints: [u32; 2],
 }
 
 fn default_node() -> NodeInfo {
@@ -162,6 +167,15 @@ fn desired_state_fixtures() {
             &fixture.expect.health_checks,
             &health_checks,
         );
+        let no_local = state.no_local_endpoints();
+        let no_local = [no_local.internal, no_local.external];
+        if no_local != fixture.expect.no_local_endpoints {
+            let _ = writeln!(
+                report,
+                "    no_local_endpoints: expected {:?}, got {no_local:?}",
+                fixture.expect.no_local_endpoints
+            );
+        }
 
         // The result must not depend on the order objects are listed in.
         let mut services = fixture.services.clone();

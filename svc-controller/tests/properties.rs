@@ -417,6 +417,7 @@ proptest! {
         prop_assert_eq!(state.virtual_servers(), full.virtual_servers());
         prop_assert_eq!(state.vips(), full.vips());
         prop_assert_eq!(state.problems(), full.problems());
+        prop_assert_eq!(state.no_local_endpoints(), full.no_local_endpoints());
         for (key, vs) in before.virtual_servers() {
             if state.virtual_servers().get(key) != Some(vs) {
                 prop_assert!(changed.contains(key));
@@ -434,5 +435,6 @@ proptest! {
         prop_assert_eq!(state.virtual_servers(), before.virtual_servers());
         prop_assert_eq!(state.vips(), before.vips());
         prop_assert_eq!(state.problems(), before.problems());
+        prop_assert_eq!(state.no_local_endpoints(), before.no_local_endpoints());
     }
 }

@@ -143,6 +143,7 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
         virtual_servers,
         problems: Vec::new(),
         health_check: None,
+        no_local_endpoints: Default::default(),
     }
 }
 

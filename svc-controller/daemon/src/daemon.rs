@@ -159,13 +159,16 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
             info!(%address, "serving /metrics");
         }
         if let Some(address) = settings.healthz_bind_address {
-            telemetry::http::serve(address, telemetry::http::health_router(health.clone()))
-                .await
-                .map_err(|source| DaemonError::Bind {
-                    what: "/healthz",
-                    address,
-                    source,
-                })?;
+            telemetry::http::serve(
+                address,
+                telemetry::http::health_router(health.clone(), metrics.clone()),
+            )
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "/healthz",
+                address,
+                source,
+            })?;
             info!(%address, "serving /healthz and /livez");
         }
         Ok::<(), DaemonError>(())

@@ -268,9 +268,17 @@ impl<D: Dataplane> Engine<D> {
                 if matches!(change, Change::Reset(_) | Change::Synced) {
                     self.synced.services = true;
                 }
-                self.store.change_services(change)
+                let (received, reset) = objects_in(&change);
+                self.metrics.service_changes.inc_by(received);
+                let touched = self.store.change_services(change);
+                self.metrics
+                    .service_changes_pending
+                    .inc_by(effective_changes(reset, &touched));
+                touched
             }
             Message::Slices(change) => {
+                let (received, reset) = objects_in(&change);
+                self.metrics.endpoint_changes.inc_by(received);
                 // Network programming latency is measured for live changes, as kube-proxy.
                 let trigger = match &change {
                     Change::Applied(slice) | Change::Deleted(slice) if self.adopted => {
@@ -283,6 +291,9 @@ impl<D: Dataplane> Engine<D> {
                     _ => None,
                 };
                 let touched = self.store.change_slices(change);
+                self.metrics
+                    .endpoint_changes_pending
+                    .inc_by(effective_changes(reset, &touched));
                 if let Some(t) = trigger {
                     for service in &touched {
                         let entry = self.triggers.entry(service.clone()).or_insert(t);
@@ -329,6 +340,16 @@ impl<D: Dataplane> Engine<D> {
 
     /// Does the work that is due at `now`.
     pub fn step(&mut self, now: Instant, wall: SystemTime) {
+        self.step_inner(now, wall);
+        // Every change received has been programmed once no Service is left to program.
+        if self.dirty.is_empty() {
+            self.metrics.service_changes_pending.set(0);
+            self.metrics.endpoint_changes_pending.set(0);
+        }
+    }
+
+    /// The work of [`Engine::step`].
+    fn step_inner(&mut self, now: Instant, wall: SystemTime) {
         if !self.adopted {
             let cpu = thread_cpu();
             if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
@@ -763,6 +784,8 @@ impl<D: Dataplane> Engine<D> {
         self.metrics.sync_duration.observe(elapsed);
         if full {
             self.metrics.full_sync_duration.observe(elapsed);
+        } else {
+            self.metrics.partial_sync_duration.observe(elapsed);
         }
         if report.is_ok() {
             self.health.updated(wall);
@@ -783,6 +806,9 @@ impl<D: Dataplane> Engine<D> {
         self.metrics
             .services_invalid
             .set(self.problems.len() as i64);
+        let no_local = self.reconciler.desired().no_local_endpoints();
+        self.metrics
+            .set_no_local_endpoints(no_local.internal, no_local.external);
     }
 
     /// Runs until [`Message::Shutdown`] or until every sender is gone; returns the dataplane.
@@ -840,6 +866,27 @@ fn next_slice(now: Instant, interval: Duration, took: Duration) -> Instant {
 /// leftovers in the kernel (see [`DISCOVER_ALWAYS_BELOW`]).
 fn discovers(pass: u64, virtual_servers: usize) -> bool {
     virtual_servers <= DISCOVER_ALWAYS_BELOW || pass.is_multiple_of(DISCOVER_EVERY)
+}
+
+/// How many objects a change delivers (kube-proxy counts each as a change received), and
+/// whether it is a relist.
+fn objects_in<K>(change: &Change<K>) -> (u64, bool) {
+    match change {
+        Change::Applied(_) | Change::Deleted(_) => (1, false),
+        Change::Reset(objects) => (objects.len() as u64, true),
+        Change::Synced => (0, false),
+    }
+}
+
+/// How many pending changes a change received adds, given the Services it `touched`: one
+/// if it changed anything (a slice that moves to another Service touches two), one per
+/// Service a relist changed.
+fn effective_changes(reset: bool, touched: &BTreeSet<ServiceRef>) -> i64 {
+    match (reset, touched.is_empty()) {
+        (_, true) => 0,
+        (false, false) => 1,
+        (true, false) => i64::try_from(touched.len()).unwrap_or(i64::MAX),
+    }
 }
 
 /// The CPU time the calling thread has used (zero if the clock cannot be read).
@@ -1204,6 +1251,188 @@ mod tests {
         );
     }
 
+    /// The value of `series` in the engine's metrics (0 when absent, as a counter not yet
+    /// created).
+    fn sample(e: &Engine<MemoryDataplane>, series: &str) -> f64 {
+        e.metrics.sample(series).unwrap_or(0.0)
+    }
+
+    const SERVICE_TOTAL: &str = "kubeproxy_sync_proxy_rules_service_changes_total";
+    const SERVICE_PENDING: &str = "kubeproxy_sync_proxy_rules_service_changes_pending";
+    const ENDPOINT_TOTAL: &str = "kubeproxy_sync_proxy_rules_endpoint_changes_total";
+    const ENDPOINT_PENDING: &str = "kubeproxy_sync_proxy_rules_endpoint_changes_pending";
+
+    #[test]
+    fn changes_are_counted_and_pending_until_synced() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        for m in initial() {
+            e.handle(m, SystemTime::now());
+        }
+        // The first lists: two Services, two slices, all new.
+        assert_eq!(sample(&e, SERVICE_TOTAL), 2.0);
+        assert_eq!(sample(&e, SERVICE_PENDING), 2.0);
+        assert_eq!(sample(&e, ENDPOINT_TOTAL), 2.0);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 2.0);
+        e.step(now, SystemTime::now());
+        assert!(e.is_adopted());
+        assert_eq!(sample(&e, SERVICE_PENDING), 0.0);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 0.0);
+
+        // A slice that changes, then the same slice again (no change): both received, one
+        // pending.
+        let b = slice("ns", "b-1", "b", &["10.1.1.1", "10.1.1.2"]);
+        e.handle(
+            Message::Slices(Change::Applied(b.clone())),
+            SystemTime::now(),
+        );
+        e.handle(Message::Slices(Change::Applied(b)), SystemTime::now());
+        assert_eq!(sample(&e, ENDPOINT_TOTAL), 4.0);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 1.0);
+        // A Service that changes, and one deleted.
+        e.handle(
+            Message::Services(Change::Applied(service("ns", "a", "10.96.0.9"))),
+            SystemTime::now(),
+        );
+        e.handle(
+            Message::Services(Change::Deleted(service("ns", "b", "10.96.0.2"))),
+            SystemTime::now(),
+        );
+        assert_eq!(sample(&e, SERVICE_TOTAL), 4.0);
+        assert_eq!(sample(&e, SERVICE_PENDING), 2.0);
+        e.step(now, SystemTime::now());
+        assert_eq!(sample(&e, SERVICE_PENDING), 0.0);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 0.0);
+        assert_eq!(sample(&e, SERVICE_TOTAL), 4.0, "totals only grow");
+        assert_eq!(sample(&e, ENDPOINT_TOTAL), 4.0);
+    }
+
+    #[test]
+    fn changes_stay_pending_while_the_sync_waits() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        e.config.min_sync_period = Duration::from_secs(1);
+        feed(&mut e, initial(), now);
+        let b = slice("ns", "b-1", "b", &["10.1.1.1", "10.1.1.2"]);
+        // Within the minimum interval since the adoption's sync: nothing is programmed yet.
+        feed(&mut e, vec![Message::Slices(Change::Applied(b))], now);
+        assert_eq!(e.pending(), 1);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 1.0);
+        e.step(now + Duration::from_secs(1), SystemTime::now());
+        assert_eq!(e.pending(), 0);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 0.0);
+    }
+
+    #[test]
+    fn relists_count_each_object_and_each_service_they_change() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), now);
+        // The same two Services and slices, one slice changed.
+        let relist = Message::Slices(Change::Reset(vec![
+            slice("ns", "a-1", "a", &["10.1.0.1", "10.1.0.2"]),
+            slice("ns", "b-1", "b", &["10.1.1.9"]),
+        ]));
+        e.handle(relist, SystemTime::now());
+        assert_eq!(sample(&e, ENDPOINT_TOTAL), 4.0);
+        assert_eq!(sample(&e, ENDPOINT_PENDING), 1.0);
+    }
+
+    #[test]
+    fn syncs_are_partial_or_full() {
+        let now = Instant::now();
+        let mut e = engine(false);
+        feed(&mut e, initial(), now);
+        let count = |e: &Engine<MemoryDataplane>, name: &str| sample(e, &format!("{name}_count"));
+        const ALL: &str = "kubeproxy_sync_proxy_rules_duration_seconds";
+        const PARTIAL: &str = "kubeproxy_sync_partial_proxy_rules_duration_seconds";
+        const FULL: &str = "kubeproxy_sync_full_proxy_rules_duration_seconds";
+        // The adoption is a full sync.
+        assert_eq!(
+            (count(&e, ALL), count(&e, PARTIAL), count(&e, FULL)),
+            (1.0, 0.0, 1.0)
+        );
+        let b = slice("ns", "b-1", "b", &["10.1.1.1", "10.1.1.2"]);
+        feed(&mut e, vec![Message::Slices(Change::Applied(b))], now);
+        assert_eq!(
+            (count(&e, ALL), count(&e, PARTIAL), count(&e, FULL)),
+            (2.0, 1.0, 1.0)
+        );
+        // A full pass (its slices end at once on this small table).
+        let later = now + Duration::from_secs(30);
+        e.step(later, SystemTime::now());
+        while e.full_pass_running() {
+            e.step(e.next_deadline().unwrap_or(later), SystemTime::now());
+        }
+        assert_eq!(
+            (count(&e, ALL), count(&e, PARTIAL), count(&e, FULL)),
+            (3.0, 1.0, 2.0)
+        );
+    }
+
+    #[test]
+    fn local_policies_without_local_endpoints_are_counted() {
+        const INTERNAL: &str =
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"}";
+        const EXTERNAL: &str =
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"}";
+        let now = Instant::now();
+        let mut e = engine(false);
+        // a: internalTrafficPolicy Local. b: an external IP, externalTrafficPolicy Local.
+        // c: both Local, but no endpoint anywhere (refused whatever the policy: not counted).
+        let mut a = service("ns", "a", "10.96.0.1");
+        let mut b = service("ns", "b", "10.96.0.2");
+        let mut c = service("ns", "c", "10.96.0.3");
+        if let Some(spec) = a.spec.as_mut() {
+            spec.internal_traffic_policy = Some("Local".into());
+        }
+        for svc in [&mut b, &mut c] {
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.external_ips = Some(vec!["203.0.113.7".into()]);
+                spec.external_traffic_policy = Some("Local".into());
+                spec.internal_traffic_policy = Some("Local".into());
+            }
+        }
+        if let Some(spec) = b.spec.as_mut() {
+            spec.internal_traffic_policy = None;
+            spec.external_ips = Some(vec!["203.0.113.8".into()]);
+        }
+        let on = |svc: &str, node: &str| {
+            let mut s = slice("ns", &format!("{svc}-1"), svc, &["10.1.0.1"]);
+            for ep in s.endpoints.iter_mut().flatten() {
+                ep.node_name = Some(node.into());
+            }
+            s
+        };
+        let messages = vec![
+            Message::Services(Change::Reset(vec![a, b, c])),
+            Message::Slices(Change::Reset(vec![on("a", "node-b"), on("b", "node-b")])),
+        ];
+        feed(&mut e, messages, now);
+        assert!(e.is_adopted());
+        assert_eq!(sample(&e, INTERNAL), 1.0);
+        assert_eq!(sample(&e, EXTERNAL), 1.0);
+        // An endpoint comes to this node: a has one.
+        feed(
+            &mut e,
+            vec![Message::Slices(Change::Applied(on("a", "node-a")))],
+            now,
+        );
+        assert_eq!(sample(&e, INTERNAL), 0.0);
+        assert_eq!(sample(&e, EXTERNAL), 1.0);
+        // b goes.
+        feed(
+            &mut e,
+            vec![Message::Services(Change::Deleted(service(
+                "ns",
+                "b",
+                "10.96.0.2",
+            )))],
+            now,
+        );
+        assert_eq!(sample(&e, EXTERNAL), 0.0);
+    }
+
     #[test]
     fn node_deletion_fails_healthz_and_zone_changes_recompute() {
         let now = Instant::now();
@@ -1445,10 +1674,13 @@ mod tests {
         }
         e.step(now, SystemTime::now());
         assert_eq!(e.pending(), 6);
+        // Changes stay pending until every Service they touched is programmed.
+        assert_eq!(sample(&e, SERVICE_PENDING), total as f64);
         assert_eq!(e.reconciler().dataplane().table().len(), EARLY_SYNC_MAX);
         assert_eq!(e.next_deadline().map(|t| t <= Instant::now()), Some(true));
         e.step(now, SystemTime::now());
         assert_eq!(e.pending(), 0);
+        assert_eq!(sample(&e, SERVICE_PENDING), 0.0);
         assert_eq!(e.reconciler().dataplane().table().len(), total);
         assert!(!e.is_adopted());
     }

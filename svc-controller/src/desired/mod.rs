@@ -66,6 +66,56 @@ pub struct ServiceDesired {
     /// The health check the node serves for it: a `LoadBalancer` Service with
     /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`.
     pub health_check: Option<HealthCheck>,
+    /// Its ports whose `Local` traffic policy finds no endpoint on this node while the
+    /// Service has endpoints elsewhere (see [`NoLocalEndpoints`]).
+    pub no_local_endpoints: NoLocalEndpoints,
+}
+
+/// Service ports with a `Local` traffic policy and no endpoint on this node although the
+/// Service has endpoints elsewhere: their virtual servers of that policy have no real server,
+/// and traffic to them is refused. Counted as kube-proxy counts its
+/// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`: once per Service port and address
+/// family served, for each policy. A Service with no endpoint at all is not counted (it
+/// refuses traffic whatever the policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct NoLocalEndpoints {
+    /// Under `internalTrafficPolicy: Local` (the ClusterIPs).
+    pub internal: u32,
+    /// Under `externalTrafficPolicy: Local` (NodePorts, external IPs, load-balancer IPs).
+    pub external: u32,
+}
+
+impl NoLocalEndpoints {
+    /// Whether nothing is counted.
+    pub fn is_empty(self) -> bool {
+        self == Self::default()
+    }
+
+    fn compact(self) -> [u16; 2] {
+        let small = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        [small(self.internal), small(self.external)]
+    }
+
+    fn from_compact([internal, external]: [u16; 2]) -> Self {
+        Self {
+            internal: internal.into(),
+            external: external.into(),
+        }
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            internal: self.internal.saturating_add(other.internal),
+            external: self.external.saturating_add(other.external),
+        }
+    }
+
+    fn sub(self, other: Self) -> Self {
+        Self {
+            internal: self.internal.saturating_sub(other.internal),
+            external: self.external.saturating_sub(other.external),
+        }
+    }
 }
 
 /// What a node answers on a Service's `healthCheckNodePort`, where the cloud's load balancer
@@ -159,7 +209,8 @@ impl Changes {
 /// short sorted vectors.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredState {
-    /// Each Service's own result (only Services with virtual servers or problems).
+    /// Each Service's own result (only Services with virtual servers, problems, a health check
+    /// or ports without local endpoints).
     services: BTreeMap<ServiceRef, StoredService>,
     /// Which Services claim each virtual server, sorted; the first one owns it.
     claims: BTreeMap<VirtualServerKey, Vec<ServiceRef>>,
@@ -167,6 +218,8 @@ pub struct DesiredState {
     virtual_servers: BTreeMap<VirtualServerKey, VirtualServer>,
     /// How many virtual servers bind each VIP.
     vip_refs: BTreeMap<IpAddr, usize>,
+    /// The sum of every Service's [`NoLocalEndpoints`].
+    no_local_endpoints: NoLocalEndpoints,
 }
 
 /// One Service's result as [`DesiredState`] keeps it.
@@ -176,6 +229,9 @@ struct StoredService {
     virtual_servers: Box<[VirtualServer]>,
     problems: Box<[Problem]>,
     health_check: Option<HealthCheck>,
+    /// Its [`NoLocalEndpoints`], internal then external, saturated at `u16::MAX` (a Service
+    /// has at most a few ports): kept small, as every stored Service has one.
+    no_local_endpoints: [u16; 2],
 }
 
 impl StoredService {
@@ -222,6 +278,9 @@ impl DesiredState {
         let sref = desired.service.clone();
         let mut touched: BTreeSet<VirtualServerKey> = BTreeSet::new();
         if let Some(old) = self.services.remove(&sref) {
+            self.no_local_endpoints = self
+                .no_local_endpoints
+                .sub(NoLocalEndpoints::from_compact(old.no_local_endpoints));
             for key in old.keys() {
                 self.unclaim(key, &sref);
                 touched.insert(*key);
@@ -237,11 +296,17 @@ impl DesiredState {
         if !desired.virtual_servers.is_empty()
             || !desired.problems.is_empty()
             || desired.health_check.is_some()
+            || !desired.no_local_endpoints.is_empty()
         {
+            let no_local_endpoints = desired.no_local_endpoints.compact();
+            self.no_local_endpoints = self
+                .no_local_endpoints
+                .add(NoLocalEndpoints::from_compact(no_local_endpoints));
             let stored = StoredService {
                 virtual_servers: desired.virtual_servers.into_values().collect(),
                 problems: desired.problems.into_boxed_slice(),
                 health_check: desired.health_check,
+                no_local_endpoints,
             };
             self.services.insert(sref, stored);
         }
@@ -259,6 +324,7 @@ impl DesiredState {
             virtual_servers: BTreeMap::new(),
             problems: Vec::new(),
             health_check: None,
+            no_local_endpoints: NoLocalEndpoints::default(),
         })
     }
 
@@ -290,6 +356,7 @@ impl DesiredState {
                 .collect(),
             problems: stored.problems.to_vec(),
             health_check: stored.health_check,
+            no_local_endpoints: NoLocalEndpoints::from_compact(stored.no_local_endpoints),
         })
     }
 
@@ -298,6 +365,12 @@ impl DesiredState {
         self.services
             .iter()
             .filter_map(|(service, stored)| Some((service, stored.health_check?)))
+    }
+
+    /// The Service ports with a `Local` traffic policy and no endpoint on this node, over
+    /// every Service (see [`NoLocalEndpoints`]).
+    pub fn no_local_endpoints(&self) -> NoLocalEndpoints {
+        self.no_local_endpoints
     }
 
     /// The problems of one Service, including conflicts with other Services.
@@ -381,5 +454,45 @@ impl DesiredState {
                 changes.vips.insert(addr);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_count_of_ports_without_local_endpoints_costs_a_stored_service_nothing() {
+        // Two boxed slices and the health check, padded: the count fits in the padding.
+        assert!(std::mem::size_of::<StoredService>() <= 6 * std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn counts_beyond_what_is_stored_saturate_and_totals_stay_consistent() {
+        let sref = ServiceRef::new("ns", "many-ports");
+        let many = NoLocalEndpoints {
+            internal: 70_000,
+            external: 3,
+        };
+        let mut state = DesiredState::new();
+        state.update(ServiceDesired {
+            service: sref.clone(),
+            virtual_servers: BTreeMap::new(),
+            problems: Vec::new(),
+            health_check: None,
+            no_local_endpoints: many,
+        });
+        let expected = NoLocalEndpoints {
+            internal: u32::from(u16::MAX),
+            external: 3,
+        };
+        assert_eq!(state.no_local_endpoints(), expected);
+        assert_eq!(
+            state.service(&sref).map(|s| s.no_local_endpoints),
+            Some(expected)
+        );
+        state.remove(&sref);
+        assert_eq!(state.no_local_endpoints(), NoLocalEndpoints::default());
+        assert!(state.service(&sref).is_none());
     }
 }

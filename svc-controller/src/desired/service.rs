@@ -25,7 +25,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::endpoints::{self, Candidates, EndpointSets};
 use super::ports::{self, ServicePortSpec};
 use super::validate;
-use super::{HealthCheck, ServiceDesired};
+use super::{HealthCheck, NoLocalEndpoints, ServiceDesired};
 use crate::config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, MAX_AFFINITY_TIMEOUT_SECONDS, ProxyConfig,
     SCHEDULER_ANNOTATION, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
@@ -89,6 +89,7 @@ pub(crate) fn compute(
         virtual_servers: BTreeMap::new(),
         problems: Vec::new(),
         health_check: None,
+        no_local_endpoints: NoLocalEndpoints::default(),
     };
     if !is_handled(service, config) {
         return out;
@@ -280,6 +281,26 @@ pub(crate) fn compute(
                 *family,
                 endpoint_sets(&sref, sp, *family, &parsed, node, config, problems),
             );
+        }
+        // As kube-proxy: a policy counts when the port and family have endpoints, none here,
+        // and an address the policy applies to.
+        for (family, set) in &sets {
+            if set.cluster.is_empty() || !set.local.is_empty() {
+                continue;
+            }
+            let served = |external: bool| {
+                addresses.iter().any(|a| {
+                    AddressFamily::of(a.addr) == *family
+                        && a.exposure.is_external() == external
+                        && (a.exposure != Exposure::NodePort || sp.node_port.is_some())
+                })
+            };
+            if internal_local && served(false) {
+                out.no_local_endpoints.internal = out.no_local_endpoints.internal.saturating_add(1);
+            }
+            if external_local && served(true) {
+                out.no_local_endpoints.external = out.no_local_endpoints.external.saturating_add(1);
+            }
         }
         for a in &addresses {
             let family = AddressFamily::of(a.addr);

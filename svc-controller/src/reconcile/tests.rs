@@ -55,6 +55,7 @@ fn service(name: &str, vss: Vec<VirtualServer>) -> ServiceDesired {
             .collect::<BTreeMap<_, _>>(),
         problems: Vec::new(),
         health_check: None,
+        no_local_endpoints: Default::default(),
     }
 }
 

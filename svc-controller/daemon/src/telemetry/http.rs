@@ -86,12 +86,13 @@ pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
         .with_state(metrics)
 }
 
-/// The `/healthz` and `/livez` router.
-pub fn health_router(health: Arc<Health>) -> Router {
+/// The `/healthz` and `/livez` router. Each answer is counted in `metrics`
+/// (`kubeproxy_proxy_healthz_total` and `kubeproxy_proxy_livez_total`, by status code).
+pub fn health_router(health: Arc<Health>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(serve_healthz))
         .route("/livez", get(serve_livez))
-        .with_state(health)
+        .with_state((health, metrics))
 }
 
 async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
@@ -124,12 +125,18 @@ fn verdict_response(verdict: super::health::Verdict) -> Response {
         .into_response()
 }
 
-async fn serve_healthz(State(health): State<Arc<Health>>) -> Response {
-    verdict_response(health.healthz(SystemTime::now()))
+type HealthState = State<(Arc<Health>, Arc<Metrics>)>;
+
+async fn serve_healthz(State((health, metrics)): HealthState) -> Response {
+    let response = verdict_response(health.healthz(SystemTime::now()));
+    metrics.healthz_answered(response.status().as_u16());
+    response
 }
 
-async fn serve_livez(State(health): State<Arc<Health>>) -> Response {
-    verdict_response(health.livez(SystemTime::now()))
+async fn serve_livez(State((health, metrics)): HealthState) -> Response {
+    let response = verdict_response(health.livez(SystemTime::now()));
+    metrics.livez_answered(response.status().as_u16());
+    response
 }
 
 /// Binds `addr` and serves `router` on it with [`serve_listener`] and the daemon's
@@ -517,7 +524,7 @@ mod tests {
     fn slow_router(started: tokio::sync::mpsc::UnboundedSender<()>) -> Router {
         let health = Arc::new(Health::new(Duration::from_secs(60)));
         health.adopted();
-        health_router(health).route(
+        health_router(health, Arc::new(Metrics::new(false))).route(
             "/slow",
             get(move || {
                 let _ = started.send(());
@@ -594,6 +601,29 @@ mod tests {
             }
         };
         tokio::time::timeout(within, closed).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn healthz_and_livez_answers_are_counted_by_status() {
+        let health = Arc::new(Health::new(Duration::from_secs(60)));
+        let metrics = Arc::new(Metrics::new(false));
+        let router = health_router(health.clone(), metrics.clone());
+        let limits = limits(8, Duration::from_secs(60), Duration::from_secs(60));
+        let address = start(router, limits).await;
+        // Not adopted yet: /healthz fails, /livez does not.
+        assert_eq!(get_status(address, "/healthz").await, 503);
+        assert_eq!(get_status(address, "/livez").await, 200);
+        health.adopted();
+        assert_eq!(get_status(address, "/healthz").await, 200);
+        assert_eq!(get_status(address, "/healthz").await, 200);
+        for (series, value) in [
+            ("kubeproxy_proxy_healthz_total{code=\"200\"}", Some(2.0)),
+            ("kubeproxy_proxy_healthz_total{code=\"503\"}", Some(1.0)),
+            ("kubeproxy_proxy_livez_total{code=\"200\"}", Some(1.0)),
+            ("kubeproxy_proxy_livez_total{code=\"503\"}", None),
+        ] {
+            assert_eq!(metrics.sample(series), value, "{series}");
+        }
     }
 
     #[tokio::test]

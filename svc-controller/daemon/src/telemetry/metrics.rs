@@ -2,11 +2,19 @@
 //!
 //! | metric | kind | meaning |
 //! |---|---|---|
-//! | `kubeproxy_sync_proxy_rules_duration_seconds` | histogram | one sync (incremental or full) |
-//! | `kubeproxy_sync_full_proxy_rules_duration_seconds` | histogram | one full pass (table re-read, drift repaired) |
-//! | `kubeproxy_network_programming_duration_seconds` | histogram | from the change (EndpointSlice annotation `endpoints.kubernetes.io/last-change-trigger-time`) to programmed |
+//! | `kubeproxy_sync_proxy_rules_duration_seconds` | histogram | one sync, partial or full |
+//! | `kubeproxy_sync_partial_proxy_rules_duration_seconds` | histogram | one partial sync: an incremental sync of the Services touched since the last one (kube-proxy's partial resync) |
+//! | `kubeproxy_sync_full_proxy_rules_duration_seconds` | histogram | one full sync: the adoption, or a full pass (table re-read in slices, drift repaired; the time of its slices) |
+//! | `kubeproxy_network_programming_duration_seconds` | histogram | from the change (EndpointSlice annotation `endpoints.kubernetes.io/last-change-trigger-time`) to programmed; kube-proxy's buckets (0, 0.25 s, 0.5 s, 1 s to 59 s by 1 s, 60 s to 115 s by 5 s, 120 s to 300 s by 30 s) |
 //! | `kubeproxy_sync_proxy_rules_last_timestamp_seconds` | gauge | last successful sync (Unix time) |
 //! | `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds` | gauge | last change received (Unix time) |
+//! | `kubeproxy_sync_proxy_rules_service_changes_total` | counter | Service changes received (an added, updated or deleted Service; a relist counts each Service listed) |
+//! | `kubeproxy_sync_proxy_rules_service_changes_pending` | gauge | Service changes received that changed a Service's input and are not programmed yet; 0 once every touched Service is programmed (counted per change: kube-proxy counts distinct Services, the same unless one Service changes twice between two syncs) |
+//! | `kubeproxy_sync_proxy_rules_endpoint_changes_total` | counter | EndpointSlice changes received (an added, updated or deleted slice; a relist counts each slice listed) |
+//! | `kubeproxy_sync_proxy_rules_endpoint_changes_pending` | gauge | EndpointSlice changes received that changed a Service's endpoints and are not programmed yet (a relist counts one per Service it changed); 0 once every touched Service is programmed |
+//! | `kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy}` | gauge | Service ports with a `Local` policy (`internal`: `internalTrafficPolicy`, `external`: `externalTrafficPolicy`) and no endpoint on this node while the Service has endpoints elsewhere, once per port and address family; as of the last sync (a gauge despite its name, as kube-proxy's) |
+//! | `kubeproxy_proxy_healthz_total{code}` | counter | `/healthz` answers, by HTTP status (`200`, `503`) |
+//! | `kubeproxy_proxy_livez_total{code}` | counter | `/livez` answers, by HTTP status (`200`, `503`) |
 //! | `ipvs_proxy_operations_total{kind}` | counter | IPVS operations applied, by kind (`add_service`, `edit_destination`, ...) |
 //! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`) |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
@@ -17,6 +25,10 @@
 //! | `ipvs_proxy_source_errors_total{source}` | counter | failed watches or list calls (`kubernetes`), unreadable manifests (`manifests`) |
 //! | `ipvs_proxy_engine_cpu_seconds_total{work}` | counter | CPU time of the engine's thread (user and system, so the kernel's work on its netlink requests too), by work: `sync` (incremental syncs), `full_pass`, `adoption`, `timers` (retries and drain checks) |
 //! | `ipvs_proxy_virtual_server_{connections,packets_in,packets_out,bytes_in,bytes_out}_total` | counter | optional (`--metrics-per-virtual-server`): IPVS statistics of each virtual server on the node, labelled `address`, `protocol`, `port` or `fwmark` |
+//!
+//! kube-proxy's metrics keep its names, help texts, labels and buckets, so that a dashboard
+//! built for kube-proxy keeps working. Newer kube-proxy releases also label some of them with
+//! `ip_family`; this daemon programs both families in one sync and does not.
 
 use std::sync::Mutex;
 
@@ -28,7 +40,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use svc_controller::reconcile::Metrics as ReconcilerMetrics;
@@ -61,12 +73,39 @@ pub struct WorkLabel {
     pub work: String,
 }
 
+/// A label naming a traffic policy.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficPolicyLabel {
+    /// `internal` or `external`.
+    pub traffic_policy: String,
+}
+
+/// A label naming an HTTP status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The status code, `200` or `503`.
+    pub code: String,
+}
+
+/// kube-proxy's buckets of `kubeproxy_network_programming_duration_seconds` (its
+/// `MergeBuckets` starts them with a 0).
+pub fn network_programming_buckets() -> Vec<f64> {
+    std::iter::once(0.0)
+        .chain(linear_buckets(0.25, 0.25, 2))
+        .chain(linear_buckets(1.0, 1.0, 59))
+        .chain(linear_buckets(60.0, 5.0, 12))
+        .chain(linear_buckets(120.0, 30.0, 7))
+        .collect()
+}
+
 /// Every metric the daemon exports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     /// `kubeproxy_sync_proxy_rules_duration_seconds`.
     pub sync_duration: Histogram,
+    /// `kubeproxy_sync_partial_proxy_rules_duration_seconds`.
+    pub partial_sync_duration: Histogram,
     /// `kubeproxy_sync_full_proxy_rules_duration_seconds`.
     pub full_sync_duration: Histogram,
     /// `kubeproxy_network_programming_duration_seconds`.
@@ -75,6 +114,23 @@ pub struct Metrics {
     pub last_sync: Gauge<f64, AtomicU64>,
     /// `kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds`.
     pub last_queued: Gauge<f64, AtomicU64>,
+    /// `kubeproxy_sync_proxy_rules_service_changes_total`.
+    pub service_changes: Counter,
+    /// `kubeproxy_sync_proxy_rules_service_changes_pending`.
+    pub service_changes_pending: Gauge,
+    /// `kubeproxy_sync_proxy_rules_endpoint_changes_total`.
+    pub endpoint_changes: Counter,
+    /// `kubeproxy_sync_proxy_rules_endpoint_changes_pending`.
+    pub endpoint_changes_pending: Gauge,
+    /// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`.
+    pub no_local_endpoints: Family<TrafficPolicyLabel, Gauge>,
+    /// Its `internal` and `external` series (created with it: kube-proxy sets both on every
+    /// sync, so both always exist).
+    no_local_by_policy: [Gauge; 2],
+    /// `kubeproxy_proxy_healthz_total`.
+    pub healthz: Family<CodeLabel, Counter>,
+    /// `kubeproxy_proxy_livez_total`.
+    pub livez: Family<CodeLabel, Counter>,
     /// `ipvs_proxy_operations_total`.
     pub operations: Family<KindLabel, Counter>,
     /// `ipvs_proxy_netlink_errors_total`.
@@ -104,16 +160,32 @@ impl Metrics {
     pub fn new(per_virtual_server: bool) -> Self {
         let mut registry = Registry::default();
         let sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let partial_sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         let full_sync_duration = Histogram::new(exponential_buckets(0.001, 2.0, 18));
-        let network_programming = Histogram::new([
-            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-        ]);
+        let network_programming = Histogram::new(network_programming_buckets());
+        let no_local_endpoints: Family<TrafficPolicyLabel, Gauge> = Family::default();
+        let no_local_by_policy = ["internal", "external"].map(|policy| {
+            no_local_endpoints
+                .get_or_create(&TrafficPolicyLabel {
+                    traffic_policy: policy.to_owned(),
+                })
+                .clone()
+        });
         let this = Self {
             sync_duration,
+            partial_sync_duration,
             full_sync_duration,
             network_programming,
             last_sync: Gauge::default(),
             last_queued: Gauge::default(),
+            service_changes: Counter::default(),
+            service_changes_pending: Gauge::default(),
+            endpoint_changes: Counter::default(),
+            endpoint_changes_pending: Gauge::default(),
+            no_local_endpoints,
+            no_local_by_policy,
+            healthz: Family::default(),
+            livez: Family::default(),
             operations: Family::default(),
             netlink_errors: Family::default(),
             draining: Gauge::default(),
@@ -132,13 +204,18 @@ impl Metrics {
             this.sync_duration.clone(),
         );
         registry.register(
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs",
+            this.partial_sync_duration.clone(),
+        );
+        registry.register(
             "kubeproxy_sync_full_proxy_rules_duration_seconds",
-            "Latency of full passes in seconds (table re-read and drift repaired)",
+            "SyncProxyRules latency in seconds for full resyncs",
             this.full_sync_duration.clone(),
         );
         registry.register(
             "kubeproxy_network_programming_duration_seconds",
-            "In-cluster network programming latency in seconds",
+            "In Cluster Network Programming Latency in seconds",
             this.network_programming.clone(),
         );
         registry.register(
@@ -150,6 +227,41 @@ impl Metrics {
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
             "The last time a change was queued for programming (Unix seconds)",
             this.last_queued.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            this.service_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            this.service_changes_pending.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            this.endpoint_changes.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            this.endpoint_changes_pending.clone(),
+        );
+        registry.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            this.no_local_endpoints.clone(),
+        );
+        registry.register(
+            "kubeproxy_proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            this.healthz.clone(),
+        );
+        registry.register(
+            "kubeproxy_proxy_livez",
+            "Cumulative proxy livez HTTP status",
+            this.livez.clone(),
         );
         registry.register(
             "ipvs_proxy_operations",
@@ -200,6 +312,32 @@ impl Metrics {
             registry.register_collector(Box::new(VirtualServerStats::default()));
         }
         Self { registry, ..this }
+    }
+
+    /// Sets `kubeproxy_sync_proxy_rules_no_local_endpoints_total`: `internal` and `external`
+    /// Service ports.
+    pub fn set_no_local_endpoints(&self, internal: u32, external: u32) {
+        let [internal_gauge, external_gauge] = &self.no_local_by_policy;
+        internal_gauge.set(i64::from(internal));
+        external_gauge.set(i64::from(external));
+    }
+
+    /// Counts one `/healthz` answer with HTTP status `code`.
+    pub fn healthz_answered(&self, code: u16) {
+        Self::count_code(&self.healthz, code);
+    }
+
+    /// Counts one `/livez` answer with HTTP status `code`.
+    pub fn livez_answered(&self, code: u16) {
+        Self::count_code(&self.livez, code);
+    }
+
+    fn count_code(family: &Family<CodeLabel, Counter>, code: u16) {
+        family
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     /// Adds `cpu` to the engine's CPU time spent on `work`.
@@ -258,6 +396,15 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc();
+    }
+
+    /// The value of one series (`name{labels}` exactly as encoded) in [`Metrics::encode`]'s
+    /// text, if it is there.
+    #[cfg(test)]
+    pub(crate) fn sample(&self, series: &str) -> Option<f64> {
+        let text = self.encode().ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// The metrics in the Prometheus text format.
@@ -397,5 +544,101 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
         assert!(!text.contains("ipvs_proxy_virtual_server_connections"));
+    }
+
+    #[test]
+    fn kube_proxys_metrics_have_its_names_help_types_and_labels() {
+        let m = Metrics::new(false);
+        m.healthz_answered(200);
+        m.healthz_answered(503);
+        m.healthz_answered(200);
+        m.livez_answered(200);
+        m.set_no_local_endpoints(2, 1);
+        m.partial_sync_duration.observe(0.003);
+        let text = m.encode().unwrap();
+        for needle in [
+            "# HELP kubeproxy_sync_partial_proxy_rules_duration_seconds SyncProxyRules latency in seconds for partial resyncs.",
+            "# TYPE kubeproxy_sync_partial_proxy_rules_duration_seconds histogram",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1",
+            "kubeproxy_sync_partial_proxy_rules_duration_seconds_bucket{le=\"16.384\"} 1",
+            "# HELP kubeproxy_sync_full_proxy_rules_duration_seconds SyncProxyRules latency in seconds for full resyncs.",
+            "# HELP kubeproxy_network_programming_duration_seconds In Cluster Network Programming Latency in seconds.",
+            "# TYPE kubeproxy_sync_proxy_rules_service_changes counter",
+            "# HELP kubeproxy_sync_proxy_rules_service_changes Cumulative proxy rules Service changes.",
+            "kubeproxy_sync_proxy_rules_service_changes_total 0",
+            "# TYPE kubeproxy_sync_proxy_rules_service_changes_pending gauge",
+            "# HELP kubeproxy_sync_proxy_rules_service_changes_pending Pending proxy rules Service changes.",
+            "kubeproxy_sync_proxy_rules_service_changes_pending 0",
+            "# TYPE kubeproxy_sync_proxy_rules_endpoint_changes counter",
+            "# HELP kubeproxy_sync_proxy_rules_endpoint_changes Cumulative proxy rules Endpoint changes.",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total 0",
+            "# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_pending gauge",
+            "# HELP kubeproxy_sync_proxy_rules_endpoint_changes_pending Pending proxy rules Endpoint changes.",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending 0",
+            "# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total gauge",
+            "# HELP kubeproxy_sync_proxy_rules_no_local_endpoints_total Number of services with a Local traffic policy and no endpoints.",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 2",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 1",
+            "# TYPE kubeproxy_proxy_healthz counter",
+            "# HELP kubeproxy_proxy_healthz Cumulative proxy healthz HTTP status.",
+            "kubeproxy_proxy_healthz_total{code=\"200\"} 2",
+            "kubeproxy_proxy_healthz_total{code=\"503\"} 1",
+            "# TYPE kubeproxy_proxy_livez counter",
+            "# HELP kubeproxy_proxy_livez Cumulative proxy livez HTTP status.",
+            "kubeproxy_proxy_livez_total{code=\"200\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("kubeproxy_proxy_livez_total{code=\"503\"}"));
+    }
+
+    #[test]
+    fn the_no_local_endpoints_series_exist_from_the_start() {
+        let m = Metrics::new(false);
+        for policy in ["internal", "external"] {
+            let series = format!(
+                "kubeproxy_sync_proxy_rules_no_local_endpoints_total{{traffic_policy=\"{policy}\"}}"
+            );
+            assert_eq!(m.sample(&series), Some(0.0), "{series}");
+        }
+    }
+
+    #[test]
+    fn network_programming_uses_kube_proxys_buckets() {
+        // kube-proxy: MergeBuckets(LinearBuckets(0.25, 0.25, 2), LinearBuckets(1, 1, 59),
+        // LinearBuckets(60, 5, 12), LinearBuckets(120, 30, 7)), MergeBuckets adding a 0.
+        let mut expected = vec![0.0, 0.25, 0.5];
+        expected.extend((1..=59).map(f64::from));
+        expected.extend((0..12).map(|i| 60.0 + 5.0 * f64::from(i)));
+        expected.extend((0..7).map(|i| 120.0 + 30.0 * f64::from(i)));
+        assert_eq!(network_programming_buckets(), expected);
+        assert_eq!(expected.len(), 81);
+
+        let m = Metrics::new(false);
+        m.network_programming.observe(0.3);
+        m.network_programming.observe(61.0);
+        let text = m.encode().unwrap();
+        let les: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("kubeproxy_network_programming_duration_seconds_bucket{le=\"")
+            })
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        let mut want: Vec<String> = expected.iter().map(|b| format!("{b:?}")).collect();
+        want.push("+Inf".into());
+        assert_eq!(les, want);
+        for (le, count) in [
+            ("0.25", 0.0),
+            ("0.5", 1.0),
+            ("60.0", 1.0),
+            ("65.0", 2.0),
+            ("300.0", 2.0),
+        ] {
+            let series =
+                format!("kubeproxy_network_programming_duration_seconds_bucket{{le=\"{le}\"}}");
+            assert_eq!(m.sample(&series), Some(count), "{series}");
+        }
     }
 }
