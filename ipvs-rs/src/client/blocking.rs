@@ -21,9 +21,9 @@ const LISTING_SOCKETS_MAX: usize = 4;
 
 /// The receive slot of the socket that dumps services: the largest dump chunk the kernel
 /// makes. It resumes a service dump by walking past every service already sent, once per
-/// chunk, so chunks eight times larger than a page make a dump of 10,000 services about
-/// half as expensive (measured, 6.1 under emulation); a destination dump, which is small,
-/// is cheaper in page-sized chunks, and is read on the other sockets.
+/// chunk, so chunks eight times larger than a page make a large service dump walk the
+/// table far fewer times; a destination dump, which is small, is cheaper in page-sized
+/// chunks, and is read on the other sockets.
 pub(crate) const SERVICE_DUMP_SLOT: usize = 32 << 10;
 
 /// A blocking handle on the IPVS table of one network namespace.

@@ -5,8 +5,8 @@
 //! statistics nests of each service and destination) before [`decode_service`] or
 //! [`decode_destination`] read them. That is the right shape for looking at a message, but a
 //! listing of a large table decodes hundreds of thousands of destinations and throws the lists
-//! away at once: in a profile of a 10,000-service listing under emulation, building them was
-//! as much CPU as the kernel's own work. [`ListingMessage`] gathers each nest's fields as the
+//! away at once: building them costs as much CPU as the kernel's own work for the listing.
+//! [`ListingMessage`] gathers each nest's fields as the
 //! bytes are walked ([`ServiceFields`], [`DestinationFields`]) and [`ServiceFields::finish`] /
 //! [`DestinationFields::finish`] check them with the code the attribute-list decoders use, so
 //! both read the same bytes the same way (a property test compares them).

@@ -288,9 +288,9 @@ pub(crate) const RECV_SLOTS: usize = 64;
 
 /// Size of one receive slot: one page. The kernel allocates every dump chunk, the final
 /// `NLMSG_DONE` included, at the size of the largest buffer the reader offered (at least about
-/// 3.7 KiB, at most about 32 KiB), so the slot size is paid twice per dump: with 4 KiB slots a
-/// one-service `GET_DEST` dump costs a third less than with 16 KiB ones (measured, 6.1 VM), and
-/// a large dump simply comes in more chunks, still read 64 per system call.
+/// 3.7 KiB, at most about 32 KiB), so the slot size is paid twice per dump: page-sized slots
+/// keep a one-service `GET_DEST` dump cheap, and a large dump simply comes in more chunks,
+/// still read 64 per system call.
 const RECV_SLOT: usize = 4 << 10;
 
 /// The receive side of a socket: [`RECV_SLOTS`] equal buffers filled by one `recvmmsg`.

@@ -848,8 +848,8 @@ impl<D: Dataplane> Engine<D> {
 /// The time from the start of a full pass to the start of the next, given the engine time
 /// the pass took (`work`, its slices): the configured period, or that work divided by
 /// [`FULL_PASS_SHARE`] if more. On a table too large to verify in a fraction of the period
-/// (50,000 Services under emulation took over 20 s of work per pass), passes thus come less
-/// often instead of keeping the engine busy all the time. Within a pass, each slice waits at
+/// (tens of thousands of Services on a slow machine), passes thus come less often instead of
+/// keeping the engine busy all the time. Within a pass, each slice waits at
 /// least twice the previous one's work, so a pass under way takes at most half the engine.
 pub fn full_pass_period(sync_period: Duration, work: Duration) -> Duration {
     sync_period.max(work.div_f64(FULL_PASS_SHARE))

@@ -3,8 +3,8 @@
 //! glibc's allocator keeps the memory that is freed in its arenas for the next allocations;
 //! it returns only what lies at the top of a heap. A daemon whose large, short-lived work
 //! (the first load's parsed parts, the adoption's read of the whole table, a full pass)
-//! interleaves with its long-lived state keeps free holes resident: at 10,000 Services that
-//! was 20 MiB and more of resident memory that held nothing. [`release_free_memory`] asks the
+//! interleaves with its long-lived state keeps free holes resident, tens of MiB on a large
+//! table that hold nothing. [`release_free_memory`] asks the
 //! allocator to give the free pages of every arena back (`malloc_trim`), after such work.
 //!
 //! The `ipvs-proxy` binary allocates with mimalloc, which returns freed pages to the system by

@@ -24,8 +24,8 @@ pub fn kernel_release() -> Option<String> {
 /// The sysctl that switches IPVS's rate estimation (Linux 5.16 and later). Before 6.2 the
 /// kernel estimates the rates of every virtual and real server in one timer every 2 seconds,
 /// which keeps a CPU for the whole walk: over 200 ms with 50,000 services by the patch that
-/// added this switch, 350–390 ms for 61,000 virtual and 610,000 real servers in this
-/// project's emulated benchmark machine. Off, the counters still count; only the rates
+/// added this switch (`BENCHMARKS.md` has this project's figure). Off, the counters still
+/// count; only the rates
 /// (`ipvsadm --rate`, the statistics' `*ps` fields) stay at zero.
 pub const RUN_ESTIMATION: &str = "net/ipv4/vs/run_estimation";
 

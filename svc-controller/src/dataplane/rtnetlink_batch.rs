@@ -1,11 +1,12 @@
 //! Many rtnetlink requests in few system calls: binding thousands of VIPs at a cold start.
 //!
 //! The `rtnetlink` crate sends each request in its own `sendmsg` and waits for it through the
-//! async machinery; binding 10,000 VIPs that way took 1.4 s of a 10,000-Service cold start
-//! under emulation. Here the requests go [`CHUNK`] to a `sendmsg`, each with its own sequence
-//! number and acknowledgement. The kernel runs every request of a datagram inside that
-//! `sendmsg` and queues each answer before it returns, so after the send the answers are read
-//! from what is queued, without waiting: a request with no answer then has none coming.
+//! async machinery: a system call and a round trip per VIP, a visible share of a large cold
+//! start (`BENCHMARKS.md` times the binds). Here the requests go [`CHUNK`] to a `sendmsg`,
+//! each with its own sequence number and acknowledgement. The kernel runs every request of a
+//! datagram inside that `sendmsg` and queues each answer before it returns, so after the send
+//! the answers are read from what is queued, without waiting: a request with no answer then
+//! has none coming.
 //!
 //! [`Answers`] is the sans-IO half (encoding a chunk, matching the answers to the requests);
 //! [`RtnetlinkBatch`] owns the socket.

@@ -686,8 +686,8 @@ impl<D: Dataplane> Reconciler<D> {
     /// server to verify: the desired ones, the ones in the view, the ones waiting for a retry
     /// and, with `discover`, the owned ones in the kernel that are none of those (leftovers
     /// made behind the controller's back on its VIPs or NodePorts). The kernel resumes a
-    /// service dump by position, so the dump costs time quadratic in the table's size (about
-    /// 20 s at 61,000 services under emulation, during which nothing else runs): a daemon
+    /// service dump by position, so the dump costs time quadratic in the table's size (and
+    /// nothing else runs meanwhile): a daemon
     /// discovers on every pass of a small table and on one pass in several of a large one.
     /// Each [`Reconciler::sweep_step`] then reads a slice of them whole (destinations and
     /// connection counts, at that moment, so changes made meanwhile are seen) and repairs

@@ -984,11 +984,11 @@ type Listing = (HashMap<PathBuf, Fingerprint>, Vec<String>);
 
 /// The manifest files under `root` with their fingerprints (a `stat` of each), calling
 /// `pause` after every [`LISTING_PAUSE_EVERY`] files (the watcher's changes are taken in
-/// there: a listing of 50,000 files takes over a second under emulation, and a change should
-/// not wait for it).
+/// there: listing tens of thousands of files can take seconds on a slow machine, and a change
+/// should not wait for it).
 ///
 /// A hash map: a rescan of a large folder looks up every path in it and in the files loaded,
-/// and a `BTreeMap` compared paths component by component (a third of a 50,000-file rescan).
+/// and a `BTreeMap` would compare paths component by component at every step.
 fn list_files(root: &Path, mut pause: impl FnMut()) -> Result<Listing, ManifestError> {
     let mut out = HashMap::new();
     let notes = walk(root, true, |path, meta| {
@@ -1302,7 +1302,7 @@ enum Document<'a> {
 
 impl Document<'_> {
     /// The hash of the document's own text, which tells a re-read object changed without
-    /// serialising it again (that was a tenth of a first load's parsing): any edit of the
+    /// serialising it again (a visible share of a first load's parsing): any edit of the
     /// text counts, even of a field the computation does not read (the engine then finds
     /// nothing to do). `None` for an item of a YAML `List`, which has no text of its own.
     fn text_hash(&self) -> Option<u64> {
@@ -1436,8 +1436,8 @@ fn publish(scan: Scan, tx: &Sender, metrics: &Metrics) -> bool {
 
 /// The time between two full rescans, given the configured `base` and how long the last one
 /// took: with a watcher, the insurance rescan takes at most 1 % of the source's thread (a
-/// folder of 50,000 files took over a second to `stat` under emulation, and changes wait
-/// while it runs); when polling without one, at most 25 %.
+/// `stat` of every file of a large folder takes seconds, and changes wait while it runs);
+/// when polling without one, at most 25 %.
 fn rescan_interval(base: Duration, took: Duration, watched: bool) -> Duration {
     let share = if watched { 100 } else { 4 };
     base.max(took * share)
