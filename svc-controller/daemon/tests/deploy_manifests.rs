@@ -111,6 +111,8 @@ fn the_cluster_role_only_lists_and_watches_services_slices_and_nodes() {
 fn the_daemon_runs_on_the_host_network_with_net_admin_alone() {
     let pod = daemon_set().spec.template.spec.expect("pod");
     assert_eq!(pod.host_network, Some(true));
+    // Cluster DNS is a Service: the proxy that makes it reachable cannot depend on it.
+    assert_eq!(pod.dns_policy.as_deref(), Some("Default"));
     let [daemon] = pod.containers.as_slice() else {
         panic!("one container");
     };
