@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::plan::{self, Entry, EntryKind, Results};
-use crate::{KernelChoice, Result, provision, step, vm};
+use crate::{KernelChoice, Result, moby_peer, provision, step, vm};
 
 /// Where the real-kernel work ran, and what came of it.
 #[derive(Debug)]
@@ -394,50 +394,107 @@ fn desired_state_section(sizes: &str) -> Result<String> {
     Ok(md)
 }
 
+/// Which benchmarks `cargo xtask bench` runs (env `IPVS_BENCH_ONLY`: `library` or `cluster`;
+/// unset or empty: both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BenchSelection {
+    Both,
+    Library,
+    Cluster,
+}
+
+impl BenchSelection {
+    fn from_env() -> Result<Self> {
+        Self::parse(&std::env::var("IPVS_BENCH_ONLY").unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        match text.trim() {
+            "" => Ok(Self::Both),
+            "library" => Ok(Self::Library),
+            "cluster" => Ok(Self::Cluster),
+            other => Err(format!(
+                "IPVS_BENCH_ONLY={other}: expected `library` (ipvs_bulk_load) or `cluster` \
+                 (controller_scale and the desired-state computation)"
+            )),
+        }
+    }
+
+    fn library(self) -> bool {
+        self != Self::Cluster
+    }
+
+    fn cluster(self) -> bool {
+        self != Self::Library
+    }
+}
+
+/// The largest number in a comma-separated list of sizes (`_` allowed as a digit separator).
+fn biggest_size(list: &str) -> usize {
+    list.split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
 /// `cargo xtask bench`: the benchmarks that need the real kernel, built in release mode and run
 /// where IPVS is. They print figures; they do not pass or fail on speed.
 ///
-/// - `ipvs_bulk_load`: the library's bulk load and listing against `ipvsadm`
-///   (`IPVS_BENCH_SERVICES=2000` for a quick run);
+/// - `ipvs_bulk_load`: the library's bulk load and listing against `ipvsadm` and moby/ipvs
+///   (`IPVS_BENCH_SERVICES`, default `10000`, a comma-separated list for several sizes,
+///   `2000` for a quick run; `IPVS_BENCH_REPEATS`, default 3). The moby/ipvs peer is a Go
+///   program built on first use and cached (see [`moby_peer`]);
 /// - `controller_scale`: the release `ipvs-proxy` daemon on synthetic clusters
 ///   (`IPVS_BENCH_CLUSTER_SIZES`, default `1000,10000,50000`; `IPVS_BENCH_CHURN_SAMPLES`,
 ///   `IPVS_BENCH_BURST`, `IPVS_BENCH_STEADY_SECS`, `IPVS_BENCH_DAEMON_ARGS` tune it). It
 ///   writes `BENCHMARKS.md`, which is copied to the workspace root.
 ///
-/// The VM's memory is raised to 6G for clusters above 10,000 Services unless `IPVS_VM_MEMORY`
+/// `IPVS_BENCH_ONLY=library` runs only the first (and builds no daemon), `IPVS_BENCH_ONLY=cluster`
+/// only the second and the desired-state computation.
+///
+/// The VM's memory is raised to 6G for tables above 10,000 Services unless `IPVS_VM_MEMORY`
 /// says otherwise: 50,000 Services hold about 61,000 virtual and 610,000 real servers in the
 /// kernel, next to the daemon, the peers' tables being freed and the manifests on tmpfs.
 pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
+    let selection = BenchSelection::from_env()?;
     let sizes = std::env::var("IPVS_BENCH_CLUSTER_SIZES")
         .ok()
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "1000,10000,50000".into());
-    let biggest = sizes
-        .split(',')
-        .filter_map(|s| s.trim().replace('_', "").parse::<usize>().ok())
-        .max()
-        .unwrap_or(0);
+    let library_sizes = std::env::var("IPVS_BENCH_SERVICES").unwrap_or_default();
+    let biggest = match selection {
+        BenchSelection::Both => biggest_size(&sizes).max(biggest_size(&library_sizes)),
+        BenchSelection::Library => biggest_size(&library_sizes),
+        BenchSelection::Cluster => biggest_size(&sizes),
+    };
     let memory = if biggest > 10_000 { "6G" } else { "2G" };
     if biggest > 10_000 && std::env::var_os("IPVS_VM_MEMORY").is_none() {
-        println!("    clusters above 10,000 Services: the VM gets 6G of memory (IPVS_VM_MEMORY)");
+        println!("    tables above 10,000 Services: the VM gets 6G of memory (IPVS_VM_MEMORY)");
     }
+    let moby_peer = if selection.library() {
+        moby_peer::ensure_built()?
+    } else {
+        None
+    };
 
-    step(
-        "building the node daemon in release mode (cargo build --release -p ipvs-proxy --bin ipvs-proxy)",
-    );
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "ipvs-proxy",
-            "--bin",
-            "ipvs-proxy",
-        ])
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("building the node daemon failed".into());
+    if selection.cluster() {
+        step(
+            "building the node daemon in release mode (cargo build --release -p ipvs-proxy --bin ipvs-proxy)",
+        );
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "ipvs-proxy",
+                "--bin",
+                "ipvs-proxy",
+            ])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !status.success() {
+            return Err("building the node daemon failed".into());
+        }
     }
     let daemon = target_dir()?.join("release").join("ipvs-proxy");
 
@@ -472,9 +529,13 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     let entries: Vec<Entry> = built_executables(&["bench", "-p", "integration", "--no-run"])?
         .into_iter()
         .filter_map(|Built { name, exe, cwd, .. }| {
-            let args = if name.contains("ipvs_bulk_load") {
-                vec!["--bench".to_string()]
-            } else if name.contains("controller_scale") {
+            let args = if name.contains("ipvs_bulk_load") && selection.library() {
+                let mut args = vec!["--bench".to_string()];
+                if let Some(peer) = &moby_peer {
+                    args.extend(["--moby-peer".to_string(), peer.display().to_string()]);
+                }
+                args
+            } else if name.contains("controller_scale") && selection.cluster() {
                 scale_args.clone()
             } else {
                 return None;
@@ -526,7 +587,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         let dest = root.join("BENCHMARKS.md");
         std::fs::write(&dest, text).map_err(|e| format!("{}: {e}", dest.display()))?;
         println!("report written to {}", dest.display());
-    } else {
+    } else if selection.cluster() {
         println!("no report was written (the scale benchmark did not finish)");
     }
     keep_logs(&out)?;
@@ -557,4 +618,32 @@ fn keep_logs(out: &Path) -> Result<()> {
     }
     println!("the daemon's logs: {}", kept.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BenchSelection, biggest_size};
+
+    #[test]
+    fn bench_selection_names_one_part_or_both() {
+        assert_eq!(BenchSelection::parse(""), Ok(BenchSelection::Both));
+        assert_eq!(
+            BenchSelection::parse(" library\n"),
+            Ok(BenchSelection::Library)
+        );
+        assert_eq!(
+            BenchSelection::parse("cluster"),
+            Ok(BenchSelection::Cluster)
+        );
+        assert!(BenchSelection::parse("libary").is_err());
+        assert!(BenchSelection::Library.library() && !BenchSelection::Library.cluster());
+        assert!(BenchSelection::Both.library() && BenchSelection::Both.cluster());
+    }
+
+    #[test]
+    fn biggest_size_reads_lists_with_separators() {
+        assert_eq!(biggest_size("10_000, 50000"), 50_000);
+        assert_eq!(biggest_size(""), 0);
+        assert_eq!(biggest_size("x,2000"), 2000);
+    }
 }

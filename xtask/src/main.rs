@@ -11,6 +11,7 @@
 
 mod cargo;
 mod kernel;
+mod moby_peer;
 mod plan;
 mod provision;
 mod vm;

@@ -18,6 +18,7 @@ use crate::{Result, step};
 /// Environment variables passed on to the guest command when set.
 const FORWARDED_ENV: &[&str] = &[
     "IPVS_BENCH_SERVICES",
+    "IPVS_BENCH_REPEATS",
     "RUST_LOG",
     "RUST_BACKTRACE",
     "PROPTEST_CASES",
