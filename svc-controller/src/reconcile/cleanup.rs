@@ -1,0 +1,117 @@
+//! `--cleanup`: everything this controller owns removed from the node.
+
+use super::*;
+
+impl<D: Dataplane> Reconciler<D> {
+    /// Removes everything this controller owns from the node: every owned virtual server
+    /// (see [`ownership`](crate::ownership)), every address of the dummy interface, and then
+    /// the dummy interface itself when nothing foreign is left on it
+    /// ([`Dataplane::delete_dummy_interface`]; a missing interface is not created). Foreign
+    /// virtual servers are left alone. The desired state is emptied, so a later full pass
+    /// does not program it again.
+    ///
+    /// The ownership rule holds here too: an address whose virtual servers could not all be
+    /// deleted stays bound (and the interface stays), so that calling `cleanup` again still
+    /// recognises them as ours.
+    pub fn cleanup(&mut self) -> Result<SyncReport, DataplaneError> {
+        let mut report = SyncReport::default();
+        let listing = self.dataplane.list()?;
+        self.node_addresses = self.dataplane.node_addresses()?;
+        let interface = self.dataplane.existing_dummy_addresses()?;
+        self.dummy = interface.clone().unwrap_or_default();
+        let ownership = self.ownership();
+        let ops: Vec<Operation> = listing
+            .table
+            .keys()
+            .filter(|k| {
+                from_service_key(k).is_some_and(|vk| {
+                    ownership.owns(&vk)
+                        || self.desired.virtual_servers().contains_key(&vk)
+                        || self.view.contains_service(k)
+                })
+            })
+            .map(Operation::DeleteService)
+            .collect();
+        let results = self.send_each(&ops, &mut report);
+        let kept: BTreeSet<IpAddr> = ops
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| !**ok)
+            .filter_map(|(op, _)| match op {
+                Operation::DeleteService(k) => from_service_key(k).map(|v| v.addr),
+                _ => None,
+            })
+            .collect();
+        // The view keeps exactly what is left of ours, as the listing showed it.
+        self.view = ops
+            .iter()
+            .zip(&results)
+            .filter(|(_, ok)| !**ok)
+            .filter_map(|(op, _)| match op {
+                Operation::DeleteService(k) => listing.table.get(k).cloned(),
+                _ => None,
+            })
+            .collect();
+        for addr in self.dummy.clone() {
+            if kept.contains(&addr) {
+                warn!(
+                    vip = %addr,
+                    "cleanup: VIP kept bound, a virtual server on it could not be deleted"
+                );
+                continue;
+            }
+            match self.dataplane.delete_dummy_address(addr) {
+                Ok(()) => {
+                    self.dummy.remove(&addr);
+                    self.metrics.address_changes += 1;
+                    report.address_changes += 1;
+                }
+                Err(e) => {
+                    self.metrics.address_failures += 1;
+                    warn!(
+                        vip = %addr,
+                        service = %self.vip_owner(addr),
+                        error = %e,
+                        "cleanup: cannot unbind VIP"
+                    );
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        if let Some(bound) = interface
+            && self.dummy.is_empty()
+        {
+            match self.dataplane.delete_dummy_interface(&bound) {
+                Ok(InterfaceRemoval::Deleted) => report.interface_deleted = true,
+                Ok(InterfaceRemoval::Absent) => {}
+                Ok(InterfaceRemoval::Kept { foreign }) => {
+                    info!(
+                        foreign = ?foreign,
+                        "cleanup: dummy interface kept, it holds addresses that are not ours"
+                    );
+                }
+                Err(e) => {
+                    warn!(error = %e, "cleanup: cannot delete the dummy interface");
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        info!(
+            virtual_servers_deleted = results.iter().filter(|ok| **ok).count(),
+            virtual_servers_left = results.iter().filter(|ok| !**ok).count(),
+            foreign_virtual_servers = listing.table.len() - ops.len(),
+            addresses_removed = report.address_changes,
+            interface_deleted = report.interface_deleted,
+            errors = report.errors.len(),
+            "cleanup done"
+        );
+        self.desired = DesiredState::new();
+        self.sweep = None;
+        self.drains.clear();
+        self.pending.clear();
+        self.timers.clear();
+        self.suspect.clear();
+        self.blocked.clear();
+        Ok(report)
+    }
+}

@@ -1,0 +1,261 @@
+//! The full pass: the whole table read again and repaired, at once ([`Reconciler::verify`])
+//! or in slices ([`Reconciler::start_sweep`], [`Reconciler::sweep_step`]).
+
+use super::*;
+
+/// A full pass in slices (see [`Reconciler::start_sweep`]).
+#[derive(Debug)]
+pub(super) struct Sweep {
+    /// The virtual servers left to verify, in key order.
+    pub(super) keys: VecDeque<VirtualServerKey>,
+    /// How many have been verified.
+    pub(super) examined: usize,
+}
+
+impl<D: Dataplane> Reconciler<D> {
+    /// The full pass: reads the whole table, the dummy interface and the node's addresses,
+    /// rebuilds the view of every owned virtual server from the kernel, repairs any
+    /// difference from the desired state, and holds the configured sysctls. The first call
+    /// adopts the node; with a table that already matches, it makes no change at all.
+    ///
+    /// An error means the node could not be read; the pass is retried by
+    /// [`Reconciler::poll`] with backoff.
+    pub fn verify(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
+        self.metrics.full_syncs += 1;
+        let mut report = SyncReport::default();
+        let read = (|| {
+            let listing = self.dataplane.list()?;
+            let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
+            Ok::<_, DataplaneError>((listing, node, dummy))
+        })();
+        let (mut listing, node, dummy) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics.read_failures += 1;
+                self.schedule(Work::FullPass, now);
+                warn!(error = %e, "full pass: cannot read the node; retrying");
+                return Err(e);
+            }
+        };
+        self.clear_retry(Work::FullPass);
+        // This pass covers whatever a sweep had left.
+        self.sweep = None;
+        self.take_node(node, dummy, &mut report);
+        let (keys, found) = self.pass_keys(listing.table.keys());
+        let listed = listing.table.len();
+        self.bind_missing_vips(now, &mut report);
+        let examined = keys.len();
+        let states = keys
+            .into_iter()
+            .map(|key| {
+                let fresh = listing.take_service(&to_service_key(&key));
+                (key, fresh)
+            })
+            .collect();
+        drop(listing);
+        self.verify_states(states, now, &mut report);
+        self.unbind_stale_vips(now, &mut report);
+        if !self.adopted {
+            info!(
+                owned_virtual_servers = found,
+                foreign_virtual_servers = listed - found,
+                desired_virtual_servers = self.desired.virtual_servers().len(),
+                vips_bound = self.dummy.len(),
+                draining = self.drains.len(),
+                operations = report.operations,
+                address_changes = report.address_changes,
+                errors = report.errors.len(),
+                "adopted the node"
+            );
+        }
+        debug!(
+            virtual_servers = examined,
+            operations = report.operations,
+            failed = report.failed,
+            address_changes = report.address_changes,
+            sysctl_writes = report.sysctl_writes,
+            errors = report.errors.len(),
+            "full pass done"
+        );
+        self.adopted = true;
+        Ok(report)
+    }
+
+    /// Starts a full pass in slices: the same checks as [`Reconciler::verify`], with the
+    /// work spread over [`Reconciler::sweep_step`] calls so that a large table is verified
+    /// without holding up incremental syncs (a daemon runs them between slices).
+    ///
+    /// This call reads what is cheap to read whole: the node's addresses, the dummy
+    /// interface, the sysctls and, with `discover`, the keys of the table's virtual servers
+    /// (one dump, without destinations). It binds missing VIPs and lines up every virtual
+    /// server to verify: the desired ones, the ones in the view, the ones waiting for a retry
+    /// and, with `discover`, the owned ones in the kernel that are none of those (leftovers
+    /// made behind the controller's back on its VIPs or NodePorts). The kernel resumes a
+    /// service dump by position, so the dump costs time quadratic in the table's size (and
+    /// nothing else runs meanwhile): a daemon
+    /// discovers on every pass of a small table and on one pass in several of a large one.
+    /// Each [`Reconciler::sweep_step`] then reads a slice of them whole (destinations and
+    /// connection counts, at that moment, so changes made meanwhile are seen) and repairs
+    /// what differs. A sweep started while another runs replaces it.
+    ///
+    /// An error means the node could not be read; nothing was changed and no sweep is
+    /// running (the caller tries again later).
+    pub fn start_sweep(
+        &mut self,
+        now: Instant,
+        discover: bool,
+    ) -> Result<SyncReport, DataplaneError> {
+        let read = (|| {
+            let listed = if discover {
+                self.dataplane.service_keys()?
+            } else {
+                Vec::new()
+            };
+            let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
+            Ok::<_, DataplaneError>((listed, node, dummy))
+        })();
+        let (listed, node, dummy) = match read {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics.read_failures += 1;
+                self.sweep = None;
+                warn!(error = %e, "full pass: cannot read the node; trying again later");
+                return Err(e);
+            }
+        };
+        self.metrics.full_syncs += 1;
+        let mut report = SyncReport::default();
+        self.take_node(node, dummy, &mut report);
+        let (keys, _) = self.pass_keys(listed.into_iter());
+        self.bind_missing_vips(now, &mut report);
+        self.sweep = Some(Sweep {
+            examined: 0,
+            keys: keys.into_iter().collect(),
+        });
+        Ok(report)
+    }
+
+    /// Verifies the next `max` virtual servers of the running sweep (see
+    /// [`Reconciler::start_sweep`]): reads them in one go ([`Dataplane::services`]) and
+    /// repairs what differs, as [`Reconciler::verify`] does. After the last slice the sweep
+    /// ends: addresses no longer wanted are unbound and the pass is logged. A slice that
+    /// cannot be read marks its virtual servers for a retry (with backoff) and the sweep goes
+    /// on. Does nothing when no sweep runs.
+    pub fn sweep_step(&mut self, now: Instant, max: usize) -> SyncReport {
+        let mut report = SyncReport::default();
+        let Some(sweep) = &mut self.sweep else {
+            return report;
+        };
+        let take = max.max(1).min(sweep.keys.len());
+        let keys: Vec<VirtualServerKey> = sweep.keys.drain(..take).collect();
+        sweep.examined += keys.len();
+        if !keys.is_empty() {
+            let skeys: Vec<ServiceKey> = keys.iter().map(to_service_key).collect();
+            match self.dataplane.services(&skeys) {
+                Ok(states) => {
+                    let states = keys.into_iter().zip(states).collect();
+                    self.verify_states(states, now, &mut report);
+                }
+                Err(e) => {
+                    self.metrics.read_failures += 1;
+                    warn!(
+                        virtual_servers = keys.len(),
+                        error = %e,
+                        "full pass: cannot read virtual servers; each is retried"
+                    );
+                    for key in keys {
+                        self.suspect.insert(key);
+                        self.schedule(Work::Vs(key), now);
+                    }
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+        if self.sweep.as_ref().is_some_and(|s| s.keys.is_empty()) {
+            let examined = self.sweep.take().map_or(0, |s| s.examined);
+            self.unbind_stale_vips(now, &mut report);
+            self.adopted = true;
+            debug!(virtual_servers = examined, "full pass (in slices) done");
+        }
+        report
+    }
+
+    /// How many virtual servers the running sweep has left to verify (`None`: no sweep).
+    pub fn sweep_remaining(&self) -> Option<usize> {
+        self.sweep.as_ref().map(|s| s.keys.len())
+    }
+
+    /// The virtual servers a full pass examines, given the keys of the kernel's table: the
+    /// desired ones, the listed ones we own or have in the view, the rest of the view, and the
+    /// ones waiting for a retry or suspect. Also returns how many listed ones are ours.
+    fn pass_keys(
+        &self,
+        listed: impl Iterator<Item = ServiceKey>,
+    ) -> (BTreeSet<VirtualServerKey>, usize) {
+        let ownership = self.ownership();
+        let mut keys: BTreeSet<VirtualServerKey> =
+            self.desired.virtual_servers().keys().copied().collect();
+        let mut found = 0usize;
+        for skey in listed {
+            if let Some(k) = from_service_key(&skey)
+                && (keys.contains(&k) || ownership.owns(&k) || self.view.contains_service(&skey))
+            {
+                found += 1;
+                keys.insert(k);
+            }
+        }
+        keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
+        // Work waiting for a retry is done now, with the fresh read.
+        keys.extend(self.pending.keys().filter_map(|w| match w {
+            Work::Vs(k) => Some(*k),
+            _ => None,
+        }));
+        keys.extend(self.suspect.iter().copied());
+        (keys, found)
+    }
+
+    /// Takes in the node's addresses and the dummy interface's, just read by a full pass, and
+    /// holds the configured sysctls.
+    fn take_node(
+        &mut self,
+        node: BTreeSet<IpAddr>,
+        dummy: BTreeSet<IpAddr>,
+        report: &mut SyncReport,
+    ) {
+        self.node_addresses = node;
+        self.dummy = dummy;
+        self.hold_sysctls(report);
+    }
+
+    /// The heart of a full pass: brings each virtual server in line with the desired state
+    /// from its state just read from the kernel, counting and logging drift (the kernel
+    /// differs from the view).
+    fn verify_states(
+        &mut self,
+        states: Vec<(VirtualServerKey, Option<ServiceState>)>,
+        now: Instant,
+        report: &mut SyncReport,
+    ) {
+        let mut drifted = BTreeSet::new();
+        let mut items = Vec::with_capacity(states.len());
+        for (key, fresh) in states {
+            let skey = to_service_key(&key);
+            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
+                self.metrics.drift_detected += 1;
+                drifted.insert(key);
+            }
+            self.suspect.remove(&key);
+            items.push((key, Some(fresh)));
+        }
+        for (key, operations, ok) in self.reconcile_many(items, now, report) {
+            if ok && drifted.contains(&key) {
+                info!(
+                    virtual_server = %key,
+                    service = %self.owner(&key),
+                    operations,
+                    "drift repaired: the kernel differed from what was programmed"
+                );
+            }
+        }
+    }
+}
