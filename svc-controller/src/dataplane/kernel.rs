@@ -82,10 +82,13 @@ impl std::fmt::Debug for KernelDataplane {
     }
 }
 
-fn netlink(context: impl Into<String>, error: impl std::fmt::Display) -> DataplaneError {
+fn netlink(
+    context: impl Into<String>,
+    error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> DataplaneError {
     DataplaneError::Netlink {
         context: context.into(),
-        message: error.to_string(),
+        source: error.into(),
     }
 }
 
@@ -514,7 +517,7 @@ impl Dataplane for KernelDataplane {
                     .map(|addr| {
                         Err(first
                             .take()
-                            .unwrap_or_else(|| netlink(format!("bind {addr}"), &message)))
+                            .unwrap_or_else(|| netlink(format!("bind {addr}"), message.clone())))
                     })
                     .collect();
             }

@@ -231,9 +231,9 @@ impl MemoryDataplane {
         self.read_calls += 1;
         if self.failing_listings > 0 {
             self.failing_listings -= 1;
-            return Err(DataplaneError::Injected {
+            return Err(DataplaneError::Io {
                 context: context.to_owned(),
-                errno: INJECTED_ERRNO,
+                source: std::io::Error::from_raw_os_error(INJECTED_ERRNO),
             });
         }
         Ok(())
@@ -242,9 +242,9 @@ impl MemoryDataplane {
     fn address_fault(&mut self, context: String) -> Result<(), DataplaneError> {
         if self.failing_address_changes > 0 {
             self.failing_address_changes -= 1;
-            return Err(DataplaneError::Injected {
+            return Err(DataplaneError::Io {
                 context,
-                errno: INJECTED_ERRNO,
+                source: std::io::Error::from_raw_os_error(INJECTED_ERRNO),
             });
         }
         Ok(())

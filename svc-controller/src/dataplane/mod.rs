@@ -202,13 +202,14 @@ pub enum DataplaneError {
         #[source]
         source: Box<ipvs::Error>,
     },
-    /// An rtnetlink call (links, addresses) failed.
-    #[error("{context}: {message}")]
+    /// An rtnetlink call (links, addresses, routes) failed.
+    #[error("{context}: {source}")]
     Netlink {
         /// What was being done.
         context: String,
-        /// The error, as rtnetlink reported it.
-        message: String,
+        /// The error: rtnetlink's, the kernel's errno as an OS error, or what was missing.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Reading or writing a sysctl under `/proc/sys` failed.
     #[error("sysctl {key}: {source}")]
@@ -222,15 +223,9 @@ pub enum DataplaneError {
     /// The dummy interface exists but is not a dummy interface we can use.
     #[error("interface {0} exists but is not a dummy interface; refusing to manage it")]
     NotDummy(String),
-    /// A fault injected into a [`MemoryDataplane`].
-    #[error("{context}: injected failure (errno {errno})")]
-    Injected {
-        /// What was being done.
-        context: String,
-        /// The errno chosen by the test.
-        errno: i32,
-    },
-    /// Anything else (an I/O error setting up the dataplane).
+    /// Anything else: an I/O error setting up the dataplane, or a fault a
+    /// [`MemoryDataplane`] was told to inject (an OS error with the injected errno, as the
+    /// kernel would fail).
     #[error("{context}: {source}")]
     Io {
         /// What was being done.

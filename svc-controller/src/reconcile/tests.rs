@@ -952,7 +952,7 @@ fn logs_failures_drains_drift_and_adoption_with_the_service() {
             "address change failed",
             "vip=10.96.0.20",
             "service=default/api",
-            "injected failure",
+            "os error",
         ],
     );
     has(

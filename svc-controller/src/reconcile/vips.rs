@@ -97,7 +97,7 @@ impl<D: Dataplane> Reconciler<D> {
             let result = results.next().unwrap_or_else(|| {
                 Err(DataplaneError::Netlink {
                     context: format!("bind {addr}"),
-                    message: "the dataplane gave no answer".into(),
+                    source: "the dataplane gave no answer".into(),
                 })
             });
             if result.is_ok() {
