@@ -484,9 +484,9 @@ impl Settings {
                 }
             }
             if ipvs.exclude_cidrs.as_ref().is_some_and(|v| !v.is_empty()) {
-                // Ownership already spares every virtual server this daemon did not make.
+                // The ownership rule already spares every virtual server off its addresses.
                 ignored.push(
-                    "ipvs.excludeCIDRs (not needed: foreign virtual servers are never touched)"
+                    "ipvs.excludeCIDRs (not needed: virtual servers off kube-ipvs0's addresses and the node's NodePort range are never touched)"
                         .into(),
                 );
             }
