@@ -20,7 +20,10 @@
 //!
 //! Anything else is never touched, not by a sync, not by [`verify`], not by [`cleanup`]:
 //! firewall-mark services, other protocols, services on addresses that are neither on the
-//! dummy interface nor node addresses, services on node addresses outside the NodePort range.
+//! dummy interface nor node addresses, services on node addresses outside the NodePort range,
+//! and services on addresses inside the excluded CIDRs ([`Ownership::excluded`], kube-proxy's
+//! `ipvs.excludeCIDRs`: an operator's way to keep, say, keepalived's virtual servers on a
+//! `kube-ipvs0` address) unless rule 1 makes them ours.
 //!
 //! # Why this rule
 //!
@@ -47,6 +50,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
+use ipnet::IpNet;
 use ipvs::model::{Protocol as IpvsProtocol, ServiceKey};
 
 use crate::model::{Protocol, VirtualServerKey};
@@ -63,14 +67,19 @@ pub struct Ownership {
     pub node_addresses: BTreeSet<IpAddr>,
     /// The cluster's NodePort range.
     pub node_port_range: RangeInclusive<u16>,
+    /// Addresses whose virtual servers are never ours unless desired (rules 2 and 3 do not
+    /// apply to them).
+    pub excluded: Vec<IpNet>,
 }
 
 impl Ownership {
     /// Whether the virtual server `key`, found in the kernel and not in the desired state, is
     /// ours (rules 2 and 3; rule 1 is the caller's, which knows the desired state).
     pub fn owns(&self, key: &VirtualServerKey) -> bool {
-        self.dummy_addresses.contains(&key.addr)
-            || (self.node_addresses.contains(&key.addr) && self.node_port_range.contains(&key.port))
+        let ours = self.dummy_addresses.contains(&key.addr)
+            || (self.node_addresses.contains(&key.addr)
+                && self.node_port_range.contains(&key.port));
+        ours && !self.excluded.iter().any(|net| net.contains(&key.addr))
     }
 
     /// [`Ownership::owns`] for a kernel key: never for firewall-mark services or protocols
@@ -136,6 +145,7 @@ mod tests {
             dummy_addresses: [ip("10.96.0.1")].into(),
             node_addresses: [ip("192.168.1.10")].into(),
             node_port_range: DEFAULT_NODE_PORT_RANGE,
+            excluded: Vec::new(),
         };
         let key = |a: &str, p: Protocol, port| VirtualServerKey {
             addr: ip(a),
@@ -163,6 +173,33 @@ mod tests {
         };
         assert!(!o.owns_kernel_key(&other));
         assert!(o.owns_kernel_key(&ServiceKey::tcp(ip("10.96.0.1"), 80)));
+    }
+
+    #[test]
+    fn excluded_addresses_are_never_ours_by_rules_2_and_3() {
+        let o = Ownership {
+            dummy_addresses: [ip("10.96.0.1"), ip("10.96.0.9")].into(),
+            node_addresses: [ip("192.168.1.10")].into(),
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
+            excluded: vec![
+                "10.96.0.8/30".parse().unwrap(),
+                "192.168.1.10/32".parse().unwrap(),
+            ],
+        };
+        let key = |a: &str, port| VirtualServerKey {
+            addr: ip(a),
+            protocol: Protocol::Tcp,
+            port,
+        };
+        assert!(o.owns(&key("10.96.0.1", 80)));
+        assert!(
+            !o.owns(&key("10.96.0.9", 80)),
+            "on kube-ipvs0, but excluded"
+        );
+        assert!(
+            !o.owns(&key("192.168.1.10", 30080)),
+            "a NodePort, but excluded"
+        );
     }
 
     #[test]

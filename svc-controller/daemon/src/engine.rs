@@ -483,6 +483,7 @@ impl<D: Dataplane> Engine<D> {
     fn decide_early_start(&mut self, now: Instant) -> EarlyStart {
         let started = Instant::now();
         let node_port_range = self.reconciler.config().node_port_range.clone();
+        let excluded = self.reconciler.config().exclude_cidrs.clone();
         let not_now = |e: DataplaneError| {
             debug!(error = %e, "cannot read the node; the first load waits for the adoption");
             EarlyStart::No
@@ -509,6 +510,7 @@ impl<D: Dataplane> Engine<D> {
             dummy_addresses: dummy,
             node_addresses: node.clone(),
             node_port_range,
+            excluded,
         };
         let owned = keys.iter().filter(|k| ownership.owns_kernel_key(k)).count();
         if owned > 0 {

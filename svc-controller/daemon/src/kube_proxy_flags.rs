@@ -229,8 +229,6 @@ not_needed_flags! {
             "it concerns kube-proxy's iptables mode only; --ipvs-min-sync-period applies";
         iptables_sync_period = "iptables-sync-period" =>
             "it concerns kube-proxy's iptables mode only; --ipvs-sync-period applies";
-        ipvs_exclude_cidrs = "ipvs-exclude-cidrs" =>
-            "virtual servers off kube-ipvs0's addresses and the node's NodePort range are never touched";
         kube_api_burst = "kube-api-burst" => API_CLIENT;
         kube_api_content_type = "kube-api-content-type" => API_CLIENT;
         kube_api_qps = "kube-api-qps" => API_CLIENT;

@@ -133,6 +133,11 @@ pub struct Cli {
     /// address of the node).
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub nodeport_addresses: Option<Vec<IpNet>>,
+    /// Addresses whose virtual servers the daemon never touches unless a Service asks for them,
+    /// even on kube-ipvs0 or in the NodePort range (kube-proxy's --ipvs-exclude-cidrs: keeps,
+    /// say, keepalived's virtual servers on a VIP).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub ipvs_exclude_cidrs: Option<Vec<IpNet>>,
     /// Set arp_ignore=1 and arp_announce=2 so the node does not answer ARP for VIPs bound on the
     /// dummy interface (needed by MetalLB in layer-2 mode).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -348,6 +353,8 @@ pub struct Settings {
     pub min_sync_period: Duration,
     /// NodePort address filter.
     pub nodeport_addresses: Vec<IpNet>,
+    /// Addresses never ours unless desired (`--ipvs-exclude-cidrs`, `ipvs.excludeCIDRs`).
+    pub exclude_cidrs: Vec<IpNet>,
     /// Strict ARP.
     pub strict_arp: bool,
     /// IPVS rate estimation on or off (`None`: left as the node has it).
@@ -483,13 +490,6 @@ impl Settings {
                     *field = format!("{field} (not needed: {MASQUERADE_REASON})");
                 }
             }
-            if ipvs.exclude_cidrs.as_ref().is_some_and(|v| !v.is_empty()) {
-                // The ownership rule already spares every virtual server off its addresses.
-                ignored.push(
-                    "ipvs.excludeCIDRs (not needed: virtual servers off kube-ipvs0's addresses and the node's NodePort range are never touched)"
-                        .into(),
-                );
-            }
         }
         let file_duration = |name: &'static str,
                              value: &Option<String>|
@@ -609,6 +609,20 @@ impl Settings {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let exclude_cidrs = match &cli.ipvs_exclude_cidrs {
+            Some(v) => v.clone(),
+            None => ipvs
+                .exclude_cidrs
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| {
+                    s.parse::<IpNet>().map_err(|e| {
+                        invalid("ipvs.excludeCIDRs", format!("{s:?} is not a CIDR ({e})"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         // An empty flag switches the server off (kube-proxy's flags do); an empty file field
         // means the default (kube-proxy's defaulting does), which follows the family of the
         // file's bindAddress.
@@ -645,6 +659,7 @@ impl Settings {
             sync_period,
             min_sync_period,
             nodeport_addresses,
+            exclude_cidrs,
             strict_arp: cli.ipvs_strict_arp.or(ipvs.strict_arp).unwrap_or(false),
             rate_estimation: cli.ipvs_rate_estimation.or(f.ipvs_rate_estimation),
             tcp_timeout: cli
@@ -881,6 +896,26 @@ mod tests {
             s.drain_timeout, None,
             "kube-proxy never cuts a draining connection"
         );
+    }
+
+    #[test]
+    fn exclude_cidrs_come_from_the_file_or_the_flag() {
+        let file = |value: &str| {
+            let text = format!("kind: KubeProxyConfiguration\nipvs:\n  excludeCIDRs: {value}\n");
+            Settings::from_file_text(&Cli::default(), Path::new("kp.yaml"), &text, host)
+                .map(|s| s.exclude_cidrs)
+        };
+        assert_eq!(
+            file("[10.96.0.8/30]").unwrap(),
+            vec!["10.96.0.8/30".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(file("null").unwrap(), Vec::<IpNet>::new());
+        assert!(file("[10.96.0.300/30]").is_err());
+        let cli = Cli::try_parse_from(["ipvs-proxy", "--ipvs-exclude-cidrs=fd00::/64,10.0.0.1/32"])
+            .unwrap();
+        let s = Settings::load(&cli, host).unwrap();
+        assert_eq!(s.exclude_cidrs.len(), 2);
+        assert!(s.ignored_fields.is_empty());
     }
 
     #[test]

@@ -261,6 +261,14 @@ fn kube_proxys_whole_flag_set_is_accepted() {
     assert_eq!(s.tcp_timeout, Duration::from_secs(900));
     assert_eq!(s.metrics_bind_address, addr("0.0.0.0:10249"));
     assert_eq!(s.nodeport_addresses.len(), 1);
+    assert_eq!(
+        s.exclude_cidrs,
+        vec![
+            "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+            "192.168.0.0/16".parse().unwrap()
+        ],
+        "--ipvs-exclude-cidrs is honoured"
+    );
     assert!(!s.init_node && !s.cleanup);
     assert_eq!(s.log_level.as_deref(), Some("info"), "--v=2");
     assert_eq!(s.log_format, LogFormat::Plain, "--logging-format=text");
@@ -289,7 +297,6 @@ fn kube_proxys_whole_flag_set_is_accepted() {
             "iptables-masquerade-bit",
             "iptables-min-sync-period",
             "iptables-sync-period",
-            "ipvs-exclude-cidrs",
             "kube-api-burst",
             "kube-api-content-type",
             "kube-api-qps",
@@ -328,7 +335,6 @@ fn kube_proxys_whole_flag_set_is_accepted() {
     };
     assert!(reason("masquerade-all").contains("masquerading is not done"));
     assert!(reason("cluster-cidr").contains("README's limits"));
-    assert!(reason("ipvs-exclude-cidrs").contains("never touched"));
     assert!(s.flag_notes.iter().all(|n| !n.reason.is_empty()));
 }
 

@@ -46,6 +46,9 @@ pub struct ReconcilerConfig {
     /// The cluster's NodePort range: virtual servers on node addresses with these ports are
     /// ours (see [`ownership`](crate::ownership)).
     pub node_port_range: RangeInclusive<u16>,
+    /// Addresses whose virtual servers are never ours unless desired (kube-proxy's
+    /// `ipvs.excludeCIDRs`; see [`Ownership::excluded`](crate::ownership::Ownership::excluded)).
+    pub exclude_cidrs: Vec<ipnet::IpNet>,
     /// Sysctls to hold at these values (checked at every full pass, written only when they
     /// differ). Keys in dotted or slash form.
     pub sysctls: Vec<(String, String)>,
@@ -59,6 +62,7 @@ impl Default for ReconcilerConfig {
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
+            exclude_cidrs: Vec::new(),
             sysctls: Vec::new(),
         }
     }

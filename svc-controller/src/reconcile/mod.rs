@@ -382,6 +382,7 @@ impl<D: Dataplane> Reconciler<D> {
             dummy_addresses: self.dummy.clone(),
             node_addresses: self.node_addresses.clone(),
             node_port_range: self.config.node_port_range.clone(),
+            excluded: self.config.exclude_cidrs.clone(),
         }
     }
 

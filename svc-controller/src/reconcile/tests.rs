@@ -296,6 +296,33 @@ fn cleanup_removes_only_what_is_ours() {
 }
 
 #[test]
+fn excluded_cidrs_keep_foreign_entries_on_managed_addresses() {
+    let now = Instant::now();
+    let config = ReconcilerConfig {
+        exclude_cidrs: vec!["10.96.0.10/32".parse().unwrap()],
+        ..ReconcilerConfig::default()
+    };
+    let mut r = started_with(node(), vec![web(&["10.244.0.1"])], now, config.clone());
+    // keepalived's entry on the Service's VIP, another port: excluded, so not ours.
+    let keepalived = ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 8443);
+    r.dataplane_mut()
+        .tamper(|t| {
+            t.insert_service(Service::new(keepalived, IpvsScheduler::RoundRobin));
+        })
+        .unwrap();
+    assert!(r.verify(now).unwrap().is_quiet());
+    assert!(r.dataplane().table().contains_service(&keepalived));
+    // A restart adopts without touching it, and cleanup leaves it.
+    let mut again = started_with(r.into_dataplane(), vec![web(&["10.244.0.1"])], now, config);
+    assert!(again.dataplane().table().contains_service(&keepalived));
+    assert_eq!(again.metrics().unrequested_deletions, 0);
+    let report = again.cleanup().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(again.dataplane().table().contains_service(&keepalived));
+    assert!(!again.dataplane().table().contains_service(&web_key()));
+}
+
+#[test]
 fn cleanup_keeps_a_vip_until_its_virtual_server_is_gone() {
     let now = Instant::now();
     let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
