@@ -680,36 +680,33 @@ mod real_kernel {
         }
     }
 
+    /// Service `web`: one TCP virtual server on `vip`:80 whose real servers are the
+    /// [`LoadBalancerTopology`] backends numbered `which`.
+    fn web_on_backends(vip: Ipv4Addr, which: &[usize]) -> ServiceDesired {
+        let addrs: Vec<String> = which
+            .iter()
+            .map(|i| LoadBalancerTopology::backend_ip(*i).to_string())
+            .collect();
+        let backends: Vec<(&str, u16)> = addrs.iter().map(|a| (a.as_str(), BACKEND_PORT)).collect();
+        service(
+            "web",
+            vec![vs(
+                &vip.to_string(),
+                Protocol::Tcp,
+                80,
+                &backends,
+                Exposure::ClusterIp,
+            )],
+        )
+    }
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn controller_drains_a_live_connection_then_deletes_the_real_server() {
         let topo = LoadBalancerTopology::build(2).unwrap();
         let vip = Ipv4Addr::new(198, 51, 100, 20);
         let vip_addr = SocketAddr::new(vip.into(), 80);
-        let backends: Vec<(String, u16)> = (0..2)
-            .map(|i| {
-                (
-                    LoadBalancerTopology::backend_ip(i).to_string(),
-                    BACKEND_PORT,
-                )
-            })
-            .collect();
-        let svc = |which: &[usize]| {
-            let b: Vec<(&str, u16)> = which
-                .iter()
-                .map(|i| (backends[*i].0.as_str(), backends[*i].1))
-                .collect();
-            service(
-                "web",
-                vec![vs(
-                    &vip.to_string(),
-                    Protocol::Tcp,
-                    80,
-                    &b,
-                    Exposure::ClusterIp,
-                )],
-            )
-        };
+        let svc = |which: &[usize]| web_on_backends(vip, which);
         let client = topo.client.clone();
         topo.director
             .run(|| {
@@ -794,28 +791,7 @@ mod real_kernel {
         let topo = LoadBalancerTopology::build(2).unwrap();
         let vip = Ipv4Addr::new(198, 51, 100, 21);
         let vip_addr = SocketAddr::new(vip.into(), 80);
-        let svc = |which: &[usize]| {
-            let b: Vec<(String, u16)> = which
-                .iter()
-                .map(|i| {
-                    (
-                        LoadBalancerTopology::backend_ip(*i).to_string(),
-                        BACKEND_PORT,
-                    )
-                })
-                .collect();
-            let b: Vec<(&str, u16)> = b.iter().map(|(a, p)| (a.as_str(), *p)).collect();
-            service(
-                "web",
-                vec![vs(
-                    &vip.to_string(),
-                    Protocol::Tcp,
-                    80,
-                    &b,
-                    Exposure::ClusterIp,
-                )],
-            )
-        };
+        let svc = |which: &[usize]| web_on_backends(vip, which);
         let client = topo.client.clone();
         topo.director
             .run(|| {

@@ -592,37 +592,18 @@ impl Settings {
                 "must not exceed --ipvs-sync-period".into(),
             ));
         }
-        let nodeport_addresses = match &cli.nodeport_addresses {
-            Some(v) => v.clone(),
-            None => f
-                .node_port_addresses
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .map(|s| {
-                    s.parse::<IpNet>().map_err(|e| {
-                        invalid(
-                            "nodePortAddresses",
-                            format!("{s:?} is not a CIDR ({e}); the \"primary\" keyword is not supported"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        let exclude_cidrs = match &cli.ipvs_exclude_cidrs {
-            Some(v) => v.clone(),
-            None => ipvs
-                .exclude_cidrs
-                .clone()
-                .unwrap_or_default()
-                .iter()
-                .map(|s| {
-                    s.parse::<IpNet>().map_err(|e| {
-                        invalid("ipvs.excludeCIDRs", format!("{s:?} is not a CIDR ({e})"))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let nodeport_addresses = cidrs(
+            "nodePortAddresses",
+            &cli.nodeport_addresses,
+            &f.node_port_addresses,
+            "; the \"primary\" keyword is not supported",
+        )?;
+        let exclude_cidrs = cidrs(
+            "ipvs.excludeCIDRs",
+            &cli.ipvs_exclude_cidrs,
+            &ipvs.exclude_cidrs,
+            "",
+        )?;
         // An empty flag switches the server off (kube-proxy's flags do); an empty file field
         // means the default (kube-proxy's defaulting does), which follows the family of the
         // file's bindAddress.
@@ -739,6 +720,26 @@ impl Settings {
             ..svc_controller::ProxyConfig::default()
         }
     }
+}
+
+/// A list of CIDRs: the flag's when given, else the file field `name`'s, parsed (`hint` ends
+/// the message of one that is not a CIDR).
+fn cidrs(
+    name: &'static str,
+    flag: &Option<Vec<IpNet>>,
+    file: &Option<Vec<String>>,
+    hint: &str,
+) -> Result<Vec<IpNet>, SettingsError> {
+    if let Some(flag) = flag {
+        return Ok(flag.clone());
+    }
+    file.iter()
+        .flatten()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .map_err(|e| invalid(name, format!("{s:?} is not a CIDR ({e}){hint}")))
+        })
+        .collect()
 }
 
 fn invalid(name: &'static str, message: String) -> SettingsError {

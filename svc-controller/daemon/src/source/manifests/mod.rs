@@ -406,13 +406,7 @@ impl ManifestFolder {
         }
         let (mut changed, mut large) = (Vec::new(), Vec::new());
         for (path, fingerprint) in current {
-            if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
-                self.retries.settled(&path);
-            } else if fingerprint.len >= LARGE_FILE {
-                large.push(path);
-            } else {
-                changed.push(path);
-            }
+            self.triage(path, fingerprint, &mut changed, &mut large);
         }
         changed.extend(again);
         sort_paths(&mut changed);
@@ -422,7 +416,35 @@ impl ManifestFolder {
             return false;
         }
         sort_paths(&mut large);
-        for path in large {
+        self.read_one_by_one(large, deliver)
+    }
+
+    /// Sorts a listed file by what it needs: nothing (its fingerprint is the one loaded), a
+    /// read with the other `changed` files, or a read of its own (`large`).
+    fn triage(
+        &mut self,
+        path: PathBuf,
+        fingerprint: Fingerprint,
+        changed: &mut Vec<PathBuf>,
+        large: &mut Vec<PathBuf>,
+    ) {
+        if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
+            self.retries.settled(&path);
+        } else if fingerprint.len >= LARGE_FILE {
+            large.push(path);
+        } else {
+            changed.push(path);
+        }
+    }
+
+    /// Reads `paths` one file at a time, delivering each one's changes before the next is
+    /// read. `deliver` answers whether to go on; false when it said no.
+    fn read_one_by_one(
+        &mut self,
+        paths: Vec<PathBuf>,
+        mut deliver: impl FnMut(Scan) -> bool,
+    ) -> bool {
+        for path in paths {
             let mut scan = Scan::default();
             self.take_read(read_all(vec![path], self.reader()), &mut scan);
             if !deliver(scan) {
@@ -500,15 +522,7 @@ impl ManifestFolder {
                         self.replace(&path, old, Parsed::default(), None, &mut scan, &mut again);
                     }
                 }
-                Some(fingerprint) => {
-                    if self.files.get(&path).and_then(|f| f.fingerprint) == Some(fingerprint) {
-                        self.retries.settled(&path);
-                    } else if fingerprint.len >= LARGE_FILE {
-                        large.push(path);
-                    } else {
-                        changed.push(path);
-                    }
-                }
+                Some(fingerprint) => self.triage(path, fingerprint, &mut changed, &mut large),
             }
         }
         // The files taking over from removed ones, after the changed ones (in the order given).
@@ -543,14 +557,7 @@ impl ManifestFolder {
                 return Some(false);
             }
         }
-        for path in large {
-            let mut scan = Scan::default();
-            self.take_read(read_all(vec![path], self.reader()), &mut scan);
-            if !deliver(scan) {
-                return Some(false);
-            }
-        }
-        Some(true)
+        Some(self.read_one_by_one(large, deliver))
     }
 
     /// How files are read.
