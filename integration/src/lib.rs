@@ -21,6 +21,7 @@
 //! otherwise inside a QEMU VM booted with a Debian kernel. It never counts a skipped test as passed.
 
 pub mod backend;
+pub mod cluster;
 pub mod daemon;
 pub mod link;
 mod netns;

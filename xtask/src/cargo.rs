@@ -112,6 +112,22 @@ pub(crate) fn test_everything(choice: KernelChoice) -> Result<bool> {
         ok: kernel.ok(),
         detail: kernel.describe(),
     });
+    let control_plane = kernel::run_control_plane_tests(choice, None).unwrap_or_else(|e| {
+        eprintln!("xtask: control-plane tests could not run: {e}");
+        KernelOutcome::Failed(e)
+    });
+    if let KernelOutcome::Ran { results, .. } = &control_plane {
+        passed += results.passed;
+        failed += results.failed;
+    }
+    if let KernelOutcome::Failed(_) = &control_plane {
+        failed += 1;
+    }
+    rows.push(Row {
+        what: "control-plane tests",
+        ok: control_plane.ok(),
+        detail: control_plane.describe(),
+    });
     Ok(summary(&rows, passed, failed))
 }
 

@@ -7,13 +7,15 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 
 use crate::plan::{self, Entry, EntryKind, Results};
-use crate::{KernelChoice, Result, moby_peer, provision, step, vm};
+use crate::{KernelChoice, Result, control_plane, moby_peer, provision, step, vm};
 
 /// Where the real-kernel work ran, and what came of it.
 #[derive(Debug)]
 pub(crate) enum KernelOutcome {
     /// The user asked to skip the real-kernel tests.
     Skipped,
+    /// They could not run at all (a build or a start failed): why.
+    Failed(String),
     /// They ran: where, and the counts.
     Ran {
         place: String,
@@ -26,6 +28,7 @@ impl KernelOutcome {
     pub(crate) fn ok(&self) -> bool {
         match self {
             KernelOutcome::Skipped => true,
+            KernelOutcome::Failed(_) => false,
             KernelOutcome::Ran { ok, results, .. } => {
                 *ok && results.failed == 0 && results.passed + results.programs_ok > 0
             }
@@ -37,6 +40,7 @@ impl KernelOutcome {
             KernelOutcome::Skipped => {
                 "SKIPPED (asked with --kernel skip / IPVS_TEST_KERNEL=skip)".into()
             }
+            KernelOutcome::Failed(why) => format!("FAILED: {why}"),
             KernelOutcome::Ran { place, results, ok } => {
                 let mut s = format!(
                     "{} passed, {} failed — {place}, kernel {}",
@@ -114,8 +118,17 @@ fn choose_place(choice: KernelChoice) -> Result<Option<Place>> {
     }
 }
 
+/// What a plan's run needs beyond its entries.
+#[derive(Default)]
+struct RunNeeds {
+    /// The guest needs the network (to reach a control plane on the host).
+    network: bool,
+    /// Variables for the test binaries.
+    env: Vec<(&'static str, String)>,
+}
+
 /// Runs `entries` where IPVS is and reads back the results.
-fn run_plan(place: Place, entries: &[Entry]) -> Result<KernelOutcome> {
+fn run_plan(place: Place, entries: &[Entry], needs: RunNeeds) -> Result<KernelOutcome> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let work = target_dir()?
         .join("xtask")
@@ -132,6 +145,7 @@ fn run_plan(place: Place, entries: &[Entry]) -> Result<KernelOutcome> {
                 .arg(&plan_path)
                 .arg("--results")
                 .arg(&results_path)
+                .envs(needs.env.iter().map(|(k, v)| (k, v)))
                 .status()
                 .map_err(|e| e.to_string())?;
             ("directly on the host".to_string(), status.success())
@@ -139,12 +153,19 @@ fn run_plan(place: Place, entries: &[Entry]) -> Result<KernelOutcome> {
         Place::Vm => {
             let kernel = provision::provision()?;
             let command = format!(
-                "{} guest-run --in-vm --plan {} --results {}",
+                "{} guest-run --in-vm{} --plan {} --results {}",
                 exe.display(),
+                if needs.network { " --network" } else { "" },
                 plan_path.display(),
                 results_path.display()
             );
-            let ok = vm::run_in_guest(&kernel, &command, &[&work])?;
+            let options = vm::GuestOptions {
+                writable: vec![&work],
+                network: needs.network,
+                env: needs.env,
+                ..vm::GuestOptions::default()
+            };
+            let ok = vm::run_in_guest(&kernel, &command, &options)?;
             ("in a QEMU VM".to_string(), ok)
         }
     };
@@ -280,7 +301,52 @@ pub(crate) fn run_kernel_tests(
         return Ok(KernelOutcome::Skipped);
     };
     let entries = build_plan(filter)?;
-    run_plan(place, &entries)
+    run_plan(place, &entries, RunNeeds::default())
+}
+
+/// The libtest filter that selects the control-plane tests (the ignored tests under a
+/// `control_plane` module).
+const CONTROL_PLANE_FILTER: &str = "control_plane::";
+
+/// `cargo xtask control-plane-tests`, also a step of `cargo xtask test`: builds (once) and
+/// starts a real Kubernetes control plane on the host, then runs the control-plane tests where
+/// IPVS is, with the network to reach it.
+pub(crate) fn run_control_plane_tests(
+    choice: KernelChoice,
+    filter: Option<&str>,
+) -> Result<KernelOutcome> {
+    step("control-plane tests (a real Kubernetes control plane)");
+    let Some(place) = choose_place(choice)? else {
+        println!("    skipped, as asked");
+        return Ok(KernelOutcome::Skipped);
+    };
+    let binaries = control_plane::ensure_built()?;
+    let filter = match filter {
+        Some(f) => format!("{CONTROL_PLANE_FILTER}{f}"),
+        None => CONTROL_PLANE_FILTER.to_string(),
+    };
+    let entries = build_plan(Some(&filter))?;
+    // QEMU's user-mode network shows the host's loopback to the guest at 10.0.2.2.
+    let dial_host = match place {
+        Place::Host => "127.0.0.1",
+        Place::Vm => "10.0.2.2",
+    };
+    let plane =
+        control_plane::ControlPlane::start(&binaries, &target_dir()?.join("xtask"), dial_host)?;
+    let needs = RunNeeds {
+        network: true,
+        env: vec![("IPVS_CONTROL_PLANE", plane.info.display().to_string())],
+    };
+    let outcome = run_plan(place, &entries, needs);
+    let failed = match &outcome {
+        Ok(o) => !o.ok(),
+        Err(_) => true,
+    };
+    if failed {
+        plane.print_logs();
+    }
+    plane.stop();
+    outcome
 }
 
 /// Builds the node daemon, which the `node-daemon` example runs from beside its own executable.
@@ -322,7 +388,7 @@ pub(crate) fn run_demo(choice: KernelChoice) -> Result<bool> {
         cwd,
         kind: EntryKind::Program(Vec::new()),
     }];
-    let outcome = run_plan(place, &entries)?;
+    let outcome = run_plan(place, &entries, RunNeeds::default())?;
     println!(
         "\ndemo: {}",
         if outcome.ok() {
@@ -554,7 +620,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     step("running the benchmarks where IPVS is");
     let place = choose_place(choice)?.ok_or("benchmarks cannot be skipped")?;
     let outcome = match place {
-        Place::Host => run_plan(Place::Host, &entries)?,
+        Place::Host => run_plan(Place::Host, &entries, RunNeeds::default())?,
         Place::Vm => {
             // As run_plan does, with `out` writable in the guest so the report comes back.
             let kernel = provision::provision()?;
@@ -568,7 +634,12 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
                 plan_path.display(),
                 results_path.display()
             );
-            let ok = vm::run_in_guest_with_memory(&kernel, &command, &[&out], memory)?;
+            let options = vm::GuestOptions {
+                writable: vec![&out],
+                memory,
+                ..vm::GuestOptions::default()
+            };
+            let ok = vm::run_in_guest(&kernel, &command, &options)?;
             KernelOutcome::Ran {
                 place: "in a QEMU VM".into(),
                 results: Results::read(&results_path)?,

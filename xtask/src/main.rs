@@ -3,6 +3,7 @@
 //! - `test`: every check and every test — format, clippy, unit and doc tests, docs, and the
 //!   real-kernel tests (on the host when it has IPVS, otherwise in a QEMU VM it provisions).
 //! - `kernel-tests`: only the real-kernel tests.
+//! - `control-plane-tests`: only the tests against a real Kubernetes control plane.
 //! - `demo`: the README's main job, in the real kernel.
 //! - `bench`: the real-kernel benchmarks (figures, not pass/fail).
 //! - `vm`: runs any command inside the VM (for debugging).
@@ -10,6 +11,8 @@
 //! - `guest-run`: internal; runs a test plan where IPVS is (inside the VM or on the host).
 
 mod cargo;
+mod control_plane;
+mod go_build;
 mod kernel;
 mod moby_peer;
 mod plan;
@@ -57,6 +60,15 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Runs only the tests against a real Kubernetes control plane (built on first use).
+    ControlPlaneTests {
+        /// Where they run (env IPVS_TEST_KERNEL).
+        #[arg(long, value_enum, env = "IPVS_TEST_KERNEL", default_value = "auto")]
+        kernel: KernelChoice,
+        /// Only tests whose name (after `control_plane::`) starts with this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
     /// Runs the demo: the node daemon on a manifests folder, real traffic through IPVS in namespaces.
     Demo {
         /// Where it runs (env IPVS_TEST_KERNEL; `skip` is not allowed).
@@ -91,6 +103,9 @@ enum Command {
         /// kernel call leaves its stack in the log that a failed test binary prints.
         #[arg(long)]
         in_vm: bool,
+        /// The plan needs the VM's user-mode network: make sure it is configured first.
+        #[arg(long)]
+        network: bool,
     },
 }
 
@@ -100,6 +115,12 @@ fn main() -> ExitCode {
         Command::Test { kernel } => cargo::test_everything(kernel),
         Command::KernelTests { kernel, filter } => {
             kernel::run_kernel_tests(kernel, filter.as_deref()).map(|s| {
+                println!("\n{}", s.describe());
+                s.ok()
+            })
+        }
+        Command::ControlPlaneTests { kernel, filter } => {
+            kernel::run_control_plane_tests(kernel, filter.as_deref()).map(|s| {
                 println!("\n{}", s.describe());
                 s.ok()
             })
@@ -115,7 +136,16 @@ fn main() -> ExitCode {
             plan,
             results,
             in_vm,
-        } => plan::guest_run(&plan, &results, in_vm),
+            network,
+        } => {
+            if in_vm
+                && network
+                && let Err(e) = vm::ensure_guest_network()
+            {
+                eprintln!("xtask: the guest's network: {e}");
+            }
+            plan::guest_run(&plan, &results, in_vm)
+        }
     };
     match outcome {
         Ok(true) => ExitCode::SUCCESS,

@@ -47,6 +47,16 @@ const PACKAGES: &[(&str, &str, &str)] = &[
         "/usr/sbin/ip",
         "used by virtme-ng's guest set-up",
     ),
+    (
+        "ipset",
+        "/usr/sbin/ipset",
+        "kube-proxy's IPVS mode, the control-plane tests' reference, programs IP sets",
+    ),
+    (
+        "iptables",
+        "/usr/sbin/iptables",
+        "kube-proxy's IPVS mode, the control-plane tests' reference, writes its rules with it",
+    ),
 ];
 
 /// Installs whatever is missing and returns the kernel to boot.

@@ -33,21 +33,33 @@ fn timeout() -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Runs `command` (a shell command line) in the guest, with `writable` folders writable there.
-/// Returns whether it exited with status 0.
-pub(crate) fn run_in_guest(kernel: &Kernel, command: &str, writable: &[&Path]) -> Result<bool> {
-    run_in_guest_with_memory(kernel, command, writable, "2G")
+/// How a guest is booted, beyond the command it runs.
+#[derive(Debug, Default)]
+pub(crate) struct GuestOptions<'a> {
+    /// Host folders the guest may write to.
+    pub(crate) writable: Vec<&'a Path>,
+    /// Its memory (a QEMU size such as `6G`; `2G` when empty) unless the environment's
+    /// `IPVS_VM_MEMORY` says otherwise.
+    pub(crate) memory: &'a str,
+    /// A user-mode network (QEMU's slirp): the guest reaches the host's loopback at
+    /// `10.0.2.2`.
+    pub(crate) network: bool,
+    /// Variables set for the guest command, beside the forwarded ones.
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
-/// As [`run_in_guest`], with `default_memory` (a QEMU size such as `6G`) unless the
-/// environment's `IPVS_VM_MEMORY` says otherwise.
-pub(crate) fn run_in_guest_with_memory(
+/// Runs `command` (a shell command line) in the guest. Returns whether it exited with status 0.
+pub(crate) fn run_in_guest(
     kernel: &Kernel,
     command: &str,
-    writable: &[&Path],
-    default_memory: &str,
+    options: &GuestOptions<'_>,
 ) -> Result<bool> {
     let vng = provision::vng_path()?;
+    let default_memory = if options.memory.is_empty() {
+        "2G"
+    } else {
+        options.memory
+    };
     let memory = std::env::var("IPVS_VM_MEMORY").unwrap_or_else(|_| default_memory.into());
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -61,8 +73,11 @@ pub(crate) fn run_in_guest_with_memory(
         cmd.arg("--disable-kvm");
     }
     cmd.args(["--memory", &memory, "--cpus", &cpus.to_string()]);
-    for dir in writable {
+    for dir in &options.writable {
         cmd.arg("--rwdir").arg(dir);
+    }
+    if options.network {
+        cmd.args(["--network", "user"]);
     }
     // The guest starts with a clean environment: pass on the variables that tune what runs.
     let mut forwarded = String::new();
@@ -70,6 +85,9 @@ pub(crate) fn run_in_guest_with_memory(
         if let Ok(value) = std::env::var(var) {
             forwarded += &format!("{var}='{}' ", value.replace('\'', ""));
         }
+    }
+    for (var, value) in &options.env {
+        forwarded += &format!("{var}='{}' ", value.replace('\'', ""));
     }
     let command = format!("{forwarded}{command}");
     let command = command.as_str();
@@ -124,11 +142,71 @@ pub(crate) fn run_in_guest_with_memory(
     }
 }
 
+/// QEMU's user-mode network: the guest's address, and the host's loopback as the guest sees it.
+const GUEST_ADDR: &str = "10.0.2.15/24";
+const HOST_ADDR: &str = "10.0.2.2";
+
+/// Inside the guest: makes sure its network is up. virtme-ng asks for an address over DHCP in
+/// the background and starts the command without waiting, so the command can find no address
+/// yet (or, when the interface was renamed meanwhile, never). After a short wait for DHCP the
+/// address QEMU's DHCP server would give is set by hand.
+pub(crate) fn ensure_guest_network() -> Result<()> {
+    let ip = |args: &[&str]| -> Result<String> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let configured = || {
+        ip(&["-4", "-o", "addr", "show", "scope", "global"]).is_ok_and(|t| !t.trim().is_empty())
+            && ip(&["-4", "route", "show", "default"]).is_ok_and(|t| !t.trim().is_empty())
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if configured() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let links = ip(&["-o", "link", "show"])?;
+    let name = links
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(str::trim))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .find(|n| *n != "lo")
+        .ok_or("the guest has no network interface")?
+        .to_string();
+    println!("guest-run: no address from DHCP yet: {GUEST_ADDR} on {name}, by hand");
+    ip(&["link", "set", &name, "up"])?;
+    let _ = ip(&["addr", "add", GUEST_ADDR, "dev", &name]);
+    let _ = ip(&[
+        "route", "replace", "default", "via", HOST_ADDR, "dev", &name,
+    ]);
+    if configured() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} has no address or default route after setting them"
+        ))
+    }
+}
+
 /// `cargo xtask vm CMD`.
 pub(crate) fn run_shell(command: &str, writable: &[std::path::PathBuf]) -> Result<bool> {
     let kernel = provision::provision()?;
-    let writable: Vec<&Path> = writable.iter().map(|p| p.as_path()).collect();
-    run_in_guest(&kernel, command, &writable)
+    let options = GuestOptions {
+        writable: writable.iter().map(|p| p.as_path()).collect(),
+        ..GuestOptions::default()
+    };
+    run_in_guest(&kernel, command, &options)
 }
 
 /// Copies the guest's console to our stdout without the terminal control sequences virtme-ng
