@@ -80,8 +80,8 @@ fn kubernetes_version_stamp(version: &str) -> String {
     )
 }
 
-/// The service CIDR the API server allocates ClusterIPs from.
-pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The service CIDRs the API server allocates ClusterIPs from: dual-stack, IPv4 first.
+pub(crate) const SERVICE_CIDR: &str = "10.96.0.0/16,fd00:10:96::/108";
 
 /// The built binaries: Kubernetes' folder and etcd's.
 pub(crate) struct Binaries {
