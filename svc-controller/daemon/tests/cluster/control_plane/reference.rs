@@ -240,8 +240,9 @@ fn settled(
     }
 }
 
-/// How long both tables must stay unchanged to count as settled while they still differ.
-const QUIET: Duration = Duration::from_secs(120);
+/// How long both tables must stay unchanged to count as settled while they still differ:
+/// kube-proxy can start its IPv6 half minutes after its IPv4 one under emulation.
+const QUIET: Duration = Duration::from_secs(300);
 
 /// Waits until the proxy's `/healthz` says it has programmed what it knows.
 fn wait_healthy(kube: &Kube, proxy: &Proxy) {
