@@ -291,17 +291,8 @@ impl Kube {
     }
 
     /// Waits up to [`WAIT`] for `probe` to give a value.
-    pub(super) fn try_wait_for<T>(&self, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(value) = probe() {
-                return Some(value);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+    pub(super) fn try_wait_for<T>(&self, probe: impl FnMut() -> Option<T>) -> Option<T> {
+        integration::daemon::wait_until(WAIT, probe)
     }
 }
 
