@@ -14,6 +14,9 @@
 //! ipvs-proxy has no setting for are in [`crate::kube_proxy_flags`].
 //!
 //! Durations are written as kube-proxy writes them (`30s`, `1m0s`, `500ms`, `2h`).
+//!
+//! The flags are declared in `cli` ([`Cli`]), the file's fields in `file`; this module resolves
+//! both with the defaults into [`Settings`], checking every value.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -26,6 +29,12 @@ use serde::Deserialize;
 use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler};
 
 use crate::kube_proxy_flags::{FlagNote, KubeProxyFlags, MASQUERADE_REASON, parse_go_bool};
+
+mod cli;
+mod file;
+
+pub use cli::{Cli, DrainTimeout, parse_drain_timeout, parse_duration, parse_size};
+use file::{FileSettings, FileSize, MASQUERADE_FIELDS, parse_file, read_file, set_fields};
 
 /// An error in the flags or the config file.
 #[derive(Debug, thiserror::Error)]
@@ -79,248 +88,6 @@ pub enum SysctlMode {
     /// Only read them: refuse to start if one differs (set them with `--init-node` in a privileged
     /// init container, then run the daemon itself with CAP_NET_ADMIN alone).
     Check,
-}
-
-/// The command line. Every setting is optional here; see [`Settings`] for the defaults.
-#[derive(Debug, Clone, Default, Parser)]
-#[command(
-    name = "ipvs-proxy",
-    version,
-    about = "Programs Kubernetes Services (or a folder of manifests) into IPVS on this node",
-    long_about = "Programs Kubernetes Services (or a folder of manifests) into IPVS on this node, \
-                  in place of kube-proxy's IPVS mode: incremental, owner-safe, with graceful \
-                  termination. SIGTERM leaves the IPVS table in place; --cleanup removes what \
-                  this daemon owns and nothing else."
-)]
-pub struct Cli {
-    /// A KubeProxyConfiguration file (YAML or JSON); flags override it.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Read Services and EndpointSlices from this file or folder of YAML manifests (watched for
-    /// changes) instead of a Kubernetes API server.
-    #[arg(long, value_name = "PATH")]
-    pub manifests: Option<PathBuf>,
-    /// The largest manifest file read, in bytes, or with a suffix (`512Ki`, `8Mi`, `1Gi`);
-    /// a larger file is reported and skipped, and what it defined before is kept (default:
-    /// 8Mi).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub manifests_max_file_size: Option<u64>,
-    /// The deepest nesting (indentation levels, list entries and brackets) a manifest may
-    /// have; a deeper file is reported and skipped, and what it defined before is kept
-    /// (default: 100).
-    #[arg(long, value_name = "LEVELS")]
-    pub manifests_max_depth: Option<usize>,
-    /// The kubeconfig file (default: in-cluster configuration, then $KUBECONFIG, then
-    /// ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
-    pub kubeconfig: Option<PathBuf>,
-    /// The name of this node (default: the host name).
-    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
-    pub hostname_override: Option<String>,
-    /// The IPVS scheduler of Services without the scheduler annotation (rr, wrr, lc, wlc,
-    /// lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos).
-    #[arg(long, value_name = "NAME")]
-    pub ipvs_scheduler: Option<String>,
-    /// The interval of full passes: the table is re-read and drift repaired (longer on a
-    /// table whose pass takes more than a quarter of it, so passes never take more than a
-    /// quarter of the engine's time).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ipvs_sync_period: Option<Duration>,
-    /// The shortest interval between two syncs: changes arriving faster are coalesced.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ipvs_min_sync_period: Option<Duration>,
-    /// Node addresses that get NodePort virtual servers, as CIDRs (default: every usable
-    /// address of the node).
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-    pub nodeport_addresses: Option<Vec<IpNet>>,
-    /// Addresses whose virtual servers the daemon never touches unless a Service asks for them,
-    /// even on kube-ipvs0 or in the NodePort range (kube-proxy's --ipvs-exclude-cidrs: keeps,
-    /// say, keepalived's virtual servers on a VIP).
-    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
-    pub ipvs_exclude_cidrs: Option<Vec<IpNet>>,
-    /// Set arp_ignore=1 and arp_announce=2 so the node does not answer ARP for VIPs bound on the
-    /// dummy interface (needed by MetalLB in layer-2 mode).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub ipvs_strict_arp: Option<bool>,
-    /// Switch IPVS's rate estimation on or off (the `run_estimation` sysctl, Linux 5.16 and
-    /// later; default: left as the node has it). Before Linux 6.2 the kernel estimates every
-    /// virtual and real server's rates in one timer every 2 s, which keeps a CPU for tens of
-    /// milliseconds at tens of thousands of Services; off, only the rates stay at zero.
-    #[arg(long, value_name = "BOOL")]
-    pub ipvs_rate_estimation: Option<bool>,
-    /// The IPVS timeout of idle TCP connections (0 keeps the kernel's).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ipvs_tcp_timeout: Option<Duration>,
-    /// The IPVS timeout of TCP connections after a FIN (0 keeps the kernel's).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ipvs_tcpfin_timeout: Option<Duration>,
-    /// The IPVS timeout of UDP flows (0 keeps the kernel's).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub ipvs_udp_timeout: Option<Duration>,
-    /// Remove what this daemon owns (its virtual servers, VIPs and dummy interface) and exit.
-    #[arg(
-        long,
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        value_name = "BOOL",
-        value_parser = parse_go_bool,
-        action = clap::ArgAction::Set
-    )]
-    pub cleanup: bool,
-    /// Apply the node settings (IPVS sysctls, strict ARP, IPVS timeouts) and exit: for a
-    /// privileged init container, so the daemon itself can run with `--sysctls check`.
-    #[arg(long)]
-    pub init_node: bool,
-    /// Whether the daemon sets the IPVS sysctls and holds them (`hold`, the default) or only checks
-    /// them at start-up (`check`).
-    #[arg(long, value_enum, value_name = "MODE")]
-    pub sysctls: Option<SysctlMode>,
-    /// Where /metrics is served (empty: nowhere; a bare address gets port 10249).
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub metrics_bind_address: Option<String>,
-    /// Where /healthz and /livez are served (empty: nowhere; a bare address gets port 10256).
-    #[arg(long, value_name = "ADDR:PORT")]
-    pub healthz_bind_address: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Log level or filter (`info`, `debug`, `svc_controller=trace,info`); default: $RUST_LOG,
-    /// else `info`.
-    #[arg(long, value_name = "FILTER")]
-    pub log_level: Option<String>,
-    /// The longest a removed TCP real server drains (weight 0) before it is deleted with its
-    /// connections: a duration, or `none` (the default, as kube-proxy: it goes when its last
-    /// connection ends, or IPVS times that connection out).
-    #[arg(long, value_name = "DURATION|none", value_parser = parse_drain_timeout)]
-    pub drain_timeout: Option<DrainTimeout>,
-    /// The cluster's NodePort range (the API server's --service-node-port-range).
-    #[arg(long, value_name = "FIRST-LAST")]
-    pub node_port_range: Option<String>,
-    /// Handle only the Services labelled service.kubernetes.io/service-proxy-name=NAME
-    /// (default: only Services without that label, as kube-proxy).
-    #[arg(long, value_name = "NAME")]
-    pub service_proxy_name: Option<String>,
-    /// Serve per-virtual-server traffic counters from IPVS statistics on /metrics.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
-    pub metrics_per_virtual_server: Option<bool>,
-    /// kube-proxy's flags that are not settings of this daemon.
-    #[command(flatten)]
-    pub kube_proxy: KubeProxyFlags,
-}
-
-/// Parses a duration as kube-proxy writes them: `30s`, `1m0s`, `500ms`, `1h30m`, `0`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
-}
-
-/// A drain deadline as set: `Some` duration, or `None` for no deadline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DrainTimeout(pub Option<Duration>);
-
-/// Parses a drain deadline: a duration ([`parse_duration`]), or `none` for no deadline.
-pub fn parse_drain_timeout(text: &str) -> Result<DrainTimeout, String> {
-    match text.trim() {
-        "none" | "never" => Ok(DrainTimeout(None)),
-        other => parse_duration(other)
-            .map(|d| DrainTimeout(Some(d)))
-            .map_err(|e| format!("{e} (or `none` for no deadline)")),
-    }
-}
-
-/// Parses a size in bytes: a number, or a number with a binary suffix (`Ki`, `Mi`, `Gi`), as
-/// Kubernetes writes quantities.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, ""),
-    };
-    let unit: u64 = match unit {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a size (bytes, or with Ki, Mi or Gi)"
-            ));
-        }
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .ok_or_else(|| format!("{text:?} is not a size (bytes, or with Ki, Mi or Gi)"))
-}
-
-/// A size in a config file: a number of bytes, or text as [`parse_size`] reads it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum FileSize {
-    Bytes(u64),
-    Text(String),
-}
-
-/// The IPVS settings of a `KubeProxyConfiguration`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FileIpvs {
-    scheduler: Option<String>,
-    sync_period: Option<String>,
-    min_sync_period: Option<String>,
-    #[serde(rename = "strictARP")]
-    strict_arp: Option<bool>,
-    tcp_timeout: Option<String>,
-    tcp_fin_timeout: Option<String>,
-    udp_timeout: Option<String>,
-    #[serde(rename = "excludeCIDRs")]
-    exclude_cidrs: Option<Vec<String>>,
-    #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FileClientConnection {
-    kubeconfig: Option<PathBuf>,
-    #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
-}
-
-/// A config file: kube-proxy's `KubeProxyConfiguration` plus this daemon's own fields.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FileSettings {
-    api_version: Option<String>,
-    kind: Option<String>,
-    mode: Option<String>,
-    bind_address: Option<String>,
-    hostname_override: Option<String>,
-    metrics_bind_address: Option<String>,
-    healthz_bind_address: Option<String>,
-    node_port_addresses: Option<Vec<String>>,
-    client_connection: Option<FileClientConnection>,
-    ipvs: Option<FileIpvs>,
-    // This daemon's own settings.
-    manifests: Option<PathBuf>,
-    manifests_max_file_size: Option<FileSize>,
-    manifests_max_depth: Option<usize>,
-    log_format: Option<LogFormat>,
-    log_level: Option<String>,
-    drain_timeout: Option<String>,
-    node_port_range: Option<String>,
-    service_proxy_name: Option<String>,
-    metrics_per_virtual_server: Option<bool>,
-    sysctls: Option<SysctlMode>,
-    ipvs_rate_estimation: Option<bool>,
-    #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Where Services and EndpointSlices come from.
@@ -744,72 +511,6 @@ fn cidrs(
 
 fn invalid(name: &'static str, message: String) -> SettingsError {
     SettingsError::Invalid { name, message }
-}
-
-fn read_file(path: &Path) -> Result<FileSettings, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse_file(path, &text)
-}
-
-fn parse_file(path: &Path, text: &str) -> Result<FileSettings, SettingsError> {
-    // YAML is a superset of JSON: one parser reads both.
-    serde_yaml_ng::from_str::<Option<FileSettings>>(text)
-        .map(Option::unwrap_or_default)
-        .map_err(|e| SettingsError::Parse {
-            path: path.to_owned(),
-            message: match e.location() {
-                Some(l) => format!("line {}: {e}", l.line()),
-                None => e.to_string(),
-            },
-        })
-}
-
-/// The file fields that only masquerading would read.
-const MASQUERADE_FIELDS: &[&str] = &[
-    "clusterCIDR",
-    "iptables.masqueradeAll",
-    "iptables.masqueradeBit",
-    "detectLocalMode",
-    "detectLocal.bridgeInterface",
-    "detectLocal.interfaceNamePrefix",
-    "detectLocal.clusterCIDRs",
-];
-
-/// Adds to `out` the path of every field of `fields` that is set, i.e. not at its zero value,
-/// looking into nested objects (`iptables.masqueradeAll`).
-fn set_fields(
-    prefix: &str,
-    fields: &serde_json::Map<String, serde_json::Value>,
-    out: &mut Vec<String>,
-) {
-    use serde_json::Value;
-    for (name, value) in fields {
-        let path = format!("{prefix}{name}");
-        match value {
-            Value::Object(inner) if !inner.is_empty() => {
-                set_fields(&format!("{path}."), inner, out)
-            }
-            value if is_zero(value) => {}
-            _ => out.push(path),
-        }
-    }
-}
-
-/// Whether a field holds its Go zero value as kube-proxy's YAML writes it: null, false, 0, "",
-/// an empty list or object, or a zero duration or quantity (`0s`, `"0"`).
-fn is_zero(value: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match value {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty() || parse_duration(s).is_ok_and(|d| d.is_zero()),
-        Value::Array(items) => items.is_empty(),
-        Value::Object(fields) => fields.values().all(is_zero),
-    }
 }
 
 /// kube-proxy's default metrics and health addresses, for an IPv4 or IPv6 bindAddress.
