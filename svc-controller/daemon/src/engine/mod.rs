@@ -34,6 +34,8 @@
 //!
 //! A [`Message::Shutdown`] returns from [`Engine::run`] and leaves the table as it is: traffic
 //! keeps flowing through a restart, and the next start adopts it with no change.
+//!
+//! The adoption and the early start live in `adoption`, the full passes' pacing in `full_pass`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -54,64 +56,14 @@ use crate::source::Message;
 use crate::store::{Change, NodeFacts, ObjectStore, trigger_time};
 use crate::telemetry::{Health, Metrics};
 
-/// How long to wait before trying the adoption again after it failed.
-const ADOPTION_RETRY: Duration = Duration::from_secs(1);
+mod adoption;
+mod full_pass;
 
-/// How long to wait before trying a full pass again when the node could not be read.
-const FULL_PASS_RETRY: Duration = Duration::from_secs(5);
-
-/// The most of the engine's time full passes take on a large table in the long run, as a
-/// fraction: passes start at least `1 / FULL_PASS_SHARE` times the last pass's work apart
-/// (and at least [`EngineConfig::sync_period`] apart). See [`full_pass_period`].
-pub const FULL_PASS_SHARE: f64 = 0.25;
-
-/// How many virtual servers one slice of a full pass verifies (one read of that many, then
-/// their repairs). At 10 real servers each, a slice reads about 2,800 netlink messages.
-pub const SWEEP_SLICE: usize = 256;
-
-/// How many Services one step of an early start programs (see [`Engine::step`]).
-const EARLY_SYNC_MAX: usize = 1024;
-
-/// Up to this many desired virtual servers, every full pass also looks for owned leftovers in
-/// the kernel (see [`Reconciler::start_sweep`]); above, one pass in [`DISCOVER_EVERY`] does.
-pub const DISCOVER_ALWAYS_BELOW: usize = 20_000;
-
-/// See [`DISCOVER_ALWAYS_BELOW`].
-pub const DISCOVER_EVERY: u64 = 10;
-
-/// A full pass under way: when its next slice is due and what it has done so far.
-#[derive(Debug)]
-struct SweepPace {
-    /// When the pass started.
-    started: Instant,
-    /// When the next slice is due.
-    next: Instant,
-    /// The time between two slices.
-    interval: Duration,
-    /// Time spent working on the pass (its slices), for the full-sync duration metric.
-    work: Duration,
-    /// What the pass has done so far.
-    report: SyncReport,
-}
-
-/// Whether the first load is programmed as it arrives, before every source has synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum EarlyStart {
-    /// Not looked at yet (nothing has arrived, or the Node is awaited).
-    Undecided,
-    /// The node held nothing of ours: parts are programmed as they come.
-    Fresh {
-        /// When the early programming began.
-        started: Instant,
-        /// Time spent computing desired states meanwhile.
-        compute: Duration,
-        /// Operations issued meanwhile.
-        operations: usize,
-    },
-    /// The node holds virtual servers or VIPs of ours (or could not be read): nothing is
-    /// touched before the adoption.
-    No,
-}
+use adoption::EarlyStart;
+use full_pass::SweepPace;
+pub use full_pass::{
+    DISCOVER_ALWAYS_BELOW, DISCOVER_EVERY, FULL_PASS_SHARE, SWEEP_SLICE, full_pass_period,
+};
 
 /// The engine's settings.
 #[derive(Debug, Clone)]
@@ -451,176 +403,6 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
-    /// Whether the Node facts the computation needs are in (or not awaited).
-    fn node_known(&self) -> bool {
-        self.synced.node || !self.config.wait_for_node
-    }
-
-    /// Before every source has synced: on a node that holds nothing of ours, programs the
-    /// Services that have arrived so far (a first load delivered in parts overlaps reading
-    /// with programming); elsewhere does nothing (see step 1 of the module documentation).
-    fn early_step(&mut self, now: Instant, wall: SystemTime) {
-        if self.early == EarlyStart::Undecided {
-            self.early = self.decide_early_start(now);
-        }
-        if matches!(self.early, EarlyStart::Fresh { .. }) {
-            // A bounded share per step: the messages that arrived meanwhile are taken into
-            // the store between two shares, and one sync's transient buffers stay small.
-            let rest = match self.dirty.iter().nth(EARLY_SYNC_MAX).cloned() {
-                Some(first_left) => self.dirty.split_off(&first_left),
-                None => BTreeSet::new(),
-            };
-            self.sync_dirty(now, wall);
-            self.dirty = rest;
-        }
-    }
-
-    /// Reads the node: with no virtual server and no VIP of ours, the reconciler adopts
-    /// it at once with an empty desired state (which changes nothing there) and the first
-    /// load is programmed as it comes. Anything of ours, or a read that fails, means the
-    /// first load waits for the adoption, which must see the whole desired state before it
-    /// removes anything.
-    fn decide_early_start(&mut self, now: Instant) -> EarlyStart {
-        let started = Instant::now();
-        let node_port_range = self.reconciler.config().node_port_range.clone();
-        let excluded = self.reconciler.config().exclude_cidrs.clone();
-        let not_now = |e: DataplaneError| {
-            debug!(error = %e, "cannot read the node; the first load waits for the adoption");
-            EarlyStart::No
-        };
-        let dataplane = self.reconciler.dataplane_mut();
-        // The VIPs first: a node that ran the daemon has some, and then the service list
-        // (whose dump costs time quadratic in a large table) is not read at all.
-        let (node, dummy) = match dataplane.node_and_dummy_addresses() {
-            Ok(read) => read,
-            Err(e) => return not_now(e),
-        };
-        if !dummy.is_empty() {
-            info!(
-                vips = dummy.len(),
-                "the node holds VIPs of ours: the first load is programmed when complete"
-            );
-            return EarlyStart::No;
-        }
-        let keys = match dataplane.service_keys() {
-            Ok(keys) => keys,
-            Err(e) => return not_now(e),
-        };
-        let ownership = Ownership {
-            dummy_addresses: dummy,
-            node_addresses: node.clone(),
-            node_port_range,
-            excluded,
-        };
-        let owned = keys.iter().filter(|k| ownership.owns_kernel_key(k)).count();
-        if owned > 0 {
-            info!(
-                owned_virtual_servers = owned,
-                "the node holds virtual servers of ours: the first load is programmed when \
-                 complete"
-            );
-            return EarlyStart::No;
-        }
-        self.node_addresses_read(node.into_iter().collect());
-        match self.reconciler.verify(now) {
-            Ok(report) => {
-                info!(
-                    foreign_virtual_servers = keys.len(),
-                    "nothing of ours on this node: the first load is programmed as it arrives"
-                );
-                self.after(&report);
-                EarlyStart::Fresh {
-                    started,
-                    compute: Duration::ZERO,
-                    operations: report.operations,
-                }
-            }
-            Err(e) => not_now(e),
-        }
-    }
-
-    /// Every source has synced after an early start: programs what is left and takes the
-    /// node as adopted (the reconciler adopted it when the early start began, and has
-    /// programmed every Service since; the first full pass comes a period later).
-    fn finish_early_start(&mut self, now: Instant, wall: SystemTime) {
-        if !self.dirty.is_empty() {
-            self.sync_dirty(now, wall);
-        }
-        let EarlyStart::Fresh {
-            started,
-            compute,
-            operations,
-        } = self.early
-        else {
-            return;
-        };
-        self.mark_adopted(now, started, operations, compute, true);
-    }
-
-    /// The node is adopted at `now`: incremental syncs from here on, the first full pass a
-    /// period later. Logs `node adopted` with what the adoption (begun at `started`) did.
-    fn mark_adopted(
-        &mut self,
-        now: Instant,
-        started: Instant,
-        operations: usize,
-        compute: Duration,
-        early: bool,
-    ) {
-        self.adopted = true;
-        self.health.adopted();
-        self.next_adoption = None;
-        self.triggers.clear();
-        self.last_sync = Some(now);
-        self.next_full = Some(now + self.config.sync_period);
-        info!(
-            services = self.store.services_len(),
-            slices = self.store.slices_len(),
-            virtual_servers = self.reconciler.desired().virtual_servers().len(),
-            operations,
-            address_changes = self.reconciler.metrics().address_changes,
-            compute_ms = compute.as_millis() as u64,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            early,
-            "node adopted"
-        );
-    }
-
-    fn adopt(&mut self, now: Instant, wall: SystemTime) {
-        let started = Instant::now();
-        self.refresh_node_addresses();
-        let desired = self.store.compute_all(&self.node, &self.config.proxy);
-        let computed = started.elapsed();
-        for problem in desired.problems() {
-            warn!(%problem, "invalid Service input skipped");
-        }
-        self.problems.clear();
-        for service in self.store.service_refs() {
-            let problems = desired.problems_of(service);
-            if !problems.is_empty() {
-                self.problems.insert(service.clone(), problems);
-            }
-        }
-        self.health_checks.replace_all(
-            desired
-                .health_checks()
-                .map(|(service, check)| (service.clone(), check)),
-        );
-        self.reconciler.set_desired(desired);
-        match self.reconciler.verify(now) {
-            Ok(report) => {
-                self.dirty.clear();
-                self.mark_adopted(now, started, report.operations, computed, false);
-                self.finish_sync(started.elapsed(), wall, &report, true);
-            }
-            Err(e) => {
-                error!(error = %e, "cannot adopt the node (reading IPVS failed); retrying");
-                self.next_adoption = Some(now + ADOPTION_RETRY);
-                self.after(&SyncReport::default());
-            }
-        }
-    }
-
     fn sync_dirty(&mut self, now: Instant, wall: SystemTime) {
         let started = Instant::now();
         let cpu = thread_cpu();
@@ -700,81 +482,6 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
-    /// Starts a full pass (see step 4 of the [module documentation](self)); its first slice
-    /// runs at once.
-    fn start_full_pass(&mut self, now: Instant, wall: SystemTime) {
-        let started = Instant::now();
-        if !self.dirty.is_empty() {
-            self.sync_dirty(now, wall);
-        }
-        // The adoption looked at the whole table: the first discovery of a large table comes
-        // DISCOVER_EVERY passes later.
-        self.passes += 1;
-        let discover = discovers(
-            self.passes,
-            self.reconciler.desired().virtual_servers().len(),
-        );
-        match self.reconciler.start_sweep(now, discover) {
-            Ok(report) => {
-                // The sweep read the node's addresses: NodePort virtual servers follow them.
-                let addresses: Vec<_> = self.reconciler.node_addresses().iter().copied().collect();
-                self.node_addresses_read(addresses);
-                let remaining = self.reconciler.sweep_remaining().unwrap_or(0);
-                let slices = remaining.div_ceil(SWEEP_SLICE).max(1);
-                let interval =
-                    (self.config.sync_period / 2) / u32::try_from(slices).unwrap_or(u32::MAX);
-                self.sweep = Some(SweepPace {
-                    started: now,
-                    next: now,
-                    interval,
-                    work: started.elapsed(),
-                    report,
-                });
-                self.sweep_slice(now, wall);
-            }
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = FULL_PASS_RETRY.as_millis() as u64, "full pass failed");
-                self.next_full = Some(now + FULL_PASS_RETRY);
-                let report = SyncReport {
-                    errors: vec![e.to_string()],
-                    ..SyncReport::default()
-                };
-                self.finish_sync(started.elapsed(), wall, &report, true);
-            }
-        }
-    }
-
-    /// Runs the next slice of the full pass under way, and ends the pass after its last.
-    fn sweep_slice(&mut self, now: Instant, wall: SystemTime) {
-        let started = Instant::now();
-        let report = self.reconciler.sweep_step(now, SWEEP_SLICE);
-        let Some(pace) = &mut self.sweep else {
-            return;
-        };
-        let took = started.elapsed();
-        pace.work += took;
-        pace.report.merge(report);
-        pace.next = next_slice(now, pace.interval, took);
-        if self.reconciler.sweep_remaining().is_some() {
-            self.after(&SyncReport::default());
-            return;
-        }
-        let Some(pace) = self.sweep.take() else {
-            return;
-        };
-        debug!(
-            operations = pace.report.operations,
-            failed = pace.report.failed,
-            work_ms = pace.work.as_millis() as u64,
-            elapsed_ms = now.saturating_duration_since(pace.started).as_millis() as u64,
-            "full pass done"
-        );
-        let period = full_pass_period(self.config.sync_period, pace.work);
-        self.next_full = Some((pace.started + period).max(now));
-        self.finish_sync(pace.work, wall, &pace.report, true);
-        release_free_memory();
-    }
-
     fn finish_sync(
         &mut self,
         elapsed: Duration,
@@ -847,29 +554,6 @@ impl<D: Dataplane> Engine<D> {
     }
 }
 
-/// The time from the start of a full pass to the start of the next, given the engine time
-/// the pass took (`work`, its slices): the configured period, or that work divided by
-/// [`FULL_PASS_SHARE`] if more. On a table too large to verify in a fraction of the period
-/// (tens of thousands of Services on a slow machine), passes thus come less often instead of
-/// keeping the engine busy all the time. Within a pass, each slice waits at
-/// least twice the previous one's work, so a pass under way takes at most half the engine.
-pub fn full_pass_period(sync_period: Duration, work: Duration) -> Duration {
-    sync_period.max(work.div_f64(FULL_PASS_SHARE))
-}
-
-/// When the slice after one that ran at `now` and took `took` of work is due: after the
-/// planned `interval`, or after twice that work if longer. While a pass runs, it takes at
-/// most half the engine's time, and changes get the rest.
-fn next_slice(now: Instant, interval: Duration, took: Duration) -> Instant {
-    now + interval.max(took * 2)
-}
-
-/// Whether full pass number `pass` (from 1) of a node with `virtual_servers` desired looks for
-/// leftovers in the kernel (see [`DISCOVER_ALWAYS_BELOW`]).
-fn discovers(pass: u64, virtual_servers: usize) -> bool {
-    virtual_servers <= DISCOVER_ALWAYS_BELOW || pass.is_multiple_of(DISCOVER_EVERY)
-}
-
 /// How many objects a change delivers (kube-proxy counts each as a change received), and
 /// whether it is a relist.
 fn objects_in<K>(change: &Change<K>) -> (u64, bool) {
@@ -916,6 +600,8 @@ fn health_check_addresses(
 
 #[cfg(test)]
 mod tests {
+    use super::adoption::EARLY_SYNC_MAX;
+    use super::full_pass::{FULL_PASS_RETRY, discovers, next_slice};
     use super::*;
     use crate::testing::{service, slice};
     use ipvs::table::OperationKind;
