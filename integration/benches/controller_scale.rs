@@ -41,6 +41,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use integration::Netns;
+use integration::bench::{Cpu, Latencies, Machine, Memory, mib, ms, release_daemon};
 use integration::daemon::DaemonProcess;
 use integration::link;
 use integration::synthetic::{SERVICE_PORT, SyntheticCluster, TARGET_PORT};
@@ -56,8 +57,6 @@ const METRICS: &str = "127.0.0.1:10249";
 const HEALTHZ: &str = "127.0.0.1:10256";
 /// Generous: the VM here is emulated (TCG), and 50,000 Services take a while.
 const SLOW: Duration = Duration::from_secs(1200);
-/// /proc reports CPU times in USER_HZ, 100 on every Linux architecture we run on.
-const USER_HZ: f64 = 100.0;
 const COLD_LOG_LEVEL: &str = "info,ipvs_proxy=debug,svc_controller::dataplane=debug";
 const RESTART_LOG_LEVEL: &str = "info,ipvs_proxy=debug,svc_controller::reconcile=trace";
 
@@ -114,7 +113,7 @@ impl Options {
             .collect();
         let daemon = get("daemon", "IPVS_BENCH_DAEMON")
             .map(PathBuf::from)
-            .unwrap_or_else(default_daemon);
+            .unwrap_or_else(release_daemon);
         Self {
             sizes,
             samples: number("samples", "IPVS_BENCH_CHURN_SAMPLES", 50).max(2),
@@ -129,84 +128,8 @@ impl Options {
     }
 }
 
-/// `target/release/ipvs-proxy` beside `target/release/deps/controller_scale-HASH`.
-fn default_daemon() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("ipvs-proxy"))
-        .expect("the bench runs from a target folder")
-}
-
 // ---------------------------------------------------------------------------------------------
-// Measurements of a process.
-
-/// CPU seconds of a process: the whole process and its named threads.
-#[derive(Debug, Clone, Default)]
-struct Cpu {
-    total: f64,
-    threads: BTreeMap<String, f64>,
-}
-
-impl Cpu {
-    fn read(pid: u32) -> Self {
-        let ticks = |stat: &str| -> Option<(String, f64)> {
-            let open = stat.find('(')?;
-            let close = stat.rfind(')')?;
-            let comm = stat[open + 1..close].to_owned();
-            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-            // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the comm.
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((comm, (utime + stime) / USER_HZ))
-        };
-        let total = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| ticks(&s))
-            .map_or(0.0, |(_, t)| t);
-        let mut threads = BTreeMap::new();
-        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for entry in dir.flatten() {
-                if let Some((comm, t)) = std::fs::read_to_string(entry.path().join("stat"))
-                    .ok()
-                    .and_then(|s| ticks(&s))
-                {
-                    *threads.entry(comm).or_insert(0.0) += t;
-                }
-            }
-        }
-        Self { total, threads }
-    }
-
-    fn thread(&self, name: &str) -> f64 {
-        self.threads.get(name).copied().unwrap_or(0.0)
-    }
-
-    fn since(&self, before: &Cpu) -> Cpu {
-        Cpu {
-            total: self.total - before.total,
-            threads: self
-                .threads
-                .iter()
-                .map(|(k, v)| (k.clone(), v - before.thread(k)))
-                .collect(),
-        }
-    }
-}
-
-/// `VmHWM` and `VmRSS` of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
+// The daemon's metrics.
 
 /// The daemon's metrics that matter here.
 #[derive(Debug, Clone, Default)]
@@ -367,9 +290,7 @@ impl SyncLines {
 
     /// Each sync's CPU, in seconds.
     fn cpu(&self) -> Latencies {
-        Latencies {
-            samples: self.rows.iter().map(|r| r.cpu_us as f64 / 1e6).collect(),
-        }
+        self.rows.iter().map(|r| r.cpu_us as f64 / 1e6).collect()
     }
 
     /// Count, CPU per sync p50 / p90 / max and total, and the most expensive syncs.
@@ -402,50 +323,6 @@ impl SyncLines {
 
 // ---------------------------------------------------------------------------------------------
 // Results.
-
-#[derive(Debug, Clone, Default)]
-struct Latencies {
-    samples: Vec<f64>,
-}
-
-impl Latencies {
-    fn push(&mut self, seconds: f64) {
-        self.samples.push(seconds);
-    }
-
-    fn quantile(&self, q: f64) -> f64 {
-        let mut v = self.samples.clone();
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        v.sort_by(f64::total_cmp);
-        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-        v[rank - 1]
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} / {} / {}",
-            ms(self.quantile(0.5)),
-            ms(self.quantile(0.99)),
-            ms(self.quantile(1.0))
-        )
-    }
-}
-
-fn ms(seconds: f64) -> String {
-    if seconds.is_nan() {
-        "n/a".into()
-    } else if seconds < 1.0 {
-        format!("{:.1} ms", seconds * 1e3)
-    } else {
-        format!("{seconds:.2} s")
-    }
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
 
 #[derive(Debug, Clone, Default)]
 struct SizeResult {
@@ -804,7 +681,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     let args = daemon_args(&dir, &cluster, COLD_LOG_LEVEL, &opts.daemon_args);
     let (mut daemon, started, adopted) = start_daemon(&ns, opts, &args, &log);
     let pid = daemon.pid();
-    (r.cold_hwm_kib, _) = memory_kib(pid);
+    r.cold_hwm_kib = Memory::read(pid).peak_kib;
     let entries = log_entries(&log);
     r.cold_total = timestamp(&adopted) - unix(started);
     r.cold_adopt_ms = adopted["elapsed_ms"].as_f64().unwrap_or(f64::NAN);
@@ -853,7 +730,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     std::thread::sleep(opts.steady);
     r.steady_secs = t.elapsed().as_secs_f64();
     r.steady_cpu = Cpu::read(pid).since(&cpu0);
-    (_, r.steady_rss_kib) = memory_kib(pid);
+    r.steady_rss_kib = Memory::read(pid).now_kib;
     println!(
         "steady: {:.3} CPU s over {:.0} s ({:.2} %), engine {:.2} s, manifests {:.2} s; RSS {}",
         r.steady_cpu.total,
@@ -926,7 +803,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.single_sync_cpu_p50_ms = 1e3 * syncs.cpu().quantile(0.5);
 
     // 5. Restart on unchanged inputs.
-    let (hwm, _) = memory_kib(pid);
+    let hwm = Memory::read(pid).peak_kib;
     r.peak_hwm_kib = hwm;
     daemon
         .terminate(Duration::from_secs(120))
@@ -941,7 +818,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.restart_log_operations = adopted["operations"].as_u64().unwrap_or(u64::MAX);
     r.restart_address_changes = adopted["address_changes"].as_u64().unwrap_or(u64::MAX);
     r.restart_operations = ns.run(Metrics::read).expect("metrics").total();
-    (r.restart_hwm_kib, _) = memory_kib(pid);
+    r.restart_hwm_kib = Memory::read(pid).peak_kib;
     println!(
         "restart: {:.3} s to adoption (adoption {:.0} ms), {} operations ({} in the log), {} \
          address changes, VmHWM {}",
@@ -1051,7 +928,7 @@ fn run_size(n: usize, opts: &Options) -> SizeResult {
             })
         })
         .expect("burst check");
-    let (hwm, _) = memory_kib(pid);
+    let hwm = Memory::read(pid).peak_kib;
     r.peak_hwm_kib = r.peak_hwm_kib.max(hwm);
     println!(
         "burst ({burst} changes written in {:.3} s): latency p50/p99/max {}; {:.2} operations per \
@@ -1123,49 +1000,15 @@ fn burst_progress(
 // ---------------------------------------------------------------------------------------------
 // The machine and the report.
 
-fn machine() -> (String, String) {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let virt = if cpuinfo.contains("hypervisor") {
-        ", virtual machine"
-    } else {
-        ""
-    };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    (
-        format!(
-            "{model}, {cores} CPUs, {:.1} GiB memory{virt}",
-            mem_kib as f64 / 1048576.0
-        ),
-        kernel,
-    )
-}
-
 fn yes(ok: bool, target: &str) -> String {
     format!("{} ({target})", if ok { "**met**" } else { "**missed**" })
 }
 
 fn report(results: &[SizeResult], opts: &Options) -> String {
-    let (machine, kernel) = machine();
+    let Machine {
+        description: machine,
+        kernel,
+    } = Machine::read();
     let sizes: Vec<String> = opts.sizes.iter().map(|s| s.to_string()).collect();
     let mut md = String::new();
     md += "# Benchmarks: ipvs-proxy at cluster scale\n\n";
@@ -1486,7 +1329,10 @@ fn report(results: &[SizeResult], opts: &Options) -> String {
 
 fn main() {
     let opts = Options::parse();
-    let (machine, kernel) = machine();
+    let Machine {
+        description: machine,
+        kernel,
+    } = Machine::read();
     println!(
         "ipvs-proxy at scale: sizes {:?}, {ENDPOINTS} endpoints per Service; daemon {}",
         opts.sizes,

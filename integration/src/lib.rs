@@ -9,6 +9,7 @@
 //! - [`backend`]: tiny TCP servers that answer with their name, and clients that count answers;
 //! - [`topology`]: a client → director → backends network ready for IPVS;
 //! - [`daemon`]: the node daemon as a real process in a namespace (log, HTTP, signals);
+//! - [`bench`]: what the benchmark programs measure a process and a machine with;
 //! - [`synthetic`]: deterministic synthetic clusters (Services and EndpointSlices as manifests)
 //!   for the scale benchmarks.
 //!
@@ -21,6 +22,7 @@
 //! otherwise inside a QEMU VM booted with a Debian kernel. It never counts a skipped test as passed.
 
 pub mod backend;
+pub mod bench;
 pub mod cluster;
 pub mod daemon;
 pub mod link;

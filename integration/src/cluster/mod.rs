@@ -6,8 +6,11 @@
 //! them: [`TestCluster::from_env`] reads it. The tests run in the VM, where the host is
 //! `10.0.2.2`; a daemon under test runs in a network namespace of its own and reaches the API
 //! server through a [`Relay`] on that namespace's loopback, which a test can also cut to hide
-//! the API server from that one daemon.
+//! the API server from that one daemon. [`NodeNamespace`] builds such a namespace and
+//! [`ProxyKind`] gives the command line of either proxy in it, so that the tests and the
+//! Kubernetes-mode benchmark start ipvs-proxy and kube-proxy alike.
 
+mod node;
 mod relay;
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -15,6 +18,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use node::{API_LISTEN, HEALTHZ, METRICS, NodeNamespace, ProxyKind};
 pub use relay::Relay;
 
 /// The variable that names the control plane's description.

@@ -13,9 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use integration::Netns;
-use integration::cluster::{Identity, Relay};
+use integration::cluster::{HEALTHZ, NodeNamespace, ProxyKind};
 use integration::daemon::{DaemonProcess, http_get};
-use integration::link;
 use k8s_openapi::api::core::v1::{
     ClientIPConfig, Pod, Service, ServicePort, SessionAffinityConfig,
 };
@@ -39,99 +38,40 @@ const SEED: u64 = 0x1b5_2026;
 const SERVICES: usize = 200;
 const GROUPS: usize = 24;
 
-/// One proxy under comparison: its namespace, its relay to the API server, its process.
+/// One proxy under comparison: its node namespace (with its relay to the API server) and its
+/// process.
 struct Proxy {
     name: &'static str,
-    netns: Netns,
-    _uplink: Netns,
-    _relay: Relay,
+    node: NodeNamespace,
     process: DaemonProcess,
 }
 
-fn node_namespace(name: &str) -> (Netns, Netns) {
-    let netns = Netns::new(name).unwrap();
-    let uplink = Netns::new(&format!("{name}-up")).unwrap();
-    netns
-        .run(|| -> std::io::Result<()> {
-            link::add_veth("eth0", "uplink0", &uplink)?;
-            link::add_address("eth0", NODE_IP.into(), 24)?;
-            link::set_sysctl("net/ipv6/conf/eth0/accept_dad", "0")?;
-            link::add_address("eth0", NODE_IP6.parse().unwrap(), 64)?;
-            link::set_up("eth0")?;
-            link::add_default_route(Ipv4Addr::new(10, 0, 5, 254).into())
-        })
-        .unwrap()
-        .unwrap();
-    uplink
-        .run(|| -> std::io::Result<()> {
-            link::add_address("uplink0", Ipv4Addr::new(10, 0, 5, 254).into(), 24)?;
-            link::set_up("uplink0")
-        })
-        .unwrap()
-        .unwrap();
-    (netns, uplink)
-}
-
-fn start_proxy(kube: &Kube, name: &'static str, scratch: &Path, identity: Identity) -> Proxy {
-    let (netns, uplink) = node_namespace(name);
-    let relay = Relay::start(
-        &netns,
-        SocketAddr::from(([127, 0, 0, 1], 6443)),
+fn start_proxy(kube: &Kube, kind: ProxyKind, scratch: &Path) -> Proxy {
+    let node = NodeNamespace::new(
+        kind.name(),
+        NODE_IP,
+        Some(NODE_IP6.parse().unwrap()),
         kube.cluster.api_addr(),
     )
     .unwrap();
-    let kubeconfig = scratch.join(format!("{name}.kubeconfig"));
-    std::fs::write(
-        &kubeconfig,
-        kube.cluster
-            .kubeconfig(identity, Some(&relay.url()))
-            .unwrap(),
-    )
-    .unwrap();
-    let kubeconfig = kubeconfig.to_str().unwrap().to_owned();
-    let (program, args): (PathBuf, Vec<String>) = match identity {
-        Identity::KubeProxy => (
-            kube.cluster.kube_proxy_binary(),
-            vec![
-                format!("--kubeconfig={kubeconfig}"),
-                format!("--hostname-override={NODE}"),
-                "--proxy-mode=ipvs".into(),
-                "--ipvs-scheduler=rr".into(),
-                format!("--cluster-cidr={CLUSTER_CIDR}"),
-                // Global conntrack settings are the host's, not a test's.
-                "--conntrack-max-per-core=0".into(),
-                "--conntrack-tcp-timeout-established=0".into(),
-                "--conntrack-tcp-timeout-close-wait=0".into(),
-                "--healthz-bind-address=127.0.0.1:10256".into(),
-                "--metrics-bind-address=127.0.0.1:10249".into(),
-                "--v=2".into(),
-            ],
-        ),
-        _ => (
-            PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy")),
-            vec![
-                format!("--kubeconfig={kubeconfig}"),
-                format!("--hostname-override={NODE}"),
-                "--proxy-mode=ipvs".into(),
-                "--ipvs-scheduler=rr".into(),
-                format!("--cluster-cidr={CLUSTER_CIDR}"),
-                "--healthz-bind-address=127.0.0.1:10256".into(),
-                "--metrics-bind-address=127.0.0.1:10249".into(),
-            ],
-        ),
+    let kubeconfig = scratch.join(format!("{}.kubeconfig", kind.name()));
+    node.write_kubeconfig(&kube.cluster, kind.identity(), &kubeconfig)
+        .unwrap();
+    let program = match kind {
+        ProxyKind::KubeProxy => kube.cluster.kube_proxy_binary(),
+        ProxyKind::IpvsProxy => PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy")),
     };
+    let args = kind.args(&kubeconfig, NODE, CLUSTER_CIDR, &[]);
     let process = DaemonProcess::start(
-        &netns,
+        node.netns(),
         &program,
         &args,
-        &scratch.join(format!("{name}.log")),
+        &scratch.join(format!("{}.log", kind.name())),
     )
     .unwrap();
     Proxy {
-        name,
-        netns,
-        _uplink: uplink,
-        _relay: relay,
+        name: kind.name(),
+        node,
         process,
     }
 }
@@ -222,11 +162,11 @@ fn settled(
     explained: impl Fn(&Programmed, &Programmed) -> bool,
 ) -> (Programmed, Programmed) {
     let deadline = Instant::now() + Duration::from_secs(900);
-    let mut last = (programmed(&a.netns), programmed(&b.netns));
+    let mut last = (programmed(a.node.netns()), programmed(b.node.netns()));
     let mut quiet_since = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(3));
-        let now = (programmed(&a.netns), programmed(&b.netns));
+        let now = (programmed(a.node.netns()), programmed(b.node.netns()));
         if now == last && explained(&now.0, &now.1) {
             return now;
         }
@@ -246,10 +186,13 @@ const QUIET: Duration = Duration::from_secs(300);
 
 /// Waits until the proxy's `/healthz` says it has programmed what it knows.
 fn wait_healthy(kube: &Kube, proxy: &Proxy) {
-    let addr: SocketAddr = "127.0.0.1:10256".parse().unwrap();
     if kube
         .try_wait_for(|| {
-            matches!(http_get(&proxy.netns, addr, "/healthz"), Ok((200, _))).then_some(())
+            matches!(
+                http_get(proxy.node.netns(), HEALTHZ, "/healthz"),
+                Ok((200, _))
+            )
+            .then_some(())
         })
         .is_none()
     {
@@ -606,8 +549,8 @@ fn kube_proxy_and_ipvs_proxy_program_the_same_tables() {
 
     let scratch = std::env::temp_dir().join(format!("cp-reference-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    let mut reference = start_proxy(&kube, "kube-proxy", &scratch, Identity::KubeProxy);
-    let mut ours = start_proxy(&kube, "ipvs-proxy", &scratch, Identity::Daemon);
+    let mut reference = start_proxy(&kube, ProxyKind::KubeProxy, &scratch);
+    let mut ours = start_proxy(&kube, ProxyKind::IpvsProxy, &scratch);
 
     let mut unexplained = Vec::new();
     let mut explained: BTreeMap<&'static str, usize> = BTreeMap::new();

@@ -1,0 +1,27 @@
+//! What the real-kernel benchmarks measure a process and a machine with, and how they write
+//! figures, shared by every benchmark program so that two tables mean the same thing by the
+//! same words.
+
+mod figures;
+mod machine;
+mod process;
+
+pub use figures::{Latencies, mib, ms};
+pub use machine::Machine;
+pub use process::{Cpu, Memory};
+
+use std::path::{Path, PathBuf};
+
+/// The release `ipvs-proxy` beside the running benchmark: `target/release/ipvs-proxy` for a
+/// benchmark built as `target/release/deps/NAME-HASH` (where `cargo xtask bench` builds both).
+///
+/// # Panics
+///
+/// When the benchmark's own path cannot be read or has no such folder above it.
+pub fn release_daemon() -> PathBuf {
+    let exe = std::env::current_exe().expect("the benchmark's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("ipvs-proxy"))
+        .expect("the benchmark runs from a target folder")
+}
