@@ -189,7 +189,8 @@ impl<D: Dataplane> Engine<D> {
             Ok(report) => {
                 self.dirty.clear();
                 self.mark_adopted(now, started, report.operations, computed, false);
-                self.finish_sync(started.elapsed(), wall, &report, true);
+                let elapsed = started.elapsed();
+                self.finish_sync(elapsed, wall + elapsed, &report, true);
             }
             Err(e) => {
                 error!(error = %e, "cannot adopt the node (reading IPVS failed); retrying");

@@ -77,7 +77,8 @@ impl<D: Dataplane> Engine<D> {
                     errors: vec![e.to_string()],
                     ..SyncReport::default()
                 };
-                self.finish_sync(started.elapsed(), wall, &report, true);
+                let elapsed = started.elapsed();
+                self.finish_sync(elapsed, wall + elapsed, &report, true);
             }
         }
     }
@@ -109,7 +110,8 @@ impl<D: Dataplane> Engine<D> {
         );
         let period = full_pass_period(self.config.sync_period, pace.work);
         self.next_full = Some((pace.started + period).max(now));
-        self.finish_sync(pace.work, wall, &pace.report, true);
+        // The pass ends with this slice, which began with this step.
+        self.finish_sync(pace.work, wall + took, &pace.report, true);
         release_free_memory();
     }
 }

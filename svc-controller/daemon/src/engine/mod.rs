@@ -451,7 +451,8 @@ impl<D: Dataplane> Engine<D> {
             compute_cpu_us = compute_cpu.as_micros() as u64,
             "synced"
         );
-        self.finish_sync(started.elapsed(), wall, &total, false);
+        let elapsed = started.elapsed();
+        self.finish_sync(elapsed, wall + elapsed, &total, false);
         let done = SystemTime::now();
         for service in &dirty {
             if let Some(t) = self.triggers.remove(service) {
@@ -482,10 +483,12 @@ impl<D: Dataplane> Engine<D> {
         }
     }
 
+    /// Records a sync that took `elapsed` of the engine's time and ended at `ended` (wall
+    /// clock): kube-proxy's gauge and `/healthz` say when the last sync ended.
     fn finish_sync(
         &mut self,
         elapsed: Duration,
-        wall: SystemTime,
+        ended: SystemTime,
         report: &SyncReport,
         full: bool,
     ) {
@@ -497,8 +500,8 @@ impl<D: Dataplane> Engine<D> {
             self.metrics.partial_sync_duration.observe(elapsed);
         }
         if report.is_ok() {
-            self.health.updated(wall);
-            self.metrics.last_sync.set(unix_seconds(wall));
+            self.health.updated(ended);
+            self.metrics.last_sync.set(unix_seconds(ended));
         }
         self.after(report);
     }
