@@ -311,6 +311,18 @@ impl Metrics {
         if per_virtual_server {
             registry.register_collector(Box::new(VirtualServerStats::default()));
         }
+        // Every operation kind and failure phase is served from the start, at zero: a series
+        // that appears only with its first event is absent to `rate()` and to alerts until then.
+        for (kind, _) in ReconcilerMetrics::default().applied_by_kind.by_name() {
+            this.operations.get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            });
+        }
+        for during in ["operation", "read", "address"] {
+            this.netlink_errors.get_or_create(&DuringLabel {
+                during: during.to_owned(),
+            });
+        }
         Self { registry, ..this }
     }
 
@@ -544,6 +556,18 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
         assert!(!text.contains("ipvs_proxy_virtual_server_connections"));
+    }
+
+    #[test]
+    fn operation_and_failure_series_are_served_at_zero_from_the_start() {
+        let text = Metrics::new(false).encode().unwrap();
+        for needle in [
+            "ipvs_proxy_operations_total{kind=\"add_service\"} 0",
+            "ipvs_proxy_operations_total{kind=\"delete_destination\"} 0",
+            "ipvs_proxy_netlink_errors_total{during=\"read\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
     }
 
     #[test]
