@@ -278,15 +278,9 @@ impl SyntheticCluster {
         Ok(())
     }
 
-    /// Sets the readiness of one endpoint and rewrites its Service's file in `dir`
-    /// atomically. Returns the file written.
-    pub fn set_ready(
-        &mut self,
-        dir: &Path,
-        service: usize,
-        endpoint: usize,
-        ready: bool,
-    ) -> io::Result<PathBuf> {
+    /// Sets the readiness of one endpoint, in this description only (see
+    /// [`SyntheticCluster::set_ready`] for its file too).
+    pub fn mark_ready(&mut self, service: usize, endpoint: usize, ready: bool) -> io::Result<()> {
         if service >= self.services.len() || endpoint >= self.endpoints_per_service {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -298,6 +292,19 @@ impl SyntheticCluster {
         } else {
             self.not_ready.insert((service, endpoint));
         }
+        Ok(())
+    }
+
+    /// Sets the readiness of one endpoint and rewrites its Service's file in `dir`
+    /// atomically. Returns the file written.
+    pub fn set_ready(
+        &mut self,
+        dir: &Path,
+        service: usize,
+        endpoint: usize,
+        ready: bool,
+    ) -> io::Result<PathBuf> {
+        self.mark_ready(service, endpoint, ready)?;
         let path = dir.join(file_name(service));
         write_atomically(&path, &self.manifest(service))?;
         Ok(path)

@@ -10,6 +10,7 @@
 //! - `provision`: installs what the VM needs and caches the kernel, without running anything.
 //! - `guest-run`: internal; runs a test plan where IPVS is (inside the VM or on the host).
 
+mod bench;
 mod cargo;
 mod control_plane;
 mod go_build;
@@ -126,7 +127,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { kernel } => kernel::run_demo(kernel),
-        Command::Bench { kernel } => kernel::run_benchmarks(kernel),
+        Command::Bench { kernel } => bench::run_benchmarks(kernel),
         Command::Vm { command, rwdir } => vm::run_shell(&command, &rwdir),
         Command::Provision => provision::provision().map(|k| {
             println!("ready: kernel {} at {}", k.version, k.vmlinuz.display());

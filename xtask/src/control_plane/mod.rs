@@ -89,6 +89,13 @@ pub(crate) struct Binaries {
     etcd: go_build::Built,
 }
 
+impl Binaries {
+    /// The kube-proxy built with the control plane.
+    pub(crate) fn kube_proxy(&self) -> PathBuf {
+        self.kubernetes.binary("kube-proxy")
+    }
+}
+
 /// Builds (or takes from the cache) the control plane's programs.
 pub(crate) fn ensure_built() -> Result<Binaries> {
     let missing = || {

@@ -1,0 +1,551 @@
+//! `cargo xtask bench`: the benchmarks that need the real kernel, built in release mode and run
+//! where IPVS is. They print figures; they do not pass or fail on speed.
+//!
+//! - `ipvs_bulk_load` (part `library`): the library's bulk load and listing against `ipvsadm`
+//!   and moby/ipvs (`IPVS_BENCH_SERVICES`, default `10000`, a comma-separated list for several
+//!   sizes, `2000` for a quick run; `IPVS_BENCH_REPEATS`, default 3). The moby/ipvs peer is a
+//!   Go program built on first use and cached (see [`moby_peer`]);
+//! - `controller_scale` (part `cluster`): the release `ipvs-proxy` daemon on synthetic
+//!   clusters read from manifests (`IPVS_BENCH_CLUSTER_SIZES`, default `1000,10000,50000`;
+//!   `IPVS_BENCH_CHURN_SAMPLES`, `IPVS_BENCH_BURST`, `IPVS_BENCH_STEADY_SECS`,
+//!   `IPVS_BENCH_DAEMON_ARGS` tune it), then the desired-state computation on the host;
+//! - `kubernetes_scale` (part `kubernetes`): ipvs-proxy and the release's kube-proxy
+//!   (`--proxy-mode=ipvs`) on the real control plane loaded with the same synthetic clusters
+//!   (`IPVS_BENCH_KUBERNETES_SIZES`, default `1000`: under emulation kube-proxy's first sync of
+//!   1,000 Services takes minutes and grows with the table, so `10000` takes hours; `IPVS_BENCH_KUBERNETES_SAMPLES` and
+//!   `IPVS_BENCH_REFERENCE_SAMPLES`, one change at a time for each; `IPVS_BENCH_BURST`,
+//!   `IPVS_BENCH_STEADY_SECS`; `IPVS_BENCH_PROXIES=kube-proxy` runs one;
+//!   `IPVS_BENCH_PROFILE_SECS`, default 60, the length of kube-proxy's CPU profile at the end
+//!   of each size, 0 for none). The control plane is built and started as for the
+//!   control-plane tests.
+//!
+//! `IPVS_BENCH_ONLY` names the parts to run (`library`, `cluster`, `kubernetes`, comma-separated;
+//! unset: all). `BENCHMARKS.md` is written from what ran: the parts that did not run keep their
+//! sections from the file as it was.
+//!
+//! The VM's memory is raised to 6G for tables above 10,000 Services unless `IPVS_VM_MEMORY`
+//! says otherwise: 50,000 Services hold about 61,000 virtual and 610,000 real servers in the
+//! kernel, next to the daemon, the peers' tables being freed and the manifests on tmpfs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::kernel::{
+    Built, KernelOutcome, Place, RunNeeds, built_executables, choose_place, run_plan, target_dir,
+};
+use crate::plan::{Entry, EntryKind};
+use crate::{KernelChoice, Result, control_plane, moby_peer, step};
+
+/// Which parts `cargo xtask bench` runs (env `IPVS_BENCH_ONLY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parts {
+    library: bool,
+    cluster: bool,
+    kubernetes: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts {
+        library: true,
+        cluster: true,
+        kubernetes: true,
+    };
+
+    fn from_env() -> Result<Self> {
+        Self::parse(&std::env::var("IPVS_BENCH_ONLY").unwrap_or_default())
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        if text.trim().is_empty() {
+            return Ok(Self::ALL);
+        }
+        let mut parts = Parts {
+            library: false,
+            cluster: false,
+            kubernetes: false,
+        };
+        for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match name {
+                "library" => parts.library = true,
+                "cluster" => parts.cluster = true,
+                "kubernetes" => parts.kubernetes = true,
+                other => {
+                    return Err(format!(
+                        "IPVS_BENCH_ONLY: unknown part {other:?}: expected `library` \
+                         (ipvs_bulk_load), `cluster` (controller_scale and the desired-state \
+                         computation) or `kubernetes` (kubernetes_scale), comma-separated"
+                    ));
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Whether a part needs the daemon in release mode.
+    fn daemon(self) -> bool {
+        self.cluster || self.kubernetes
+    }
+}
+
+/// The largest number in a comma-separated list of sizes (`_` allowed as a digit separator).
+fn biggest_size(list: &str) -> usize {
+    list.split(',')
+        .filter_map(|s| s.trim().replace('_', "").parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A size list from the environment, or its default.
+fn sizes_from_env(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default.into())
+}
+
+/// Arguments from the environment: each set variable of `vars` as its flag and value.
+fn flags_from_env(vars: &[(&str, &str)]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (var, flag) in vars {
+        if let Ok(value) = std::env::var(var) {
+            args.extend([flag.to_string(), value]);
+        }
+    }
+    args
+}
+
+fn build_release_daemon() -> Result<PathBuf> {
+    step(
+        "building the node daemon in release mode (cargo build --release -p ipvs-proxy --bin ipvs-proxy)",
+    );
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "ipvs-proxy",
+            "--bin",
+            "ipvs-proxy",
+        ])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building the node daemon failed".into());
+    }
+    Ok(target_dir()?.join("release").join("ipvs-proxy"))
+}
+
+/// `cargo xtask bench` (see the module's documentation).
+pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
+    let parts = Parts::from_env()?;
+    let sizes = sizes_from_env("IPVS_BENCH_CLUSTER_SIZES", "1000,10000,50000");
+    let kubernetes_sizes = sizes_from_env("IPVS_BENCH_KUBERNETES_SIZES", "1000");
+    let library_sizes = std::env::var("IPVS_BENCH_SERVICES").unwrap_or_default();
+    let biggest = [
+        (parts.library, biggest_size(&library_sizes)),
+        (parts.cluster, biggest_size(&sizes)),
+        (parts.kubernetes, biggest_size(&kubernetes_sizes)),
+    ]
+    .into_iter()
+    .filter_map(|(on, size)| on.then_some(size))
+    .max()
+    .unwrap_or(0);
+    let memory = if biggest > 10_000 { "6G" } else { "2G" };
+    if biggest > 10_000 && std::env::var_os("IPVS_VM_MEMORY").is_none() {
+        println!("    tables above 10,000 Services: the VM gets 6G of memory (IPVS_VM_MEMORY)");
+    }
+    let moby_peer = if parts.library {
+        moby_peer::ensure_built()?
+    } else {
+        None
+    };
+    let control_plane_binaries = if parts.kubernetes {
+        Some(control_plane::ensure_built()?)
+    } else {
+        None
+    };
+    let daemon = if parts.daemon() {
+        build_release_daemon()?
+    } else {
+        PathBuf::new()
+    };
+
+    // The guest sees the file system read-only except the folders it is given: the benchmarks
+    // write their reports and logs into this one, which outlives the run.
+    let out = target_dir()?
+        .join("xtask")
+        .join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let cluster_report = out.join("cluster.md");
+    let kubernetes_report = out.join("kubernetes.md");
+    let mut scale_args: Vec<String> = vec![
+        "--bench".into(),
+        "--sizes".into(),
+        sizes.clone(),
+        "--daemon".into(),
+        daemon.display().to_string(),
+        "--write".into(),
+        cluster_report.display().to_string(),
+    ];
+    scale_args.extend(flags_from_env(&[
+        ("IPVS_BENCH_CHURN_SAMPLES", "--samples"),
+        ("IPVS_BENCH_BURST", "--burst"),
+        ("IPVS_BENCH_STEADY_SECS", "--steady-secs"),
+        ("IPVS_BENCH_DAEMON_ARGS", "--daemon-args"),
+    ]));
+    let mut kubernetes_args: Vec<String> = vec![
+        "--bench".into(),
+        "--profile-secs".into(),
+        "60".into(),
+        "--sizes".into(),
+        kubernetes_sizes,
+        "--daemon".into(),
+        daemon.display().to_string(),
+        "--write".into(),
+        kubernetes_report.display().to_string(),
+        "--logs".into(),
+        out.display().to_string(),
+    ];
+    kubernetes_args.extend(flags_from_env(&[
+        ("IPVS_BENCH_KUBERNETES_SAMPLES", "--samples"),
+        ("IPVS_BENCH_REFERENCE_SAMPLES", "--reference-samples"),
+        ("IPVS_BENCH_PROXIES", "--proxies"),
+        ("IPVS_BENCH_PROFILE_SECS", "--profile-secs"),
+        ("IPVS_BENCH_BURST", "--burst"),
+        ("IPVS_BENCH_STEADY_SECS", "--steady-secs"),
+    ]));
+
+    step("building the real-kernel benchmarks (cargo bench -p integration --no-run)");
+    let entries: Vec<Entry> = built_executables(&["bench", "-p", "integration", "--no-run"])?
+        .into_iter()
+        .filter_map(|Built { name, exe, cwd, .. }| {
+            let args = if name.contains("ipvs_bulk_load") && parts.library {
+                let mut args = vec!["--bench".to_string()];
+                if let Some(peer) = &moby_peer {
+                    args.extend(["--moby-peer".to_string(), peer.display().to_string()]);
+                }
+                args
+            } else if name.contains("controller_scale") && parts.cluster {
+                scale_args.clone()
+            } else if name.contains("kubernetes_scale") && parts.kubernetes {
+                kubernetes_args.clone()
+            } else {
+                return None;
+            };
+            Some(Entry {
+                name,
+                exe,
+                cwd,
+                kind: EntryKind::Program(args),
+            })
+        })
+        .collect();
+    if entries.is_empty() {
+        return Err("no benchmark was built".into());
+    }
+    step("running the benchmarks where IPVS is");
+    let place = choose_place(choice)?.ok_or("benchmarks cannot be skipped")?;
+    let plane = match &control_plane_binaries {
+        Some(binaries) => {
+            // QEMU's user-mode network shows the host's loopback to the guest at 10.0.2.2.
+            let dial_host = match place {
+                Place::Host => "127.0.0.1",
+                Place::Vm => "10.0.2.2",
+            };
+            Some(control_plane::ControlPlane::start(
+                binaries,
+                &target_dir()?.join("xtask"),
+                dial_host,
+            )?)
+        }
+        None => None,
+    };
+    // `out` is writable in the guest, so that the reports come back.
+    let needs = RunNeeds {
+        network: plane.is_some(),
+        env: plane
+            .iter()
+            .map(|p| ("IPVS_CONTROL_PLANE", p.info.display().to_string()))
+            .collect(),
+        writable: vec![out.clone()],
+        memory,
+    };
+    let outcome = run_plan(place, &entries, needs);
+    if let Some(plane) = plane {
+        if !outcome.as_ref().is_ok_and(KernelOutcome::ok) {
+            plane.print_logs();
+        }
+        plane.stop();
+    }
+    let outcome = outcome?;
+    println!("\nbenchmarks: {}", outcome.describe());
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?;
+    let dest = root.join("BENCHMARKS.md");
+    let mut sections = Sections::parse(&std::fs::read_to_string(&dest).unwrap_or_default());
+    let mut wrote = false;
+    if parts.cluster {
+        if cluster_report.is_file() {
+            sections.cluster = read(&cluster_report)?;
+            sections.desired_state = desired_state_section(&sizes)?;
+            wrote = true;
+        } else {
+            println!("no cluster report was written (controller_scale did not finish)");
+        }
+    }
+    if parts.kubernetes {
+        if kubernetes_report.is_file() {
+            sections.kubernetes = read(&kubernetes_report)?;
+            if let Some(binaries) = &control_plane_binaries {
+                sections.kubernetes += &profiles_section(&out, &binaries.kube_proxy())?;
+            }
+            wrote = true;
+        } else {
+            println!("no Kubernetes-mode report was written (kubernetes_scale did not finish)");
+        }
+    }
+    if wrote {
+        std::fs::write(&dest, sections.render()).map_err(|e| format!("{}: {e}", dest.display()))?;
+        println!("report written to {}", dest.display());
+    }
+    keep_logs(&out)?;
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(outcome.ok())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// kube-proxy's CPU profiles that `kubernetes_scale` left in `out` (`kube-proxy-N.pprof`), each
+/// summarized by `go tool pprof -top` as a part of the Kubernetes-mode section.
+fn profiles_section(out: &Path, kube_proxy: &Path) -> Result<String> {
+    let mut profiles: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pprof"))
+        .collect();
+    profiles.sort();
+    let Some(go) = crate::go_build::go_command() else {
+        return Ok(String::new());
+    };
+    let mut md = String::new();
+    for profile in profiles {
+        let output = Command::new(&go)
+            .args(["tool", "pprof", "-top", "-nodecount=15"])
+            .arg(kube_proxy)
+            .arg(&profile)
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| format!("go tool pprof: {e}"))?;
+        if !output.status.success() {
+            continue;
+        }
+        let name = profile
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let size = name.rsplit('-').next().unwrap_or("?");
+        md += &format!(
+            "\n### Where kube-proxy's time goes, {size} Services\n\nA CPU profile of its periodic \
+             syncs with no change, taken after the figures above (`--profiling`, \
+             `/debug/pprof/profile`), summarized by `go tool pprof -top -nodecount=15`:\n\n```text\n{}```\n",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    Ok(md)
+}
+
+/// Where the Kubernetes-mode section begins and ends in `BENCHMARKS.md`.
+const KUBERNETES_BEGIN: &str = "<!-- kubernetes_scale: begin -->\n";
+const KUBERNETES_END: &str = "<!-- kubernetes_scale: end -->\n";
+/// The heading that begins the desired-state section.
+const DESIRED_STATE_HEADING: &str = "## The desired-state computation alone";
+
+/// `BENCHMARKS.md` in its three parts, each written by one benchmark: the manifests series
+/// (with the file's title), the Kubernetes-mode series, the desired-state computation.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Sections {
+    cluster: String,
+    kubernetes: String,
+    desired_state: String,
+}
+
+impl Sections {
+    fn parse(doc: &str) -> Self {
+        let (head, desired_state) = match doc.find(DESIRED_STATE_HEADING) {
+            Some(at) => (&doc[..at], &doc[at..]),
+            None => (doc, ""),
+        };
+        let (cluster, kubernetes) = match head.find(KUBERNETES_BEGIN) {
+            Some(begin) => {
+                let body = &head[begin + KUBERNETES_BEGIN.len()..];
+                let body = body.find(KUBERNETES_END).map_or(body, |end| &body[..end]);
+                (&head[..begin], body)
+            }
+            None => (head, ""),
+        };
+        Self {
+            cluster: cluster.trim_end().to_owned(),
+            kubernetes: kubernetes.trim().to_owned(),
+            desired_state: desired_state.trim().to_owned(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut doc = self.cluster.trim_end().to_owned();
+        doc += "\n\n";
+        if !self.kubernetes.trim().is_empty() {
+            doc += KUBERNETES_BEGIN;
+            doc += self.kubernetes.trim();
+            doc += "\n";
+            doc += KUBERNETES_END;
+            doc += "\n";
+        }
+        if !self.desired_state.trim().is_empty() {
+            doc += self.desired_state.trim();
+            doc += "\n";
+        }
+        doc
+    }
+}
+
+/// Runs the desired-state computation benchmark (criterion, on the host: it needs no kernel)
+/// for the same cluster sizes and returns its figures as a section of `BENCHMARKS.md`.
+fn desired_state_section(sizes: &str) -> Result<String> {
+    step(
+        "the desired-state computation alone (cargo bench -p svc-controller --bench desired_state)",
+    );
+    let output = Command::new(env!("CARGO"))
+        .args(["bench", "-p", "svc-controller", "--bench", "desired_state"])
+        .env("DESIRED_STATE_BENCH_SIZES", sizes)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    print!("{stdout}");
+    if !output.status.success() {
+        return Err("the desired-state benchmark failed".into());
+    }
+    // Criterion prints each benchmark's name, then `time: [low estimate high]` (on the same
+    // line when the name is short) and `thrpt:` when a throughput is set.
+    let mut rows = Vec::new();
+    let mut name = String::new();
+    for line in stdout.lines() {
+        let trimmed = line.trim();
+        if !line.starts_with(' ') && !trimmed.is_empty() && !trimmed.starts_with("Benchmarking") {
+            name = trimmed
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        if let Some(rest) = trimmed.split("time:").nth(1) {
+            rows.push(format!("| `{name}` | {} |", rest.trim()));
+        } else if let Some(rest) = trimmed.strip_prefix("thrpt:")
+            && let Some(last) = rows.last_mut()
+        {
+            last.push_str(&format!(" {} |", rest.trim()));
+        }
+    }
+    let mut md = String::from(
+        "\n## The desired-state computation alone\n\n\
+         `DESIRED_STATE_BENCH_SIZES=SIZES cargo bench -p svc-controller --bench desired_state`, \
+         run by `cargo xtask bench` on the host (criterion; no kernel, no I/O; the same \
+         synthetic cluster). `compute_service`: one Service; `one_change/N`: what an incremental \
+         sync computes when one endpoint of one Service flips in a node of N Services; \
+         `whole_cluster/N`: the desired state of N Services from scratch (an adoption's \
+         computation). Times are criterion's [low, estimate, high].\n\n\
+         | benchmark | time | throughput |\n| --- | --- | --- |\n",
+    );
+    for row in rows {
+        // Rows without a throughput get an empty cell.
+        let cells = row.matches(" | ").count();
+        md += &row;
+        if cells < 2 {
+            md += "  |";
+        }
+        md += "\n";
+    }
+    Ok(md)
+}
+
+/// Moves the daemon logs the scale benchmark left in `out` to `target/xtask/bench-logs/`
+/// (the last run's only), for a look at what a figure came from.
+fn keep_logs(out: &Path) -> Result<()> {
+    let logs: Vec<PathBuf> = std::fs::read_dir(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "log" || ext == "pprof")
+        })
+        .collect();
+    if logs.is_empty() {
+        return Ok(());
+    }
+    let kept = target_dir()?.join("xtask").join("bench-logs");
+    let _ = std::fs::remove_dir_all(&kept);
+    std::fs::create_dir_all(&kept).map_err(|e| format!("{}: {e}", kept.display()))?;
+    for log in logs {
+        if let Some(name) = log.file_name() {
+            std::fs::rename(&log, kept.join(name))
+                .map_err(|e| format!("{}: {e}", log.display()))?;
+        }
+    }
+    println!("the daemon's logs: {}", kept.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Parts, Sections, biggest_size};
+
+    #[test]
+    fn parts_name_one_or_several() {
+        assert_eq!(Parts::parse(""), Ok(Parts::ALL));
+        let library = Parts::parse(" library\n").unwrap();
+        assert!(library.library && !library.cluster && !library.kubernetes && !library.daemon());
+        let two = Parts::parse("cluster,kubernetes").unwrap();
+        assert!(!two.library && two.cluster && two.kubernetes && two.daemon());
+        assert!(Parts::parse("kubernetes").unwrap().daemon());
+        assert!(Parts::parse("libary").is_err());
+    }
+
+    #[test]
+    fn biggest_size_reads_lists_with_separators() {
+        assert_eq!(biggest_size("10_000, 50000"), 50_000);
+        assert_eq!(biggest_size(""), 0);
+        assert_eq!(biggest_size("x,2000"), 2000);
+    }
+
+    #[test]
+    fn a_part_that_did_not_run_keeps_its_section() {
+        // A file from before the Kubernetes-mode series: the manifests part and the
+        // desired-state section.
+        let old = "# Benchmarks\n\n## Results\n\n| a |\n\n## The desired-state computation alone\n\n| b |\n";
+        let mut sections = Sections::parse(old);
+        assert_eq!(sections.cluster, "# Benchmarks\n\n## Results\n\n| a |");
+        assert_eq!(sections.kubernetes, "");
+        assert!(sections.desired_state.starts_with("## The desired-state"));
+        assert_eq!(sections.render(), old);
+
+        // The Kubernetes part ran alone: it lands between the two, which stay as they were.
+        sections.kubernetes = "## Kubernetes mode\n\n| k |\n".into();
+        let doc = sections.render();
+        assert!(doc.starts_with("# Benchmarks\n\n## Results\n\n| a |\n\n<!-- kubernetes_scale: begin -->\n## Kubernetes mode"));
+        assert!(doc.ends_with("| k |\n<!-- kubernetes_scale: end -->\n\n## The desired-state computation alone\n\n| b |\n"));
+        assert_eq!(Sections::parse(&doc).render(), doc);
+
+        // Then the manifests part alone: the Kubernetes section stays.
+        let mut again = Sections::parse(&doc);
+        again.cluster = "# Benchmarks\n\n## Results\n\n| a2 |\n".into();
+        let doc = again.render();
+        assert!(doc.contains("| a2 |") && doc.contains("| k |") && doc.contains("| b |"));
+        assert!(!doc.contains("| a |"));
+    }
+}
