@@ -314,12 +314,12 @@ impl Metrics {
         // Every operation kind and failure phase is served from the start, at zero: a series
         // that appears only with its first event is absent to `rate()` and to alerts until then.
         for (kind, _) in ReconcilerMetrics::default().applied_by_kind.by_name() {
-            this.operations.get_or_create(&KindLabel {
+            let _ = this.operations.get_or_create(&KindLabel {
                 kind: kind.to_owned(),
             });
         }
         for during in ["operation", "read", "address"] {
-            this.netlink_errors.get_or_create(&DuringLabel {
+            let _ = this.netlink_errors.get_or_create(&DuringLabel {
                 during: during.to_owned(),
             });
         }
