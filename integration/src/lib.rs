@@ -9,7 +9,7 @@
 //! - [`backend`]: tiny TCP servers that answer with their name, and clients that count answers;
 //! - [`topology`]: a client → director → backends network ready for IPVS;
 //! - [`daemon`]: the node daemon as a real process in a namespace (log, HTTP, signals);
-//! - [`bench`]: what the benchmark programs measure a process and a machine with;
+//! - [`bench`](mod@bench): what the benchmark programs measure a process and a machine with;
 //! - [`synthetic`]: deterministic synthetic clusters (Services and EndpointSlices as manifests)
 //!   for the scale benchmarks.
 //!
