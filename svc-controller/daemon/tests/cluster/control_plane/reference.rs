@@ -125,8 +125,13 @@ fn programmed(netns: &Netns) -> Programmed {
     // kube-proxy binds a VIP as an address on kube-ipvs0, ipvs-proxy an IPv4 one as a local
     // route through it (README: "VIPs as routes"); both put a local route through kube-ipvs0
     // in the local table, which is what makes the kernel deliver the VIP's packets to IPVS.
+    // Before a proxy has made kube-ipvs0 (kube-proxy makes it in its first sync, which comes
+    // after its /healthz already answers 200), it binds nothing.
     let mut vips = BTreeSet::new();
-    for family in ["-4", "-6"] {
+    let has_dummy = run_in(netns, "ip", &["-o", "link", "show"])
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("kube-ipvs0:"));
+    for family in ["-4", "-6"].into_iter().filter(|_| has_dummy) {
         let text = run_in(
             netns,
             "ip",
