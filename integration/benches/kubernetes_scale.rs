@@ -40,6 +40,7 @@ use integration::bench::{Cpu, Latencies, Machine, Memory, mib, ms, release_daemo
 use integration::cluster::{Identity, METRICS, NodeNamespace, ProxyKind, TestCluster};
 use integration::daemon::{DaemonProcess, http_get};
 use integration::synthetic::SyntheticCluster;
+use integration::table::listing;
 use integration::{Netns, synthetic};
 use ipvs::Ipvs;
 use ipvs::model::{DestinationEntry, ServiceKey};
@@ -480,33 +481,6 @@ fn incomplete(netns: &Netns, expected: &[(ServiceKey, usize)]) -> Option<String>
         .unwrap_or_else(|e| Some(format!("cannot enter the namespace: {e}")))
 }
 
-/// The whole table, for comparing before and after a restart: every virtual server with its
-/// real servers and their weights.
-fn snapshot(netns: &Netns) -> BTreeMap<String, Vec<(String, u32)>> {
-    netns
-        .run(|| {
-            let mut ipvs = Ipvs::open().expect("IPVS handle");
-            ipvs.services_with_destinations()
-                .expect("list the IPVS table")
-                .into_iter()
-                .map(|(s, d)| {
-                    let mut dests: Vec<(String, u32)> = d
-                        .iter()
-                        .map(|d| {
-                            (
-                                format!("{}:{}", d.destination.addr, d.destination.port),
-                                d.destination.weight.get(),
-                            )
-                        })
-                        .collect();
-                    dests.sort();
-                    (format!("{:?}", s.service.key), dests)
-                })
-                .collect()
-        })
-        .expect("enter the node's namespace")
-}
-
 /// What [`Running::wait_complete`] saw: when (Unix seconds) a listing first found the table
 /// complete, the end of the sync that left it so, and the metrics read then.
 #[derive(Debug, Clone, Copy)]
@@ -913,7 +887,7 @@ fn run_proxy(cluster: &mut Cluster, kind: ProxyKind, n: usize, opts: &Options) -
 
     // Restart with unchanged inputs.
     std::thread::sleep(Duration::from_secs(2));
-    let table_before = snapshot(proxy.node.netns());
+    let table_before = listing(proxy.node.netns()).expect("list the IPVS table");
     r.peak_kib = Memory::read(proxy.pid()).peak_kib;
     proxy
         .process
@@ -925,7 +899,7 @@ fn run_proxy(cluster: &mut Cluster, kind: ProxyKind, n: usize, opts: &Options) -
             .expect("restart the proxy");
     r.restart = proxy.wait_complete(&expected, restarted).synced - restarted;
     r.restart_operations = Metrics::read(proxy.node.netns()).and_then(|m| m.operations);
-    r.restart_unchanged = snapshot(proxy.node.netns()) == table_before;
+    r.restart_unchanged = listing(proxy.node.netns()).expect("list the IPVS table") == table_before;
     r.peak_kib = r.peak_kib.max(Memory::read(proxy.pid()).peak_kib);
     println!(
         "  {name}: restart {}, table unchanged: {}",

@@ -7,6 +7,7 @@
 //!   host's), entered on helper threads so the test's own thread never moves;
 //! - [`link`]: veth pairs, addresses, routes and sysctls inside a namespace, over rtnetlink;
 //! - [`backend`]: tiny TCP servers that answer with their name, and clients that count answers;
+//! - [`table`]: a namespace's IPVS table as text, for comparing;
 //! - [`topology`]: a client → director → backends network ready for IPVS;
 //! - [`daemon`]: the node daemon as a real process in a namespace (log, HTTP, signals);
 //! - [`bench`](mod@bench): what the benchmark programs measure a process and a machine with;
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod link;
 mod netns;
 pub mod synthetic;
+pub mod table;
 pub mod topology;
 
 pub use netns::{Netns, current_netns_inode};

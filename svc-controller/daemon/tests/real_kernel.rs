@@ -92,24 +92,9 @@ endpoints:
         text
     }
 
-    /// The IPVS table of `netns` as `"TCP 10.96.0.10:80" → ["203.0.113.2:8080 w1", ...]`.
+    /// The IPVS table of `netns`.
     fn listing(netns: &Netns) -> BTreeMap<String, Vec<String>> {
-        netns
-            .run(|| {
-                let table = Ipvs::open().unwrap().table().unwrap();
-                table
-                    .iter()
-                    .map(|config| {
-                        let mut dests: Vec<String> = config
-                            .destinations()
-                            .map(|d| format!("{}:{} w{}", d.addr, d.port, d.weight.get()))
-                            .collect();
-                        dests.sort();
-                        (config.key().to_string(), dests)
-                    })
-                    .collect()
-            })
-            .unwrap()
+        integration::table::listing(netns).unwrap()
     }
 
     fn start(node: &Netns, scratch: &Scratch, extra: &[&str]) -> DaemonProcess {

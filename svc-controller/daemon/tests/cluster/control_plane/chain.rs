@@ -12,8 +12,8 @@ use integration::Netns;
 use integration::backend::{LongLivedConnection, tally};
 use integration::cluster::{Identity, Relay};
 use integration::daemon::{DaemonProcess, http_get};
+use integration::table::{self, Table};
 use integration::topology::{BACKEND_PORT, DIRECTOR_ADDR, LoadBalancerTopology, VIP};
-use ipvs::Ipvs;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -28,27 +28,9 @@ const NODE: &str = "cp-chain-node";
 const EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
 const HEALTHZ: &str = "127.0.0.1:10256";
 
-/// An IPVS table as `"TCP 10.96.0.10:80" → ["203.0.113.2:8080 w1", ...]`.
-type Table = BTreeMap<String, Vec<String>>;
-
 /// The IPVS table of `netns`.
 fn listing(netns: &Netns) -> Table {
-    netns
-        .run(|| {
-            let table = Ipvs::open().unwrap().table().unwrap();
-            table
-                .iter()
-                .map(|config| {
-                    let mut dests: Vec<String> = config
-                        .destinations()
-                        .map(|d| format!("{}:{} w{}", d.addr, d.port, d.weight.get()))
-                        .collect();
-                    dests.sort();
-                    (config.key().to_string(), dests)
-                })
-                .collect()
-        })
-        .unwrap()
+    table::listing(netns).unwrap()
 }
 
 fn backend(i: usize, weight: u32) -> String {
