@@ -15,13 +15,13 @@ mod real_kernel {
     use integration::{Netns, link};
     use ipvs::Ipvs;
     use ipvs::model::{
-        Destination, DestinationKey, Forwarding, Scheduler as IpvsScheduler, Service, ServiceKey,
-        Weight,
+        AddressFamily, Destination, DestinationKey, Forwarding, PersistenceNetmask, Service,
+        ServiceKey, Weight,
     };
     use ipvs::table::Table;
     use svc_controller::dataplane::{Dataplane, KernelDataplane};
-    use svc_controller::ownership::to_service_key;
-    use svc_controller::reconcile::{Reconciler, ReconcilerConfig, desired_table};
+    use svc_controller::mapping::{desired_table, to_service_key};
+    use svc_controller::reconcile::{Reconciler, ReconcilerConfig};
     use svc_controller::{
         DEFAULT_DUMMY_INTERFACE, DesiredState, Exposure, Persistence, Protocol, RealServer,
         Scheduler, ServiceDesired, ServiceRef, VirtualServer, VirtualServerKey,
@@ -44,7 +44,7 @@ mod real_kernel {
                 protocol,
                 port,
             },
-            scheduler: Scheduler::Rr,
+            scheduler: Scheduler::RoundRobin,
             persistence: None,
             real_servers: backends
                 .iter()
@@ -89,7 +89,8 @@ mod real_kernel {
             Exposure::ClusterIp,
         );
         web.persistence = Some(Persistence {
-            timeout_seconds: 10800,
+            timeout_secs: 10800,
+            netmask: PersistenceNetmask::host(AddressFamily::Ipv4),
         });
         vec![
             service(
@@ -163,7 +164,7 @@ mod real_kernel {
     fn add_foreign(ipvs: &mut Ipvs) {
         ipvs.add_service(&Service::new(
             foreign_key(),
-            IpvsScheduler::WeightedLeastConnection,
+            Scheduler::WeightedLeastConnection,
         ))
         .unwrap();
         ipvs.add_destination(

@@ -604,6 +604,12 @@ fn model_constructors_refuse_invalid_values() {
         0x08
     );
     assert_eq!(Protocol::Other(6), Protocol::Tcp);
+    assert_eq!(
+        Protocol::Other(17).cmp(&Protocol::Udp),
+        std::cmp::Ordering::Equal
+    );
+    assert!(Protocol::Tcp < Protocol::Udp && Protocol::Udp < Protocol::Sctp);
+    assert!(Protocol::Sctp < Protocol::Other(200));
 }
 
 #[test]

@@ -4,9 +4,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
+use ipvs::model::Scheduler;
 use serde::{Deserialize, Serialize};
 
-use crate::model::Scheduler;
 use crate::node::NodeInfo;
 use crate::ownership::DEFAULT_NODE_PORT_RANGE;
 
@@ -16,7 +16,7 @@ pub const DEFAULT_DUMMY_INTERFACE: &str = "kube-ipvs0";
 
 /// The annotation that overrides the IPVS scheduler for one Service, e.g.
 /// `ipvs.kube-proxy.rs/scheduler: wlc`. The value must be one of the in-tree scheduler names
-/// ([`Scheduler::NAMES`]); anything else is reported and the configured default is used.
+/// ([`IN_TREE_NAMES`](crate::scheduler::IN_TREE_NAMES)); anything else is reported and the configured default is used.
 pub const SCHEDULER_ANNOTATION: &str = "ipvs.kube-proxy.rs/scheduler";
 
 /// The label that hands a Service to another proxy.
@@ -36,7 +36,9 @@ pub const MAX_AFFINITY_TIMEOUT_SECONDS: u32 = 86_400;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxyConfig {
-    /// The scheduler of every virtual server whose Service has no [`SCHEDULER_ANNOTATION`].
+    /// The scheduler of every virtual server whose Service has no [`SCHEDULER_ANNOTATION`]:
+    /// an in-tree one, written by name.
+    #[serde(with = "crate::scheduler::by_name")]
     pub default_scheduler: Scheduler,
     /// Which node addresses get NodePort virtual servers (kube-proxy's `nodePortAddresses`).
     /// Empty means every usable node address. Loopback and IPv6 link-local addresses are never
@@ -61,7 +63,7 @@ pub struct ProxyConfig {
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
-            default_scheduler: Scheduler::Rr,
+            default_scheduler: crate::scheduler::KUBE_PROXY_DEFAULT,
             node_port_cidrs: Vec::new(),
             dummy_interface: DEFAULT_DUMMY_INTERFACE.to_owned(),
             service_proxy_name: None,

@@ -79,10 +79,17 @@
 //! ## Scheduler and persistence
 //! The scheduler is [`ProxyConfig::default_scheduler`] unless the Service has the annotation
 //! [`SCHEDULER_ANNOTATION`] (`ipvs.kube-proxy.rs/scheduler: wlc`). Only the kernel's in-tree
-//! schedulers are accepted ([`Scheduler`]); an unknown name is reported for that Service and
-//! the default is used, so a typo degrades scheduling instead of taking the Service down.
-//! `sessionAffinity: ClientIP` turns on IPVS persistence with
-//! `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800).
+//! schedulers are accepted ([`scheduler::in_tree`]); an unknown name is reported for that
+//! Service and the default is used, so a typo degrades scheduling instead of taking the
+//! Service down. `sessionAffinity: ClientIP` turns on IPVS persistence with
+//! `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800), each client address its
+//! own group.
+//!
+//! ## One vocabulary with the library
+//! Protocols, address families, schedulers and persistence are the library's own types
+//! ([`Protocol`], [`AddressFamily`], [`Scheduler`], [`Persistence`], re-exported here), so an
+//! embedder reads one model; [`mapping`] owns every conversion between the desired state's
+//! shapes and the library's services, destinations and keys.
 //!
 //! ## Problems, not panics
 //! Invalid or inconsistent input (a port of 0, an address that does not parse, a slice whose
@@ -101,11 +108,13 @@
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod mapping;
 pub mod model;
 pub mod node;
 pub mod ownership;
 pub mod problem;
 pub mod reconcile;
+pub mod scheduler;
 
 pub use config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, DEFAULT_DUMMY_INTERFACE, ProxyConfig, SCHEDULER_ANNOTATION,
@@ -115,9 +124,8 @@ pub use desired::{
     Changes, DesiredState, HealthCheck, NoLocalEndpoints, ServiceDesired, compute_service,
     group_slices, service_ref, slice_service,
 };
-pub use model::{
-    AddressFamily, Exposure, Persistence, Protocol, RealServer, Scheduler, ServiceRef,
-    UnknownScheduler, VirtualServer, VirtualServerKey,
-};
+pub use ipvs::model::{AddressFamily, Persistence, Protocol, Scheduler};
+pub use model::{Exposure, RealServer, ServiceRef, VirtualServer, VirtualServerKey};
 pub use node::NodeInfo;
 pub use problem::Problem;
+pub use scheduler::UnknownScheduler;

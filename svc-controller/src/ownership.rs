@@ -51,9 +51,10 @@ use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
-use ipvs::model::{Protocol as IpvsProtocol, ServiceKey};
+use ipvs::model::ServiceKey;
 
-use crate::model::{Protocol, VirtualServerKey};
+use crate::mapping::from_service_key;
+use crate::model::VirtualServerKey;
 
 /// The default Kubernetes NodePort range (`--service-node-port-range`).
 pub const DEFAULT_NODE_PORT_RANGE: RangeInclusive<u16> = 30000..=32767;
@@ -89,49 +90,11 @@ impl Ownership {
     }
 }
 
-/// The IPVS key of a virtual server.
-pub fn to_service_key(key: &VirtualServerKey) -> ServiceKey {
-    ServiceKey::Tuple {
-        protocol: match key.protocol {
-            Protocol::Tcp => IpvsProtocol::Tcp,
-            Protocol::Udp => IpvsProtocol::Udp,
-            Protocol::Sctp => IpvsProtocol::Sctp,
-        },
-        addr: key.addr,
-        port: key.port,
-    }
-}
-
-/// The virtual-server key of an IPVS key, `None` for keys this controller never makes
-/// (firewall marks, protocols other than TCP, UDP and SCTP).
-pub fn from_service_key(key: &ServiceKey) -> Option<VirtualServerKey> {
-    match *key {
-        ServiceKey::Tuple {
-            protocol,
-            addr,
-            port,
-        } => {
-            let protocol = match IpvsProtocol::from_number(protocol.number()) {
-                IpvsProtocol::Tcp => Protocol::Tcp,
-                IpvsProtocol::Udp => Protocol::Udp,
-                IpvsProtocol::Sctp => Protocol::Sctp,
-                IpvsProtocol::Other(_) => return None,
-            };
-            Some(VirtualServerKey {
-                addr,
-                protocol,
-                port,
-            })
-        }
-        ServiceKey::Fwmark { .. } => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;
 
-    use ipvs::model::AddressFamily;
+    use ipvs::model::{AddressFamily, Protocol};
 
     use super::*;
 
@@ -167,7 +130,7 @@ mod tests {
         };
         assert!(!o.owns_kernel_key(&fwmark));
         let other = ServiceKey::Tuple {
-            protocol: IpvsProtocol::Other(33),
+            protocol: Protocol::Other(33),
             addr: ip("10.96.0.1"),
             port: 80,
         };
@@ -200,17 +163,5 @@ mod tests {
             !o.owns(&key("192.168.1.10", 30080)),
             "a NodePort, but excluded"
         );
-    }
-
-    #[test]
-    fn keys_round_trip() {
-        for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
-            let k = VirtualServerKey {
-                addr: ip("fd00::1"),
-                protocol,
-                port: 443,
-            };
-            assert_eq!(from_service_key(&to_service_key(&k)), Some(k));
-        }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::net::IpAddr;
 
+use ipvs::model::{AddressFamily, Protocol};
+
 use crate::model::{ServiceRef, VirtualServerKey};
 
 /// One problem with one Service's input. The `Display` form is the message shown to users.
@@ -101,7 +103,7 @@ pub enum Problem {
         /// The address.
         addr: IpAddr,
         /// Its family (`IPv4`, `IPv6`).
-        family: &'static str,
+        family: AddressFamily,
     },
     /// A `nodePort` or `healthCheckNodePort` is outside the cluster's NodePort range
     /// ([`ProxyConfig::node_port_range`](crate::ProxyConfig::node_port_range)), where the API
@@ -131,7 +133,7 @@ pub enum Problem {
         /// The address.
         addr: IpAddr,
         /// Its family (`IPv4`, `IPv6`).
-        family: &'static str,
+        family: AddressFamily,
     },
     /// The scheduler annotation names no in-tree IPVS scheduler; the default is used.
     #[error(
@@ -146,7 +148,7 @@ pub enum Problem {
         /// The value found.
         value: String,
         /// The scheduler used instead.
-        default: &'static str,
+        default: String,
     },
     /// The session affinity timeout is outside 1–86400 s; the default (10800) is used.
     #[error(
@@ -200,7 +202,7 @@ pub enum Problem {
         /// The address.
         addr: IpAddr,
         /// The slice's address type.
-        address_type: &'static str,
+        address_type: AddressFamily,
     },
     /// An endpoint address is of a kind no endpoint can be: unspecified, loopback,
     /// link-local, multicast, broadcast or IPv4-mapped (see
@@ -265,7 +267,7 @@ pub enum Problem {
         /// The Service port's name (empty when unnamed).
         port_name: String,
         /// The Service port's protocol.
-        protocol: &'static str,
+        protocol: Protocol,
         /// The slice's name.
         slice: String,
     },

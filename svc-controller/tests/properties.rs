@@ -324,7 +324,7 @@ proptest! {
             prop_assert_eq!(*key, vs.key);
             prop_assert!(key.port != 0);
             for rs in &vs.real_servers {
-                prop_assert_eq!(AddressFamily::of(rs.addr), key.family(), "{}", vs);
+                prop_assert_eq!(AddressFamily::of(&rs.addr), key.family(), "{}", vs);
                 prop_assert_eq!(rs.weight, 1);
                 prop_assert!(rs.port != 0);
             }

@@ -17,8 +17,8 @@ use ipvs::model::{
 use ipvs::table::{Errno, Fault, OperationKind, Table};
 use proptest::prelude::*;
 use svc_controller::dataplane::{Connections, MemoryDataplane};
-use svc_controller::ownership::to_service_key;
-use svc_controller::reconcile::{Reconciler, ReconcilerConfig, desired_table};
+use svc_controller::mapping::{desired_table, from_service_key, to_service_key};
+use svc_controller::reconcile::{Reconciler, ReconcilerConfig};
 use svc_controller::{
     Exposure, Protocol, RealServer, Scheduler, ServiceDesired, ServiceRef, VirtualServer,
     VirtualServerKey,
@@ -126,9 +126,10 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
             key,
             VirtualServer {
                 key,
-                scheduler: Scheduler::Rr,
+                scheduler: Scheduler::RoundRobin,
                 persistence: persistent.then_some(svc_controller::Persistence {
-                    timeout_seconds: 60,
+                    timeout_secs: 60,
+                    netmask: ipvs::model::PersistenceNetmask::host(key.family()),
                 }),
                 real_servers,
                 service: sref.clone(),
@@ -209,7 +210,7 @@ fn drains_obey_the_rules(
             .destinations()
             .filter(|d| !w.contains_destination(&d.key()))
         {
-            let vk = svc_controller::ownership::from_service_key(&have.key()).unwrap();
+            let vk = from_service_key(&have.key()).unwrap();
             prop_assert_eq!(vk.protocol, Protocol::Tcp, "only TCP drains");
             prop_assert_eq!(d.weight, Weight::QUIESCED);
             prop_assert!(
@@ -325,7 +326,7 @@ proptest! {
             // before it is created, unbound only after it is gone).
             let bound = r.dataplane().dummy().cloned().unwrap_or_default();
             for key in owned(&r.dataplane().table()).keys() {
-                let vk = svc_controller::ownership::from_service_key(&key).unwrap();
+                let vk = from_service_key(&key).unwrap();
                 prop_assert!(
                     vk.addr == IpAddr::from([192, 168, 1, 10]) || bound.contains(&vk.addr),
                     "{vk} exists while its VIP is not bound"

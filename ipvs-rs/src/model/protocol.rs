@@ -1,5 +1,6 @@
 //! Transport protocols and address families as IPVS numbers them.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -7,9 +8,10 @@ use std::net::IpAddr;
 /// The transport protocol of a virtual service, as an IPPROTO number.
 ///
 /// The kernel accepts TCP, UDP and SCTP for address-based services; [`Protocol::Other`]
-/// exists so that whatever a kernel reports can be represented. Equality and hashing go by
-/// the protocol number, so `Protocol::Other(6) == Protocol::Tcp`; [`Protocol::from_number`]
-/// always returns the named variant when there is one.
+/// exists so that whatever a kernel reports can be represented. Equality, ordering and
+/// hashing go by the protocol number, so `Protocol::Other(6) == Protocol::Tcp` and TCP sorts
+/// before UDP before SCTP; [`Protocol::from_number`] always returns the named variant when
+/// there is one.
 #[derive(Debug, Clone, Copy)]
 pub enum Protocol {
     /// TCP (IPPROTO_TCP, 6).
@@ -62,6 +64,20 @@ impl Eq for Protocol {}
 impl Hash for Protocol {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.number().hash(state);
+    }
+}
+
+impl PartialOrd for Protocol {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Ordered by protocol number, as equality is, so that keys holding a protocol can be kept
+/// in ordered maps.
+impl Ord for Protocol {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.number().cmp(&other.number())
     }
 }
 

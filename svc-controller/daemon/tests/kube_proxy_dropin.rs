@@ -127,7 +127,7 @@ fn kubeadms_ipvs_config_starts_with_kube_proxys_defaults() {
         "ipvs.syncPeriod: 0s"
     );
     assert_eq!(s.min_sync_period, Duration::ZERO, "ipvs.minSyncPeriod: 0s");
-    assert_eq!(s.scheduler, Scheduler::Rr, "ipvs.scheduler: \"\"");
+    assert_eq!(s.scheduler, Scheduler::RoundRobin, "ipvs.scheduler: \"\"");
     assert_eq!(s.metrics_bind_address, addr("127.0.0.1:10249"));
     assert_eq!(s.healthz_bind_address, addr("0.0.0.0:10256"));
     assert!(s.nodeport_addresses.is_empty(), "every node address");
@@ -254,7 +254,7 @@ fn kube_proxys_whole_flag_set_is_accepted() {
     let s = load(EVERY_FLAG, KUBEADM_CONFIG).expect("every kube-proxy flag is accepted");
     // Honoured: the shared settings, and the ones mapped onto this daemon's.
     assert_eq!(s.node_name, "node-1");
-    assert_eq!(s.scheduler, Scheduler::Wrr);
+    assert_eq!(s.scheduler, Scheduler::WeightedRoundRobin);
     assert_eq!(s.sync_period, Duration::from_secs(45));
     assert_eq!(s.min_sync_period, Duration::from_secs(1));
     assert!(s.strict_arp);

@@ -32,7 +32,10 @@ use std::net::IpAddr;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
 
 use crate::config::ProxyConfig;
-use crate::model::{AddressFamily, RealServer, ServiceRef};
+use ipvs::model::AddressFamily;
+
+use super::spelling;
+use crate::model::{RealServer, ServiceRef};
 use crate::node::NodeInfo;
 use crate::problem::Problem;
 
@@ -118,7 +121,7 @@ pub(crate) fn parse_slices<'a>(
         let name = slice_name(slice);
         let family = match slice.address_type.as_str() {
             "FQDN" => continue,
-            other => match AddressFamily::from_k8s(other) {
+            other => match spelling::address_family(other) {
                 Some(f) => f,
                 None => {
                     problems.push(Problem::UnknownAddressType {
@@ -149,13 +152,13 @@ pub(crate) fn parse_slices<'a>(
                     continue;
                 }
             };
-            if AddressFamily::of(addr) != family {
+            if AddressFamily::of(&addr) != family {
                 problems.push(Problem::AddressTypeMismatch {
                     service: service.clone(),
                     slice: name.clone(),
                     field: field(),
                     addr,
-                    address_type: family.as_str(),
+                    address_type: family,
                 });
                 continue;
             }

@@ -40,6 +40,7 @@
 pub mod endpoints;
 pub mod ports;
 pub mod service;
+mod spelling;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};

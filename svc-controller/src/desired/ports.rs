@@ -24,7 +24,10 @@ use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::api::discovery::v1::EndpointPort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::model::{Protocol, ServiceRef};
+use ipvs::model::Protocol;
+
+use super::spelling;
+use crate::model::ServiceRef;
 use crate::problem::Problem;
 
 use super::validate;
@@ -93,7 +96,7 @@ fn service_port(
     };
     let protocol = match sp.protocol.as_deref() {
         None => Protocol::Tcp,
-        Some(p) => match Protocol::from_k8s(p) {
+        Some(p) => match spelling::protocol(p) {
             Some(p) => p,
             None => {
                 problems.push(Problem::InvalidValue {
@@ -164,7 +167,7 @@ pub(crate) fn resolve_in_slice(
             p.name.as_deref().unwrap_or("") == name
                 && p.protocol
                     .as_deref()
-                    .map_or(Some(Protocol::Tcp), Protocol::from_k8s)
+                    .map_or(Some(Protocol::Tcp), spelling::protocol)
                     == Some(spec.protocol)
         })
     };
@@ -184,7 +187,7 @@ pub(crate) fn resolve_in_slice(
                 service: service.clone(),
                 index: spec.index,
                 port_name: spec.name.clone(),
-                protocol: spec.protocol.as_str(),
+                protocol: spec.protocol,
                 slice: slice_name.to_owned(),
             },
         });

@@ -19,20 +19,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipvs::model::{AddressFamily, Persistence, PersistenceNetmask, Scheduler};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Candidates, EndpointSets};
 use super::ports::{self, ServicePortSpec};
+use super::spelling;
 use super::validate;
 use super::{HealthCheck, NoLocalEndpoints, ServiceDesired};
 use crate::config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, MAX_AFFINITY_TIMEOUT_SECONDS, ProxyConfig,
     SCHEDULER_ANNOTATION, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL,
 };
-use crate::model::{
-    AddressFamily, Exposure, Persistence, Scheduler, ServiceRef, VirtualServer, VirtualServerKey,
-};
+use crate::model::{Exposure, ServiceRef, VirtualServer, VirtualServerKey};
 use crate::node::NodeInfo;
 use crate::problem::Problem;
 
@@ -151,7 +151,7 @@ pub(crate) fn compute(
         let Some(addr) = parse_address(&sref, &field, ip, problems) else {
             continue;
         };
-        declared_families.insert(AddressFamily::of(addr));
+        declared_families.insert(AddressFamily::of(&addr));
         if validate::cluster_ip(
             &sref,
             &field,
@@ -170,7 +170,7 @@ pub(crate) fn compute(
     let families = service_families(spec, declared_families);
     if node_ports {
         for addr in config.node_port_addresses(node) {
-            if families.is_empty() || families.contains(&AddressFamily::of(addr)) {
+            if families.is_empty() || families.contains(&AddressFamily::of(&addr)) {
                 let field = format!("node address {addr}");
                 addresses.push(Address {
                     addr,
@@ -242,7 +242,7 @@ pub(crate) fn compute(
         problems,
     );
     let scheduler = scheduler(service, &sref, config, problems);
-    let persistence = persistence(spec, &sref, problems);
+    let affinity_timeout = persistence(spec, &sref, problems);
     let external_local = policy_is_local(
         spec.external_traffic_policy.as_deref(),
         &sref,
@@ -272,7 +272,7 @@ pub(crate) fn compute(
 
     let used_families: BTreeSet<AddressFamily> = addresses
         .iter()
-        .map(|a| AddressFamily::of(a.addr))
+        .map(|a| AddressFamily::of(&a.addr))
         .collect();
     for sp in &service_ports {
         let mut sets: BTreeMap<AddressFamily, EndpointSets> = BTreeMap::new();
@@ -290,7 +290,7 @@ pub(crate) fn compute(
             }
             let served = |external: bool| {
                 addresses.iter().any(|a| {
-                    AddressFamily::of(a.addr) == *family
+                    AddressFamily::of(&a.addr) == *family
                         && a.exposure.is_external() == external
                         && (a.exposure != Exposure::NodePort || sp.node_port.is_some())
                 })
@@ -303,7 +303,7 @@ pub(crate) fn compute(
             }
         }
         for a in &addresses {
-            let family = AddressFamily::of(a.addr);
+            let family = AddressFamily::of(&a.addr);
             let Some(set) = sets.get(&family) else {
                 continue;
             };
@@ -334,8 +334,11 @@ pub(crate) fn compute(
             }
             let vs = VirtualServer {
                 key,
-                scheduler,
-                persistence,
+                scheduler: scheduler.clone(),
+                persistence: affinity_timeout.map(|timeout_secs| Persistence {
+                    timeout_secs,
+                    netmask: PersistenceNetmask::host(family),
+                }),
                 real_servers: if local {
                     set.local.clone()
                 } else {
@@ -364,7 +367,7 @@ fn service_families(
     spec.ip_families
         .iter()
         .flatten()
-        .filter_map(|f| AddressFamily::from_k8s(f))
+        .filter_map(|f| spelling::address_family(f))
         .collect()
 }
 
@@ -375,7 +378,7 @@ fn served(
     families: &BTreeSet<AddressFamily>,
     problems: &mut Vec<Problem>,
 ) -> bool {
-    let family = AddressFamily::of(addr);
+    let family = AddressFamily::of(&addr);
     if families.is_empty() || families.contains(&family) {
         return true;
     }
@@ -383,7 +386,7 @@ fn served(
         service: sref.clone(),
         field: field.to_owned(),
         addr,
-        family: family.as_str(),
+        family,
     });
     false
 }
@@ -461,27 +464,23 @@ fn scheduler(
         .as_ref()
         .and_then(|a| a.get(SCHEDULER_ANNOTATION))
     else {
-        return config.default_scheduler;
+        return config.default_scheduler.clone();
     };
-    match value.trim().parse() {
+    match crate::scheduler::in_tree(value.trim()) {
         Ok(s) => s,
         Err(_) => {
             problems.push(Problem::UnknownScheduler {
                 service: sref.clone(),
                 annotation: SCHEDULER_ANNOTATION,
                 value: value.clone(),
-                default: config.default_scheduler.as_str(),
+                default: config.default_scheduler.name().to_owned(),
             });
-            config.default_scheduler
+            config.default_scheduler.clone()
         }
     }
 }
 
-fn persistence(
-    spec: &ServiceSpec,
-    sref: &ServiceRef,
-    problems: &mut Vec<Problem>,
-) -> Option<Persistence> {
+fn persistence(spec: &ServiceSpec, sref: &ServiceRef, problems: &mut Vec<Problem>) -> Option<u32> {
     match spec.session_affinity.as_deref() {
         None | Some("None") => None,
         Some("ClientIP") => {
@@ -503,7 +502,7 @@ fn persistence(
                     }
                 },
             };
-            Some(Persistence { timeout_seconds })
+            Some(timeout_seconds)
         }
         Some(other) => {
             problems.push(invalid_value(

@@ -58,7 +58,9 @@ use std::ops::RangeInclusive;
 
 use k8s_openapi::api::core::v1::ServiceSpec;
 
-use crate::model::{AddressFamily, ServiceRef};
+use ipvs::model::AddressFamily;
+
+use crate::model::ServiceRef;
 use crate::node::NodeInfo;
 use crate::problem::Problem;
 
@@ -141,13 +143,13 @@ pub(crate) fn cluster_ip(
         });
         return false;
     }
-    let family = AddressFamily::of(addr);
+    let family = AddressFamily::of(&addr);
     if seen.contains(&family) {
         problems.push(Problem::SecondClusterIp {
             service: sref.clone(),
             field: field.to_owned(),
             addr,
-            family: family.as_str(),
+            family,
         });
         return false;
     }

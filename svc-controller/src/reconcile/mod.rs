@@ -117,7 +117,6 @@
 //! | `timers.rs` | retries with backoff and drain checks, in time order ([`Reconciler::poll`]) |
 //! | `cleanup.rs` | [`Reconciler::cleanup`] |
 //! | `sysctls.rs` | the sysctls held at every full pass |
-//! | `mapping.rs` | the mapping from desired virtual servers to the library's IPVS types |
 //! | `report.rs` | [`SyncReport`] and the [`Metrics`] counters |
 //! | `config.rs` | [`ReconcilerConfig`] |
 
@@ -125,7 +124,6 @@ mod cleanup;
 pub mod config;
 mod drains;
 mod full_pass;
-mod mapping;
 mod report;
 mod send;
 mod sysctls;
@@ -138,10 +136,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ipvs::codec::Operation;
-use ipvs::model::{
-    Destination, DestinationKey, Forwarding, Persistence as IpvsPersistence, PersistenceNetmask,
-    Scheduler as IpvsScheduler, Service, ServiceKey, Weight,
-};
+use ipvs::model::{Destination, DestinationKey, Protocol, ServiceKey, Weight};
 use ipvs::table::{OperationKind, ServiceConfig, Table, diff_service};
 use tracing::{Level, debug, info, trace, warn};
 
@@ -150,7 +145,6 @@ pub use config::{
     ReconcilerConfig,
 };
 pub use drains::Drain;
-pub use mapping::{desired_table, ipvs_destination, ipvs_scheduler, ipvs_service};
 pub use report::{Metrics, OperationCounts, SyncReport};
 
 use drains::{DrainKey, DrainNote, at_most};
@@ -164,8 +158,9 @@ use crate::dataplane::{
     Connections, Dataplane, DataplaneError, Describe, InterfaceRemoval, ServiceState,
 };
 use crate::desired::{Changes, DesiredState, ServiceDesired};
-use crate::model::{Protocol, RealServer, Scheduler, ServiceRef, VirtualServer, VirtualServerKey};
-use crate::ownership::{Ownership, from_service_key, to_service_key};
+use crate::mapping::{from_service_key, ipvs_destination, ipvs_service, to_service_key};
+use crate::model::{ServiceRef, VirtualServer, VirtualServerKey};
+use crate::ownership::Ownership;
 
 /// One Service's new input for [`Reconciler::sync_services`].
 #[derive(Debug, Clone, PartialEq, Eq)]

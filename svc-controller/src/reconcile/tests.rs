@@ -5,14 +5,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use ipvs::model::{
-    AddressFamily, Destination, DestinationKey, Forwarding, Scheduler as IpvsScheduler,
-};
+use ipvs::model::{AddressFamily, Destination, DestinationKey, Forwarding, Scheduler, Service};
 use ipvs::table::{Errno, Fault, OperationKind};
 
 use super::*;
 use crate::dataplane::{AddressOp, Connections, MemoryDataplane};
-use crate::model::{Exposure, ServiceRef};
+use crate::mapping::desired_table;
+use crate::model::{Exposure, RealServer, ServiceRef};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -25,7 +24,7 @@ fn vs(addr: &str, protocol: Protocol, port: u16, backends: &[&str]) -> VirtualSe
             protocol,
             port,
         },
-        scheduler: Scheduler::Rr,
+        scheduler: Scheduler::RoundRobin,
         persistence: None,
         real_servers: backends
             .iter()
@@ -82,10 +81,7 @@ fn foreign_table() -> Table {
         mark: NonZeroU32::new(7).unwrap(),
     };
     Table::new()
-        .with_service(Service::new(
-            keepalived,
-            IpvsScheduler::WeightedLeastConnection,
-        ))
+        .with_service(Service::new(keepalived, Scheduler::WeightedLeastConnection))
         .with_destination(
             &keepalived,
             Destination::new(
@@ -95,8 +91,8 @@ fn foreign_table() -> Table {
             ),
         )
         .unwrap()
-        .with_service(Service::new(nodeport_like, IpvsScheduler::RoundRobin))
-        .with_service(Service::new(fwmark, IpvsScheduler::RoundRobin))
+        .with_service(Service::new(nodeport_like, Scheduler::RoundRobin))
+        .with_service(Service::new(fwmark, Scheduler::RoundRobin))
 }
 
 fn node() -> MemoryDataplane {
@@ -242,11 +238,11 @@ fn repairs_drift_and_removes_stale_owned_entries() {
             // A stale entry on our VIP, and a stale NodePort: ours by the ownership rule.
             t.insert_service(Service::new(
                 ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 8080),
-                IpvsScheduler::RoundRobin,
+                Scheduler::RoundRobin,
             ));
             t.insert_service(Service::new(
                 ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 30080),
-                IpvsScheduler::RoundRobin,
+                Scheduler::RoundRobin,
             ));
         })
         .unwrap();
@@ -307,7 +303,7 @@ fn excluded_cidrs_keep_foreign_entries_on_managed_addresses() {
     let keepalived = ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 8443);
     r.dataplane_mut()
         .tamper(|t| {
-            t.insert_service(Service::new(keepalived, IpvsScheduler::RoundRobin));
+            t.insert_service(Service::new(keepalived, Scheduler::RoundRobin));
         })
         .unwrap();
     assert!(r.verify(now).unwrap().is_quiet());
@@ -1034,11 +1030,11 @@ fn deleting_what_no_service_of_this_run_asked_for_is_a_warning() {
         dp.tamper(|t| {
             t.insert_service(Service::new(
                 ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 10), 8080),
-                IpvsScheduler::RoundRobin,
+                Scheduler::RoundRobin,
             ));
             t.insert_service(Service::new(
                 ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 30080),
-                IpvsScheduler::RoundRobin,
+                Scheduler::RoundRobin,
             ));
         })
         .unwrap();
@@ -1169,7 +1165,7 @@ fn a_sweep_verifies_in_slices_and_lets_syncs_run_between_them() {
             // A stale entry on an owned VIP.
             t.insert_service(Service::new(
                 ServiceKey::tcp(Ipv4Addr::new(10, 96, 0, 5), 8080),
-                IpvsScheduler::RoundRobin,
+                Scheduler::RoundRobin,
             ));
         })
         .unwrap();
@@ -1259,7 +1255,7 @@ fn a_sweep_without_discovery_skips_only_unknown_leftovers() {
     r.dataplane_mut()
         .tamper(|t| {
             t.remove_service(&first);
-            t.insert_service(Service::new(stale, IpvsScheduler::RoundRobin));
+            t.insert_service(Service::new(stale, Scheduler::RoundRobin));
         })
         .unwrap();
     let reads = r.dataplane().read_calls();

@@ -795,7 +795,7 @@ mod tests {
             .dataplane()
             .table()
             .keys()
-            .filter_map(|k| svc_controller::ownership::from_service_key(&k))
+            .filter_map(|k| svc_controller::mapping::from_service_key(&k))
             .filter(|k| k.addr == node_address)
             .map(|k| k.port)
             .collect();

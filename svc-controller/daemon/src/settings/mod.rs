@@ -26,7 +26,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
-use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler};
+use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler, scheduler};
 
 use crate::kube_proxy_flags::{FlagNote, KubeProxyFlags, MASQUERADE_REASON, parse_go_bool};
 
@@ -329,14 +329,14 @@ impl Settings {
             .trim()
             .to_lowercase();
         let scheduler = match cli.ipvs_scheduler.clone().or(ipvs.scheduler.clone()) {
-            None => Scheduler::Rr,
-            Some(s) if s.is_empty() => Scheduler::Rr,
-            Some(s) => s.parse().map_err(|_| {
+            None => scheduler::KUBE_PROXY_DEFAULT,
+            Some(s) if s.is_empty() => scheduler::KUBE_PROXY_DEFAULT,
+            Some(s) => scheduler::in_tree(&s).map_err(|_| {
                 invalid(
                     "ipvs-scheduler",
                     format!(
                         "unknown scheduler {s:?}; known: {}",
-                        Scheduler::NAMES.join(", ")
+                        scheduler::IN_TREE_NAMES.join(", ")
                     ),
                 )
             })?,
@@ -480,7 +480,7 @@ impl Settings {
     /// The controller's configuration from these settings.
     pub fn proxy_config(&self) -> svc_controller::ProxyConfig {
         svc_controller::ProxyConfig {
-            default_scheduler: self.scheduler,
+            default_scheduler: self.scheduler.clone(),
             node_port_cidrs: self.nodeport_addresses.clone(),
             dummy_interface: self.dummy_interface.clone(),
             service_proxy_name: self.service_proxy_name.clone(),
@@ -581,7 +581,7 @@ mod tests {
     fn defaults_are_kube_proxys() {
         let s = Settings::load(&Cli::default(), host).unwrap();
         assert_eq!(s.node_name, "node-a");
-        assert_eq!(s.scheduler, Scheduler::Rr);
+        assert_eq!(s.scheduler, Scheduler::RoundRobin);
         assert_eq!(s.sync_period, Duration::from_secs(30));
         assert_eq!(s.min_sync_period, Duration::ZERO);
         assert_eq!(
@@ -678,7 +678,14 @@ ipvsRateEstimation: false
         };
         let s = Settings::from_file_text(&cli, Path::new("kp.yaml"), text, host).unwrap();
         assert_eq!(s.node_name, "worker-1");
-        assert_eq!(s.scheduler, Scheduler::Sh, "the flag wins");
+        assert_eq!(
+            s.scheduler,
+            Scheduler::SourceHashing {
+                fallback: false,
+                port: false,
+            },
+            "the flag wins"
+        );
         assert_eq!(s.sync_period, Duration::from_secs(60));
         assert_eq!(s.min_sync_period, Duration::from_millis(500));
         assert!(s.strict_arp);
@@ -810,7 +817,7 @@ ipvsRateEstimation: false
         ])
         .unwrap();
         let s = Settings::load(&cli, host).unwrap();
-        assert_eq!(s.scheduler, Scheduler::Wrr);
+        assert_eq!(s.scheduler, Scheduler::WeightedRoundRobin);
         assert_eq!(s.sync_period, Duration::from_secs(45));
         assert_eq!(s.nodeport_addresses.len(), 2);
         assert!(s.strict_arp);
