@@ -660,6 +660,44 @@ mod real_kernel {
                 let lists = ipvs.destinations_of(&[key, missing]).await.unwrap();
                 assert_eq!(lists[0].len(), 1);
                 assert!(lists[1].is_empty());
+
+                // A listing large enough to be spread over several sockets and tasks reads
+                // what the blocking handle reads, in the kernel's order.
+                let many: Vec<Operation> = (0..300u16)
+                    .flat_map(|i| {
+                        let key = ServiceKey::udp(
+                            std::net::Ipv4Addr::new(198, 51, 101, (i % 250) as u8),
+                            1000 + i,
+                        );
+                        let backend = format!("203.0.113.{}", 1 + i % 3);
+                        [
+                            Operation::AddService(Service::new(key, Scheduler::RoundRobin)),
+                            Operation::AddDestination(
+                                key,
+                                dest(&backend, 53, Forwarding::Masquerade, 1 + u32::from(i % 5)),
+                            ),
+                        ]
+                    })
+                    .collect();
+                let results = ipvs.apply_batch(&many).await.unwrap();
+                assert!(results.iter().all(Result::is_ok));
+                let listed = ipvs.services_with_destinations().await.unwrap();
+                assert_eq!(listed.len(), 301);
+                let blocking = Ipvs::open().unwrap().services_with_destinations().unwrap();
+                let keys = |l: &[(
+                    ipvs::model::ServiceEntry,
+                    Vec<ipvs::model::DestinationEntry>,
+                )]| {
+                    l.iter()
+                        .map(|(s, d)| {
+                            let weights: Vec<u32> =
+                                d.iter().map(|d| d.destination.weight.get()).collect();
+                            (s.service.key, weights)
+                        })
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(keys(&listed), keys(&blocking));
+                assert_eq!(ipvs.table().await.unwrap().len(), 301);
             })
             .unwrap();
         });

@@ -6,6 +6,9 @@
 use std::fs::File;
 use std::os::fd::OwnedFd;
 
+use netlink_packet_core::{Emitable, ParseableParametrized};
+use netlink_packet_generic::{GenlFamily, GenlHeader};
+
 use super::error::{Error, Result};
 use crate::codec::{self, DecodeError, IpvsMessage, ListingMessage, Operation, Request};
 use crate::model::{
@@ -14,14 +17,84 @@ use crate::model::{
 };
 use crate::transport::{KernelError, Namespace, Options, TransportError};
 
-/// Decodes the reply messages of a read.
-pub(crate) type Decoder<T> = Box<dyn Fn(&[IpvsMessage]) -> Result<T, DecodeError> + Send + Sync>;
+/// Decodes the reply messages of a read, learning what they prove the kernel supports.
+pub(crate) type Decoder<M, T> =
+    Box<dyn FnOnce(Vec<M>, &mut KernelFeatures) -> Result<T, DecodeError> + Send>;
 
-/// A read: the request, a name for errors, and the decoder of its reply messages.
-pub(crate) struct Read<T> {
+/// A read: the request, a name for errors, and the decoder of its reply messages (of type
+/// `M`: [`IpvsMessage`] on the handle's socket, [`ListingMessage`] on its listing sockets).
+/// It runs as a [`Call`](super::machine::Call) that retries a dump the kernel flagged
+/// inconsistent.
+pub(crate) struct Read<M, T> {
     pub(crate) request: Request,
     pub(crate) operation: ReadName,
-    pub(crate) decode: Decoder<T>,
+    /// Taken when the replies are decoded.
+    pub(crate) decode: Option<Decoder<M, T>>,
+    pub(crate) attempts: usize,
+}
+
+impl<M, T> Read<M, T> {
+    fn new(
+        request: Request,
+        operation: ReadName,
+        decode: impl FnOnce(Vec<M>, &mut KernelFeatures) -> Result<T, DecodeError> + Send + 'static,
+    ) -> Self {
+        Self {
+            request,
+            operation,
+            decode: Some(Box::new(decode)),
+            attempts: 0,
+        }
+    }
+}
+
+/// The message types reads are decoded from: [`IpvsMessage`] on the handle's socket,
+/// [`ListingMessage`] (attribute lists skipped) on its listing sockets.
+pub(crate) trait Reply:
+    From<IpvsMessage>
+    + GenlFamily
+    + Emitable
+    + ParseableParametrized<[u8], GenlHeader>
+    + std::fmt::Debug
+    + Sized
+{
+    /// Every service.
+    fn services() -> Read<Self, Vec<ServiceEntry>>;
+    /// The destinations of one service.
+    fn destinations(key: &ServiceKey) -> Read<Self, Vec<DestinationEntry>>;
+}
+
+impl Reply for IpvsMessage {
+    fn services() -> Read<Self, Vec<ServiceEntry>> {
+        services()
+    }
+
+    fn destinations(key: &ServiceKey) -> Read<Self, Vec<DestinationEntry>> {
+        destinations(key)
+    }
+}
+
+impl Reply for ListingMessage {
+    fn services() -> Read<Self, Vec<ServiceEntry>> {
+        listed_services()
+    }
+
+    fn destinations(key: &ServiceKey) -> Read<Self, Vec<DestinationEntry>> {
+        listed_destinations(key)
+    }
+}
+
+/// A read on the handle's socket whose replies are decoded by `decode` once their features
+/// were observed.
+fn read<T>(
+    request: Request,
+    operation: ReadName,
+    decode: impl FnOnce(&[IpvsMessage]) -> Result<T, DecodeError> + Send + 'static,
+) -> Read<IpvsMessage, T> {
+    Read::new(request, operation, move |replies, features| {
+        *features = observe(*features, &replies);
+        decode(&replies)
+    })
 }
 
 /// The name of a read, for errors; formatted only when one happens (reads are frequent,
@@ -63,12 +136,21 @@ fn one<T>(
     }
 }
 
-pub(crate) fn services() -> Read<Vec<ServiceEntry>> {
-    Read {
-        request: Request::DumpServices,
-        operation: ReadName::Fixed("list services"),
-        decode: Box::new(|m| each(codec::decode_service)(m).map(without_repeats)),
-    }
+pub(crate) fn services() -> Read<IpvsMessage, Vec<ServiceEntry>> {
+    read(
+        Request::DumpServices,
+        ReadName::Fixed("list services"),
+        |m| each(codec::decode_service)(m).map(without_repeats),
+    )
+}
+
+/// [`services`] on a listing socket.
+fn listed_services() -> Read<ListingMessage, Vec<ServiceEntry>> {
+    Read::new(
+        Request::DumpServices,
+        ReadName::Fixed("list services"),
+        decode_listed_services,
+    )
 }
 
 /// Drops services a dump reported more than once, keeping the latest report of each.
@@ -90,49 +172,53 @@ pub(crate) fn without_repeats(services: Vec<ServiceEntry>) -> Vec<ServiceEntry> 
         .collect()
 }
 
-pub(crate) fn service(key: &ServiceKey) -> Read<ServiceEntry> {
-    Read {
-        request: Request::GetService(*key),
-        operation: ReadName::Service(*key),
-        decode: Box::new(|m| one(m, codec::decode_service)),
-    }
+pub(crate) fn service(key: &ServiceKey) -> Read<IpvsMessage, ServiceEntry> {
+    read(Request::GetService(*key), ReadName::Service(*key), |m| {
+        one(m, codec::decode_service)
+    })
 }
 
-pub(crate) fn destinations(key: &ServiceKey) -> Read<Vec<DestinationEntry>> {
+pub(crate) fn destinations(key: &ServiceKey) -> Read<IpvsMessage, Vec<DestinationEntry>> {
     let family = key.family();
-    Read {
-        request: Request::DumpDestinations(*key),
-        operation: ReadName::Destinations(*key),
-        decode: Box::new(move |m| {
+    read(
+        Request::DumpDestinations(*key),
+        ReadName::Destinations(*key),
+        move |m| {
             m.iter()
                 .map(|m| codec::decode_destination(m, family))
                 .collect()
-        }),
-    }
+        },
+    )
 }
 
-pub(crate) fn daemons() -> Read<Vec<SyncDaemon>> {
-    Read {
-        request: Request::DumpDaemons,
-        operation: ReadName::Fixed("list sync daemons"),
-        decode: Box::new(|m| each(codec::decode_daemon)(m)),
-    }
+/// [`destinations`] on a listing socket.
+fn listed_destinations(key: &ServiceKey) -> Read<ListingMessage, Vec<DestinationEntry>> {
+    let family = key.family();
+    Read::new(
+        Request::DumpDestinations(*key),
+        ReadName::Destinations(*key),
+        move |replies, features| decode_listed_destinations(replies, family, features),
+    )
 }
 
-pub(crate) fn info() -> Read<Info> {
-    Read {
-        request: Request::GetInfo,
-        operation: ReadName::Fixed("get info"),
-        decode: Box::new(|m| one(m, codec::decode_info)),
-    }
+pub(crate) fn daemons() -> Read<IpvsMessage, Vec<SyncDaemon>> {
+    read(
+        Request::DumpDaemons,
+        ReadName::Fixed("list sync daemons"),
+        each(codec::decode_daemon),
+    )
 }
 
-pub(crate) fn timeouts() -> Read<Timeouts> {
-    Read {
-        request: Request::GetConfig,
-        operation: ReadName::Fixed("get timeouts"),
-        decode: Box::new(|m| one(m, codec::decode_timeouts)),
-    }
+pub(crate) fn info() -> Read<IpvsMessage, Info> {
+    read(Request::GetInfo, ReadName::Fixed("get info"), |m| {
+        one(m, codec::decode_info)
+    })
+}
+
+pub(crate) fn timeouts() -> Read<IpvsMessage, Timeouts> {
+    read(Request::GetConfig, ReadName::Fixed("get timeouts"), |m| {
+        one(m, codec::decode_timeouts)
+    })
 }
 
 /// The requests of [`services_by_key`]: one `GET_SERVICE` per key, in order.
@@ -186,7 +272,7 @@ pub(crate) fn services_by_key(
 
 /// Decodes the replies of a service dump read as [`ListingMessage`]s (what
 /// [`services`] decodes from [`IpvsMessage`]s), learning what they prove the kernel supports.
-pub(crate) fn listed_services(
+fn decode_listed_services(
     replies: Vec<ListingMessage>,
     features: &mut KernelFeatures,
 ) -> Result<Vec<ServiceEntry>, DecodeError> {
@@ -212,7 +298,7 @@ pub(crate) fn listed_services(
 /// Decodes the replies of a destination dump of a service of `family` read as
 /// [`ListingMessage`]s (what [`destinations`] decodes from [`IpvsMessage`]s), learning what
 /// they prove the kernel supports.
-pub(crate) fn listed_destinations(
+fn decode_listed_destinations(
     replies: Vec<ListingMessage>,
     family: AddressFamily,
     features: &mut KernelFeatures,
@@ -234,6 +320,79 @@ pub(crate) fn listed_destinations(
         });
     }
     Ok(destinations)
+}
+
+/// Services below which a full listing is read on one listing socket only: a helper thread
+/// or task costs more than a few dozen round trips.
+const PARALLEL_LISTING_MIN: usize = 64;
+
+/// The most sockets a full listing reads destinations on at once.
+const LISTING_SOCKETS_MAX: usize = 4;
+
+/// The receive slot of the socket that dumps services: the largest dump chunk the kernel
+/// makes. It resumes a service dump by walking past every service already sent, once per
+/// chunk, so chunks eight times larger than a page make a large service dump walk the
+/// table far fewer times; a destination dump, which is small, is cheaper in page-sized
+/// chunks, and is read on the other sockets.
+pub(crate) const SERVICE_DUMP_SLOT: usize = 32 << 10;
+
+/// How many listing sockets the destinations of `keys` services are read on: the kernel
+/// runs one dump at a time per socket, and runs it in the reader's context, so a large
+/// listing is spread over a few sockets read in parallel.
+pub(crate) fn listing_sockets_wanted(keys: usize) -> usize {
+    if keys < PARALLEL_LISTING_MIN {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, LISTING_SOCKETS_MAX)
+    }
+}
+
+/// `keys` in contiguous shares, one per socket (at most `sockets`), so that the answers,
+/// joined in order, keep the order of the keys.
+pub(crate) fn listing_shares(
+    keys: &[ServiceKey],
+    sockets: usize,
+) -> std::slice::Chunks<'_, ServiceKey> {
+    keys.chunks(keys.len().div_ceil(sockets.max(1)).max(1))
+}
+
+/// What each share of a parallel listing read, joined in order: the lists, and what their
+/// replies proved the kernel supports, added to `features`.
+pub(crate) fn join_listing_shares(
+    shares: Vec<Result<(Vec<Vec<DestinationEntry>>, KernelFeatures)>>,
+    features: &mut KernelFeatures,
+    keys: usize,
+) -> Result<Vec<Vec<DestinationEntry>>> {
+    let mut destinations = Vec::with_capacity(keys);
+    for share in shares {
+        let (lists, learned) = share?;
+        *features = features.with_all(learned);
+        destinations.extend(lists);
+    }
+    Ok(destinations)
+}
+
+/// The error of a share of a parallel listing whose thread or task did not finish.
+pub(crate) fn listing_task_failed() -> Error {
+    Error::transport(
+        "list destinations",
+        TransportError::io(
+            "listing thread",
+            std::io::Error::other("the thread or task reading a share panicked"),
+        ),
+    )
+}
+
+/// Options for one more listing socket, from the handle's pinned ones, with receive slots
+/// of `slot` bytes if given; `None` if the namespace cannot be shared again.
+pub(crate) fn lister_options(pinned: &Options, slot: Option<usize>) -> Option<Options> {
+    let mut options = pinned.duplicate()?;
+    if let Some(slot) = slot {
+        options.recv_slot = slot;
+    }
+    Some(options)
 }
 
 /// Options for more sockets in the namespace `options` open the handle's socket in, pinned

@@ -9,7 +9,9 @@
 
 mod blocking;
 mod call;
+mod calls;
 mod error;
+mod machine;
 #[cfg(feature = "tokio")]
 mod tokio;
 

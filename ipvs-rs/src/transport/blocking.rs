@@ -26,7 +26,7 @@ use nix::{
 
 use super::{
     error::{KernelError, Result, TransportError},
-    exchange::{Exchange, GENL_HDRLEN, NLMSG_HDRLEN, nlmsg_align},
+    exchange::{BatchRun, Exchange},
     socket::{self, NlSocket, Options, RecvBuffers},
 };
 
@@ -228,29 +228,15 @@ where
         &mut self,
         requests: impl IntoIterator<Item = F>,
     ) -> Result<Vec<Result<Vec<F>, KernelError>>> {
-        let mut requests = requests.into_iter().peekable();
-        let mut results = Vec::with_capacity(requests.size_hint().0);
-        let mut first_failure = None;
+        let mut batch = BatchRun::new(requests, self.max_chunk);
         let max_bytes = self.socket.max_send();
-        while requests.peek().is_some() {
+        while batch.has_more() {
             self.begin();
-            while self.exchange.len() < self.max_chunk {
-                let fits = requests.peek().is_some_and(|next| {
-                    let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
-                    self.exchange.is_empty() || self.send_buf.len() + len <= max_bytes
-                });
-                let Some(next) = requests.next_if(|_| fits) else {
-                    break;
-                };
-                self.exchange.push(&next, 0, &mut self.send_buf)?;
-            }
+            batch.fill(&mut self.exchange, &mut self.send_buf, max_bytes)?;
             self.run(&mut Deadline::new(self.timeout))?;
-            self.exchange.finish_batch(&mut results, &mut first_failure);
+            batch.collect(&mut self.exchange);
         }
-        match first_failure {
-            Some(failure) => Err(failure),
-            None => Ok(results),
-        }
+        batch.finish()
     }
 
     /// Sends the current call's buffer and waits for all its replies; abandons it on error.

@@ -448,6 +448,75 @@ where
     }
 }
 
+/// A batch on its way through a connection: the requests not yet sent, and the results and
+/// first failure so far. Both connections run it the same way: while
+/// [`has_more`](Self::has_more), begin a call, [`fill`](Self::fill) it, send and wait, then
+/// [`collect`](Self::collect); at the end, [`finish`](Self::finish).
+#[derive(Debug)]
+pub struct BatchRun<I: Iterator> {
+    requests: std::iter::Peekable<I>,
+    results: Vec<std::result::Result<Vec<I::Item>, KernelError>>,
+    first_failure: Option<TransportError>,
+    max_chunk: usize,
+}
+
+impl<F, I> BatchRun<I>
+where
+    I: Iterator<Item = F>,
+    F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+{
+    /// A batch of `requests`, sent in chunks of at most `max_chunk` requests.
+    pub fn new(requests: impl IntoIterator<IntoIter = I>, max_chunk: usize) -> Self {
+        let requests = requests.into_iter().peekable();
+        Self {
+            results: Vec::with_capacity(requests.size_hint().0),
+            requests,
+            first_failure: None,
+            max_chunk: max_chunk.max(1),
+        }
+    }
+
+    /// Whether requests are left to send.
+    pub fn has_more(&mut self) -> bool {
+        self.requests.peek().is_some()
+    }
+
+    /// Pushes the next requests into the exchange's current call, encoded at the end of
+    /// `send_buf`, while the chunk has room: at most `max_chunk` requests and `max_bytes`
+    /// bytes (the first request of a chunk always goes, whatever its size).
+    pub fn fill(
+        &mut self,
+        exchange: &mut Exchange<F>,
+        send_buf: &mut Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<()> {
+        while exchange.len() < self.max_chunk {
+            let fits = self.requests.peek().is_some_and(|next| {
+                let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
+                exchange.is_empty() || send_buf.len() + len <= max_bytes
+            });
+            let Some(next) = self.requests.next_if(|_| fits) else {
+                break;
+            };
+            exchange.push(&next, 0, send_buf)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the results of the chunk just answered (see [`Exchange::finish_batch`]).
+    pub fn collect(&mut self, exchange: &mut Exchange<F>) {
+        exchange.finish_batch(&mut self.results, &mut self.first_failure);
+    }
+
+    /// Every request's result, in order, or the first failure that was not a request's own.
+    pub fn finish(self) -> Result<Vec<std::result::Result<Vec<F>, KernelError>>> {
+        match self.first_failure {
+            Some(failure) => Err(failure),
+            None => Ok(self.results),
+        }
+    }
+}
+
 /// Reads a `nlmsghdr` from the first 16 bytes of `buf` (the caller checked the length).
 fn parse_header(buf: &[u8]) -> NetlinkHeader {
     let mut header = NetlinkHeader::default();

@@ -20,7 +20,7 @@ use tokio::{io::unix::AsyncFd, time::Instant};
 
 use super::{
     error::{KernelError, Result, TransportError},
-    exchange::{Exchange, GENL_HDRLEN, NLMSG_HDRLEN, nlmsg_align},
+    exchange::{BatchRun, Exchange},
     socket::{self, NlSocket, Options, RecvBuffers},
 };
 
@@ -185,30 +185,16 @@ where
         &mut self,
         requests: impl IntoIterator<Item = F>,
     ) -> Result<Vec<Result<Vec<F>, KernelError>>> {
-        let mut requests = requests.into_iter().peekable();
-        let mut results = Vec::with_capacity(requests.size_hint().0);
-        let mut first_failure = None;
-        while requests.peek().is_some() {
+        let mut batch = BatchRun::new(requests, self.max_chunk);
+        while batch.has_more() {
             self.begin();
             self.exchange.begin();
-            while self.exchange.len() < self.max_chunk {
-                let fits = requests.peek().is_some_and(|next| {
-                    let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
-                    self.exchange.is_empty() || self.io.send_buf.len() + len <= self.io.max_send
-                });
-                let Some(next) = requests.next_if(|_| fits) else {
-                    break;
-                };
-                self.exchange.push(&next, 0, &mut self.io.send_buf)?;
-            }
+            batch.fill(&mut self.exchange, &mut self.io.send_buf, self.io.max_send)?;
             self.run(Instant::now() + self.io.timeout).await?;
             self.dirty = false;
-            self.exchange.finish_batch(&mut results, &mut first_failure);
+            batch.collect(&mut self.exchange);
         }
-        match first_failure {
-            Some(failure) => Err(failure),
-            None => Ok(results),
-        }
+        batch.finish()
     }
 
     /// Marks a call as running, first flushing what a failed or cancelled one left behind.
