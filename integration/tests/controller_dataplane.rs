@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod real_kernel {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeSet;
     use std::io::{BufRead, BufReader, Write};
     use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
     use std::os::fd::AsFd;
@@ -22,9 +22,10 @@ mod real_kernel {
     use svc_controller::dataplane::{Dataplane, KernelDataplane};
     use svc_controller::mapping::{desired_table, to_service_key};
     use svc_controller::reconcile::{Reconciler, ReconcilerConfig};
+    use svc_controller::testing;
     use svc_controller::{
-        DEFAULT_DUMMY_INTERFACE, DesiredState, Exposure, Persistence, Protocol, RealServer,
-        Scheduler, ServiceDesired, ServiceRef, VirtualServer, VirtualServerKey,
+        DEFAULT_DUMMY_INTERFACE, DesiredState, Exposure, Persistence, Protocol, Scheduler,
+        ServiceDesired, ServiceRef, VirtualServer, VirtualServerKey,
     };
 
     fn ip(s: &str) -> IpAddr {
@@ -39,47 +40,16 @@ mod real_kernel {
         exposure: Exposure,
     ) -> VirtualServer {
         VirtualServer {
-            key: VirtualServerKey {
-                addr: ip(addr),
-                protocol,
-                port,
-            },
-            scheduler: Scheduler::RoundRobin,
-            persistence: None,
-            real_servers: backends
-                .iter()
-                .map(|(a, p)| RealServer {
-                    addr: ip(a),
-                    port: *p,
-                    weight: 1,
-                })
-                .collect(),
-            service: ServiceRef::new("", ""),
-            port_name: String::new(),
             exposure,
             bind_address: exposure != Exposure::NodePort,
+            ..testing::virtual_server(addr, protocol, port, backends)
         }
     }
 
     fn service(name: &str, vss: Vec<VirtualServer>) -> ServiceDesired {
-        let sref = ServiceRef::new("default", name);
-        ServiceDesired {
-            service: sref.clone(),
-            virtual_servers: vss
-                .into_iter()
-                .map(|mut v| {
-                    v.service = sref.clone();
-                    (v.key, v)
-                })
-                .collect::<BTreeMap<_, _>>(),
-            problems: Vec::new(),
-            health_check: None,
-            no_local_endpoints: Default::default(),
-        }
+        testing::desired(name, vss)
     }
 
-    /// A handful of Services: TCP with session affinity, DNS over UDP and TCP, an IPv6
-    /// ClusterIP, an SCTP port, and a NodePort on the node's address 192.168.1.10.
     fn services() -> Vec<ServiceDesired> {
         let mut web = vs(
             "10.96.0.10",

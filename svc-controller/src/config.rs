@@ -22,6 +22,13 @@ pub const SCHEDULER_ANNOTATION: &str = "ipvs.kube-proxy.rs/scheduler";
 /// The label that hands a Service to another proxy.
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
+/// The annotation on EndpointSlices that records when the change behind them happened
+/// (kube-proxy's network-programming latency is measured from it).
+pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// The node label that names the node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
 /// The label that joins an EndpointSlice to its Service (by name, in the same namespace).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 

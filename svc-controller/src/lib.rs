@@ -5,11 +5,12 @@
 //! the VIPs to bind on the dummy interface (`kube-ipvs0` by default); then keeps the node in
 //! line with it.
 //!
-//! The crate has two halves:
+//! The crate has three layers, each usable alone:
 //!
 //! - **The desired state** (pure, talks to nothing): [`compute_service`] (one Service, for
 //!   incremental work) and [`DesiredState`] (the whole node, updated Service by Service or
-//!   computed at once). The rest of this page describes it.
+//!   computed at once). The rest of this page describes it; [`desired::reads`] says what it
+//!   reads of each object, and [`mapping`] turns its virtual servers into the library's types.
 //! - **The reconciler**: [`reconcile::Reconciler`] programs the desired state through a
 //!   [`dataplane::Dataplane`] (the real node, [`dataplane::KernelDataplane`], or an in-memory
 //!   one for tests, [`dataplane::MemoryDataplane`]), incrementally (work proportional to what
@@ -17,6 +18,13 @@
 //!   drift repair, and a restart that adopts the existing table without a single operation.
 //!   What it may touch is decided by the rule in [`ownership`]: the virtual servers on the
 //!   dummy interface's addresses and NodePorts on node addresses, never anyone else's.
+//! - **The runtime**: [`runtime::Engine`] is the loop a node program runs: it keeps the
+//!   Services and EndpointSlices its sources send, waits for their first state, adopts the
+//!   node, then syncs each change incrementally and verifies the table every period, and
+//!   reports what it does to an [`runtime::Observer`] (metrics, health). The `ipvs-proxy`
+//!   daemon is this runtime plus sources, settings and telemetry.
+//!
+//! Builders for tests are in `testing` (feature `testing`).
 //!
 //! ## What becomes a virtual server
 //! A virtual server is an (address, protocol, port) triple, [`VirtualServerKey`]. For each valid
@@ -114,7 +122,10 @@ pub mod node;
 pub mod ownership;
 pub mod problem;
 pub mod reconcile;
+pub mod runtime;
 pub mod scheduler;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::{
     DEFAULT_AFFINITY_TIMEOUT_SECONDS, DEFAULT_DUMMY_INTERFACE, ProxyConfig, SCHEDULER_ANNOTATION,

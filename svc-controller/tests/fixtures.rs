@@ -4,8 +4,10 @@
 //!
 //! Virtual servers are written in their `Display` form
 //! (`TCP 10.96.0.10:53 rr -> 10.244.1.5:5353 w1, ...`), problems as their messages. Order does
-//! not matter. Every mismatch of every fixture is reported, with the fixture's name, before the
-//! test fails.
+//! not matter. Every fixture is also computed with its objects listed in reverse and with its
+//! objects trimmed as a runtime keeps them ([`svc_controller::desired::reads`]): neither may
+//! change the result. Every mismatch of every fixture is reported, with the fixture's name,
+//! before the test fails.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
+use svc_controller::desired::reads::{trim_service, trim_slice};
 use svc_controller::{DesiredState, NodeInfo, ProxyConfig};
 
 #[derive(Debug, Deserialize)]
@@ -193,6 +196,20 @@ fn desired_state_fixtures() {
             let _ = writeln!(
                 report,
                 "    result changes when Services and slices are listed in reverse order"
+            );
+        }
+
+        // A program keeps objects trimmed to what the computation reads: trimming must keep
+        // every field this fixture's result depends on.
+        let services: Vec<_> = fixture.services.iter().cloned().map(trim_service).collect();
+        let slices: Vec<_> = fixture.slices.iter().cloned().map(trim_slice).collect();
+        let trimmed = DesiredState::compute(&services, &slices, &fixture.node, &fixture.config);
+        if summary(&trimmed) != summarised {
+            let _ = writeln!(
+                report,
+                "    result changes when the objects are trimmed (desired::reads drops a field \
+                 the computation reads): {:?}",
+                summary(&trimmed)
             );
         }
 

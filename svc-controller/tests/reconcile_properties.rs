@@ -6,14 +6,10 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU32;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use ipvs::model::{
-    AddressFamily, Destination, DestinationKey, Forwarding, Scheduler as IpvsScheduler, Service,
-    ServiceKey, Weight,
-};
+use ipvs::model::{Destination, DestinationKey, Forwarding, ServiceKey, Weight};
 use ipvs::table::{Errno, Fault, OperationKind, Table};
 use proptest::prelude::*;
 use svc_controller::dataplane::{Connections, MemoryDataplane};
@@ -36,33 +32,6 @@ const BACKENDS: [[u8; 4]; 4] = [
     [10, 244, 0, 3],
     [10, 244, 0, 4],
 ];
-
-fn foreign_table() -> Table {
-    let keepalived = ServiceKey::tcp(Ipv4Addr::new(192, 168, 50, 1), 80);
-    let fwmark = ServiceKey::Fwmark {
-        family: AddressFamily::Ipv4,
-        mark: NonZeroU32::new(7).unwrap(),
-    };
-    Table::new()
-        .with_service(Service::new(
-            keepalived,
-            IpvsScheduler::WeightedLeastConnection,
-        ))
-        .with_destination(
-            &keepalived,
-            Destination::new(
-                Ipv4Addr::new(192, 168, 50, 2),
-                80,
-                Forwarding::DirectRouting,
-            ),
-        )
-        .unwrap()
-        .with_service(Service::new(
-            ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 8443),
-            IpvsScheduler::RoundRobin,
-        ))
-        .with_service(Service::new(fwmark, IpvsScheduler::RoundRobin))
-}
 
 /// One virtual server of a generated Service: (VIP index, port index, backend bitmask).
 type VsSpec = (usize, usize, u8);
@@ -149,13 +118,13 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
 }
 
 fn owned(table: &Table) -> Table {
-    let foreign = foreign_table();
+    let foreign = svc_controller::testing::foreign_table();
     table.filtered(|s| !foreign.contains_service(&s.key()))
 }
 
 /// The foreign entries are exactly as they were.
 fn foreign_intact(table: &Table) -> Result<(), TestCaseError> {
-    for s in foreign_table().iter() {
+    for s in svc_controller::testing::foreign_table().iter() {
         prop_assert_eq!(table.get(&s.key()), Some(s));
     }
     Ok(())
@@ -246,7 +215,7 @@ proptest! {
         let mut now = t0;
         let dp = MemoryDataplane::new()
             .with_node_addresses([IpAddr::from([192, 168, 1, 10])])
-            .with_table(&foreign_table())
+            .with_table(&svc_controller::testing::foreign_table())
             .unwrap();
         let mut r = Reconciler::new(dp, config());
         r.verify(now).unwrap();

@@ -29,16 +29,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use integration::synthetic::SyntheticCluster;
-use ipvs_proxy::engine::{Engine, EngineConfig};
-use ipvs_proxy::source::Message;
+use ipvs_proxy::health::Health;
 use ipvs_proxy::source::manifests::ManifestFolder;
-use ipvs_proxy::store::{Change, ObjectStore};
-use ipvs_proxy::telemetry::{Health, Metrics};
+use ipvs_proxy::telemetry::{Metrics, Telemetry};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use peak_alloc::PeakAlloc;
 use svc_controller::dataplane::MemoryDataplane;
 use svc_controller::reconcile::ReconcilerConfig;
+use svc_controller::runtime::Message;
+use svc_controller::runtime::{Change, ObjectStore};
+use svc_controller::runtime::{Engine, EngineConfig};
 use svc_controller::{NodeInfo, ProxyConfig};
 
 #[global_allocator]
@@ -137,15 +138,11 @@ fn main() {
             let mut engine = Engine::new(
                 dataplane,
                 ReconcilerConfig::default(),
-                EngineConfig {
-                    node_name: "node-a".into(),
-                    proxy: ProxyConfig::default(),
-                    sync_period: Duration::from_secs(30),
-                    min_sync_period: Duration::ZERO,
-                    wait_for_node: false,
-                },
-                Arc::new(Metrics::new(false)),
-                Arc::new(Health::new(Duration::from_secs(60))),
+                EngineConfig::for_node("node-a"),
+                Arc::new(Telemetry::new(
+                    Arc::new(Metrics::new(false)),
+                    Arc::new(Health::new(Duration::from_secs(60))),
+                )),
             );
             ManifestFolder::new(&dir).load_in_parts(|part| {
                 for m in part.messages {

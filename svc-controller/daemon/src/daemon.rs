@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use svc_controller::dataplane::KernelDataplane;
 use svc_controller::reconcile::{Reconciler, ReconcilerConfig};
+use svc_controller::runtime::{Engine, EngineConfig, Message};
 use tracing::{error, info, warn};
 
-use crate::engine::{Engine, EngineConfig};
+use crate::health::{self, Health};
 use crate::node_setup;
-use crate::service_health;
 use crate::settings::{Settings, SourceSettings, SysctlMode};
-use crate::source::{self, Message};
-use crate::telemetry::{self, Health, Metrics};
+use crate::source;
+use crate::telemetry::{self, Metrics, Telemetry};
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -228,14 +228,14 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         kernel = release.as_deref().unwrap_or("unknown"),
         "started"
     );
+    let telemetry = Telemetry::new(metrics, health.clone());
+    runtime.spawn(health::services::serve(telemetry.checks.clone(), health));
     let engine = Engine::new(
         dataplane,
         reconciler_config,
         engine_config,
-        metrics,
-        health.clone(),
+        Arc::new(telemetry),
     );
-    runtime.spawn(service_health::serve(engine.health_checks(), health));
     let handle = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {

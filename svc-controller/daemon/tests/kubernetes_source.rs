@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ipvs_proxy::source::Message;
 use ipvs_proxy::source::backoff::WATCH_BACKOFF;
 use ipvs_proxy::source::kubernetes::{HEADLESS_LABEL, client, label_selector, run};
-use ipvs_proxy::store::Change;
 use ipvs_proxy::telemetry::Metrics;
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use kube_standin::{DownMode, ExpiredStyle, LoggedRequest, StandIn, Verb, wait_until};
+use svc_controller::runtime::Change;
+use svc_controller::runtime::Message;
 use tokio::sync::mpsc::{UnboundedReceiver, error::TryRecvError};
 
 /// How long any one expected thing may take (generous: the machine is small and loaded, and

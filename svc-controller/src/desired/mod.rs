@@ -39,6 +39,7 @@
 
 pub mod endpoints;
 pub mod ports;
+pub mod reads;
 pub mod service;
 mod spelling;
 pub mod validate;

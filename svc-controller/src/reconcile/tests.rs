@@ -1,61 +1,28 @@
 //! Reconciler unit tests over the in-memory dataplane.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use ipvs::model::{AddressFamily, Destination, DestinationKey, Forwarding, Scheduler, Service};
+use ipvs::model::{DestinationKey, Scheduler, Service};
 use ipvs::table::{Errno, Fault, OperationKind};
 
 use super::*;
 use crate::dataplane::{AddressOp, Connections, MemoryDataplane};
 use crate::mapping::desired_table;
-use crate::model::{Exposure, RealServer, ServiceRef};
+use crate::model::ServiceRef;
+use crate::testing;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 fn vs(addr: &str, protocol: Protocol, port: u16, backends: &[&str]) -> VirtualServer {
-    VirtualServer {
-        key: VirtualServerKey {
-            addr: ip(addr),
-            protocol,
-            port,
-        },
-        scheduler: Scheduler::RoundRobin,
-        persistence: None,
-        real_servers: backends
-            .iter()
-            .map(|b| RealServer {
-                addr: ip(b),
-                port: 8080,
-                weight: 1,
-            })
-            .collect(),
-        service: ServiceRef::new("default", "web"),
-        port_name: String::new(),
-        exposure: Exposure::ClusterIp,
-        bind_address: true,
-    }
+    let backends: Vec<(&str, u16)> = backends.iter().map(|b| (*b, 8080)).collect();
+    testing::virtual_server(addr, protocol, port, &backends)
 }
 
 fn service(name: &str, vss: Vec<VirtualServer>) -> ServiceDesired {
-    let sref = ServiceRef::new("default", name);
-    ServiceDesired {
-        service: sref.clone(),
-        virtual_servers: vss
-            .into_iter()
-            .map(|mut v| {
-                v.service = sref.clone();
-                (v.key, v)
-            })
-            .collect::<BTreeMap<_, _>>(),
-        problems: Vec::new(),
-        health_check: None,
-        no_local_endpoints: Default::default(),
-    }
+    testing::desired(name, vss)
 }
 
 fn web(backends: &[&str]) -> ServiceDesired {
@@ -73,32 +40,10 @@ fn dkey(addr: &str) -> DestinationKey {
     }
 }
 
-fn foreign_table() -> Table {
-    let keepalived = ServiceKey::tcp(Ipv4Addr::new(192, 168, 50, 1), 80);
-    let nodeport_like = ServiceKey::tcp(Ipv4Addr::new(192, 168, 1, 10), 8443);
-    let fwmark = ServiceKey::Fwmark {
-        family: AddressFamily::Ipv4,
-        mark: NonZeroU32::new(7).unwrap(),
-    };
-    Table::new()
-        .with_service(Service::new(keepalived, Scheduler::WeightedLeastConnection))
-        .with_destination(
-            &keepalived,
-            Destination::new(
-                Ipv4Addr::new(192, 168, 50, 2),
-                80,
-                Forwarding::DirectRouting,
-            ),
-        )
-        .unwrap()
-        .with_service(Service::new(nodeport_like, Scheduler::RoundRobin))
-        .with_service(Service::new(fwmark, Scheduler::RoundRobin))
-}
-
 fn node() -> MemoryDataplane {
     MemoryDataplane::new()
         .with_node_addresses([ip("192.168.1.10"), ip("127.0.0.1")])
-        .with_table(&foreign_table())
+        .with_table(&testing::foreign_table())
         .unwrap()
 }
 
@@ -139,7 +84,7 @@ fn started_with(
 
 /// The kernel's table without the foreign entries.
 fn owned(r: &Reconciler<MemoryDataplane>) -> Table {
-    let foreign = foreign_table();
+    let foreign = testing::foreign_table();
     r.dataplane()
         .table()
         .filtered(|s| !foreign.contains_service(&s.key()))
@@ -152,7 +97,7 @@ fn programs_services_and_vips_and_keeps_foreign_entries() {
     assert_eq!(owned(&r), desired_table(r.desired()));
     assert_eq!(r.view(), &owned(&r));
     assert!(r.dataplane().dummy().unwrap().contains(&ip("10.96.0.10")));
-    for s in foreign_table().iter() {
+    for s in testing::foreign_table().iter() {
         assert_eq!(r.dataplane().table().get(&s.key()), Some(s));
     }
 }
@@ -274,7 +219,7 @@ fn cleanup_removes_only_what_is_ours() {
     let report = r.cleanup().unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert!(report.interface_deleted);
-    assert_eq!(r.dataplane().table(), foreign_table());
+    assert_eq!(r.dataplane().table(), testing::foreign_table());
     // The addresses, then the interface itself (kube-proxy's cleanup removes kube-ipvs0 too).
     assert!(r.dataplane().dummy().is_none());
     assert_eq!(
@@ -336,7 +281,7 @@ fn cleanup_keeps_a_vip_until_its_virtual_server_is_gone() {
     // A second cleanup recognises it as ours and finishes.
     let report = r.cleanup().unwrap();
     assert!(report.is_ok() && report.interface_deleted, "{report:?}");
-    assert_eq!(r.dataplane().table(), foreign_table());
+    assert_eq!(r.dataplane().table(), testing::foreign_table());
     assert!(r.dataplane().dummy().is_none());
     assert!(r.view().is_empty());
 }

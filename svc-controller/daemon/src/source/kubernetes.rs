@@ -29,9 +29,9 @@ use svc_controller::SERVICE_PROXY_NAME_LABEL;
 use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, WATCH_BACKOFF};
-use super::{Message, Sender};
-use crate::store::{Change, trim_service, trim_slice};
 use crate::telemetry::Metrics;
+use svc_controller::desired::reads::{trim_service, trim_slice};
+use svc_controller::runtime::{Change, Message, Sender};
 
 /// The label the EndpointSlice controller puts on the slices of headless Services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";

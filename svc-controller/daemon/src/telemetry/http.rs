@@ -1,6 +1,6 @@
 //! The HTTP endpoints: `/metrics` on the metrics address, `/healthz` and `/livez` on the
 //! health address (kube-proxy's ports: 10249 and 10256), and the one server that serves them
-//! and the health check node ports ([`crate::service_health`]).
+//! and the health check node ports ([`crate::health::services`]).
 //!
 //! # The server
 //!
@@ -51,8 +51,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{Health, Metrics};
+use super::Metrics;
 use crate::descriptors;
+use crate::health::Health;
 
 /// The most connections one listener holds at once. Scrapers, the kubelet's probes and a
 /// cloud's health checkers need a few each; the rest of a flood is turned away.
@@ -111,7 +112,7 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
     }
 }
 
-fn verdict_response(verdict: super::health::Verdict) -> Response {
+fn verdict_response(verdict: crate::health::proxy::Verdict) -> Response {
     let status = if verdict.healthy {
         StatusCode::OK
     } else {

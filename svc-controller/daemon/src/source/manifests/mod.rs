@@ -84,9 +84,9 @@ pub use watch::watch;
 
 use super::folder_tree;
 use super::folder_watch::{FolderWatch, Seen};
-use super::{Message, Sender};
-use crate::store::{Change, ObjectKey, trim_service, trim_slice};
 use crate::telemetry::Metrics;
+use svc_controller::desired::reads::{trim_service, trim_slice};
+use svc_controller::runtime::{Change, Message, ObjectKey, Sender};
 
 /// How often the folder is rescanned when there is no file watcher (less often when a rescan
 /// takes more than a quarter of this).

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use foldhash::{HashMap, HashSet};
 
-use crate::store::ObjectKey;
+use svc_controller::runtime::ObjectKey;
 
 /// The order of paths: by bytes (see [`super::sort_paths`]).
 pub(super) fn path_order(a: &Path, b: &Path) -> Ordering {

@@ -112,7 +112,7 @@ pub(super) fn is_json(path: &Path) -> bool {
 pub(super) fn read_all(files: Vec<PathBuf>, reader: Reader) -> Vec<ReadFile> {
     /// Below this, one thread is quicker than starting others.
     const PER_THREAD: usize = 256;
-    let threads = crate::cpus::available()
+    let threads = svc_controller::runtime::system::available_cpus()
         .min(files.len() / PER_THREAD)
         .min(8);
     if threads <= 1 {
@@ -128,7 +128,7 @@ pub(super) fn read_all(files: Vec<PathBuf>, reader: Reader) -> Vec<ReadFile> {
             .map(|part| {
                 scope.spawn(move || {
                     // Reading yields to the engine (see `crate::priority`).
-                    crate::priority::lower_this_thread();
+                    crate::source::priority::lower_this_thread();
                     part.iter()
                         .map(|path| read_file(path.clone(), reader))
                         .collect::<Vec<_>>()

@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use integration::cluster::{Identity, Relay};
-use ipvs_proxy::source::Message;
 use ipvs_proxy::source::kubernetes::{client, run};
-use ipvs_proxy::store::Change;
 use ipvs_proxy::telemetry::Metrics;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
+use svc_controller::runtime::Change;
+use svc_controller::runtime::Message;
 
 use super::harness::{Kube, labels, serial, service};
 

@@ -15,13 +15,11 @@ use foldhash::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::config::{SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION};
 use k8s_openapi::api::discovery::v1::{
     Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use svc_controller::SERVICE_NAME_LABEL;
-
-use super::TRIGGER_TIME_ANNOTATION;
 
 /// One shared copy of each string many endpoints repeat (node names, zones).
 #[derive(Debug, Default)]
@@ -178,7 +176,7 @@ impl CompactSlice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::trim_slice;
+    use crate::desired::reads::trim_slice;
     use crate::testing::slice;
     use k8s_openapi::api::discovery::v1::ForZone;
 

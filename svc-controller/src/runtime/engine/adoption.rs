@@ -6,8 +6,9 @@ use super::*;
 /// How long to wait before trying the adoption again after it failed.
 pub(super) const ADOPTION_RETRY: Duration = Duration::from_secs(1);
 
-/// How many Services one step of an early start programs (see [`Engine::step`]).
-pub(super) const EARLY_SYNC_MAX: usize = 1024;
+/// How many Services one step of an early start programs (see [`Engine::step`]): the rest
+/// waits for the next step, so that messages are read in between.
+pub const EARLY_SYNC_MAX: usize = 1024;
 
 /// Whether the first load is programmed as it arrives, before every source has synced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,7 @@ impl<D: Dataplane> Engine<D> {
         early: bool,
     ) {
         self.adopted = true;
-        self.health.adopted();
+        self.observer.adopted();
         self.next_adoption = None;
         self.triggers.clear();
         self.last_sync = Some(now);
@@ -179,10 +180,11 @@ impl<D: Dataplane> Engine<D> {
                 self.problems.insert(service.clone(), problems);
             }
         }
-        self.health_checks.replace_all(
+        self.observer.health_checks(
             desired
                 .health_checks()
-                .map(|(service, check)| (service.clone(), check)),
+                .map(|(service, check)| (service.clone(), check))
+                .collect(),
         );
         self.reconciler.set_desired(desired);
         match self.reconciler.verify(now) {

@@ -1,14 +1,14 @@
-//! The objects the daemon keeps: Services and EndpointSlices, trimmed to what the desired-state
-//! computation reads, indexed by the Service they belong to.
+//! The objects the engine keeps: Services and EndpointSlices, trimmed to what the desired-state
+//! computation reads ([`reads`](crate::desired::reads)), indexed by the Service they belong to.
 //!
-//! Sources ([`crate::source`]) feed it [`Change`]s; each change answers which Services it
-//! touched, so the engine recomputes those and nothing else. An update that changes nothing
-//! the computation reads (a status condition, a managed-fields entry, an unrelated annotation)
-//! is trimmed away before comparison and costs no work at all.
+//! Sources feed it [`Change`]s; each change answers which Services it touched, so the engine
+//! recomputes those and nothing else. An update that changes nothing the computation reads
+//! (a status condition, a managed-fields entry, an unrelated annotation) is trimmed away
+//! before comparison and costs no work at all.
 
 mod compact_slice;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 // foldhash: keys are object names (from the API server or files); its per-process random seed
 // is the DoS resistance a map of names needs, at a fraction of SipHash's cost per lookup.
@@ -18,46 +18,14 @@ use compact_slice::{CompactSlice, Interner};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use svc_controller::{
-    DesiredState, NodeInfo, ProxyConfig, SCHEDULER_ANNOTATION, SERVICE_NAME_LABEL,
-    SERVICE_PROXY_NAME_LABEL, ServiceDesired, ServiceRef, compute_service, service_ref,
+
+use super::message::Change;
+use crate::config::{TRIGGER_TIME_ANNOTATION, ZONE_LABEL};
+use crate::desired::reads::{trim_service, trim_slice};
+use crate::{
+    DesiredState, NodeInfo, ProxyConfig, ServiceDesired, ServiceRef, compute_service, service_ref,
     slice_service,
 };
-
-/// The annotation on EndpointSlices that records when the change behind them happened
-/// (kube-proxy's network-programming latency is measured from it).
-pub const TRIGGER_TIME_ANNOTATION: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
-/// The node label that names the node's zone.
-pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
-
-/// A change to one kind of object, as a source reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change<K> {
-    /// The object was created or updated.
-    Applied(K),
-    /// The object was deleted (its last known state).
-    Deleted(K),
-    /// The complete set of objects of this kind, replacing everything known before (an initial
-    /// list, a relist after the watch expired, a manifests reload).
-    Reset(Vec<K>),
-    /// The first list is complete: the objects applied so far are every object of this kind.
-    /// A source that delivers its first list in parts (as `Applied` changes, so that the
-    /// objects are stored while the rest is read) ends it with this.
-    Synced,
-}
-
-impl<K> Change<K> {
-    /// The same change with `f` applied to each object.
-    pub fn map<T>(self, mut f: impl FnMut(K) -> T) -> Change<T> {
-        match self {
-            Change::Applied(k) => Change::Applied(f(k)),
-            Change::Deleted(k) => Change::Deleted(f(k)),
-            Change::Reset(v) => Change::Reset(v.into_iter().map(f).collect()),
-            Change::Synced => Change::Synced,
-        }
-    }
-}
 
 /// The identity of a namespaced object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,7 +46,7 @@ impl ObjectKey {
     }
 }
 
-/// What the daemon needs of its Node object.
+/// What the engine needs of its Node object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeFacts {
     /// The zone label ([`ZONE_LABEL`]).
@@ -290,7 +258,7 @@ impl ObjectStore {
     ) -> Vec<Option<ServiceDesired>> {
         let services: Vec<&ServiceRef> = services.into_iter().collect();
         let one = |service: &&ServiceRef| self.compute(service, node, config);
-        let threads = crate::cpus::available()
+        let threads = super::system::available_cpus()
             .min(4)
             .min(services.len() / (PARALLEL_COMPUTE_MIN / 2));
         if threads < 2 {
@@ -333,96 +301,6 @@ impl ObjectStore {
 /// more than it saves).
 const PARALLEL_COMPUTE_MIN: usize = 512;
 
-/// Keeps only the metadata the computation reads.
-fn trim_meta(meta: ObjectMeta, keep_labels: &[&str], keep_annotations: &[&str]) -> ObjectMeta {
-    let pick = |map: Option<BTreeMap<String, String>>, keep: &[&str]| {
-        let picked: BTreeMap<String, String> = map
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, _)| keep.contains(&k.as_str()))
-            .collect();
-        (!picked.is_empty()).then_some(picked)
-    };
-    ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        labels: pick(meta.labels, keep_labels),
-        annotations: pick(meta.annotations, keep_annotations),
-        ..ObjectMeta::default()
-    }
-}
-
-/// A Service reduced to what [`compute_service`] reads: name, namespace, the proxy-name label,
-/// the scheduler annotation, the spec and the load balancer status.
-pub fn trim_service(service: Service) -> Service {
-    let status = service.status.and_then(|s| s.load_balancer).map(|lb| {
-        k8s_openapi::api::core::v1::ServiceStatus {
-            load_balancer: Some(lb),
-            conditions: None,
-        }
-    });
-    Service {
-        metadata: trim_meta(
-            service.metadata,
-            &[SERVICE_PROXY_NAME_LABEL],
-            &[SCHEDULER_ANNOTATION],
-        ),
-        spec: service.spec.map(shrink_spec),
-        status,
-    }
-}
-
-/// A Service's spec with its lists' spare capacity given back: a parser growing a list
-/// one item at a time leaves room for four (a one-port Service kept 400 bytes of it).
-fn shrink_spec(
-    mut spec: k8s_openapi::api::core::v1::ServiceSpec,
-) -> k8s_openapi::api::core::v1::ServiceSpec {
-    fn shrink<T>(list: &mut Option<Vec<T>>) {
-        if let Some(list) = list {
-            list.shrink_to_fit();
-        }
-    }
-    shrink(&mut spec.ports);
-    shrink(&mut spec.cluster_ips);
-    shrink(&mut spec.external_ips);
-    shrink(&mut spec.ip_families);
-    shrink(&mut spec.load_balancer_source_ranges);
-    spec
-}
-
-/// An EndpointSlice reduced to what [`compute_service`] reads: name, namespace, the
-/// service-name label, address type, ports, and each endpoint's addresses, conditions, node,
-/// zone and hints (no target reference, hostname or deprecated topology), and the
-/// [`TRIGGER_TIME_ANNOTATION`] (see [`trigger_time`]).
-pub fn trim_slice(slice: EndpointSlice) -> EndpointSlice {
-    let endpoints = slice.endpoints.map(|endpoints| {
-        let mut endpoints = endpoints
-            .into_iter()
-            .map(|e| k8s_openapi::api::discovery::v1::Endpoint {
-                addresses: e.addresses,
-                conditions: e.conditions,
-                node_name: e.node_name,
-                zone: e.zone,
-                hints: e.hints,
-                ..Default::default()
-            })
-            .collect::<Vec<_>>();
-        // Collected in place: without this it keeps the parser's spare capacity.
-        endpoints.shrink_to_fit();
-        endpoints
-    });
-    EndpointSlice {
-        metadata: trim_meta(
-            slice.metadata,
-            &[SERVICE_NAME_LABEL],
-            &[TRIGGER_TIME_ANNOTATION],
-        ),
-        address_type: slice.address_type,
-        endpoints,
-        ports: slice.ports,
-    }
-}
-
 /// The time of the change behind an EndpointSlice ([`TRIGGER_TIME_ANNOTATION`]), when present
 /// and well-formed (RFC 3339).
 pub fn trigger_time(slice: &EndpointSlice) -> Option<std::time::SystemTime> {
@@ -438,6 +316,8 @@ pub fn trigger_time(slice: &EndpointSlice) -> Option<std::time::SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::testing::{service, slice};
 

@@ -35,7 +35,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::telemetry::Health;
+use super::Health;
 use crate::telemetry::http::{self, ServerLimits};
 
 /// How long a port that could not be opened waits before the next try.
