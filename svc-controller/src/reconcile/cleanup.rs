@@ -74,7 +74,7 @@ impl<D: Dataplane> Reconciler<D> {
                         error = %e,
                         "cleanup: cannot unbind VIP"
                     );
-                    report.errors.push(e.to_string());
+                    report.errors.push(e.into());
                 }
             }
         }
@@ -92,7 +92,7 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 Err(e) => {
                     warn!(error = %e, "cleanup: cannot delete the dummy interface");
-                    report.errors.push(e.to_string());
+                    report.errors.push(e.into());
                 }
             }
         }

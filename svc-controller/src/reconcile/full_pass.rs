@@ -167,7 +167,7 @@ impl<D: Dataplane> Reconciler<D> {
                         self.suspect.insert(key);
                         self.schedule(Work::Vs(key), now);
                     }
-                    report.errors.push(e.to_string());
+                    report.errors.push(e.into());
                 }
             }
         }

@@ -145,7 +145,7 @@ pub use config::{
     ReconcilerConfig,
 };
 pub use drains::Drain;
-pub use report::{Metrics, OperationCounts, SyncReport};
+pub use report::{Metrics, OperationCounts, SyncError, SyncReport};
 
 use drains::{DrainKey, DrainNote, at_most};
 use full_pass::Sweep;

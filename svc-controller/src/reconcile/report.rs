@@ -1,6 +1,7 @@
 //! What a sync reports, and the counters behind the metrics.
 
 use super::*;
+use crate::dataplane::OperationError;
 
 /// Counters for metrics (monotonic, since the reconciler was created).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +92,7 @@ impl OperationCounts {
 }
 
 /// What one call did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncReport {
     /// IPVS operations sent.
     pub operations: usize,
@@ -105,8 +106,49 @@ pub struct SyncReport {
     pub deferred: bool,
     /// Whether [`Reconciler::cleanup`] deleted the dummy interface.
     pub interface_deleted: bool,
-    /// The errors met, as messages (the work is retried).
-    pub errors: Vec<String>,
+    /// The errors met (the work each was about is retried).
+    pub errors: Vec<SyncError>,
+}
+
+/// One error a call of the reconciler met; the work it was about is retried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The dataplane failed as a whole: a read, an address change, a sysctl, a batch that
+    /// got no answer (shared: a report is cloned, the error is not).
+    #[error(transparent)]
+    Dataplane(std::sync::Arc<DataplaneError>),
+    /// One IPVS operation of a batch failed.
+    #[error(transparent)]
+    Operation(#[from] OperationError),
+    /// A virtual server was not created: its VIP is not bound on the dummy interface (it is
+    /// created once the VIP is).
+    #[error(
+        "virtual server {key}{} not created: its VIP {} is not bound on the dummy interface \
+         (retried with the VIP)",
+        service.as_ref().map(|s| format!(" of {s}")).unwrap_or_default(),
+        key.addr
+    )]
+    VipNotBound {
+        /// The virtual server.
+        key: VirtualServerKey,
+        /// Its Service, when one desires it.
+        service: Option<ServiceRef>,
+    },
+    /// The dataplane answered fewer IPVS operations of a batch than it was sent.
+    #[error("the dataplane answered {answered} of {sent} IPVS operations")]
+    Unanswered {
+        /// Operations answered.
+        answered: usize,
+        /// Operations sent.
+        sent: usize,
+    },
+}
+
+impl From<DataplaneError> for SyncError {
+    fn from(error: DataplaneError) -> Self {
+        Self::Dataplane(std::sync::Arc::new(error))
+    }
 }
 
 impl SyncReport {

@@ -210,7 +210,7 @@ impl<D: Dataplane> Reconciler<D> {
                         retry_in_ms = self.retry_in_ms(Work::Vs(key), now),
                         "cannot read virtual server; retrying"
                     );
-                    report.errors.push(e.to_string());
+                    report.errors.push(e.into());
                     return None;
                 }
             }
@@ -298,7 +298,7 @@ impl<D: Dataplane> Reconciler<D> {
                     error = %e,
                     "IPVS batch failed: nothing known of its effect; retrying"
                 );
-                report.errors.push(e.to_string());
+                report.errors.push(e.into());
                 return vec![false; ops.len()];
             }
             Ok(results) => results,
@@ -322,7 +322,7 @@ impl<D: Dataplane> Reconciler<D> {
                         error = %e,
                         "IPVS operation failed; retrying"
                     );
-                    report.errors.push(e.to_string());
+                    report.errors.push(e.into());
                     out.push(false);
                 }
             }
@@ -335,11 +335,10 @@ impl<D: Dataplane> Reconciler<D> {
                 sent = ops.len(),
                 "the dataplane did not answer every IPVS operation; retrying the rest"
             );
-            report.errors.push(format!(
-                "the dataplane answered {} of {} IPVS operations",
-                out.len(),
-                ops.len()
-            ));
+            report.errors.push(SyncError::Unanswered {
+                answered: out.len(),
+                sent: ops.len(),
+            });
             out.resize(ops.len(), false);
         }
         self.metrics.operations_failed += failed as u64;

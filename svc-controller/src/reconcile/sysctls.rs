@@ -21,7 +21,7 @@ impl<D: Dataplane> Reconciler<D> {
                 Err(e) => {
                     self.metrics.sysctl_failures += 1;
                     warn!(sysctl = %key, value = %value, error = %e, "cannot hold sysctl");
-                    report.errors.push(e.to_string());
+                    report.errors.push(e.into());
                 }
             }
         }

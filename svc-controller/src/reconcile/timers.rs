@@ -85,7 +85,7 @@ impl<D: Dataplane> Reconciler<D> {
                     self.metrics.retries += 1;
                     match self.verify(now) {
                         Ok(r) => report.merge(r),
-                        Err(e) => report.errors.push(e.to_string()),
+                        Err(e) => report.errors.push(e.into()),
                     }
                 }
             }

@@ -134,7 +134,7 @@ impl<D: Dataplane> Reconciler<D> {
                     retry_in_ms = self.retry_in_ms(Work::Vip(addr), now),
                     "dummy interface address change failed; retrying"
                 );
-                report.errors.push(e.to_string());
+                report.errors.push(e.into());
             }
         }
     }
@@ -164,11 +164,10 @@ impl<D: Dataplane> Reconciler<D> {
             retry_in_ms = self.retry_in_ms(Work::Vip(key.addr), now),
             "virtual server not created: its VIP is not bound; retried with the VIP"
         );
-        report.errors.push(format!(
-            "virtual server {key} of {service} not created: its VIP {} is not bound on the \
-             dummy interface (retried with the VIP)",
-            key.addr
-        ));
+        report.errors.push(SyncError::VipNotBound {
+            key,
+            service: service.0.cloned(),
+        });
     }
 
     /// Creates the virtual servers that waited for `addr` once it is bound.

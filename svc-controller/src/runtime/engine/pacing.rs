@@ -74,7 +74,7 @@ impl<D: Dataplane> Engine<D> {
                 warn!(error = %e, retry_in_ms = FULL_PASS_RETRY.as_millis() as u64, "full pass failed");
                 self.next_full = Some(now + FULL_PASS_RETRY);
                 let report = SyncReport {
-                    errors: vec![e.to_string()],
+                    errors: vec![e.into()],
                     ..SyncReport::default()
                 };
                 let elapsed = started.elapsed();
