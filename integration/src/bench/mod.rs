@@ -3,12 +3,15 @@
 //! same words.
 
 mod figures;
+pub mod log;
 mod machine;
 mod process;
+pub mod scrape;
 
 pub use figures::{Latencies, mib, ms};
 pub use machine::Machine;
 pub use process::{Cpu, Memory};
+pub use scrape::Scrape;
 
 use std::path::{Path, PathBuf};
 
@@ -24,4 +27,11 @@ pub fn release_daemon() -> PathBuf {
         .and_then(Path::parent)
         .map(|dir| dir.join("ipvs-proxy"))
         .expect("the benchmark runs from a target folder")
+}
+
+/// A wall-clock time as Unix seconds (0 before the epoch), as logs and metrics write times.
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
