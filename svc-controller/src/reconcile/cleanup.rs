@@ -107,9 +107,7 @@ impl<D: Dataplane> Reconciler<D> {
         );
         self.desired = DesiredState::new();
         self.sweep = None;
-        self.drains.clear();
-        self.pending.clear();
-        self.timers.clear();
+        self.schedule.clear();
         self.suspect.clear();
         self.blocked.clear();
         Ok(report)

@@ -49,8 +49,8 @@ impl<D: Dataplane> Reconciler<D> {
         have.destinations().any(|d| {
             !desires(vs, d)
                 && self
-                    .drains
-                    .get(&(*key, d.addr, d.port))
+                    .schedule
+                    .drain(&(*key, d.addr, d.port))
                     .is_none_or(|r| r.next_check <= now)
         })
     }
@@ -78,7 +78,7 @@ impl<D: Dataplane> Reconciler<D> {
             }
             let dkey = (key, d.addr, d.port);
             let conns = counts.map(|s| s.connections(&d.key()));
-            let record = self.drains.get(&dkey).copied();
+            let record = self.schedule.drain(&dkey);
             let keep = match (record, conns) {
                 (_, Some(c)) if c.is_idle() => {
                     if record.is_some() {
@@ -92,7 +92,7 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 (Some(r), Some(_)) => {
                     let next = at_most(now + self.config.drain_check_interval, r.deadline);
-                    self.set_drain(
+                    self.schedule.set_drain(
                         dkey,
                         Drain {
                             next_check: next,
@@ -110,7 +110,7 @@ impl<D: Dataplane> Reconciler<D> {
                         .drain_timeout
                         .and_then(|timeout| now.checked_add(timeout));
                     let next_check = at_most(now + self.config.drain_check_interval, deadline);
-                    self.set_drain(
+                    self.schedule.set_drain(
                         dkey,
                         Drain {
                             deadline,
@@ -155,7 +155,7 @@ impl<D: Dataplane> Reconciler<D> {
                             "drain started: real server quiesced (weight 0)"
                         );
                     } else {
-                        self.clear_drain((key, d.addr, d.port));
+                        self.schedule.clear_drain((key, d.addr, d.port));
                     }
                 }
                 DrainNote::Completed if in_view.is_none() => {
@@ -188,7 +188,8 @@ impl<D: Dataplane> Reconciler<D> {
     pub(super) fn forget_finished_drains(&mut self, key: VirtualServerKey) {
         let lo = (key, IpAddr::from([0u8; 4]), 0u16);
         let records: Vec<DrainKey> = self
-            .drains
+            .schedule
+            .drains()
             .range(lo..)
             .take_while(|((k, _, _), _)| *k == key)
             .map(|(k, _)| *k)
@@ -212,7 +213,7 @@ impl<D: Dataplane> Reconciler<D> {
             })
             .collect();
         for dkey in finished {
-            self.clear_drain(dkey);
+            self.schedule.clear_drain(dkey);
         }
     }
 }

@@ -32,12 +32,12 @@ impl<D: Dataplane> Reconciler<D> {
             Ok(x) => x,
             Err(e) => {
                 self.metrics.read_failures += 1;
-                self.schedule(Work::FullPass, now);
+                self.retry_later(Work::FullPass, now);
                 warn!(error = %e, "full pass: cannot read the node; retrying");
                 return Err(e);
             }
         };
-        self.clear_retry(Work::FullPass);
+        self.schedule.clear_retry(Work::FullPass);
         // This pass covers whatever a sweep had left.
         self.sweep = None;
         self.take_node(node, dummy, &mut report);
@@ -61,7 +61,7 @@ impl<D: Dataplane> Reconciler<D> {
                 foreign_virtual_servers = listed - found,
                 desired_virtual_servers = self.desired.virtual_servers().len(),
                 vips_bound = self.dummy.len(),
-                draining = self.drains.len(),
+                draining = self.schedule.drains().len(),
                 operations = report.operations,
                 address_changes = report.address_changes,
                 errors = report.errors.len(),
@@ -165,7 +165,7 @@ impl<D: Dataplane> Reconciler<D> {
                     );
                     for key in keys {
                         self.suspect.insert(key);
-                        self.schedule(Work::Vs(key), now);
+                        self.retry_later(Work::Vs(key), now);
                     }
                     report.errors.push(e.into());
                 }
@@ -206,7 +206,7 @@ impl<D: Dataplane> Reconciler<D> {
         }
         keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
         // Work waiting for a retry is done now, with the fresh read.
-        keys.extend(self.pending.keys().filter_map(|w| match w {
+        keys.extend(self.schedule.pending().filter_map(|w| match w {
             Work::Vs(k) => Some(*k),
             _ => None,
         }));

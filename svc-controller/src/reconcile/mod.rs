@@ -152,7 +152,7 @@ use full_pass::Sweep;
 #[cfg(test)]
 use send::MAX_BATCH_OPERATIONS;
 use send::desires;
-use timers::{Backoff, Timer, Work};
+use timers::{Schedule, Work};
 
 use crate::dataplane::{
     Connections, Dataplane, DataplaneError, Describe, InterfaceRemoval, ServiceState,
@@ -185,11 +185,8 @@ pub struct Reconciler<D> {
     dummy: BTreeSet<IpAddr>,
     /// The node's other addresses (from the last full pass).
     node_addresses: BTreeSet<IpAddr>,
-    drains: BTreeMap<DrainKey, Drain>,
-    pending: BTreeMap<Work, Backoff>,
-    /// Every retry's due time and every drain's next check, in time order (kept in step
-    /// with `pending` and `drains` by `set_retry`, `clear_retry`, `set_drain`, `clear_drain`).
-    timers: BTreeSet<(Instant, Timer)>,
+    /// Retries and drains, in time order.
+    schedule: Schedule,
     /// Virtual servers whose view must be re-read before planning.
     suspect: BTreeSet<VirtualServerKey>,
     /// Desired virtual servers not created because their VIP is not bound: retried when the
@@ -218,9 +215,7 @@ impl<D: Dataplane> Reconciler<D> {
             view: Table::new(),
             dummy: BTreeSet::new(),
             node_addresses: BTreeSet::new(),
-            drains: BTreeMap::new(),
-            pending: BTreeMap::new(),
-            timers: BTreeSet::new(),
+            schedule: Schedule::default(),
             suspect: BTreeSet::new(),
             blocked: BTreeSet::new(),
             adopted: false,
@@ -258,7 +253,7 @@ impl<D: Dataplane> Reconciler<D> {
 
     /// The draining real servers: virtual server, real server, and its schedule.
     pub fn draining(&self) -> impl Iterator<Item = (VirtualServerKey, DestinationKey, Drain)> + '_ {
-        self.drains.iter().map(|((k, addr, port), d)| {
+        self.schedule.drains().iter().map(|((k, addr, port), d)| {
             (
                 *k,
                 DestinationKey {
@@ -293,7 +288,7 @@ impl<D: Dataplane> Reconciler<D> {
 
     /// How many pieces of work wait for a retry.
     pub fn pending_retries(&self) -> usize {
-        self.pending.len()
+        self.schedule.pending().count()
     }
 
     /// The dataplane.
@@ -358,7 +353,7 @@ impl<D: Dataplane> Reconciler<D> {
         let (bound, missing): (Vec<IpAddr>, Vec<IpAddr>) =
             bind.iter().partition(|a| self.dummy.contains(a));
         for addr in bound {
-            self.clear_retry(Work::Vip(addr));
+            self.schedule.clear_retry(Work::Vip(addr));
         }
         self.bind_vips(missing, now, &mut report);
         for addr in bind {

@@ -202,12 +202,12 @@ impl<D: Dataplane> Reconciler<D> {
                 Ok(state) => fresh = Some(state),
                 Err(e) => {
                     self.metrics.read_failures += 1;
-                    self.schedule(Work::Vs(key), now);
+                    self.retry_later(Work::Vs(key), now);
                     warn!(
                         virtual_server = %key,
                         service = %self.owner(&key),
                         error = %e,
-                        retry_in_ms = self.retry_in_ms(Work::Vs(key), now),
+                        retry_in_ms = self.schedule.retry_in_ms(Work::Vs(key), now),
                         "cannot read virtual server; retrying"
                     );
                     report.errors.push(e.into());
@@ -260,10 +260,10 @@ impl<D: Dataplane> Reconciler<D> {
             key, notes, now, ..
         } = prepared;
         if ok {
-            self.clear_retry(Work::Vs(key));
+            self.schedule.clear_retry(Work::Vs(key));
         } else {
             self.suspect.insert(key);
-            self.schedule(Work::Vs(key), now);
+            self.retry_later(Work::Vs(key), now);
         }
         self.settle_drains(key, &notes);
         self.forget_finished_drains(key);

@@ -66,14 +66,14 @@ impl<D: Dataplane> Reconciler<D> {
         } else if !wanted && bound {
             if self.has_unfinished_vs(addr) {
                 // Its virtual servers are not all gone: unbinding now could orphan them.
-                self.schedule(Work::Vip(addr), now);
+                self.retry_later(Work::Vip(addr), now);
                 return;
             }
             self.dataplane.delete_dummy_address(addr).map(|()| {
                 self.dummy.remove(&addr);
             })
         } else {
-            self.clear_retry(Work::Vip(addr));
+            self.schedule.clear_retry(Work::Vip(addr));
             return;
         };
         self.vip_changed(addr, wanted, result, now, report);
@@ -120,18 +120,18 @@ impl<D: Dataplane> Reconciler<D> {
             Ok(()) => {
                 self.metrics.address_changes += 1;
                 report.address_changes += 1;
-                self.clear_retry(Work::Vip(addr));
+                self.schedule.clear_retry(Work::Vip(addr));
                 debug!(vip = %addr, bound = wanted, "dummy interface address changed");
             }
             Err(e) => {
                 self.metrics.address_failures += 1;
-                self.schedule(Work::Vip(addr), now);
+                self.retry_later(Work::Vip(addr), now);
                 warn!(
                     vip = %addr,
                     service = %self.vip_owner(addr),
                     change = if wanted { "bind" } else { "unbind" },
                     error = %e,
-                    retry_in_ms = self.retry_in_ms(Work::Vip(addr), now),
+                    retry_in_ms = self.schedule.retry_in_ms(Work::Vip(addr), now),
                     "dummy interface address change failed; retrying"
                 );
                 report.errors.push(e.into());
@@ -148,20 +148,20 @@ impl<D: Dataplane> Reconciler<D> {
     /// Records that `key` is not created because its VIP is not bound; it is retried with
     /// the VIP (see [`Reconciler::unblock`]).
     pub(super) fn block(&mut self, key: VirtualServerKey, now: Instant, report: &mut SyncReport) {
-        self.clear_retry(Work::Vs(key));
+        self.schedule.clear_retry(Work::Vs(key));
         if self.blocked.insert(key) {
             self.metrics.blocked_on_vip += 1;
         }
-        if !self.pending.contains_key(&Work::Vip(key.addr)) {
+        if !self.schedule.is_pending(&Work::Vip(key.addr)) {
             // Not waiting for a retry (e.g. unbound behind our back): bind it soon.
-            self.schedule(Work::Vip(key.addr), now);
+            self.retry_later(Work::Vip(key.addr), now);
         }
         let service = self.owner(&key);
         warn!(
             virtual_server = %key,
             service = %service,
             vip = %key.addr,
-            retry_in_ms = self.retry_in_ms(Work::Vip(key.addr), now),
+            retry_in_ms = self.schedule.retry_in_ms(Work::Vip(key.addr), now),
             "virtual server not created: its VIP is not bound; retried with the VIP"
         );
         report.errors.push(SyncError::VipNotBound {
@@ -201,9 +201,9 @@ impl<D: Dataplane> Reconciler<D> {
     fn has_unfinished_vs(&self, addr: IpAddr) -> bool {
         let (lo, hi) = vs_range(addr);
         let desired = self.desired.virtual_servers();
-        self.pending
-            .range(Work::Vs(lo)..=Work::Vs(hi))
-            .any(|(w, _)| matches!(w, Work::Vs(k) if !desired.contains_key(k)))
+        self.schedule
+            .pending_between(Work::Vs(lo), Work::Vs(hi))
+            .any(|w| matches!(w, Work::Vs(k) if !desired.contains_key(k)))
             || self
                 .suspect
                 .range(lo..=hi)
