@@ -311,7 +311,7 @@ pub(super) async fn client_for(
 }
 
 pub(super) fn deploy_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
 pub(super) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
