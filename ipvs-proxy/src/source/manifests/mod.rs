@@ -298,8 +298,8 @@ impl ManifestFolder {
     /// [`FIRST_PART`] to [`LOAD_PART`] files; the files in path order): each part's
     /// objects as `Applied` changes (with the part's errors and notes), then a last part with
     /// [`Change::Synced`] for both kinds. A receiver that stores each part while the next is
-    /// parsed never holds a large folder's objects all at once in their parsed form (at
-    /// 10,000 Services they are three times the size of the engine's compact store).
+    /// parsed never holds a large folder's objects all at once in their parsed form (several
+    /// times the size of the engine's compact store).
     /// Failing files are reported and the others loaded, as [`ManifestFolder::load`] does.
     ///
     /// A path that cannot be listed at all (missing, unreadable) delivers only its error and

@@ -2,10 +2,9 @@
 //!
 //! A k8s-openapi `Endpoint` is about 340 bytes inline, almost all of it fields that are
 //! empty once trimmed (target reference, hostname, deprecated topology), and each of its
-//! strings is a heap block of its own. At 10,000 Services of 10 endpoints the trimmed slices
-//! were most of the daemon's live heap. This form keeps exactly what
-//! [`compute_service`](svc_controller::compute_service) reads, in about a quarter of the
-//! space: the endpoint's first address as an IP when it is one (the text otherwise), node
+//! strings is a heap block of its own, and slices are most of what a node keeps (the memory
+//! figures are in BENCHMARKS.md). This form keeps exactly what
+//! [`compute_service`](crate::compute_service) reads, in a fraction of the space: the endpoint's first address as an IP when it is one (the text otherwise), node
 //! names and zones shared between endpoints, and the rest as is. [`CompactSlice::expand`]
 //! gives back the (trimmed) EndpointSlice for the computation, which reads it the same way.
 
