@@ -70,8 +70,10 @@ const METRICS: &str = "127.0.0.1:10249";
 const HEALTHZ: &str = "127.0.0.1:10256";
 /// Generous: the VM here is emulated (TCG), and 50,000 Services take a while.
 const SLOW: Duration = Duration::from_secs(1200);
-const COLD_LOG_LEVEL: &str = "info,ipvs_proxy=debug,svc_controller::dataplane=debug";
-const RESTART_LOG_LEVEL: &str = "info,ipvs_proxy=debug,svc_controller::reconcile=trace";
+const COLD_LOG_LEVEL: &str =
+    "info,ipvs_proxy=debug,svc_controller::runtime=debug,svc_controller::dataplane=debug";
+const RESTART_LOG_LEVEL: &str =
+    "info,ipvs_proxy=debug,svc_controller::runtime=debug,svc_controller::reconcile=trace";
 
 #[derive(Debug, Clone)]
 struct Options {

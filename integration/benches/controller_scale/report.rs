@@ -45,7 +45,7 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
            has 2 virtual servers and a LoadBalancer Service 3\n";
     md += "- daemon: release `ipvs-proxy --manifests DIR --log-format json` with default sync \
            settings (`--ipvs-min-sync-period 0`, `--ipvs-sync-period 30s`), logs at \
-           `info,ipvs_proxy=debug` (the restarted daemon also at \
+           `info,ipvs_proxy=debug,svc_controller::runtime=debug` (the restarted daemon also at \
            `svc_controller::reconcile=trace`, to time each operation of the burst)";
     if !opts.daemon_args.is_empty() {
         md += &format!("; also given `{}`", opts.daemon_args.join(" "));
