@@ -113,7 +113,7 @@ fn scheduler() -> impl Strategy<Value = Scheduler> {
         ("[a-z][a-z0-9_]{0,14}", 0u32..8).prop_filter_map("in-tree name", |(name, f)| {
             CustomScheduler::new(name, f << 3)
                 .ok()
-                .map(Scheduler::Other)
+                .map(|c| Scheduler::Other(Box::new(c)))
         }),
     ]
 }

@@ -66,8 +66,9 @@ pub enum Scheduler {
     TwoChoice,
     /// `none`: no scheduler.
     None,
-    /// A scheduler that is not in the kernel tree.
-    Other(CustomScheduler),
+    /// A scheduler that is not in the kernel tree (boxed: it is rare, and its name would
+    /// otherwise make every service entry of a large table twice as large here).
+    Other(Box<CustomScheduler>),
 }
 
 /// An out-of-tree scheduler: its name (1–15 bytes, no NUL, not an in-tree name) and the
@@ -172,7 +173,7 @@ impl Scheduler {
         if let Some((_, Some(s))) = IN_TREE.iter().find(|(n, _)| *n == name) {
             return Ok(s.clone());
         }
-        CustomScheduler::new(name, flags & SCHED_MASK).map(Self::Other)
+        CustomScheduler::new(name, flags & SCHED_MASK).map(|c| Self::Other(Box::new(c)))
     }
 }
 

@@ -822,7 +822,7 @@ mod tests {
         let custom = CustomScheduler::new("foo", 0).expect("name");
         let mut k = kernel_with_service();
         let with_custom = Service {
-            scheduler: Scheduler::Other(custom.clone()),
+            scheduler: Scheduler::Other(Box::new(custom.clone())),
             ..svc()
         };
         assert_eq!(
