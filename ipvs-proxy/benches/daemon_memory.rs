@@ -36,7 +36,6 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use peak_alloc::PeakAlloc;
 use svc_controller::dataplane::MemoryDataplane;
-use svc_controller::reconcile::ReconcilerConfig;
 use svc_controller::runtime::Message;
 use svc_controller::runtime::{Change, ObjectStore};
 use svc_controller::runtime::{Engine, EngineConfig};
@@ -137,7 +136,6 @@ fn main() {
         let (engine, _, peak) = measure(|| {
             let mut engine = Engine::new(
                 dataplane,
-                ReconcilerConfig::default(),
                 EngineConfig::for_node("node-a"),
                 Arc::new(Telemetry::new(
                     Arc::new(Metrics::new(false)),

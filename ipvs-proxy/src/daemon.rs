@@ -216,6 +216,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     let engine_config = EngineConfig {
         node_name: settings.node_name.clone(),
         proxy: settings.proxy_config(),
+        reconciler: reconciler_config,
         sync_period: settings.sync_period,
         min_sync_period: settings.min_sync_period,
         wait_for_node,
@@ -230,12 +231,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     );
     let telemetry = Telemetry::new(metrics, health.clone());
     runtime.spawn(health::services::serve(telemetry.checks.clone(), health));
-    let engine = Engine::new(
-        dataplane,
-        reconciler_config,
-        engine_config,
-        Arc::new(telemetry),
-    );
+    let engine = Engine::new(dataplane, engine_config, Arc::new(telemetry));
     let handle = std::thread::Builder::new()
         .name("engine".into())
         .spawn(move || {

@@ -140,7 +140,6 @@ mod tests {
 
     use k8s_openapi::api::core::v1::Node;
     use svc_controller::dataplane::MemoryDataplane;
-    use svc_controller::reconcile::ReconcilerConfig;
     use svc_controller::runtime::{Change, EARLY_SYNC_MAX, Engine, EngineConfig, Flow, Message};
     use svc_controller::testing::{first_load, service, slice};
 
@@ -192,12 +191,7 @@ mod tests {
             Arc::new(Health::new(Duration::from_secs(60))),
         );
         Observed {
-            engine: Engine::new(
-                dp,
-                ReconcilerConfig::default(),
-                config,
-                Arc::new(telemetry.clone()),
-            ),
+            engine: Engine::new(dp, config, Arc::new(telemetry.clone())),
             metrics: telemetry.metrics,
             health: telemetry.health,
             checks: telemetry.checks,

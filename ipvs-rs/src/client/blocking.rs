@@ -31,6 +31,9 @@ impl Ipvs {
     /// many keys the dumps are spread over a few extra sockets of this handle (opened in its
     /// namespace on first use and kept), each driven by a short-lived thread.
     pub fn destinations_of(&mut self, keys: &[ServiceKey]) -> Result<Vec<Vec<DestinationEntry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let sockets = self.listing_sockets(call::listing_sockets_wanted(keys.len()));
         if sockets == 0 {
             return self.run(DestinationLists::<IpvsMessage>::new(keys));

@@ -28,6 +28,9 @@ impl AsyncIpvs {
         &mut self,
         keys: &[ServiceKey],
     ) -> Result<Vec<Vec<DestinationEntry>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let sockets = self
             .listing_sockets(call::listing_sockets_wanted(keys.len()))
             .await;
@@ -53,9 +56,13 @@ impl AsyncIpvs {
             .collect();
         self.listers.extend(listers);
         let mut results = Vec::with_capacity(tasks.len() + 1);
-        if let (Some(share), Some(mut connection)) = own {
-            results.push(list_destinations(&mut connection, features, share).await);
-            self.listers.push(connection);
+        match own {
+            (Some(share), Some(mut connection)) => {
+                results.push(list_destinations(&mut connection, features, share).await);
+                self.listers.push(connection);
+            }
+            (None, Some(connection)) => self.listers.push(connection),
+            (_, None) => {}
         }
         for task in tasks {
             results.push(match task.await {

@@ -66,7 +66,7 @@ pub use pacing::{
     DISCOVER_ALWAYS_BELOW, DISCOVER_EVERY, FULL_PASS_SHARE, SWEEP_SLICE, full_pass_period,
 };
 
-/// The engine's settings.
+/// The engine's settings, the reconciler's among them.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// This node's name.
@@ -74,6 +74,8 @@ pub struct EngineConfig {
     /// How Services map to virtual servers. Its `node_port_range` is replaced by the
     /// reconciler's ([`Engine::new`]).
     pub proxy: ProxyConfig,
+    /// How the table is kept in line: retries, drains, ownership, sysctls.
+    pub reconciler: ReconcilerConfig,
     /// The interval of full passes.
     pub sync_period: Duration,
     /// The shortest interval between two incremental syncs.
@@ -85,12 +87,13 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// The settings for node `node_name` with the defaults of a program that has no others:
-    /// the default [`ProxyConfig`], a full pass every 30 seconds (kube-proxy's default), no
-    /// minimum interval between syncs, and no Node object awaited.
+    /// the default [`ProxyConfig`] and [`ReconcilerConfig`], a full pass every 30 seconds
+    /// (kube-proxy's default), no minimum interval between syncs, and no Node object awaited.
     pub fn for_node(node_name: impl Into<String>) -> Self {
         Self {
             node_name: node_name.into(),
             proxy: ProxyConfig::default(),
+            reconciler: ReconcilerConfig::default(),
             sync_period: Duration::from_secs(30),
             min_sync_period: Duration::ZERO,
             wait_for_node: false,
@@ -148,17 +151,12 @@ impl<D: Dataplane> Engine<D> {
     /// The NodePort range of `config.proxy` is set to the reconciler's: the computation
     /// accepts exactly the NodePorts the ownership rule covers, or a NodePort it programmed
     /// outside the rule would leak when its Service goes while the daemon is down.
-    pub fn new(
-        dataplane: D,
-        reconciler: ReconcilerConfig,
-        mut config: EngineConfig,
-        observer: Arc<dyn Observer>,
-    ) -> Self {
-        config.proxy.node_port_range = reconciler.node_port_range.clone();
+    pub fn new(dataplane: D, mut config: EngineConfig, observer: Arc<dyn Observer>) -> Self {
+        config.proxy.node_port_range = config.reconciler.node_port_range.clone();
         let node = NodeInfo::new(config.node_name.clone());
         observer.health_check_addresses(health_check_addresses(&config.proxy, &node));
         Self {
-            reconciler: Reconciler::new(dataplane, reconciler),
+            reconciler: Reconciler::new(dataplane, config.reconciler.clone()),
             store: ObjectStore::new(),
             node,
             config,

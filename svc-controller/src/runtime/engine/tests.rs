@@ -19,7 +19,6 @@ fn engine(wait_for_node: bool) -> Engine<MemoryDataplane> {
 fn engine_over(dp: MemoryDataplane, wait_for_node: bool) -> Engine<MemoryDataplane> {
     Engine::new(
         dp,
-        ReconcilerConfig::default(),
         EngineConfig {
             wait_for_node,
             ..EngineConfig::for_node("node-a")
@@ -75,11 +74,13 @@ fn node_ports_are_checked_against_the_reconcilers_range() {
     let dp = MemoryDataplane::new().with_node_addresses([node_address]);
     let mut e = Engine::new(
         dp,
-        ReconcilerConfig {
-            node_port_range: 40000..=40100,
-            ..ReconcilerConfig::default()
+        EngineConfig {
+            reconciler: ReconcilerConfig {
+                node_port_range: 40000..=40100,
+                ..ReconcilerConfig::default()
+            },
+            ..EngineConfig::for_node("node-a")
         },
-        EngineConfig::for_node("node-a"),
         Arc::new(Silent),
     );
     let mut a = service("ns", "a", "10.96.0.1");
