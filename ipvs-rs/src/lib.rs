@@ -9,7 +9,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`model`] | the typed table: [`Service`](model::Service), [`Destination`](model::Destination), [`Scheduler`](model::Scheduler), statistics, sync daemons, kernel features |
-//! | [`client`] | the handles: [`Ipvs`] (blocking) and `AsyncIpvs` (tokio, feature `tokio`), and [`Error`] |
+//! | [`client`] | the handles: [`Ipvs`] (blocking) and `AsyncIpvs` (tokio, feature `tokio`), and [`Error`]; every call is a sans-IO state machine both handles run, so they behave alike |
 //! | [`table`] | desired state: a [`Table`](table::Table) snapshot, a minimal [`diff`](table::diff), an in-memory [`SimulatedKernel`](table::SimulatedKernel) |
 //! | [`codec`] | sans-IO messages: every [`Operation`](codec::Operation) and read, encoded and decoded |
 //! | [`transport`] | netlink sockets: one per handle, deadlines on every call, batching |
@@ -140,7 +140,8 @@
 //!
 //! [`Ipvs::in_namespace`] opens the socket in another namespace (`/run/netns/NAME`,
 //! `/proc/PID/ns/net`) without moving the calling thread. `AsyncIpvs` (feature `tokio`) has the
-//! same methods as async functions. Every call has a deadline
+//! same methods as async functions, written once with the blocking ones: the handles differ
+//! only in how they wait (and a large listing's shares run on threads or on tasks). Every call has a deadline
 //! ([`transport::Options::timeout`], 5 s by default, renewed by every datagram the kernel
 //! sends, so a long dump of a huge table completes): no call waits forever on a lost reply.
 //!
