@@ -281,7 +281,8 @@ impl<D: Dataplane> Reconciler<D> {
         &self.config
     }
 
-    /// Whether a full pass has adopted the node.
+    /// Whether a full pass has adopted the node: read what it holds and taken over the virtual
+    /// servers and VIPs that are ours. Until then incremental work is deferred.
     pub fn is_adopted(&self) -> bool {
         self.adopted
     }

@@ -191,7 +191,10 @@ impl<D: Dataplane> Engine<D> {
         &self.node
     }
 
-    /// Whether the node has been adopted (every source synced, first full pass done).
+    /// Whether the node has been adopted: every source delivered its first state and the
+    /// table holds it (what `/healthz` waits for). The reconciler may have taken the table
+    /// over earlier, at an early start on a fresh node ([`Reconciler::is_adopted`]); the
+    /// engine's adoption is the end of the start-up, its own is the first read of the node.
     pub fn is_adopted(&self) -> bool {
         self.adopted
     }
