@@ -39,10 +39,14 @@ impl<D: Dataplane> Engine<D> {
     /// Services that have arrived so far (a first load delivered in parts overlaps reading
     /// with programming); elsewhere does nothing (see step 1 of the module documentation).
     pub(super) fn early_step(&mut self, now: Instant, wall: SystemTime) {
-        if self.early == EarlyStart::Undecided {
-            self.early = self.decide_early_start(now);
+        if self.early() == Some(EarlyStart::Undecided) {
+            let decided = self.decide_early_start(now);
+            self.phase = Phase::Starting {
+                early: decided,
+                retry_at: None,
+            };
         }
-        if matches!(self.early, EarlyStart::Fresh { .. }) {
+        if matches!(self.early(), Some(EarlyStart::Fresh { .. })) {
             // A bounded share per step: the messages that arrived meanwhile are taken into
             // the store between two shares, and one sync's transient buffers stay small.
             let rest = match self.dirty.iter().nth(EARLY_SYNC_MAX).cloned() {
@@ -129,7 +133,7 @@ impl<D: Dataplane> Engine<D> {
             started,
             compute,
             operations,
-        } = self.early
+        } = self.early().unwrap_or(EarlyStart::No)
         else {
             return;
         };
@@ -146,9 +150,8 @@ impl<D: Dataplane> Engine<D> {
         compute: Duration,
         early: bool,
     ) {
-        self.adopted = true;
+        self.phase = Phase::Running;
         self.observer.adopted();
-        self.next_adoption = None;
         self.triggers.clear();
         self.last_sync = Some(now);
         self.next_full = Some(now + self.config.sync_period);
@@ -196,7 +199,9 @@ impl<D: Dataplane> Engine<D> {
             }
             Err(e) => {
                 error!(error = %e, "cannot adopt the node (reading IPVS failed); retrying");
-                self.next_adoption = Some(now + ADOPTION_RETRY);
+                if let Phase::Starting { retry_at, .. } = &mut self.phase {
+                    *retry_at = Some(now + ADOPTION_RETRY);
+                }
                 self.after(&SyncReport::default());
             }
         }

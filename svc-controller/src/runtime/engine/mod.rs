@@ -127,8 +127,8 @@ pub struct Engine<D> {
     node: NodeInfo,
     node_deleting: bool,
     synced: Synced,
-    adopted: bool,
-    next_adoption: Option<Instant>,
+    /// Where the engine is in its life: starting (and how), or adopted.
+    phase: Phase,
     dirty: BTreeSet<ServiceRef>,
     /// The earliest trigger time of the slice changes waiting, by Service.
     triggers: HashMap<ServiceRef, SystemTime>,
@@ -140,9 +140,22 @@ pub struct Engine<D> {
     sweep: Option<SweepPace>,
     /// Full passes started.
     passes: u64,
-    /// Programming the first load as it arrives (see step 1 of the module documentation).
-    early: EarlyStart,
     observer: Arc<dyn Observer>,
+}
+
+/// Where the engine is in its life (steps 1 and 2 of the [module documentation](self), then
+/// the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the adoption: the sources' first states arrive.
+    Starting {
+        /// Whether the first load is programmed as it arrives.
+        early: EarlyStart,
+        /// When a failed adoption is tried again.
+        retry_at: Option<Instant>,
+    },
+    /// Adopted: incremental syncs, retries and full passes.
+    Running,
 }
 
 impl<D: Dataplane> Engine<D> {
@@ -162,8 +175,10 @@ impl<D: Dataplane> Engine<D> {
             config,
             node_deleting: false,
             synced: Synced::default(),
-            adopted: false,
-            next_adoption: None,
+            phase: Phase::Starting {
+                early: EarlyStart::Undecided,
+                retry_at: None,
+            },
             dirty: BTreeSet::new(),
             triggers: HashMap::new(),
             problems: HashMap::new(),
@@ -171,7 +186,6 @@ impl<D: Dataplane> Engine<D> {
             next_full: None,
             sweep: None,
             passes: 0,
-            early: EarlyStart::Undecided,
             observer,
         }
     }
@@ -196,7 +210,15 @@ impl<D: Dataplane> Engine<D> {
     /// over earlier, at an early start on a fresh node ([`Reconciler::is_adopted`]); the
     /// engine's adoption is the end of the start-up, its own is the first read of the node.
     pub fn is_adopted(&self) -> bool {
-        self.adopted
+        self.phase == Phase::Running
+    }
+
+    /// How the first load is programmed, while starting.
+    fn early(&self) -> Option<EarlyStart> {
+        match self.phase {
+            Phase::Starting { early, .. } => Some(early),
+            Phase::Running => None,
+        }
     }
 
     /// Whether a full pass is under way (it runs in slices, see step 4 of the
@@ -237,7 +259,7 @@ impl<D: Dataplane> Engine<D> {
                 let (received, reset) = objects_in(&change);
                 // Network programming latency is measured for live changes, as kube-proxy.
                 let trigger = match &change {
-                    Change::Applied(slice) | Change::Deleted(slice) if self.adopted => {
+                    Change::Applied(slice) | Change::Deleted(slice) if self.is_adopted() => {
                         trigger_time(slice)
                     }
                     Change::Reset(_) | Change::Synced => {
@@ -306,17 +328,17 @@ impl<D: Dataplane> Engine<D> {
 
     /// The work of [`Engine::step`].
     fn step_inner(&mut self, now: Instant, wall: SystemTime) {
-        if !self.adopted {
+        if let Phase::Starting { early, retry_at } = self.phase {
             let cpu = thread_cpu();
-            if self.ready() && self.next_adoption.is_none_or(|t| t <= now) {
+            if self.ready() && retry_at.is_none_or(|t| t <= now) {
                 // What the first load's parsing freed, before the adoption allocates.
                 release_free_memory();
-                if matches!(self.early, EarlyStart::Fresh { .. }) {
+                if matches!(early, EarlyStart::Fresh { .. }) {
                     self.finish_early_start(now, wall);
                 } else {
                     self.adopt(now, wall);
                 }
-                if self.adopted {
+                if self.is_adopted() {
                     release_free_memory();
                 }
                 self.charge(Work::Adoption, cpu);
@@ -359,12 +381,12 @@ impl<D: Dataplane> Engine<D> {
 
     /// When [`Engine::step`] has work next (`None`: only a message can create work).
     pub fn next_deadline(&self) -> Option<Instant> {
-        if !self.adopted {
+        if let Phase::Starting { early, retry_at } = self.phase {
             return if self.ready() {
-                self.next_adoption
+                retry_at
             } else if !self.dirty.is_empty()
                 && self.node_known()
-                && !matches!(self.early, EarlyStart::No)
+                && !matches!(early, EarlyStart::No)
             {
                 Some(Instant::now())
             } else {
@@ -397,7 +419,7 @@ impl<D: Dataplane> Engine<D> {
     /// recomputed.
     fn node_addresses_read(&mut self, addresses: Vec<std::net::IpAddr>) {
         if addresses != self.node.addresses {
-            if self.adopted {
+            if self.is_adopted() {
                 info!(addresses = ?addresses, "node addresses changed");
                 self.dirty.extend(self.store.service_refs().cloned());
             }
@@ -434,12 +456,15 @@ impl<D: Dataplane> Engine<D> {
         let compute_cpu = thread_cpu().saturating_sub(cpu);
         // One sync for all: reads and operations of every touched Service go together.
         let total = self.reconciler.sync_services(updates, now);
-        if let EarlyStart::Fresh {
-            compute,
-            operations,
+        if let Phase::Starting {
+            early:
+                EarlyStart::Fresh {
+                    compute,
+                    operations,
+                    ..
+                },
             ..
-        } = &mut self.early
-            && !self.adopted
+        } = &mut self.phase
         {
             *compute += computed;
             *operations += total.operations;
