@@ -477,6 +477,11 @@ pub(crate) fn unanswered_and_unlisted(operation: &Operation, listing: Error) -> 
     }
 }
 
+/// How many operations of a batch are encoded and handed to the transport at a time: a
+/// batch's messages are held one piece at a time whatever its size, and with the default
+/// [`Options`] a piece fills whole transport chunks.
+pub(crate) const BATCH_PIECE: usize = 4096;
+
 /// Splits `operations` into runs sent as one batch and the daemon operations between them,
 /// each sent alone (see [`may_go_unanswered`]): in a batch, a request the kernel leaves
 /// unanswered would make the whole chunk wait for its deadline and fail.

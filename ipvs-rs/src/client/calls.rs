@@ -241,7 +241,8 @@ macro_rules! calls {
         /// (deadline, I/O). Sync-daemon operations are sent on their own, between the
         /// batches of the others (the kernel may leave them unanswered: see
         /// [`apply`](Self::apply)); each one's failure, whatever its kind, is its own result,
-        /// and the operations after it are still sent.
+        /// and the operations after it are still sent. The operations are encoded and sent a
+        /// few thousand at a time, so the messages held do not grow with the batch.
         pub $($async)? fn apply_batch<'a>(
             &mut self,
             operations: impl IntoIterator<Item = &'a $crate::codec::Operation>,

@@ -190,7 +190,8 @@ impl Apply<'_> {
 
 /// Many changes in as few system calls as possible, in order, each with its own result;
 /// sync-daemon operations go alone between the batches of the others
-/// ([`call::batch_segments`]).
+/// ([`call::batch_segments`]), and a long run is encoded and sent [`call::BATCH_PIECE`]
+/// operations at a time, so that its memory does not grow with the batch.
 pub(crate) struct ApplyBatch<'a> {
     segments: VecDeque<Segment<'a>>,
     results: Vec<Result<()>>,
@@ -230,7 +231,12 @@ impl<'a> Call<IpvsMessage> for ApplyBatch<'a> {
                         self.state = BatchState::Alone(Apply::new(operation));
                         outcome = None;
                     }
-                    Some(Segment::Batch(run)) => {
+                    Some(Segment::Batch(mut run)) => {
+                        // A piece at a time: only one piece's messages are held.
+                        if run.len() > call::BATCH_PIECE {
+                            let rest = run.split_off(call::BATCH_PIECE);
+                            self.segments.push_front(Segment::Batch(rest));
+                        }
                         let mut batch = Batch::new(run, features);
                         let messages = batch.take_messages();
                         self.state = BatchState::Sent(batch);
@@ -483,6 +489,23 @@ mod tests {
         let (asks, result) = drive(ApplyBatch::new([]), vec![]);
         assert!(asks.is_empty());
         assert!(result.expect("nothing to do").is_empty());
+    }
+
+    #[test]
+    fn a_long_batch_is_encoded_and_sent_a_piece_at_a_time() {
+        let zero = Operation::ZeroCounters(None);
+        let count = 2 * call::BATCH_PIECE + 3;
+        let operations = vec![&zero; count];
+        let acks = |n: usize| Ok(Answer::Batch((0..n).map(|_| Ok(Vec::new())).collect()));
+        let (asks, result) = drive(
+            ApplyBatch::new(operations),
+            vec![acks(call::BATCH_PIECE), acks(call::BATCH_PIECE), acks(3)],
+        );
+        let piece = format!("batch of {}", call::BATCH_PIECE);
+        assert_eq!(asks, [piece.as_str(), piece.as_str(), "batch of 3"]);
+        let results = result.expect("the conversation held");
+        assert_eq!(results.len(), count);
+        assert!(results.iter().all(Result::is_ok));
     }
 
     #[test]
