@@ -134,20 +134,24 @@ fn tail(text: &str, lines: usize) -> String {
 /// A plain HTTP/1.0 GET from inside `netns`: the status code and the body.
 pub fn http_get(netns: &Netns, addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
     let path = path.to_owned();
-    netns.run(move || -> io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("not an HTTP response: {head:?}")))?;
-        Ok((status, body.to_owned()))
-    })?
+    netns.run(move || http_get_here(addr, &path))?
+}
+
+/// A plain HTTP/1.0 GET from the calling thread's network namespace: the status code and the
+/// body.
+pub fn http_get_here(addr: SocketAddr, path: &str) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    Ok((status, body.to_owned()))
 }
 
 /// Calls `probe` until it returns `Some`, every 100 ms, for at most `timeout`.

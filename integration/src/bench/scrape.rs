@@ -1,8 +1,6 @@
 //! A process's Prometheus metrics, as text scraped from `/metrics`: the series a benchmark
 //! reads, by name, summed or maximised over label sets.
 
-use std::time::Duration;
-
 /// One scrape of a `/metrics` page.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
@@ -15,14 +13,8 @@ pub struct Scrape {
 impl Scrape {
     /// Scrapes `http://addr/metrics` from the calling thread's network namespace.
     pub fn read(addr: std::net::SocketAddr) -> std::io::Result<Self> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-        Ok(Self::parse(body))
+        let (_, body) = crate::daemon::http_get_here(addr, "/metrics")?;
+        Ok(Self::parse(&body))
     }
 
     /// Parses the text exposition format; lines that are not samples or `# TYPE` are skipped.

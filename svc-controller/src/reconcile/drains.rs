@@ -67,8 +67,7 @@ impl<D: Dataplane> Reconciler<D> {
         notes: &mut Vec<(DestinationKey, DrainNote)>,
     ) -> Option<ServiceConfig> {
         let vs = desired?;
-        let mut want = ServiceConfig::new(ipvs_service(vs))
-            .with_destinations(vs.real_servers.iter().map(ipvs_destination));
+        let mut want = service_config(vs);
         let Some(have) = have else {
             return Some(want);
         };

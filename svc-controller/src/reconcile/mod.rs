@@ -158,7 +158,7 @@ use crate::dataplane::{
     Connections, Dataplane, DataplaneError, Describe, InterfaceRemoval, ServiceState,
 };
 use crate::desired::{Changes, DesiredState, ServiceDesired};
-use crate::mapping::{from_service_key, ipvs_destination, ipvs_service, to_service_key};
+use crate::mapping::{from_service_key, service_config, to_service_key};
 use crate::model::{ServiceRef, VirtualServer, VirtualServerKey};
 use crate::ownership::Ownership;
 
@@ -289,7 +289,7 @@ impl<D: Dataplane> Reconciler<D> {
 
     /// How many pieces of work wait for a retry.
     pub fn pending_retries(&self) -> usize {
-        self.schedule.pending().count()
+        self.schedule.pending().len()
     }
 
     /// The dataplane.

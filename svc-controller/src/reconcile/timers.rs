@@ -100,7 +100,7 @@ impl Schedule {
     }
 
     /// The work waiting for a retry.
-    pub(super) fn pending(&self) -> impl Iterator<Item = &Work> + '_ {
+    pub(super) fn pending(&self) -> impl ExactSizeIterator<Item = &Work> + '_ {
         self.pending.keys()
     }
 

@@ -168,8 +168,11 @@ impl<D: Dataplane> Engine<D> {
         config.proxy.node_port_range = config.reconciler.node_port_range.clone();
         let node = NodeInfo::new(config.node_name.clone());
         observer.health_check_addresses(health_check_addresses(&config.proxy, &node));
+        // The reconciler owns its settings from here on (`Reconciler::config`): the engine
+        // keeps no second copy to drift from them.
+        let reconciler = Reconciler::new(dataplane, std::mem::take(&mut config.reconciler));
         Self {
-            reconciler: Reconciler::new(dataplane, config.reconciler.clone()),
+            reconciler,
             store: ObjectStore::new(),
             node,
             config,
