@@ -271,14 +271,14 @@ mod real_kernel {
 
             // Cleanup removes everything of ours and nothing else: the virtual servers, the
             // VIPs, then kube-ipvs0 itself.
-            let report = r.cleanup().unwrap();
+            let report = r.cleanup(Instant::now()).unwrap();
             assert!(report.is_ok(), "{report:?}");
             assert!(report.interface_deleted, "{report:?}");
             assert_eq!(kernel_table(&mut ipvs), foreign);
             assert!(!link_exists(DEFAULT_DUMMY_INTERFACE));
             assert_eq!(r.dataplane_mut().existing_dummy_addresses().unwrap(), None);
             // Again: nothing to do, and the interface is not created again.
-            let report = r.cleanup().unwrap();
+            let report = r.cleanup(Instant::now()).unwrap();
             assert!(report.is_quiet(), "{report:?}");
             assert!(!link_exists(DEFAULT_DUMMY_INTERFACE));
             assert_eq!(kernel_table(&mut ipvs), foreign);

@@ -6,7 +6,7 @@
 //! thread. SIGTERM and SIGINT stop the engine and leave the IPVS table in place.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use svc_controller::dataplane::KernelDataplane;
 use svc_controller::reconcile::{Reconciler, ReconcilerConfig};
@@ -98,7 +98,9 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
 
     if settings.cleanup {
         let mut reconciler = Reconciler::new(dataplane, reconciler_config);
-        let report = reconciler.cleanup().map_err(DaemonError::Cleanup)?;
+        let report = reconciler
+            .cleanup(Instant::now())
+            .map_err(DaemonError::Cleanup)?;
         info!(
             operations = report.operations,
             addresses = report.address_changes,

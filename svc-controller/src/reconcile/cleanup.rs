@@ -13,13 +13,12 @@ impl<D: Dataplane> Reconciler<D> {
     /// The ownership rule holds here too: an address whose virtual servers could not all be
     /// deleted stays bound (and the interface stays), so that calling `cleanup` again still
     /// recognises them as ours.
-    pub fn cleanup(&mut self) -> Result<SyncReport, DataplaneError> {
-        let mut report = SyncReport::default();
+    pub fn cleanup(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
         let listing = self.dataplane.list()?;
-        self.node_addresses = self.dataplane.node_addresses()?;
+        self.vips.node = self.dataplane.node_addresses()?;
         let interface = self.dataplane.existing_dummy_addresses()?;
-        self.dummy = interface.clone().unwrap_or_default();
-        let ownership = self.ownership();
+        self.vips.bound = interface.clone().unwrap_or_default();
+        let ownership = self.vips.ownership(&self.config);
         let ops: Vec<Operation> = listing
             .table
             .keys()
@@ -27,12 +26,14 @@ impl<D: Dataplane> Reconciler<D> {
                 from_service_key(k).is_some_and(|vk| {
                     ownership.owns(&vk)
                         || self.desired.virtual_servers().contains_key(&vk)
-                        || self.view.contains_service(k)
+                        || self.view.table.contains_service(k)
                 })
             })
             .map(Operation::DeleteService)
             .collect();
-        let results = self.send_each(&ops, &mut report);
+        let mut round = self.round(now);
+        let results = round.send_each(&ops);
+        let mut report = round.report;
         let kept: BTreeSet<IpAddr> = ops
             .iter()
             .zip(&results)
@@ -43,7 +44,7 @@ impl<D: Dataplane> Reconciler<D> {
             })
             .collect();
         // The view keeps exactly what is left of ours, as the listing showed it.
-        self.view = ops
+        self.view.table = ops
             .iter()
             .zip(&results)
             .filter(|(_, ok)| !**ok)
@@ -52,7 +53,7 @@ impl<D: Dataplane> Reconciler<D> {
                 _ => None,
             })
             .collect();
-        for addr in self.dummy.clone() {
+        for addr in self.vips.bound.clone() {
             if kept.contains(&addr) {
                 warn!(
                     vip = %addr,
@@ -62,7 +63,7 @@ impl<D: Dataplane> Reconciler<D> {
             }
             match self.dataplane.delete_dummy_address(addr) {
                 Ok(()) => {
-                    self.dummy.remove(&addr);
+                    self.vips.bound.remove(&addr);
                     self.metrics.address_changes += 1;
                     report.address_changes += 1;
                 }
@@ -70,7 +71,7 @@ impl<D: Dataplane> Reconciler<D> {
                     self.metrics.address_failures += 1;
                     warn!(
                         vip = %addr,
-                        service = %self.vip_owner(addr),
+                        service = %vip_owner(&self.desired, addr),
                         error = %e,
                         "cleanup: cannot unbind VIP"
                     );
@@ -79,7 +80,7 @@ impl<D: Dataplane> Reconciler<D> {
             }
         }
         if let Some(bound) = interface
-            && self.dummy.is_empty()
+            && self.vips.bound.is_empty()
         {
             match self.dataplane.delete_dummy_interface(&bound) {
                 Ok(InterfaceRemoval::Deleted) => report.interface_deleted = true,
@@ -107,9 +108,10 @@ impl<D: Dataplane> Reconciler<D> {
         );
         self.desired = DesiredState::new();
         self.sweep = None;
-        self.schedule.clear();
-        self.suspect.clear();
-        self.blocked.clear();
+        self.retries.clear_all();
+        self.drains.clear_all();
+        self.view.suspect.clear();
+        self.vips.blocked.clear();
         Ok(report)
     }
 }

@@ -1,5 +1,7 @@
 //! Graceful termination: which TCP real servers drain (quiesced at weight 0), until when,
-//! and how their ends are counted and logged.
+//! when their connection counts are read again, and how their ends are counted and logged.
+
+use std::time::Duration;
 
 use super::*;
 
@@ -27,36 +29,119 @@ pub(super) enum DrainNote {
 }
 
 /// `t`, or `limit` when that comes first.
-pub(super) fn at_most(t: Instant, limit: Option<Instant>) -> Instant {
+fn at_most(t: Instant, limit: Option<Instant>) -> Instant {
     limit.map_or(t, |limit| t.min(limit))
 }
 
-impl<D: Dataplane> Reconciler<D> {
-    /// Whether planning `key` needs fresh connection counts: a TCP real server leaves the
-    /// desired set, or a draining one is due for a check.
+/// The draining real servers, with their deadlines and next checks, indexed by the time of
+/// the check so that [`Reconciler::next_wakeup`] and [`Reconciler::poll`] cost what is due.
+#[derive(Debug, Default)]
+pub(super) struct Drains {
+    records: BTreeMap<DrainKey, Drain>,
+    /// Every drain's next check, in time order, kept in step with `records` by every method
+    /// that changes them.
+    checks: BTreeSet<(Instant, DrainKey)>,
+}
+
+impl Drains {
+    /// The earliest drain check.
+    pub(super) fn next_check(&self) -> Option<Instant> {
+        debug_assert!(self.in_step(), "drain check index out of step");
+        self.checks.first().map(|(t, _)| *t)
+    }
+
+    /// Whether the time index holds exactly the drains' next checks (debug builds check it at
+    /// every [`Drains::next_check`]).
+    fn in_step(&self) -> bool {
+        self.records.len() == self.checks.len()
+            && self
+                .records
+                .iter()
+                .all(|(k, d)| self.checks.contains(&(d.next_check, *k)))
+    }
+
+    /// Every drain, in key order.
+    pub(super) fn iter(&self) -> impl ExactSizeIterator<Item = (&DrainKey, &Drain)> + '_ {
+        self.records.iter()
+    }
+
+    fn get(&self, key: &DrainKey) -> Option<Drain> {
+        self.records.get(key).copied()
+    }
+
+    /// Records (or updates) a drain and its next check.
+    fn set(&mut self, key: DrainKey, drain: Drain) {
+        if let Some(old) = self.records.insert(key, drain) {
+            self.checks.remove(&(old.next_check, key));
+        }
+        self.checks.insert((drain.next_check, key));
+    }
+
+    /// Forgets a drain (its real server is gone, or it is wanted again).
+    pub(super) fn clear(&mut self, key: DrainKey) {
+        if let Some(old) = self.records.remove(&key) {
+            self.checks.remove(&(old.next_check, key));
+        }
+    }
+
+    /// Forgets every drain.
+    pub(super) fn clear_all(&mut self) {
+        *self = Self::default();
+    }
+
+    /// The virtual servers with a drain check due at `now`. Each due check is pushed back an
+    /// interval first, so that a check that cannot read the kernel waits for the next
+    /// interval instead of being due again at once.
+    pub(super) fn take_due(
+        &mut self,
+        now: Instant,
+        interval: Duration,
+    ) -> BTreeSet<VirtualServerKey> {
+        let due: Vec<DrainKey> = self
+            .checks
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| *k)
+            .collect();
+        let mut keys = BTreeSet::new();
+        for dkey in due {
+            if let Some(d) = self.get(&dkey) {
+                let next = at_most(now + interval, d.deadline);
+                let next_check = if next > now { next } else { now + interval };
+                self.set(dkey, Drain { next_check, ..d });
+                keys.insert(dkey.0);
+            }
+        }
+        keys
+    }
+
+    /// Whether planning `key` needs fresh connection counts: a TCP real server of `have` (the
+    /// view) leaves the desired set, or a draining one is due for a check.
     pub(super) fn needs_counts(
         &self,
         key: &VirtualServerKey,
         desired: Option<&VirtualServer>,
+        have: Option<&ServiceConfig>,
         now: Instant,
     ) -> bool {
         if key.protocol != Protocol::Tcp {
             return false;
         }
-        let (Some(vs), Some(have)) = (desired, self.view.get(&to_service_key(key))) else {
+        let (Some(vs), Some(have)) = (desired, have) else {
             return false;
         };
         have.destinations().any(|d| {
             !desires(vs, d)
                 && self
-                    .schedule
-                    .drain(&(*key, d.addr, d.port))
+                    .get(&(*key, d.addr, d.port))
                     .is_none_or(|r| r.next_check <= now)
         })
     }
 
     /// What the kernel should hold for `key`: the desired virtual server plus the TCP real
-    /// servers still draining (quiesced), or nothing.
+    /// servers of `have` still draining (quiesced), or nothing. Starts, extends and ends
+    /// drains by the connection counts just read (`counts`), and returns each decision with
+    /// the target, to be settled once the plan was sent ([`Round::settle_drains`]).
     pub(super) fn target(
         &mut self,
         key: VirtualServerKey,
@@ -64,12 +149,15 @@ impl<D: Dataplane> Reconciler<D> {
         have: Option<&ServiceConfig>,
         counts: Option<&ServiceState>,
         now: Instant,
-        notes: &mut Vec<(DestinationKey, DrainNote)>,
-    ) -> Option<ServiceConfig> {
-        let vs = desired?;
+        config: &ReconcilerConfig,
+    ) -> (Option<ServiceConfig>, Vec<(DestinationKey, DrainNote)>) {
+        let mut notes = Vec::new();
+        let Some(vs) = desired else {
+            return (None, notes);
+        };
         let mut want = service_config(vs);
         let Some(have) = have else {
-            return Some(want);
+            return (Some(want), notes);
         };
         for d in have.destinations() {
             if want.contains_destination(&d.key()) || key.protocol != Protocol::Tcp {
@@ -77,7 +165,7 @@ impl<D: Dataplane> Reconciler<D> {
             }
             let dkey = (key, d.addr, d.port);
             let conns = counts.map(|s| s.connections(&d.key()));
-            let record = self.schedule.drain(&dkey);
+            let record = self.get(&dkey);
             let keep = match (record, conns) {
                 (_, Some(c)) if c.is_idle() => {
                     if record.is_some() {
@@ -90,8 +178,8 @@ impl<D: Dataplane> Reconciler<D> {
                     false
                 }
                 (Some(r), Some(_)) => {
-                    let next = at_most(now + self.config.drain_check_interval, r.deadline);
-                    self.schedule.set_drain(
+                    let next = at_most(now + config.drain_check_interval, r.deadline);
+                    self.set(
                         dkey,
                         Drain {
                             next_check: next,
@@ -101,15 +189,14 @@ impl<D: Dataplane> Reconciler<D> {
                     true
                 }
                 (Some(_), None) => true,
-                (None, _) if self.config.drain_timeout.is_some_and(|t| t.is_zero()) => false,
+                (None, _) if config.drain_timeout.is_some_and(|t| t.is_zero()) => false,
                 (None, _) => {
                     // A timeout too large for the clock is no deadline.
-                    let deadline = self
-                        .config
+                    let deadline = config
                         .drain_timeout
                         .and_then(|timeout| now.checked_add(timeout));
-                    let next_check = at_most(now + self.config.drain_check_interval, deadline);
-                    self.schedule.set_drain(
+                    let next_check = at_most(now + config.drain_check_interval, deadline);
+                    self.set(
                         dkey,
                         Drain {
                             deadline,
@@ -127,9 +214,44 @@ impl<D: Dataplane> Reconciler<D> {
                 });
             }
         }
-        Some(want)
+        (Some(want), notes)
     }
 
+    /// Drops the drains of `key` that no longer describe a quiesced, undesired real server of
+    /// `have` (the view after a plan was sent): deleted, or desired again.
+    pub(super) fn forget_finished(
+        &mut self,
+        key: VirtualServerKey,
+        have: Option<&ServiceConfig>,
+        desired: Option<&VirtualServer>,
+    ) {
+        let lo = (key, IpAddr::from([0u8; 4]), 0u16);
+        let finished: Vec<DrainKey> = self
+            .records
+            .range(lo..)
+            .take_while(|((k, _, _), _)| *k == key)
+            .map(|(k, _)| *k)
+            .filter(|(_, addr, port)| {
+                let dk = DestinationKey {
+                    addr: *addr,
+                    port: *port,
+                };
+                let still = have.is_some_and(|h| h.contains_destination(&dk))
+                    && desired.is_some_and(|vs| {
+                        !vs.real_servers
+                            .iter()
+                            .any(|r| r.addr == *addr && r.port == *port)
+                    });
+                !still
+            })
+            .collect();
+        for dkey in finished {
+            self.clear(dkey);
+        }
+    }
+}
+
+impl<D: Dataplane> Round<'_, D> {
     /// Counts and logs the drain decisions of one plan by what the view shows after it was
     /// sent: a drain has started once the real server is quiesced, and ended once it is
     /// deleted. A drain whose quiescing failed is forgotten, and decided again by the retry.
@@ -140,7 +262,7 @@ impl<D: Dataplane> Reconciler<D> {
     ) {
         let skey = to_service_key(&key);
         for (d, note) in notes {
-            let in_view = self.view.destination(&skey, d);
+            let in_view = self.view.table.destination(&skey, d);
             let real_server = SocketAddr::new(d.addr, d.port);
             match note {
                 DrainNote::Started => {
@@ -154,7 +276,7 @@ impl<D: Dataplane> Reconciler<D> {
                             "drain started: real server quiesced (weight 0)"
                         );
                     } else {
-                        self.schedule.clear_drain((key, d.addr, d.port));
+                        self.drains.clear((key, d.addr, d.port));
                     }
                 }
                 DrainNote::Completed if in_view.is_none() => {
@@ -179,40 +301,6 @@ impl<D: Dataplane> Reconciler<D> {
                 }
                 DrainNote::Completed | DrainNote::Expired(_) => {}
             }
-        }
-    }
-
-    /// Drops drain records of `key` that no longer describe a quiesced, undesired real server
-    /// in the view (deleted, or desired again).
-    pub(super) fn forget_finished_drains(&mut self, key: VirtualServerKey) {
-        let lo = (key, IpAddr::from([0u8; 4]), 0u16);
-        let records: Vec<DrainKey> = self
-            .schedule
-            .drains()
-            .range(lo..)
-            .take_while(|((k, _, _), _)| *k == key)
-            .map(|(k, _)| *k)
-            .collect();
-        let skey = to_service_key(&key);
-        let desired = self.desired.virtual_servers().get(&key);
-        let finished: Vec<DrainKey> = records
-            .into_iter()
-            .filter(|(_, addr, port)| {
-                let dk = DestinationKey {
-                    addr: *addr,
-                    port: *port,
-                };
-                let still = self.view.destination(&skey, &dk).is_some()
-                    && desired.is_some_and(|vs| {
-                        !vs.real_servers
-                            .iter()
-                            .any(|r| r.addr == *addr && r.port == *port)
-                    });
-                !still
-            })
-            .collect();
-        for dkey in finished {
-            self.schedule.clear_drain(dkey);
         }
     }
 }

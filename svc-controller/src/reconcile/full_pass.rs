@@ -7,9 +7,9 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct Sweep {
     /// The virtual servers left to verify, in key order.
-    pub(super) keys: VecDeque<VirtualServerKey>,
+    keys: VecDeque<VirtualServerKey>,
     /// How many have been verified.
-    pub(super) examined: usize,
+    examined: usize,
 }
 
 impl<D: Dataplane> Reconciler<D> {
@@ -22,7 +22,6 @@ impl<D: Dataplane> Reconciler<D> {
     /// [`Reconciler::poll`] with backoff.
     pub fn verify(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
         self.metrics.full_syncs += 1;
-        let mut report = SyncReport::default();
         let read = (|| {
             let listing = self.dataplane.list()?;
             let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
@@ -32,18 +31,20 @@ impl<D: Dataplane> Reconciler<D> {
             Ok(x) => x,
             Err(e) => {
                 self.metrics.read_failures += 1;
-                self.retry_later(Work::FullPass, now);
+                self.retries.retry(Work::FullPass, now, &self.config);
                 warn!(error = %e, "full pass: cannot read the node; retrying");
                 return Err(e);
             }
         };
-        self.schedule.clear_retry(Work::FullPass);
+        self.retries.clear(Work::FullPass);
         // This pass covers whatever a sweep had left.
         self.sweep = None;
-        self.take_node(node, dummy, &mut report);
-        let (keys, found) = self.pass_keys(listing.table.keys());
+        let adopted = self.adopted;
+        let mut round = self.round(now);
+        round.take_node(node, dummy);
+        let (keys, found) = round.pass_keys(listing.table.keys());
         let listed = listing.table.len();
-        self.bind_missing_vips(now, &mut report);
+        round.bind_missing_vips();
         let examined = keys.len();
         let states = keys
             .into_iter()
@@ -53,15 +54,16 @@ impl<D: Dataplane> Reconciler<D> {
             })
             .collect();
         drop(listing);
-        self.verify_states(states, now, &mut report);
-        self.unbind_stale_vips(now, &mut report);
-        if !self.adopted {
+        round.verify_states(states, adopted);
+        round.unbind_stale_vips();
+        let report = round.report;
+        if !adopted {
             info!(
                 owned_virtual_servers = found,
                 foreign_virtual_servers = listed - found,
                 desired_virtual_servers = self.desired.virtual_servers().len(),
-                vips_bound = self.dummy.len(),
-                draining = self.schedule.drains().len(),
+                vips_bound = self.vips.bound.len(),
+                draining = self.drains.iter().len(),
                 operations = report.operations,
                 address_changes = report.address_changes,
                 errors = report.errors.len(),
@@ -124,10 +126,11 @@ impl<D: Dataplane> Reconciler<D> {
             }
         };
         self.metrics.full_syncs += 1;
-        let mut report = SyncReport::default();
-        self.take_node(node, dummy, &mut report);
-        let (keys, _) = self.pass_keys(listed.into_iter());
-        self.bind_missing_vips(now, &mut report);
+        let mut round = self.round(now);
+        round.take_node(node, dummy);
+        let (keys, _) = round.pass_keys(listed.into_iter());
+        round.bind_missing_vips();
+        let report = round.report;
         self.sweep = Some(Sweep {
             examined: 0,
             keys: keys.into_iter().collect(),
@@ -142,40 +145,45 @@ impl<D: Dataplane> Reconciler<D> {
     /// cannot be read marks its virtual servers for a retry (with backoff) and the sweep goes
     /// on. Does nothing when no sweep runs.
     pub fn sweep_step(&mut self, now: Instant, max: usize) -> SyncReport {
-        let mut report = SyncReport::default();
         let Some(sweep) = &mut self.sweep else {
-            return report;
+            return SyncReport::default();
         };
         let take = max.max(1).min(sweep.keys.len());
         let keys: Vec<VirtualServerKey> = sweep.keys.drain(..take).collect();
         sweep.examined += keys.len();
+        let finished = sweep.keys.is_empty().then_some(sweep.examined);
+        let adopted = self.adopted;
+        let mut round = self.round(now);
         if !keys.is_empty() {
             let skeys: Vec<ServiceKey> = keys.iter().map(to_service_key).collect();
-            match self.dataplane.services(&skeys) {
+            match round.dataplane.services(&skeys) {
                 Ok(states) => {
                     let states = keys.into_iter().zip(states).collect();
-                    self.verify_states(states, now, &mut report);
+                    round.verify_states(states, adopted);
                 }
                 Err(e) => {
-                    self.metrics.read_failures += 1;
+                    round.metrics.read_failures += 1;
                     warn!(
                         virtual_servers = keys.len(),
                         error = %e,
                         "full pass: cannot read virtual servers; each is retried"
                     );
                     for key in keys {
-                        self.suspect.insert(key);
-                        self.retry_later(Work::Vs(key), now);
+                        round.view.suspect.insert(key);
+                        round.retry_later(Work::Vs(key));
                     }
-                    report.errors.push(e.into());
+                    round.report.errors.push(e.into());
                 }
             }
         }
-        if self.sweep.as_ref().is_some_and(|s| s.keys.is_empty()) {
-            let examined = self.sweep.take().map_or(0, |s| s.examined);
-            self.unbind_stale_vips(now, &mut report);
-            self.adopted = true;
+        if let Some(examined) = finished {
+            round.unbind_stale_vips();
             debug!(virtual_servers = examined, "full pass (in slices) done");
+        }
+        let report = round.report;
+        if finished.is_some() {
+            self.sweep = None;
+            self.adopted = true;
         }
         report
     }
@@ -183,6 +191,16 @@ impl<D: Dataplane> Reconciler<D> {
     /// How many virtual servers the running sweep has left to verify (`None`: no sweep).
     pub fn sweep_remaining(&self) -> Option<usize> {
         self.sweep.as_ref().map(|s| s.keys.len())
+    }
+}
+
+impl<D: Dataplane> Round<'_, D> {
+    /// Takes in the node's addresses and the dummy interface's, just read by a full pass, and
+    /// holds the configured sysctls.
+    fn take_node(&mut self, node: BTreeSet<IpAddr>, dummy: BTreeSet<IpAddr>) {
+        self.vips.node = node;
+        self.vips.bound = dummy;
+        self.hold_sysctls();
     }
 
     /// The virtual servers a full pass examines, given the keys of the kernel's table: the
@@ -192,62 +210,50 @@ impl<D: Dataplane> Reconciler<D> {
         &self,
         listed: impl Iterator<Item = ServiceKey>,
     ) -> (BTreeSet<VirtualServerKey>, usize) {
-        let ownership = self.ownership();
+        let ownership = self.vips.ownership(self.config);
         let mut keys: BTreeSet<VirtualServerKey> =
             self.desired.virtual_servers().keys().copied().collect();
         let mut found = 0usize;
         for skey in listed {
             if let Some(k) = from_service_key(&skey)
-                && (keys.contains(&k) || ownership.owns(&k) || self.view.contains_service(&skey))
+                && (keys.contains(&k)
+                    || ownership.owns(&k)
+                    || self.view.table.contains_service(&skey))
             {
                 found += 1;
                 keys.insert(k);
             }
         }
-        keys.extend(self.view.keys().filter_map(|k| from_service_key(&k)));
+        keys.extend(self.view.table.keys().filter_map(|k| from_service_key(&k)));
         // Work waiting for a retry is done now, with the fresh read.
-        keys.extend(self.schedule.pending().filter_map(|w| match w {
+        keys.extend(self.retries.pending().filter_map(|w| match w {
             Work::Vs(k) => Some(*k),
             _ => None,
         }));
-        keys.extend(self.suspect.iter().copied());
+        keys.extend(self.view.suspect.iter().copied());
         (keys, found)
-    }
-
-    /// Takes in the node's addresses and the dummy interface's, just read by a full pass, and
-    /// holds the configured sysctls.
-    fn take_node(
-        &mut self,
-        node: BTreeSet<IpAddr>,
-        dummy: BTreeSet<IpAddr>,
-        report: &mut SyncReport,
-    ) {
-        self.node_addresses = node;
-        self.dummy = dummy;
-        self.hold_sysctls(report);
     }
 
     /// The heart of a full pass: brings each virtual server in line with the desired state
     /// from its state just read from the kernel, counting and logging drift (the kernel
-    /// differs from the view).
+    /// differs from the view) once the node is `adopted`.
     fn verify_states(
         &mut self,
         states: Vec<(VirtualServerKey, Option<ServiceState>)>,
-        now: Instant,
-        report: &mut SyncReport,
+        adopted: bool,
     ) {
         let mut drifted = BTreeSet::new();
         let mut items = Vec::with_capacity(states.len());
         for (key, fresh) in states {
             let skey = to_service_key(&key);
-            if self.adopted && self.view.get(&skey) != fresh.as_ref().map(|s| &s.config) {
+            if adopted && self.view.table.get(&skey) != fresh.as_ref().map(|s| &s.config) {
                 self.metrics.drift_detected += 1;
                 drifted.insert(key);
             }
-            self.suspect.remove(&key);
+            self.view.suspect.remove(&key);
             items.push((key, Some(fresh)));
         }
-        for (key, operations, ok) in self.reconcile_many(items, now, report) {
+        for (key, operations, ok) in self.reconcile_many(items) {
             if ok && drifted.contains(&key) {
                 info!(
                     virtual_server = %key,

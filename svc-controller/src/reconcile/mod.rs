@@ -78,7 +78,7 @@
 //! A VIP is bound before its virtual servers are created and removed only after its last
 //! owned virtual server is gone, which keeps the ownership rule true across crashes. When
 //! binding fails, the VIP's virtual servers are **not created**: they are reported (an error
-//! in the [`SyncReport`], [`Metrics::blocked_on_vip`], [`Reconciler::blocked_on_vip`]) and
+//! in the [`SyncReport`], [`Metrics::blocked_on_vip`], [`Vips::blocked`]) and
 //! created by the retry that binds the VIP, with the VIP's backoff. (One that already exists
 //! is still kept in line: it is desired, so ours by the first rule.)
 //! [`Reconciler::cleanup`] removes the virtual servers, then the addresses, then the dummy
@@ -110,11 +110,14 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `mod.rs` | the [`Reconciler`], its inputs (desired-state updates) and accessors |
-//! | `send.rs` | planning a virtual server from the view, sending plans in shared batches, the view following each accepted operation |
+//! | `round.rs` | a round: one call's instant and report, over the state it borrows |
+//! | `view.rs` | the view: what the kernel holds for the virtual servers we own, and which are suspect |
+//! | `send.rs` | planning a virtual server from the view, sending plans in shared batches |
 //! | `drains.rs` | graceful termination: which real servers drain, until when, and their ends |
-//! | `vips.rs` | VIPs on the dummy interface, and virtual servers held back for want of one |
+//! | `vips.rs` | [`Vips`]: VIPs on the dummy interface, and virtual servers held back for want of one |
+//! | `retries.rs` | failed work waiting for a retry, with its backoff |
+//! | `due.rs` | what is due: [`Reconciler::next_wakeup`] and [`Reconciler::poll`] |
 //! | `full_pass.rs` | the full pass: at once ([`Reconciler::verify`]) or in slices (the sweep) |
-//! | `timers.rs` | retries with backoff and drain checks, in time order ([`Reconciler::poll`]) |
 //! | `cleanup.rs` | [`Reconciler::cleanup`] |
 //! | `sysctls.rs` | the sysctls held at every full pass |
 //! | `report.rs` | [`SyncReport`] and the [`Metrics`] counters |
@@ -123,11 +126,14 @@
 mod cleanup;
 pub mod config;
 mod drains;
+mod due;
 mod full_pass;
 mod report;
+mod retries;
+mod round;
 mod send;
 mod sysctls;
-mod timers;
+mod view;
 mod vips;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -146,13 +152,17 @@ pub use config::{
 };
 pub use drains::Drain;
 pub use report::{Metrics, OperationCounts, SyncError, SyncReport};
+pub use vips::Vips;
 
-use drains::{DrainKey, DrainNote, at_most};
+use drains::{DrainNote, Drains};
 use full_pass::Sweep;
+use retries::{Retries, Work};
+use round::{Owner, Round, vip_owner};
 #[cfg(test)]
 use send::MAX_BATCH_OPERATIONS;
 use send::desires;
-use timers::{Schedule, Work};
+use view::View;
+use vips::vs_range;
 
 use crate::dataplane::{
     Connections, Dataplane, DataplaneError, Describe, InterfaceRemoval, ServiceState,
@@ -179,25 +189,12 @@ pub struct Reconciler<D> {
     dataplane: D,
     config: ReconcilerConfig,
     desired: DesiredState,
-    /// What the kernel holds for the virtual servers we own, from successful answers and reads.
-    view: Table,
-    /// Addresses on the dummy interface.
-    dummy: BTreeSet<IpAddr>,
-    /// The node's other addresses (from the last full pass).
-    node_addresses: BTreeSet<IpAddr>,
-    /// Retries and drains, in time order.
-    schedule: Schedule,
-    /// Virtual servers whose view must be re-read before planning.
-    suspect: BTreeSet<VirtualServerKey>,
-    /// Desired virtual servers not created because their VIP is not bound: retried when the
-    /// VIP is.
-    blocked: BTreeSet<VirtualServerKey>,
+    view: View,
+    vips: Vips,
+    drains: Drains,
+    retries: Retries,
+    /// Whether a full pass has read the node and taken over what is ours.
     adopted: bool,
-    /// Virtual servers this process created, or that a Service asked for while it ran: the
-    /// deletion of any other (a leftover of a Service deleted while no controller ran, or
-    /// someone else's entry on an address it manages) is logged as a warning, with the rule
-    /// that made it ours.
-    known: BTreeSet<VirtualServerKey>,
     /// The full pass in slices under way, if any.
     sweep: Option<Sweep>,
     metrics: Metrics,
@@ -212,14 +209,11 @@ impl<D: Dataplane> Reconciler<D> {
             dataplane,
             config,
             desired: DesiredState::new(),
-            view: Table::new(),
-            dummy: BTreeSet::new(),
-            node_addresses: BTreeSet::new(),
-            schedule: Schedule::default(),
-            suspect: BTreeSet::new(),
-            blocked: BTreeSet::new(),
+            view: View::default(),
+            vips: Vips::default(),
+            drains: Drains::default(),
+            retries: Retries::default(),
             adopted: false,
-            known: BTreeSet::new(),
             sweep: None,
             metrics: Metrics::default(),
         }
@@ -238,22 +232,18 @@ impl<D: Dataplane> Reconciler<D> {
 
     /// What the reconciler believes the kernel holds for the virtual servers it owns.
     pub fn view(&self) -> &Table {
-        &self.view
+        &self.view.table
     }
 
-    /// The node's other addresses, as the last full pass read them.
-    pub fn node_addresses(&self) -> &BTreeSet<IpAddr> {
-        &self.node_addresses
-    }
-
-    /// The addresses the reconciler believes are bound on the dummy interface.
-    pub fn dummy_addresses(&self) -> &BTreeSet<IpAddr> {
-        &self.dummy
+    /// The VIPs bound on the dummy interface, the node's other addresses as the last full
+    /// pass read them, and the virtual servers waiting for their VIP.
+    pub fn vips(&self) -> &Vips {
+        &self.vips
     }
 
     /// The draining real servers: virtual server, real server, and its schedule.
     pub fn draining(&self) -> impl Iterator<Item = (VirtualServerKey, DestinationKey, Drain)> + '_ {
-        self.schedule.drains().iter().map(|((k, addr, port), d)| {
+        self.drains.iter().map(|((k, addr, port), d)| {
             (
                 *k,
                 DestinationKey {
@@ -263,12 +253,6 @@ impl<D: Dataplane> Reconciler<D> {
                 *d,
             )
         })
-    }
-
-    /// The desired virtual servers not created because their VIP is not bound on the dummy
-    /// interface (the binding failed): they are created when a retry binds it.
-    pub fn blocked_on_vip(&self) -> impl Iterator<Item = VirtualServerKey> + '_ {
-        self.blocked.iter().copied()
     }
 
     /// The counters.
@@ -289,7 +273,7 @@ impl<D: Dataplane> Reconciler<D> {
 
     /// How many pieces of work wait for a retry.
     pub fn pending_retries(&self) -> usize {
-        self.schedule.pending().len()
+        self.retries.pending().len()
     }
 
     /// The dataplane.
@@ -343,60 +327,48 @@ impl<D: Dataplane> Reconciler<D> {
 
     fn apply_changes(&mut self, changes: Changes, now: Instant) -> SyncReport {
         self.metrics.syncs += 1;
-        let mut report = SyncReport::default();
         if !self.adopted {
-            report.deferred = true;
-            return report;
+            return SyncReport {
+                deferred: true,
+                ..SyncReport::default()
+            };
         }
+        let mut round = self.round(now);
         // Bind before creating, delete before unbinding (see the ownership rule).
-        let (bind, unbind): (Vec<IpAddr>, Vec<IpAddr>) =
-            changes.vips.iter().partition(|a| self.vip_wanted(a));
+        let (bind, unbind): (Vec<IpAddr>, Vec<IpAddr>) = changes
+            .vips
+            .iter()
+            .partition(|a| round.vips.wanted(round.desired, a));
         let (bound, missing): (Vec<IpAddr>, Vec<IpAddr>) =
-            bind.iter().partition(|a| self.dummy.contains(a));
+            bind.iter().partition(|a| round.vips.bound.contains(a));
         for addr in bound {
-            self.schedule.clear_retry(Work::Vip(addr));
+            round.retries.clear(Work::Vip(addr));
         }
-        self.bind_vips(missing, now, &mut report);
+        round.bind_vips(missing);
         for addr in bind {
-            self.unblock(addr, now, &mut report);
+            round.unblock(addr);
         }
         let items = changes.virtual_servers.iter().map(|key| (*key, None));
-        self.reconcile_many(items, now, &mut report);
+        round.reconcile_many(items);
         for addr in unbind {
-            self.reconcile_vip(addr, now, &mut report);
+            round.reconcile_vip(addr);
         }
-        report
+        round.report
     }
 
-    fn ownership(&self) -> Ownership {
-        Ownership {
-            dummy_addresses: self.dummy.clone(),
-            node_addresses: self.node_addresses.clone(),
-            node_port_range: self.config.node_port_range.clone(),
-            excluded: self.config.exclude_cidrs.clone(),
-        }
-    }
-
-    /// The Service of a virtual server, for logs and messages.
-    fn owner(&self, key: &VirtualServerKey) -> Owner<'_> {
-        Owner(
-            self.desired
-                .virtual_servers()
-                .get(key)
-                .map(|vs| &vs.service),
-        )
-    }
-}
-
-/// The Service of a virtual server in logs; `-` when no Service wants it (stale).
-#[derive(Debug, Clone, Copy)]
-struct Owner<'a>(Option<&'a ServiceRef>);
-
-impl fmt::Display for Owner<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(s) => fmt::Display::fmt(s, f),
-            None => f.write_str("-"),
+    /// A round of work at `now` over the reconciler's state.
+    fn round(&mut self, now: Instant) -> Round<'_, D> {
+        Round {
+            dataplane: &mut self.dataplane,
+            config: &self.config,
+            desired: &self.desired,
+            view: &mut self.view,
+            vips: &mut self.vips,
+            drains: &mut self.drains,
+            retries: &mut self.retries,
+            metrics: &mut self.metrics,
+            now,
+            report: SyncReport::default(),
         }
     }
 }

@@ -15,7 +15,6 @@ struct PreparedVs {
     key: VirtualServerKey,
     operations: Vec<Operation>,
     notes: Vec<(DestinationKey, DrainNote)>,
-    now: Instant,
 }
 
 /// The virtual server an operation is about.
@@ -37,49 +36,11 @@ pub(super) fn desires(vs: &VirtualServer, d: &Destination) -> bool {
         .any(|r| r.addr == d.addr && r.port == d.port)
 }
 
-/// Follows a successful operation in the view; `false` if the view could not (it did not
-/// have the service), which makes the virtual server suspect.
-fn apply_to_view(view: &mut Table, op: &Operation) -> bool {
-    match op {
-        Operation::AddService(s) => {
-            view.insert(ServiceConfig::new(s.clone()));
-        }
-        Operation::EditService(s) => {
-            view.insert_service(s.clone());
-        }
-        Operation::DeleteService(k) => {
-            view.remove_service(k);
-        }
-        Operation::AddDestination(k, d) | Operation::EditDestination(k, d) => {
-            return view.insert_destination(k, *d).is_ok();
-        }
-        Operation::DeleteDestination(k, d) => {
-            view.remove_destination(k, d);
-        }
-        _ => {}
-    }
-    true
-}
-
-impl<D: Dataplane> Reconciler<D> {
-    /// Brings one virtual server in line. `fresh`: the kernel's state of it, just read
-    /// (`Some(None)`: the kernel does not have it); `None`: use the view, reading the kernel
-    /// first when the view is suspect or connection counts are needed.
-    pub(super) fn reconcile_vs(
-        &mut self,
-        key: VirtualServerKey,
-        now: Instant,
-        fresh: Option<Option<ServiceState>>,
-        report: &mut SyncReport,
-    ) {
-        if let Some(prepared) = self.prepare_vs(key, now, fresh, report) {
-            let ok = prepared.operations.is_empty() || self.send(&prepared.operations, report);
-            self.finish_vs(prepared, ok);
-        }
-    }
-
-    /// Brings many virtual servers in line, as [`Self::reconcile_vs`] does for each, with
-    /// their operations sent together in batches of up to [`MAX_BATCH_OPERATIONS`]: a full
+impl<D: Dataplane> Round<'_, D> {
+    /// Brings virtual servers in line. For each, `fresh` is the kernel's state of it, just
+    /// read (`Some(None)`: the kernel does not have it); `None`: use the view, reading the
+    /// kernel first when the view is suspect or connection counts are needed. Their
+    /// operations are sent together in batches of up to [`MAX_BATCH_OPERATIONS`]: a full
     /// pass over thousands of virtual servers costs a few system calls, not one round trip
     /// each. Each plan is computed before any of the batch is sent, which is sound because a
     /// virtual server's plan depends only on its own state. Returns, for each virtual server
@@ -88,30 +49,28 @@ impl<D: Dataplane> Reconciler<D> {
     pub(super) fn reconcile_many(
         &mut self,
         items: impl IntoIterator<Item = (VirtualServerKey, Option<Option<ServiceState>>)>,
-        now: Instant,
-        report: &mut SyncReport,
     ) -> Vec<(VirtualServerKey, usize, bool)> {
         let mut items: Vec<(VirtualServerKey, Option<Option<ServiceState>>)> =
             items.into_iter().collect();
-        self.read_ahead(&mut items, now);
+        self.read_ahead(&mut items);
         let mut out = Vec::new();
         let mut pending: Vec<PreparedVs> = Vec::new();
         let mut pending_ops = 0usize;
         for (key, fresh) in items {
             if self.desired.virtual_servers().contains_key(&key) {
-                self.known.insert(key);
+                self.view.known.insert(key);
             }
-            let Some(prepared) = self.prepare_vs(key, now, fresh, report) else {
+            let Some(prepared) = self.prepare_vs(key, fresh) else {
                 continue;
             };
             pending_ops += prepared.operations.len();
             pending.push(prepared);
             if pending_ops >= MAX_BATCH_OPERATIONS {
-                self.send_prepared(std::mem::take(&mut pending), report, &mut out);
+                self.send_prepared(std::mem::take(&mut pending), &mut out);
                 pending_ops = 0;
             }
         }
-        self.send_prepared(pending, report, &mut out);
+        self.send_prepared(pending, &mut out);
         out
     }
 
@@ -120,15 +79,11 @@ impl<D: Dataplane> Reconciler<D> {
     /// that syncing many virtual servers costs a few system calls
     /// ([`Dataplane::services`]), not round trips each. If that read fails, each is read on
     /// its own by [`Self::prepare_vs`], which reports and retries its failure.
-    fn read_ahead(
-        &mut self,
-        items: &mut [(VirtualServerKey, Option<Option<ServiceState>>)],
-        now: Instant,
-    ) {
+    fn read_ahead(&mut self, items: &mut [(VirtualServerKey, Option<Option<ServiceState>>)]) {
         let wanted: Vec<usize> = items
             .iter()
             .enumerate()
-            .filter(|(_, (key, fresh))| fresh.is_none() && self.needs_read(key, now))
+            .filter(|(_, (key, fresh))| fresh.is_none() && self.needs_read(key))
             .map(|(i, _)| i)
             .collect();
         if wanted.len() < 2 {
@@ -156,9 +111,14 @@ impl<D: Dataplane> Reconciler<D> {
     }
 
     /// Whether planning `key` needs the kernel's state first (see [`Self::read_ahead`]).
-    fn needs_read(&self, key: &VirtualServerKey, now: Instant) -> bool {
-        self.suspect.contains(key)
-            || self.needs_counts(key, self.desired.virtual_servers().get(key), now)
+    fn needs_read(&self, key: &VirtualServerKey) -> bool {
+        self.view.suspect.contains(key)
+            || self.drains.needs_counts(
+                key,
+                self.desired.virtual_servers().get(key),
+                self.view.table.get(&to_service_key(key)),
+                self.now,
+            )
     }
 
     /// Sends the plans of `prepared` as one batch and finishes each virtual server with its
@@ -166,7 +126,6 @@ impl<D: Dataplane> Reconciler<D> {
     fn send_prepared(
         &mut self,
         mut prepared: Vec<PreparedVs>,
-        report: &mut SyncReport,
         out: &mut Vec<(VirtualServerKey, usize, bool)>,
     ) {
         let counts: Vec<usize> = prepared.iter().map(|p| p.operations.len()).collect();
@@ -174,7 +133,7 @@ impl<D: Dataplane> Reconciler<D> {
             .iter_mut()
             .flat_map(|p| std::mem::take(&mut p.operations))
             .collect();
-        let results = self.send_each(&ops, report);
+        let results = self.send_each(&ops);
         let mut results = results.into_iter();
         for (p, count) in prepared.into_iter().zip(counts) {
             // Every result of this share is consumed (no short-circuit), so the next share starts right.
@@ -184,103 +143,88 @@ impl<D: Dataplane> Reconciler<D> {
         }
     }
 
-    /// The first half of [`Self::reconcile_vs`]: reads what is needed and computes the plan.
+    /// Reads what planning one virtual server needs and computes its plan.
     /// `None` when there is nothing to send and nothing to finish (the virtual server waits
     /// for its VIP, or could not be read and is scheduled for a retry).
     fn prepare_vs(
         &mut self,
         key: VirtualServerKey,
-        now: Instant,
         fresh: Option<Option<ServiceState>>,
-        report: &mut SyncReport,
     ) -> Option<PreparedVs> {
         let skey = to_service_key(&key);
         let desired = self.desired.virtual_servers().get(&key).cloned();
         let mut fresh = fresh;
-        if fresh.is_none() && self.needs_read(&key, now) {
+        if fresh.is_none() && self.needs_read(&key) {
             match self.dataplane.service(&skey) {
                 Ok(state) => fresh = Some(state),
                 Err(e) => {
                     self.metrics.read_failures += 1;
-                    self.retry_later(Work::Vs(key), now);
+                    self.retry_later(Work::Vs(key));
                     warn!(
                         virtual_server = %key,
                         service = %self.owner(&key),
                         error = %e,
-                        retry_in_ms = self.schedule.retry_in_ms(Work::Vs(key), now),
+                        retry_in_ms = self.retries.retry_in_ms(Work::Vs(key), self.now),
                         "cannot read virtual server; retrying"
                     );
-                    report.errors.push(e.into());
+                    self.report.errors.push(e.into());
                     return None;
                 }
             }
         }
         if let Some(state) = &fresh {
-            match state {
-                Some(s) => {
-                    self.view.insert(s.config.clone());
-                }
-                None => {
-                    self.view.remove_service(&skey);
-                }
-            }
-            self.suspect.remove(&key);
+            self.view.take_read(key, state.as_ref());
         }
         let counts = fresh.flatten();
-        let have = self.view.get(&skey).cloned();
+        let have = self.view.table.get(&skey).cloned();
         // Bind before create: a virtual server off the dummy interface would not be
         // recognised as ours after a restart (see the ownership rule).
-        if have.is_none() && desired.is_some() && self.vip_unbound(&key.addr) {
-            self.block(key, now, report);
+        if have.is_none() && desired.is_some() && self.vips.unbound(self.desired, &key.addr) {
+            self.block(key);
             return None;
         }
-        self.blocked.remove(&key);
-        let mut notes = Vec::new();
-        let want = self.target(
+        self.vips.blocked.remove(&key);
+        let (want, notes) = self.drains.target(
             key,
             desired.as_ref(),
             have.as_ref(),
             counts.as_ref(),
-            now,
-            &mut notes,
+            self.now,
+            self.config,
         );
         let plan = diff_service(have.as_ref(), want.as_ref());
         Some(PreparedVs {
             key,
             operations: plan.into_operations(),
             notes,
-            now,
         })
     }
 
-    /// The second half of [`Self::reconcile_vs`], once the plan was sent (`ok`: every
-    /// operation succeeded).
+    /// Finishes one virtual server once its plan was sent (`ok`: every operation
+    /// succeeded): a failure makes it suspect and schedules a retry; its drains are settled.
     fn finish_vs(&mut self, prepared: PreparedVs, ok: bool) {
-        let PreparedVs {
-            key, notes, now, ..
-        } = prepared;
+        let PreparedVs { key, notes, .. } = prepared;
         if ok {
-            self.schedule.clear_retry(Work::Vs(key));
+            self.retries.clear(Work::Vs(key));
         } else {
-            self.suspect.insert(key);
-            self.retry_later(Work::Vs(key), now);
+            self.view.suspect.insert(key);
+            self.retry_later(Work::Vs(key));
         }
         self.settle_drains(key, &notes);
-        self.forget_finished_drains(key);
-    }
-
-    /// Sends operations; updates the view from each success. Returns whether all succeeded.
-    fn send(&mut self, ops: &[Operation], report: &mut SyncReport) -> bool {
-        self.send_each(ops, report).iter().all(|ok| *ok)
+        self.drains.forget_finished(
+            key,
+            self.view.table.get(&to_service_key(&key)),
+            self.desired.virtual_servers().get(&key),
+        );
     }
 
     /// Sends operations; updates the view from each success. Returns, for each operation,
     /// whether it succeeded and the view could follow it.
-    pub(super) fn send_each(&mut self, ops: &[Operation], report: &mut SyncReport) -> Vec<bool> {
+    pub(super) fn send_each(&mut self, ops: &[Operation]) -> Vec<bool> {
         if ops.is_empty() {
             return Vec::new();
         }
-        report.operations += ops.len();
+        self.report.operations += ops.len();
         if tracing::enabled!(Level::TRACE) {
             for op in ops {
                 trace!(operation = %Describe(op), "IPVS operation");
@@ -289,7 +233,7 @@ impl<D: Dataplane> Reconciler<D> {
         let results = match self.dataplane.apply(ops) {
             Err(e) => {
                 self.metrics.operations_failed += ops.len() as u64;
-                report.failed += ops.len();
+                self.report.failed += ops.len();
                 let first = ops.first().and_then(op_key);
                 warn!(
                     operations = ops.len(),
@@ -298,7 +242,7 @@ impl<D: Dataplane> Reconciler<D> {
                     error = %e,
                     "IPVS batch failed: nothing known of its effect; retrying"
                 );
-                report.errors.push(e.into());
+                self.report.errors.push(e.into());
                 return vec![false; ops.len()];
             }
             Ok(results) => results,
@@ -310,8 +254,17 @@ impl<D: Dataplane> Reconciler<D> {
                 Ok(()) => {
                     self.metrics.operations_applied += 1;
                     self.metrics.applied_by_kind.record(OperationKind::of(op));
-                    self.note_known(op);
-                    out.push(apply_to_view(&mut self.view, op));
+                    let followed = self.view.follow(op);
+                    if let Some(key) = followed.unrequested {
+                        self.metrics.unrequested_deletions += 1;
+                        warn!(
+                            virtual_server = %key,
+                            reason = self.vips.why_ours(&key, self.config),
+                            "deleted a virtual server this process did not create and no \
+                             Service asks for"
+                        );
+                    }
+                    out.push(followed.in_view);
                 }
                 Err(e) => {
                     failed += 1;
@@ -322,7 +275,7 @@ impl<D: Dataplane> Reconciler<D> {
                         error = %e,
                         "IPVS operation failed; retrying"
                     );
-                    report.errors.push(e.into());
+                    self.report.errors.push(e.into());
                     out.push(false);
                 }
             }
@@ -335,14 +288,14 @@ impl<D: Dataplane> Reconciler<D> {
                 sent = ops.len(),
                 "the dataplane did not answer every IPVS operation; retrying the rest"
             );
-            report.errors.push(SyncError::Unanswered {
+            self.report.errors.push(SyncError::Unanswered {
                 answered: out.len(),
                 sent: ops.len(),
             });
             out.resize(ops.len(), false);
         }
         self.metrics.operations_failed += failed as u64;
-        report.failed += failed;
+        self.report.failed += failed;
         if tracing::enabled!(Level::DEBUG) {
             let count = |kind: OperationKind| ops.iter().filter(|op| kind.matches(op)).count();
             debug!(
@@ -358,45 +311,5 @@ impl<D: Dataplane> Reconciler<D> {
             );
         }
         out
-    }
-
-    /// Keeps [`Reconciler::known`] in step with an operation the kernel accepted, and warns
-    /// when a virtual server it did not know is deleted.
-    fn note_known(&mut self, op: &Operation) {
-        match op {
-            Operation::AddService(s) => {
-                if let Some(key) = from_service_key(&s.key) {
-                    self.known.insert(key);
-                }
-            }
-            Operation::DeleteService(k) => {
-                let Some(key) = from_service_key(k) else {
-                    return;
-                };
-                if !self.known.remove(&key) {
-                    self.metrics.unrequested_deletions += 1;
-                    warn!(
-                        virtual_server = %key,
-                        reason = self.why_ours(&key),
-                        "deleted a virtual server this process did not create and no Service \
-                         asks for"
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Which rule of the [ownership](crate::ownership) made `key` ours, for logs.
-    fn why_ours(&self, key: &VirtualServerKey) -> &'static str {
-        if self.dummy.contains(&key.addr) {
-            "its address is bound to the dummy interface this controller manages"
-        } else if self.node_addresses.contains(&key.addr)
-            && self.config.node_port_range.contains(&key.port)
-        {
-            "its port is in the NodePort range on a node address"
-        } else {
-            "it was programmed for a Service earlier"
-        }
     }
 }

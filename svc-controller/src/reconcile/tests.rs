@@ -216,7 +216,7 @@ fn repairs_drift_and_removes_stale_owned_entries() {
 fn cleanup_removes_only_what_is_ours() {
     let now = Instant::now();
     let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
-    let report = r.cleanup().unwrap();
+    let report = r.cleanup(Instant::now()).unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert!(report.interface_deleted);
     assert_eq!(r.dataplane().table(), testing::foreign_table());
@@ -230,7 +230,7 @@ fn cleanup_removes_only_what_is_ours() {
 
     // Nothing of ours is left: a second cleanup changes nothing and creates nothing.
     r.dataplane_mut().clear_logs();
-    let report = r.cleanup().unwrap();
+    let report = r.cleanup(Instant::now()).unwrap();
     assert!(report.is_quiet() && !report.interface_deleted, "{report:?}");
     assert!(r.dataplane().address_log().is_empty());
     assert!(r.dataplane().dummy().is_none());
@@ -257,7 +257,7 @@ fn excluded_cidrs_keep_foreign_entries_on_managed_addresses() {
     let mut again = started_with(r.into_dataplane(), vec![web(&["10.244.0.1"])], now, config);
     assert!(again.dataplane().table().contains_service(&keepalived));
     assert_eq!(again.metrics().unrequested_deletions, 0);
-    let report = again.cleanup().unwrap();
+    let report = again.cleanup(Instant::now()).unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert!(again.dataplane().table().contains_service(&keepalived));
     assert!(!again.dataplane().table().contains_service(&web_key()));
@@ -269,7 +269,7 @@ fn cleanup_keeps_a_vip_until_its_virtual_server_is_gone() {
     let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
     r.dataplane_mut()
         .inject(Fault::new(Errno::ENOMEM).on(OperationKind::DeleteService));
-    let report = r.cleanup().unwrap();
+    let report = r.cleanup(Instant::now()).unwrap();
     assert_eq!(report.failed, 1);
     assert!(!report.interface_deleted);
     // Unbinding the VIP now would leave the virtual server on an address that no longer
@@ -279,7 +279,7 @@ fn cleanup_keeps_a_vip_until_its_virtual_server_is_gone() {
     assert_eq!(r.view(), &owned(&r));
 
     // A second cleanup recognises it as ours and finishes.
-    let report = r.cleanup().unwrap();
+    let report = r.cleanup(Instant::now()).unwrap();
     assert!(report.is_ok() && report.interface_deleted, "{report:?}");
     assert_eq!(r.dataplane().table(), testing::foreign_table());
     assert!(r.dataplane().dummy().is_none());
@@ -312,7 +312,7 @@ fn virtual_server_waits_for_its_vip() {
         "created without its VIP"
     );
     let web_vs = from_service_key(&web_key()).unwrap();
-    assert_eq!(r.blocked_on_vip().collect::<Vec<_>>(), [web_vs]);
+    assert_eq!(r.vips().blocked().collect::<Vec<_>>(), [web_vs]);
     assert_eq!(
         r.pending_retries(),
         1,
@@ -330,7 +330,7 @@ fn virtual_server_waits_for_its_vip() {
     );
     assert!(!r.sync_service(two, t0).is_ok());
     assert!(r.dataplane().journal().is_empty());
-    assert_eq!(r.blocked_on_vip().count(), 2);
+    assert_eq!(r.vips().blocked().count(), 2);
 
     // The retry fails again (backoff doubles), then binds the VIP and creates both.
     let t1 = r.next_wakeup().unwrap();
@@ -344,7 +344,7 @@ fn virtual_server_waits_for_its_vip() {
     assert_eq!(r.dataplane().address_log(), [AddressOp::Add(vip)]);
     assert_eq!(owned(&r), desired_table(r.desired()));
     assert_eq!(r.view(), &owned(&r));
-    assert_eq!(r.blocked_on_vip().count(), 0);
+    assert_eq!(r.vips().blocked().count(), 0);
     assert_eq!(r.next_wakeup(), None);
 }
 

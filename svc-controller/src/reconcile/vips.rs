@@ -4,7 +4,7 @@
 use super::*;
 
 /// The first and last possible virtual-server keys on `addr` (keys sort by address first).
-fn vs_range(addr: IpAddr) -> (VirtualServerKey, VirtualServerKey) {
+pub(super) fn vs_range(addr: IpAddr) -> (VirtualServerKey, VirtualServerKey) {
     (
         VirtualServerKey {
             addr,
@@ -19,73 +19,134 @@ fn vs_range(addr: IpAddr) -> (VirtualServerKey, VirtualServerKey) {
     )
 }
 
-impl<D: Dataplane> Reconciler<D> {
-    /// Binds the wanted VIPs the dummy interface lacks (a full pass does it after it has
-    /// decided what it owns: a VIP bound earlier would make foreign entries on it look ours).
-    pub(super) fn bind_missing_vips(&mut self, now: Instant, report: &mut SyncReport) {
-        let missing: Vec<IpAddr> = self
-            .wanted_vips()
-            .difference(&self.dummy)
-            .copied()
-            .collect();
-        self.bind_vips(missing, now, report);
+/// The node's addresses as the reconciler sees them: the VIPs bound on the dummy interface,
+/// the node's other addresses (a desired VIP the node already has is not bound again), and
+/// the virtual servers held back because their VIP could not be bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Vips {
+    pub(super) bound: BTreeSet<IpAddr>,
+    pub(super) node: BTreeSet<IpAddr>,
+    pub(super) blocked: BTreeSet<VirtualServerKey>,
+}
+
+impl Vips {
+    /// The addresses the reconciler believes are bound on the dummy interface.
+    pub fn bound(&self) -> &BTreeSet<IpAddr> {
+        &self.bound
     }
 
-    /// The VIPs to bind on the dummy interface: the desired ones the node does not already
-    /// have on another interface.
-    fn wanted_vips(&self) -> BTreeSet<IpAddr> {
-        self.desired
+    /// The node's other addresses, as the last full pass read them.
+    pub fn node_addresses(&self) -> &BTreeSet<IpAddr> {
+        &self.node
+    }
+
+    /// The desired virtual servers not created because their VIP is not bound on the dummy
+    /// interface (the binding failed): they are created when a retry binds it.
+    pub fn blocked(&self) -> impl ExactSizeIterator<Item = VirtualServerKey> + '_ {
+        self.blocked.iter().copied()
+    }
+
+    /// Whether `addr` is to be bound on the dummy interface: desired, and not an address the
+    /// node has on another interface.
+    pub(super) fn wanted(&self, desired: &DesiredState, addr: &IpAddr) -> bool {
+        desired.has_vip(addr) && !self.node.contains(addr)
+    }
+
+    /// Every address to bind on the dummy interface.
+    pub(super) fn wanted_all(&self, desired: &DesiredState) -> BTreeSet<IpAddr> {
+        desired
             .vips()
             .into_iter()
-            .filter(|a| !self.node_addresses.contains(a))
+            .filter(|a| !self.node.contains(a))
             .collect()
+    }
+
+    /// Whether `addr` should be bound on the dummy interface and is not: its virtual servers
+    /// must not be created (they would not be recognised as ours after a restart).
+    pub(super) fn unbound(&self, desired: &DesiredState, addr: &IpAddr) -> bool {
+        !self.bound.contains(addr) && self.wanted(desired, addr)
+    }
+
+    /// The ownership rule over these addresses.
+    pub(super) fn ownership(&self, config: &ReconcilerConfig) -> Ownership {
+        Ownership {
+            dummy_addresses: self.bound.clone(),
+            node_addresses: self.node.clone(),
+            node_port_range: config.node_port_range.clone(),
+            excluded: config.exclude_cidrs.clone(),
+        }
+    }
+
+    /// Which rule of the [ownership](crate::ownership) made `key` ours, for logs.
+    pub(super) fn why_ours(
+        &self,
+        key: &VirtualServerKey,
+        config: &ReconcilerConfig,
+    ) -> &'static str {
+        if self.bound.contains(&key.addr) {
+            "its address is bound to the dummy interface this controller manages"
+        } else if self.node.contains(&key.addr) && config.node_port_range.contains(&key.port) {
+            "its port is in the NodePort range on a node address"
+        } else {
+            "it was programmed for a Service earlier"
+        }
+    }
+}
+
+impl<D: Dataplane> Round<'_, D> {
+    /// Binds the wanted VIPs the dummy interface lacks (a full pass does it after it has
+    /// decided what it owns: a VIP bound earlier would make foreign entries on it look ours).
+    pub(super) fn bind_missing_vips(&mut self) {
+        let missing: Vec<IpAddr> = self
+            .vips
+            .wanted_all(self.desired)
+            .difference(&self.vips.bound)
+            .copied()
+            .collect();
+        self.bind_vips(missing);
     }
 
     /// Unbinds the dummy interface's addresses that are no longer wanted (each once its
     /// virtual servers are gone).
-    pub(super) fn unbind_stale_vips(&mut self, now: Instant, report: &mut SyncReport) {
-        let wanted = self.wanted_vips();
-        let stale: Vec<IpAddr> = self.dummy.difference(&wanted).copied().collect();
+    pub(super) fn unbind_stale_vips(&mut self) {
+        let wanted = self.vips.wanted_all(self.desired);
+        let stale: Vec<IpAddr> = self.vips.bound.difference(&wanted).copied().collect();
         for addr in stale {
-            self.reconcile_vip(addr, now, report);
+            self.reconcile_vip(addr);
         }
     }
 
-    pub(super) fn vip_wanted(&self, addr: &IpAddr) -> bool {
-        self.desired.has_vip(addr) && !self.node_addresses.contains(addr)
-    }
-
     /// Binds or unbinds one address as the desired state wants.
-    pub(super) fn reconcile_vip(&mut self, addr: IpAddr, now: Instant, report: &mut SyncReport) {
-        let wanted = self.vip_wanted(&addr);
-        let bound = self.dummy.contains(&addr);
+    pub(super) fn reconcile_vip(&mut self, addr: IpAddr) {
+        let wanted = self.vips.wanted(self.desired, &addr);
+        let bound = self.vips.bound.contains(&addr);
         let result = if wanted && !bound {
             self.dataplane.add_dummy_address(addr).map(|()| {
-                self.dummy.insert(addr);
+                self.vips.bound.insert(addr);
             })
         } else if !wanted && bound {
             if self.has_unfinished_vs(addr) {
                 // Its virtual servers are not all gone: unbinding now could orphan them.
-                self.retry_later(Work::Vip(addr), now);
+                self.retry_later(Work::Vip(addr));
                 return;
             }
             self.dataplane.delete_dummy_address(addr).map(|()| {
-                self.dummy.remove(&addr);
+                self.vips.bound.remove(&addr);
             })
         } else {
-            self.schedule.clear_retry(Work::Vip(addr));
+            self.retries.clear(Work::Vip(addr));
             return;
         };
-        self.vip_changed(addr, wanted, result, now, report);
+        self.vip_changed(addr, wanted, result);
     }
 
     /// Binds many addresses the desired state wants and the dummy interface lacks, with the
     /// requests sent together (see [`Dataplane::add_dummy_addresses`]), then handles each
     /// result as [`Self::reconcile_vip`] does.
-    pub(super) fn bind_vips(&mut self, addrs: Vec<IpAddr>, now: Instant, report: &mut SyncReport) {
+    pub(super) fn bind_vips(&mut self, addrs: Vec<IpAddr>) {
         let addrs: Vec<IpAddr> = addrs
             .into_iter()
-            .filter(|a| self.vip_wanted(a) && !self.dummy.contains(a))
+            .filter(|a| self.vips.unbound(self.desired, a))
             .collect();
         if addrs.is_empty() {
             // Nothing to ask the kernel (a sync that binds nothing costs no round trip).
@@ -101,97 +162,70 @@ impl<D: Dataplane> Reconciler<D> {
                 })
             });
             if result.is_ok() {
-                self.dummy.insert(addr);
+                self.vips.bound.insert(addr);
             }
-            self.vip_changed(addr, true, result, now, report);
+            self.vip_changed(addr, true, result);
         }
     }
 
     /// Counts, logs and schedules the outcome of binding (`wanted`) or unbinding `addr`.
-    fn vip_changed(
-        &mut self,
-        addr: IpAddr,
-        wanted: bool,
-        result: Result<(), DataplaneError>,
-        now: Instant,
-        report: &mut SyncReport,
-    ) {
+    fn vip_changed(&mut self, addr: IpAddr, wanted: bool, result: Result<(), DataplaneError>) {
         match result {
             Ok(()) => {
                 self.metrics.address_changes += 1;
-                report.address_changes += 1;
-                self.schedule.clear_retry(Work::Vip(addr));
+                self.report.address_changes += 1;
+                self.retries.clear(Work::Vip(addr));
                 debug!(vip = %addr, bound = wanted, "dummy interface address changed");
             }
             Err(e) => {
                 self.metrics.address_failures += 1;
-                self.retry_later(Work::Vip(addr), now);
+                self.retry_later(Work::Vip(addr));
                 warn!(
                     vip = %addr,
                     service = %self.vip_owner(addr),
                     change = if wanted { "bind" } else { "unbind" },
                     error = %e,
-                    retry_in_ms = self.schedule.retry_in_ms(Work::Vip(addr), now),
+                    retry_in_ms = self.retries.retry_in_ms(Work::Vip(addr), self.now),
                     "dummy interface address change failed; retrying"
                 );
-                report.errors.push(e.into());
+                self.report.errors.push(e.into());
             }
         }
     }
 
-    /// Whether `addr` should be bound on the dummy interface and is not: its virtual servers
-    /// must not be created (they would not be recognised as ours after a restart).
-    pub(super) fn vip_unbound(&self, addr: &IpAddr) -> bool {
-        !self.dummy.contains(addr) && self.vip_wanted(addr)
-    }
-
     /// Records that `key` is not created because its VIP is not bound; it is retried with
-    /// the VIP (see [`Reconciler::unblock`]).
-    pub(super) fn block(&mut self, key: VirtualServerKey, now: Instant, report: &mut SyncReport) {
-        self.schedule.clear_retry(Work::Vs(key));
-        if self.blocked.insert(key) {
+    /// the VIP (see [`Round::unblock`]).
+    pub(super) fn block(&mut self, key: VirtualServerKey) {
+        self.retries.clear(Work::Vs(key));
+        if self.vips.blocked.insert(key) {
             self.metrics.blocked_on_vip += 1;
         }
-        if !self.schedule.is_pending(&Work::Vip(key.addr)) {
+        if !self.retries.is_pending(&Work::Vip(key.addr)) {
             // Not waiting for a retry (e.g. unbound behind our back): bind it soon.
-            self.retry_later(Work::Vip(key.addr), now);
+            self.retry_later(Work::Vip(key.addr));
         }
         let service = self.owner(&key);
         warn!(
             virtual_server = %key,
             service = %service,
             vip = %key.addr,
-            retry_in_ms = self.schedule.retry_in_ms(Work::Vip(key.addr), now),
+            retry_in_ms = self.retries.retry_in_ms(Work::Vip(key.addr), self.now),
             "virtual server not created: its VIP is not bound; retried with the VIP"
         );
-        report.errors.push(SyncError::VipNotBound {
-            key,
-            service: service.0.cloned(),
-        });
+        let service = service.0.cloned();
+        self.report
+            .errors
+            .push(SyncError::VipNotBound { key, service });
     }
 
-    /// Creates the virtual servers that waited for `addr` once it is bound.
-    pub(super) fn unblock(&mut self, addr: IpAddr, now: Instant, report: &mut SyncReport) {
-        if !self.dummy.contains(&addr) {
+    /// Creates the virtual servers that waited for `addr`, once it is bound.
+    pub(super) fn unblock(&mut self, addr: IpAddr) {
+        if !self.vips.bound.contains(&addr) {
             return;
         }
         let (lo, hi) = vs_range(addr);
-        let keys: Vec<VirtualServerKey> = self.blocked.range(lo..=hi).copied().collect();
-        for key in keys {
-            self.reconcile_vs(key, now, None, report);
-        }
-    }
-
-    /// A Service with a virtual server on `addr`, for logs.
-    pub(super) fn vip_owner(&self, addr: IpAddr) -> Owner<'_> {
-        let (lo, hi) = vs_range(addr);
-        Owner(
-            self.desired
-                .virtual_servers()
-                .range(lo..=hi)
-                .next()
-                .map(|(_, vs)| &vs.service),
-        )
+        let keys: Vec<VirtualServerKey> = self.vips.blocked.range(lo..=hi).copied().collect();
+        self.reconcile_many(keys.into_iter().map(|key| (key, None)));
     }
 
     /// Whether an owned virtual server on `addr` that is not desired may still be in the
@@ -201,12 +235,9 @@ impl<D: Dataplane> Reconciler<D> {
     fn has_unfinished_vs(&self, addr: IpAddr) -> bool {
         let (lo, hi) = vs_range(addr);
         let desired = self.desired.virtual_servers();
-        self.schedule
+        self.retries
             .pending_between(Work::Vs(lo), Work::Vs(hi))
             .any(|w| matches!(w, Work::Vs(k) if !desired.contains_key(k)))
-            || self
-                .suspect
-                .range(lo..=hi)
-                .any(|k| !desired.contains_key(k))
+            || self.view.suspect_undesired_on(addr, self.desired)
     }
 }

@@ -55,7 +55,13 @@ impl<D: Dataplane> Engine<D> {
         match self.reconciler.start_sweep(now, discover) {
             Ok(report) => {
                 // The sweep read the node's addresses: NodePort virtual servers follow them.
-                let addresses: Vec<_> = self.reconciler.node_addresses().iter().copied().collect();
+                let addresses: Vec<_> = self
+                    .reconciler
+                    .vips()
+                    .node_addresses()
+                    .iter()
+                    .copied()
+                    .collect();
                 self.node_addresses_read(addresses);
                 let remaining = self.reconciler.sweep_remaining().unwrap_or(0);
                 let slices = remaining.div_ceil(SWEEP_SLICE).max(1);
