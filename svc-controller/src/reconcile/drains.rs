@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::timed::{At, Timed};
 use super::*;
 
 /// A draining real server.
@@ -33,60 +34,44 @@ fn at_most(t: Instant, limit: Option<Instant>) -> Instant {
     limit.map_or(t, |limit| t.min(limit))
 }
 
-/// The draining real servers, with their deadlines and next checks, indexed by the time of
-/// the check so that [`Reconciler::next_wakeup`] and [`Reconciler::poll`] cost what is due.
-#[derive(Debug, Default)]
-pub(super) struct Drains {
-    records: BTreeMap<DrainKey, Drain>,
-    /// Every drain's next check, in time order, kept in step with `records` by every method
-    /// that changes them.
-    checks: BTreeSet<(Instant, DrainKey)>,
+impl At for Drain {
+    fn at(&self) -> Instant {
+        self.next_check
+    }
 }
+
+/// The draining real servers, with their deadlines, indexed by the time of their next check.
+#[derive(Debug, Default)]
+pub(super) struct Drains(Timed<DrainKey, Drain>);
 
 impl Drains {
     /// The earliest drain check.
     pub(super) fn next_check(&self) -> Option<Instant> {
-        debug_assert!(self.in_step(), "drain check index out of step");
-        self.checks.first().map(|(t, _)| *t)
-    }
-
-    /// Whether the time index holds exactly the drains' next checks (debug builds check it at
-    /// every [`Drains::next_check`]).
-    fn in_step(&self) -> bool {
-        self.records.len() == self.checks.len()
-            && self
-                .records
-                .iter()
-                .all(|(k, d)| self.checks.contains(&(d.next_check, *k)))
+        self.0.first()
     }
 
     /// Every drain, in key order.
     pub(super) fn iter(&self) -> impl ExactSizeIterator<Item = (&DrainKey, &Drain)> + '_ {
-        self.records.iter()
+        self.0.entries().iter()
     }
 
     fn get(&self, key: &DrainKey) -> Option<Drain> {
-        self.records.get(key).copied()
+        self.0.get(key).copied()
     }
 
     /// Records (or updates) a drain and its next check.
     fn set(&mut self, key: DrainKey, drain: Drain) {
-        if let Some(old) = self.records.insert(key, drain) {
-            self.checks.remove(&(old.next_check, key));
-        }
-        self.checks.insert((drain.next_check, key));
+        self.0.insert(key, drain);
     }
 
     /// Forgets a drain (its real server is gone, or it is wanted again).
     pub(super) fn clear(&mut self, key: DrainKey) {
-        if let Some(old) = self.records.remove(&key) {
-            self.checks.remove(&(old.next_check, key));
-        }
+        self.0.remove(&key);
     }
 
     /// Forgets every drain.
     pub(super) fn clear_all(&mut self) {
-        *self = Self::default();
+        self.0.clear();
     }
 
     /// The virtual servers with a drain check due at `now`. Each due check is pushed back an
@@ -97,12 +82,7 @@ impl Drains {
         now: Instant,
         interval: Duration,
     ) -> BTreeSet<VirtualServerKey> {
-        let due: Vec<DrainKey> = self
-            .checks
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, k)| *k)
-            .collect();
+        let due: Vec<DrainKey> = self.0.due(now).collect();
         let mut keys = BTreeSet::new();
         for dkey in due {
             if let Some(d) = self.get(&dkey) {
@@ -227,7 +207,8 @@ impl Drains {
     ) {
         let lo = (key, IpAddr::from([0u8; 4]), 0u16);
         let finished: Vec<DrainKey> = self
-            .records
+            .0
+            .entries()
             .range(lo..)
             .take_while(|((k, _, _), _)| *k == key)
             .map(|(k, _)| *k)

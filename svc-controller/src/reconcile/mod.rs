@@ -116,6 +116,7 @@
 //! | `drains.rs` | graceful termination: which real servers drain, until when, and their ends |
 //! | `vips.rs` | [`Vips`]: VIPs on the dummy interface, and virtual servers held back for want of one |
 //! | `retries.rs` | failed work waiting for a retry, with its backoff |
+//! | `timed.rs` | entries indexed by their time, for retries and drain checks |
 //! | `due.rs` | what is due: [`Reconciler::next_wakeup`] and [`Reconciler::poll`] |
 //! | `full_pass.rs` | the full pass: at once ([`Reconciler::verify`]) or in slices (the sweep) |
 //! | `cleanup.rs` | [`Reconciler::cleanup`] |
@@ -133,6 +134,7 @@ mod retries;
 mod round;
 mod send;
 mod sysctls;
+mod timed;
 mod view;
 mod vips;
 
