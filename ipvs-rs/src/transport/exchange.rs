@@ -43,11 +43,11 @@ use std::fmt::Debug;
 
 use netlink_packet_core::{
     Emitable, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
-    NetlinkHeader, ParseableParametrized,
+    NetlinkHeader,
 };
-use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 
 use super::error::{KernelError, Result, TransportError};
+use super::payload::{Payload, ReplyError};
 
 /// Length of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
@@ -101,7 +101,7 @@ pub struct Exchange<F> {
 
 impl<F> Exchange<F>
 where
-    F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+    F: Payload,
 {
     /// An exchange for the family with this resolved id, on the socket bound to `port_id`
     /// (0 disables the port check), issuing sequence numbers from `first_seq` upwards.
@@ -124,7 +124,7 @@ where
     /// numbers so that this exchange's late replies are still recognised as stale.
     pub fn successor<G>(&self, family_id: u16) -> Exchange<G>
     where
-        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+        G: Payload,
     {
         let mut next = Exchange::new(family_id, self.port_id, self.first_seq);
         next.next_seq = self.next_seq;
@@ -177,15 +177,12 @@ where
     /// `out`, 4-byte aligned, and registers it in the current call. Returns its sequence
     /// number.
     pub fn push(&mut self, payload: &F, extra_flags: u16, out: &mut Vec<u8>) -> Result<u32> {
-        let len = NLMSG_HDRLEN + GENL_HDRLEN + payload.buffer_len();
+        let len = NLMSG_HDRLEN + payload.payload_len();
         let length = u32::try_from(len).map_err(|_| {
             TransportError::protocol(format!("request of {len} bytes is too large"))
         })?;
         let seq = self.next_seq;
-        let message_type = match payload.family_id() {
-            0 => self.family_id,
-            id => id,
-        };
+        let message_type = payload.message_type(self.family_id);
         let mut header = NetlinkHeader::default();
         header.length = length;
         header.message_type = message_type;
@@ -197,12 +194,7 @@ where
         out.resize(start + nlmsg_align(len), 0);
         let message = &mut out[start..start + len];
         header.emit(&mut message[..NLMSG_HDRLEN]);
-        GenlHeader {
-            cmd: payload.command(),
-            version: payload.version(),
-        }
-        .emit(&mut message[NLMSG_HDRLEN..NLMSG_HDRLEN + GENL_HDRLEN]);
-        payload.emit(&mut message[NLMSG_HDRLEN + GENL_HDRLEN..]);
+        payload.emit_payload(&mut message[NLMSG_HDRLEN..]);
 
         self.next_seq = match seq.wrapping_add(1) {
             0 => 1,
@@ -427,14 +419,16 @@ where
                 }
                 if slot.error.is_some() {
                     // Keep the first failure; still wait for the final message.
-                } else if message_type != family_id {
-                    slot.error = Some(TransportError::protocol(format!(
-                        "reply of message type {message_type} to a request of family {family_id}"
-                    )));
                 } else {
-                    match GenlMessage::<F>::parse_with_param(payload, message_type) {
-                        Ok(message) => slot.replies.push(message.payload),
-                        Err(error) => {
+                    match F::parse_reply(message_type, family_id, payload) {
+                        Ok(reply) => slot.replies.push(reply),
+                        Err(ReplyError::UnexpectedType) => {
+                            slot.error = Some(TransportError::protocol(format!(
+                                "reply of message type {message_type} to a request of family \
+                                 {family_id}"
+                            )));
+                        }
+                        Err(ReplyError::Decode(error)) => {
                             slot.error = Some(TransportError::decode(
                                 format!("reply {} to request {seq}", slot.replies.len() + 1),
                                 Some(error),
@@ -463,7 +457,7 @@ pub struct BatchRun<I: Iterator> {
 impl<F, I> BatchRun<I>
 where
     I: Iterator<Item = F>,
-    F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+    F: Payload,
 {
     /// A batch of `requests`, sent in chunks of at most `max_chunk` requests.
     pub fn new(requests: impl IntoIterator<IntoIter = I>, max_chunk: usize) -> Self {
@@ -492,7 +486,7 @@ where
     ) -> Result<()> {
         while exchange.len() < self.max_chunk {
             let fits = self.requests.peek().is_some_and(|next| {
-                let len = nlmsg_align(NLMSG_HDRLEN + GENL_HDRLEN + next.buffer_len());
+                let len = nlmsg_align(NLMSG_HDRLEN + next.payload_len());
                 exchange.is_empty() || send_buf.len() + len <= max_bytes
             });
             let Some(next) = self.requests.next_if(|_| fits) else {
@@ -599,6 +593,7 @@ fn ext_ack(mut error: KernelError, mut tlvs: &[u8]) -> KernelError {
 mod tests {
     use netlink_packet_core::{NLM_F_MULTIPART, NetlinkBuffer};
     use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs};
+    use netlink_packet_generic::{GenlFamily, GenlHeader};
 
     use super::*;
 

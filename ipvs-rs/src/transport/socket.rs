@@ -37,9 +37,6 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{Emitable, ParseableParametrized};
-use netlink_packet_generic::{GenlFamily, GenlHeader};
-
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd, nlas::GenlCtrlAttrs};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_GENERIC};
 use nix::{
@@ -52,6 +49,7 @@ use nix::{
 use super::{
     error::{Result, TransportError},
     exchange::{Exchange, RequestResult, nlmsg_align},
+    payload::Payload,
 };
 
 /// The network namespace a connection's socket is created in.
@@ -398,7 +396,7 @@ impl RecvBuffers {
     /// at the first error (a truncated datagram, or one the exchange rejects).
     pub(crate) fn feed<G>(&self, exchange: &mut Exchange<G>) -> Result<()>
     where
-        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+        G: Payload,
     {
         for datagram in self.datagrams() {
             exchange.feed(datagram?)?;
@@ -410,7 +408,7 @@ impl RecvBuffers {
     /// `exchange` so that it learns which abandoned dumps have ended.
     pub(crate) fn flush<G>(&mut self, fd: &impl AsRawFd, exchange: &mut Exchange<G>)
     where
-        G: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + Debug,
+        G: Payload,
     {
         loop {
             match self.recv(fd) {
