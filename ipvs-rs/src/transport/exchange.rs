@@ -136,7 +136,7 @@ where
                     .iter()
                     .enumerate()
                     .filter(|(_, slot)| slot.dump && !slot.done)
-                    .map(|(i, _)| self.base_seq.wrapping_add(i as u32)),
+                    .map(|(i, _)| seq_at(self.base_seq, i)),
             );
         }
         next
@@ -164,8 +164,7 @@ where
     pub fn abandon(&mut self) {
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.dump && !slot.done {
-                self.abandoned_dumps
-                    .push(self.base_seq.wrapping_add(i as u32));
+                self.abandoned_dumps.push(seq_at(self.base_seq, i));
             }
         }
         self.slots.clear();
@@ -324,7 +323,7 @@ where
             .into_iter()
             .enumerate()
             .map(|(i, slot)| {
-                let seq = base.wrapping_add(i as u32);
+                let seq = seq_at(base, i);
                 if !slot.done {
                     if slot.dump {
                         self.abandoned_dumps.push(seq);
@@ -361,7 +360,7 @@ where
                 header.port_number, self.port_id
             )));
         }
-        let index = seq.wrapping_sub(self.base_seq) as usize;
+        let index = index_of(self.base_seq, seq);
         if index >= self.slots.len() {
             if !self.issued(seq) {
                 return Err(TransportError::protocol(format!(
@@ -508,6 +507,24 @@ where
             Some(failure) => Err(failure),
             None => Ok(self.results),
         }
+    }
+}
+
+/// The sequence number of request `index` of a call whose first request is `base`: the
+/// numbers are consecutive, skipping 0 (which notifications carry) where they wrap.
+fn seq_at(base: u32, index: usize) -> u32 {
+    let seq = base.wrapping_add(index as u32);
+    if seq < base { seq.wrapping_add(1) } else { seq }
+}
+
+/// The index in a call whose first request is `base` of the request numbered `seq` (the
+/// inverse of [`seq_at`]); an index beyond the call for a number it did not issue.
+fn index_of(base: u32, seq: u32) -> usize {
+    let distance = seq.wrapping_sub(base);
+    if seq < base {
+        distance.wrapping_sub(1) as usize
+    } else {
+        distance as usize
     }
 }
 
@@ -1026,5 +1043,38 @@ mod tests {
             let _ = ex.feed(&bytes);
             let _ = ex.finish();
         }
+    }
+
+    #[test]
+    fn a_call_whose_sequence_numbers_wrap_matches_each_reply_to_its_request() {
+        let mut ex: Exchange<GenlCtrl> = Exchange::new(CTRL, PORT, u32::MAX - 1);
+        let mut out = Vec::new();
+        ex.begin();
+        let seqs: Vec<u32> = (0..4)
+            .map(|_| ex.push(&get_family("x"), 0, &mut out).unwrap())
+            .collect();
+        // 0 is skipped: it is what notifications carry.
+        assert_eq!(seqs, [u32::MAX - 1, u32::MAX, 1, 2]);
+        // Each request gets its own answer, whichever side of the wrap it is on.
+        for (i, seq) in seqs.iter().enumerate() {
+            ex.feed(&error(*seq, -(i as i32 + 1), None, None)).unwrap();
+        }
+        assert_eq!(ex.in_flight(), 0);
+        let errnos: Vec<i32> = ex
+            .finish()
+            .into_iter()
+            .map(|r| match r {
+                Err(TransportError::Kernel(e)) => e.errno(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(errnos, [1, 2, 3, 4]);
+        assert_eq!(ex.discarded(), 0);
+        // The next call goes on from 3; a late reply to the wrapped call is stale.
+        ex.begin();
+        assert_eq!(ex.push(&get_family("x"), 0, &mut out).unwrap(), 3);
+        ex.feed(&error(1, 0, None, None)).unwrap();
+        assert_eq!(ex.discarded(), 1);
+        assert_eq!(ex.in_flight(), 1);
     }
 }
