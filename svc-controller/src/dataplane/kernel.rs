@@ -17,7 +17,7 @@ use netlink_packet_route::route::{
 };
 use rtnetlink::{AddressMessageBuilder, Handle, LinkDummy, RouteMessageBuilder};
 
-use super::rtnetlink_batch::{Answer, RtnetlinkBatch};
+use super::rtnetlink_batch::{Answer, RouteRequest, RtnetlinkBatch};
 use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, foreign_dummy_addresses, sysctl_path,
@@ -523,9 +523,9 @@ impl Dataplane for KernelDataplane {
             }
         };
         let started = std::time::Instant::now();
-        let messages: Vec<RouteNetlinkMessage> = addrs
+        let messages: Vec<RouteRequest> = addrs
             .iter()
-            .map(|addr| bind_message(index, *addr))
+            .map(|addr| RouteRequest(bind_message(index, *addr)))
             .collect();
         let answers = self.batch.send_all(&messages);
         tracing::debug!(

@@ -8,16 +8,18 @@
 //! the answers are read from what is queued, without waiting: a request with no answer then
 //! has none coming.
 //!
-//! [`Answers`] is the sans-IO half (encoding a chunk, matching the answers to the requests);
-//! [`RtnetlinkBatch`] owns the socket.
+//! The numbering of requests and the matching of answers are the library's sans-IO
+//! [`Exchange`], the one its IPVS connections run: [`RouteRequest`] is how rtnetlink messages
+//! ride on it. [`RtnetlinkBatch`] owns the socket and runs the exchange.
 
 use std::io;
 
+use ipvs::transport::exchange::Exchange;
+use ipvs::transport::{Payload, ReplyError, TransportError};
 use netlink_packet_route::RouteNetlinkMessage;
 // The versions `rtnetlink` itself is built with, so the messages are the same types.
 use rtnetlink::packet_core::{
-    Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NetlinkSerializable,
+    NLM_F_CREATE, NLM_F_EXCL, NetlinkDeserializable, NetlinkHeader, NetlinkSerializable,
 };
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -42,79 +44,41 @@ pub(crate) enum Answer {
     Unsent(io::ErrorKind),
 }
 
-/// The requests of one chunk and their answers so far.
-#[derive(Debug)]
-pub(crate) struct Answers {
-    first_seq: u32,
-    answers: Vec<Option<Answer>>,
+impl Answer {
+    /// A request's answer from the exchange's result for it.
+    fn of<T>(result: Result<T, TransportError>) -> Self {
+        match result {
+            Ok(_) => Answer::Done,
+            Err(TransportError::Kernel(e)) => Answer::Errno(e.errno()),
+            // Unanswered, or an answer that did not decode: nothing is known of its effect.
+            Err(_) => Answer::Missing,
+        }
+    }
 }
 
-impl Answers {
-    /// Encodes `messages` as one datagram into `out` (cleared first), with sequence numbers
-    /// from `first_seq`, each creating what it names (`NLM_F_CREATE | NLM_F_EXCL`) and asking
-    /// for an acknowledgement.
-    pub(crate) fn encode(
-        messages: &[RouteNetlinkMessage],
-        first_seq: u32,
-        out: &mut Vec<u8>,
-    ) -> Self {
-        out.clear();
-        for (i, message) in messages.iter().enumerate() {
-            // Header and payload written in place (a `NetlinkMessage` would own a copy).
-            let mut header = NetlinkHeader::default();
-            let header_len = header.buffer_len();
-            let len = header_len + NetlinkSerializable::buffer_len(message);
-            header.length = len as u32;
-            header.message_type = message.message_type();
-            header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-            header.sequence_number = first_seq.wrapping_add(i as u32);
-            let start = out.len();
-            out.resize(start + len, 0);
-            header.emit(&mut out[start..start + header_len]);
-            message.serialize(&mut out[start + header_len..]);
-        }
-        Self {
-            first_seq,
-            answers: vec![None; messages.len()],
-        }
+/// An rtnetlink message as the library's [`Exchange`] carries it.
+#[derive(Debug)]
+pub(crate) struct RouteRequest(pub(crate) RouteNetlinkMessage);
+
+impl Payload for RouteRequest {
+    fn message_type(&self, _family_id: u16) -> u16 {
+        self.0.message_type()
     }
 
-    /// Takes the answers in one received datagram; anything else in it (a reply to an
-    /// earlier chunk, a malformed message) is ignored.
-    pub(crate) fn feed(&mut self, mut datagram: &[u8]) {
-        while !datagram.is_empty() {
-            let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram) else {
-                return;
-            };
-            let len = message.header.length as usize;
-            let index = message.header.sequence_number.wrapping_sub(self.first_seq) as usize;
-            if let (NetlinkPayload::Error(error), Some(slot)) =
-                (&message.payload, self.answers.get_mut(index))
-            {
-                *slot = Some(match error.code {
-                    None => Answer::Done,
-                    Some(code) => Answer::Errno(code.get().abs()),
-                });
-            }
-            // Messages are 4-byte aligned within a datagram.
-            let next = len.div_ceil(4) * 4;
-            if len == 0 || next > datagram.len() {
-                return;
-            }
-            datagram = &datagram[next..];
-        }
+    fn payload_len(&self) -> usize {
+        NetlinkSerializable::buffer_len(&self.0)
     }
 
-    /// Whether every request has its answer.
-    pub(crate) fn complete(&self) -> bool {
-        self.answers.iter().all(Option::is_some)
+    fn emit_payload(&self, buf: &mut [u8]) {
+        self.0.serialize(buf);
     }
 
-    /// One answer per request, in order; [`Answer::Missing`] for those that got none.
-    pub(crate) fn finish(self) -> impl Iterator<Item = Answer> {
-        self.answers
-            .into_iter()
-            .map(|a| a.unwrap_or(Answer::Missing))
+    fn parse_reply(message_type: u16, _family_id: u16, payload: &[u8]) -> Result<Self, ReplyError> {
+        let mut header = NetlinkHeader::default();
+        header.message_type = message_type;
+        RouteNetlinkMessage::deserialize(&header, payload)
+            .map(Self)
+            .map_err(ReplyError::Decode)
     }
 }
 
@@ -122,7 +86,7 @@ impl Answers {
 #[derive(Debug)]
 pub(crate) struct RtnetlinkBatch {
     socket: Socket,
-    next_seq: u32,
+    exchange: Exchange<RouteRequest>,
     send: Vec<u8>,
     recv: Vec<u8>,
 }
@@ -131,7 +95,7 @@ impl RtnetlinkBatch {
     /// Opens a socket in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
+        let port_id = socket.bind_auto()?.port_number();
         socket.connect(&SocketAddr::new(0, 0))?;
         socket.set_non_blocking(true)?;
         // Errors without the request echoed back: smaller answers. Older kernels lack it.
@@ -140,29 +104,34 @@ impl RtnetlinkBatch {
         let _ = socket.set_rx_buf_sz(RECV_BUFFER);
         Ok(Self {
             socket,
-            next_seq: 1,
+            // rtnetlink has no family to resolve: each message names its type.
+            exchange: Exchange::new(0, port_id, 1),
             send: Vec::new(),
             recv: Vec::with_capacity(64 << 10),
         })
     }
 
-    /// Sends `messages` in chunks of [`CHUNK`] and returns one answer per message, in order.
-    /// A chunk the socket refuses, and every chunk after it, is [`Answer::Unsent`]; the
-    /// requests of earlier chunks took effect as their answers say.
-    pub(crate) fn send_all(&mut self, messages: &[RouteNetlinkMessage]) -> Vec<Answer> {
-        let mut out = Vec::with_capacity(messages.len());
+    /// Sends `requests` in chunks of [`CHUNK`], each creating what it names
+    /// (`NLM_F_CREATE | NLM_F_EXCL`), and returns one answer per request, in order. A chunk
+    /// the socket refuses, and every chunk after it, is [`Answer::Unsent`]; the requests of
+    /// earlier chunks took effect as their answers say.
+    pub(crate) fn send_all(&mut self, requests: &[RouteRequest]) -> Vec<Answer> {
+        let mut out = Vec::with_capacity(requests.len());
         // Answers an earlier call left unread (only after a failed read) would hold the
         // receive buffer: they go first.
-        self.read_queued(None);
-        for chunk in messages.chunks(CHUNK) {
-            let mut answers = Answers::encode(chunk, self.next_seq, &mut self.send);
-            self.next_seq = self.next_seq.wrapping_add(chunk.len() as u32);
-            if let Err(e) = self.send() {
-                out.resize(messages.len(), Answer::Unsent(e.kind()));
+        self.read_queued();
+        for chunk in requests.chunks(CHUNK) {
+            if let Err(kind) = encode(&mut self.exchange, chunk, &mut self.send) {
+                out.resize(requests.len(), Answer::Unsent(kind));
                 return out;
             }
-            self.read_queued(Some(&mut answers));
-            out.extend(answers.finish());
+            if let Err(e) = self.send() {
+                self.exchange.abandon();
+                out.resize(requests.len(), Answer::Unsent(e.kind()));
+                return out;
+            }
+            self.read_queued();
+            out.extend(self.exchange.finish().into_iter().map(Answer::of));
         }
         out
     }
@@ -185,20 +154,20 @@ impl RtnetlinkBatch {
     }
 
     /// Reads everything queued on the socket (the kernel queued a chunk's answers before its
-    /// `send` returned), feeding it to `answers`. A receive buffer that overflowed is reported
-    /// once (`ENOBUFS`; the answers it dropped stay missing) and the reading goes on: the
-    /// kernel drops every new answer until the queue has been read empty.
-    fn read_queued(&mut self, mut answers: Option<&mut Answers>) {
+    /// `send` returned) into the exchange, until the call in flight has all its answers. A
+    /// receive buffer that overflowed is reported once (`ENOBUFS`; the answers it dropped
+    /// stay missing) and the reading goes on: the kernel drops every new answer until the
+    /// queue has been read empty. A datagram the exchange rejects loses the answers it held,
+    /// which stay missing too.
+    fn read_queued(&mut self) {
         loop {
-            if answers.as_deref().is_some_and(Answers::complete) {
+            if !self.exchange.is_empty() && self.exchange.in_flight() == 0 {
                 return;
             }
             self.recv.clear();
             match self.socket.recv(&mut self.recv, 0) {
                 Ok(_) => {
-                    if let Some(answers) = answers.as_deref_mut() {
-                        answers.feed(&self.recv);
-                    }
+                    let _ = self.exchange.feed(&self.recv);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.raw_os_error() == Some(ENOBUFS) => {}
@@ -209,6 +178,27 @@ impl RtnetlinkBatch {
     }
 }
 
+/// Starts a call of `exchange` with `chunk`, encoded as one datagram into `out` (cleared
+/// first), each request creating what it names (`NLM_F_CREATE | NLM_F_EXCL`).
+fn encode(
+    exchange: &mut Exchange<RouteRequest>,
+    chunk: &[RouteRequest],
+    out: &mut Vec<u8>,
+) -> Result<(), io::ErrorKind> {
+    exchange.begin();
+    out.clear();
+    for request in chunk {
+        if exchange
+            .push(request, NLM_F_CREATE | NLM_F_EXCL, out)
+            .is_err()
+        {
+            exchange.abandon();
+            return Err(io::ErrorKind::InvalidInput);
+        }
+    }
+    Ok(())
+}
+
 /// The errno of a receive buffer that overflowed.
 const ENOBUFS: i32 = 105;
 
@@ -217,41 +207,52 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::num::NonZeroI32;
 
+    use netlink_packet_route::AddressFamily;
     use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-    use rtnetlink::packet_core::{ErrorMessage, NLM_F_MULTIPART};
+    use rtnetlink::packet_core::{
+        ErrorMessage, NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    };
 
     use super::*;
 
-    fn route(last: u8) -> RouteNetlinkMessage {
+    const PORT: u32 = 4242;
+
+    fn route(last: u8) -> RouteRequest {
         let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
         message.header.destination_prefix_length = 32;
         message
             .attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(
                 Ipv4Addr::new(10, 96, 0, last),
             )));
-        RouteNetlinkMessage::NewRoute(message)
+        RouteRequest(RouteNetlinkMessage::NewRoute(message))
     }
 
-    /// The kernel's answer to request `seq`: an acknowledgement (`errno` 0) or an error.
-    fn answer(seq: u32, errno: i32) -> Vec<u8> {
+    fn datagram(seq: u32, payload: NetlinkPayload<RouteNetlinkMessage>) -> Vec<u8> {
         let mut header = NetlinkHeader::default();
         header.sequence_number = seq;
-        let mut error = ErrorMessage::default();
-        error.code = NonZeroI32::new(-errno);
-        let mut message =
-            NetlinkMessage::<RouteNetlinkMessage>::new(header, NetlinkPayload::Error(error));
+        header.port_number = PORT;
+        let mut message = NetlinkMessage::new(header, payload);
         message.finalize();
         let mut buf = vec![0; message.buffer_len()];
         message.serialize(&mut buf);
         buf
     }
 
+    /// The kernel's answer to request `seq`: an acknowledgement (`errno` 0) or an error.
+    fn answer(seq: u32, errno: i32) -> Vec<u8> {
+        let mut error = ErrorMessage::default();
+        error.code = NonZeroI32::new(-errno);
+        datagram(seq, NetlinkPayload::Error(error))
+    }
+
     #[test]
     fn a_chunk_is_one_datagram_of_requests_each_with_its_sequence_and_flags() {
+        let mut exchange = Exchange::new(0, PORT, 40);
         let mut out = Vec::new();
-        let answers = Answers::encode(&[route(1), route(2), route(3)], 40, &mut out);
-        assert!(!answers.complete());
+        encode(&mut exchange, &[route(1), route(2), route(3)], &mut out).unwrap();
+        assert_eq!(exchange.in_flight(), 3);
         let mut seqs = Vec::new();
         let mut rest = &out[..];
         while !rest.is_empty() {
@@ -262,10 +263,10 @@ mod tests {
                 NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
                 "{flags:#x}"
             );
-            assert!(matches!(
+            assert_eq!(
                 message.payload,
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(_))
-            ));
+                NetlinkPayload::InnerMessage(route(seqs.len() as u8 + 1).0)
+            );
             seqs.push(message.header.sequence_number);
             rest = &rest[(message.header.length as usize).div_ceil(4) * 4..];
         }
@@ -273,37 +274,47 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_matched_by_sequence_whatever_their_order_and_grouping() {
+    fn answers_are_matched_by_sequence_whatever_their_order_grouping_or_staleness() {
+        let mut exchange = Exchange::new(0, PORT, u32::MAX - 1);
         let mut out = Vec::new();
-        // Sequence numbers wrap around.
-        let mut answers = Answers::encode(&[route(1), route(2), route(3)], u32::MAX, &mut out);
-        // Two in one datagram, out of order; one for an earlier chunk (ignored).
-        let mut two = answer(1, 17);
+        // A first call whose answer never came.
+        encode(&mut exchange, &[route(9)], &mut out).unwrap();
+        let first: Vec<Answer> = exchange.finish().into_iter().map(Answer::of).collect();
+        assert_eq!(first, [Answer::Missing]);
+        // Sequence numbers wrap around (skipping 0, which notifications carry).
+        encode(&mut exchange, &[route(1), route(2), route(3)], &mut out).unwrap();
+        // Two in one datagram, out of order.
+        let mut two = answer(2, 17);
         two.extend(answer(u32::MAX, 0));
-        answers.feed(&two);
-        answers.feed(&answer(u32::MAX - 5, 0));
-        assert!(!answers.complete());
-        answers.feed(&[1, 2, 3]); // not a message: ignored
-        let got: Vec<Answer> = answers.finish().collect();
+        exchange.feed(&two).unwrap();
+        // The first call's late answer is stale: discarded.
+        exchange.feed(&answer(u32::MAX - 1, 0)).unwrap();
+        assert_eq!(exchange.discarded(), 1);
+        // Not a message: rejected, and nothing is answered by it.
+        assert!(exchange.feed(&[1, 2, 3]).is_err());
+        assert_eq!(exchange.in_flight(), 1);
+        let got: Vec<Answer> = exchange.finish().into_iter().map(Answer::of).collect();
         assert_eq!(got, [Answer::Done, Answer::Missing, Answer::Errno(17)]);
+    }
 
-        let mut answers = Answers::encode(&[route(1)], 7, &mut out);
-        answers.feed(&answer(7, 0));
-        assert!(answers.complete());
-        // Only errors and acknowledgements count as answers.
-        let mut answers = Answers::encode(&[route(1)], 9, &mut out);
-        let mut header = NetlinkHeader::default();
-        header.sequence_number = 9;
-        header.flags = NLM_F_MULTIPART;
-        let mut done = NetlinkMessage::<RouteNetlinkMessage>::new(
-            header,
-            NetlinkPayload::Done(Default::default()),
+    #[test]
+    fn a_data_reply_decodes_as_rtnetlink_and_the_ack_ends_the_request() {
+        let mut exchange = Exchange::new(0, PORT, 7);
+        let mut out = Vec::new();
+        encode(&mut exchange, &[route(1)], &mut out).unwrap();
+        let echoed = route(1).0;
+        exchange
+            .feed(&datagram(7, NetlinkPayload::InnerMessage(echoed.clone())))
+            .unwrap();
+        assert_eq!(
+            exchange.in_flight(),
+            1,
+            "a data reply does not end the request"
         );
-        done.finalize();
-        let mut buf = vec![0; done.buffer_len()];
-        done.serialize(&mut buf);
-        answers.feed(&buf);
-        assert!(!answers.complete());
+        exchange.feed(&answer(7, 0)).unwrap();
+        let result = exchange.finish_one().unwrap();
+        assert_eq!(result.len(), 1);
+        assert_eq!(result[0].0, echoed);
     }
 
     /// Needs a network namespace (CAP_SYS_ADMIN): run in the VM by `cargo xtask test`.
@@ -316,8 +327,8 @@ mod tests {
 
         /// A local route for 10.96.1.`last` through the loopback interface (index 1 in a
         /// fresh namespace; down there, so the kernel may refuse it: an answer all the same).
-        fn local_route(last: u8) -> RouteNetlinkMessage {
-            RouteNetlinkMessage::NewRoute(
+        fn local_route(last: u8) -> RouteRequest {
+            RouteRequest(RouteNetlinkMessage::NewRoute(
                 RouteMessageBuilder::<std::net::Ipv4Addr>::new()
                     .destination_prefix(std::net::Ipv4Addr::new(10, 96, 1, last), 32)
                     .output_interface(1)
@@ -325,7 +336,7 @@ mod tests {
                     .kind(RouteType::Local)
                     .scope(RouteScope::Host)
                     .build(),
-            )
+            ))
         }
 
         #[test]
