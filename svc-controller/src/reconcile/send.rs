@@ -1,6 +1,6 @@
-//! Planning, sending and the view: each virtual server's plan computed from the view (read
-//! again when suspect), sent in shared batches, and the view following each accepted
-//! operation.
+//! Planning and sending: each virtual server's plan computed from the [view](super::view)
+//! (read again when suspect), sent in shared batches, each accepted operation followed by the
+//! view, each failure counted, logged and retried.
 
 use super::*;
 
