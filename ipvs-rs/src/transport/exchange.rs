@@ -16,7 +16,9 @@
 //! * Every request carries `NLM_F_REQUEST | NLM_F_ACK` and a fresh sequence number. The
 //!   kernel copies the sequence number into every reply and sets the port id to ours.
 //!   Several requests may share one datagram; the kernel processes them in order and
-//!   answers each one separately.
+//!   answers each one separately, in that order. A request pushed without `NLM_F_ACK`
+//!   ([`Exchange::push_unacknowledged`]) is answered only by an error; the answer to a later
+//!   request of the call settles it.
 //! * A request that is not a dump ends with exactly one `NLMSG_ERROR`: errno 0 is the ACK,
 //!   a negative errno a rejection. Its data replies, if any, come before it.
 //! * A dump (`NLM_F_DUMP`) is answered by any number of `NLM_F_MULTI` messages spread over
@@ -75,6 +77,9 @@ pub type RequestResult<F> = Result<Vec<F>, TransportError>;
 #[derive(Debug)]
 struct Slot<F> {
     dump: bool,
+    /// Whether the kernel answers it on success (`NLM_F_ACK`); one that is not answered is
+    /// settled by the answer to a later request (see [`Exchange::push_unacknowledged`]).
+    acknowledged: bool,
     done: bool,
     interrupted: bool,
     replies: Vec<F>,
@@ -95,6 +100,8 @@ pub struct Exchange<F> {
     base_seq: u32,
     slots: Vec<Slot<F>>,
     open: usize,
+    /// Every unacknowledged request before this index of the current call is settled.
+    settled: usize,
     abandoned_dumps: Vec<u32>,
     discarded: u64,
 }
@@ -115,6 +122,7 @@ where
             base_seq: first_seq,
             slots: Vec::new(),
             open: 0,
+            settled: 0,
             abandoned_dumps: Vec::new(),
             discarded: 0,
         }
@@ -169,6 +177,7 @@ where
         }
         self.slots.clear();
         self.open = 0;
+        self.settled = 0;
         self.base_seq = self.next_seq;
     }
 
@@ -176,6 +185,39 @@ where
     /// `out`, 4-byte aligned, and registers it in the current call. Returns its sequence
     /// number.
     pub fn push(&mut self, payload: &F, extra_flags: u16, out: &mut Vec<u8>) -> Result<u32> {
+        self.encode(payload, NLM_F_ACK | extra_flags, true, out)
+    }
+
+    /// Encodes one request that the kernel answers only if it fails (`NLM_F_REQUEST |
+    /// extra_flags`, without `NLM_F_ACK`), and registers it in the current call. The kernel
+    /// answers a socket's requests in order, so the answer to any later request settles it:
+    /// as failed if an error for it came first, else as done. A call must therefore end with
+    /// an acknowledged request (a barrier), or its unacknowledged requests stay in flight.
+    ///
+    /// This is how a protocol that answers thousands of requests in one go is used without
+    /// an acknowledgement each (which would overflow the receive buffer): nftables'
+    /// transactions, whose messages are answered only when they fail.
+    pub fn push_unacknowledged(
+        &mut self,
+        payload: &F,
+        extra_flags: u16,
+        out: &mut Vec<u8>,
+    ) -> Result<u32> {
+        if extra_flags & NLM_F_DUMP == NLM_F_DUMP {
+            return Err(TransportError::protocol(
+                "a dump is always answered: it cannot be pushed unacknowledged",
+            ));
+        }
+        self.encode(payload, extra_flags & !NLM_F_ACK, false, out)
+    }
+
+    fn encode(
+        &mut self,
+        payload: &F,
+        extra_flags: u16,
+        acknowledged: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<u32> {
         let len = NLMSG_HDRLEN + payload.payload_len();
         let length = u32::try_from(len).map_err(|_| {
             TransportError::protocol(format!("request of {len} bytes is too large"))
@@ -185,7 +227,7 @@ where
         let mut header = NetlinkHeader::default();
         header.length = length;
         header.message_type = message_type;
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
+        header.flags = NLM_F_REQUEST | extra_flags;
         header.sequence_number = seq;
         header.port_number = 0;
 
@@ -201,6 +243,7 @@ where
         };
         self.slots.push(Slot {
             dump: extra_flags & NLM_F_DUMP == NLM_F_DUMP,
+            acknowledged,
             done: false,
             interrupted: false,
             replies: Vec::new(),
@@ -340,8 +383,24 @@ where
             })
             .collect();
         self.open = 0;
+        self.settled = 0;
         self.base_seq = self.next_seq;
         results
+    }
+
+    /// Settles the unacknowledged requests before `index` that no error answered: the
+    /// kernel has moved on to a later request, so they succeeded.
+    fn settle_before(&mut self, index: usize) {
+        if index <= self.settled {
+            return;
+        }
+        for slot in &mut self.slots[self.settled..index] {
+            if !slot.acknowledged && !slot.done {
+                slot.done = true;
+                self.open -= 1;
+            }
+        }
+        self.settled = index;
     }
 
     fn issued(&self, seq: u32) -> bool {
@@ -373,6 +432,7 @@ where
             self.discarded += 1;
             return Ok(());
         }
+        self.settle_before(index);
         let family_id = self.family_id;
         let slot = &mut self.slots[index];
         if slot.done {
@@ -1076,5 +1136,65 @@ mod tests {
         ex.feed(&error(1, 0, None, None)).unwrap();
         assert_eq!(ex.discarded(), 1);
         assert_eq!(ex.in_flight(), 1);
+    }
+
+    #[test]
+    fn unacknowledged_requests_are_settled_by_the_answer_to_a_later_one() {
+        let mut ex: Exchange<GenlCtrl> = Exchange::new(CTRL, PORT, 10);
+        let mut out = Vec::new();
+        ex.begin();
+        let quiet: Vec<u32> = (0..3)
+            .map(|_| {
+                ex.push_unacknowledged(&get_family("x"), 0, &mut out)
+                    .unwrap()
+            })
+            .collect();
+        let barrier = ex.push(&get_family("x"), 0, &mut out).unwrap();
+        assert_eq!((quiet.clone(), barrier), (vec![10, 11, 12], 13));
+        // Only the barrier asks for an acknowledgement.
+        let mut flags = Vec::new();
+        let mut rest = &out[..];
+        while !rest.is_empty() {
+            let header = parse_header(rest);
+            flags.push(header.flags);
+            rest = &rest[nlmsg_align(header.length as usize)..];
+        }
+        assert_eq!(
+            flags,
+            [
+                NLM_F_REQUEST,
+                NLM_F_REQUEST,
+                NLM_F_REQUEST,
+                NLM_F_REQUEST | NLM_F_ACK
+            ]
+        );
+        assert_eq!(ex.in_flight(), 4);
+        // An error for the second; nothing for the others until the barrier's answer.
+        ex.feed(&error(11, -22, None, None)).unwrap();
+        assert_eq!(
+            ex.in_flight(),
+            2,
+            "the second is answered, and the first settled by that answer"
+        );
+        ex.feed(&error(13, 0, None, None)).unwrap();
+        assert_eq!(ex.in_flight(), 0);
+        let results = ex.finish();
+        assert!(results[0].is_ok());
+        assert!(matches!(&results[1], Err(TransportError::Kernel(e)) if e.errno() == 22));
+        assert!(results[2].is_ok());
+        assert!(results[3].is_ok());
+
+        // Without a later answer, an unacknowledged request stays in flight.
+        ex.begin();
+        ex.push_unacknowledged(&get_family("x"), 0, &mut out)
+            .unwrap();
+        assert_eq!(ex.in_flight(), 1);
+        assert!(ex.finish()[0].is_err());
+        // A dump is always answered.
+        ex.begin();
+        assert!(
+            ex.push_unacknowledged(&get_family("x"), NLM_F_DUMP, &mut out)
+                .is_err()
+        );
     }
 }
