@@ -118,6 +118,7 @@ pub mod dataplane;
 pub mod desired;
 pub mod mapping;
 pub mod model;
+pub mod netfilter;
 pub mod node;
 pub mod ownership;
 pub mod problem;

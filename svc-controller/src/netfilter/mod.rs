@@ -1,0 +1,14 @@
+//! The netfilter side of the node: the daemon's own nftables table, programmed over netlink.
+//!
+//! IPVS balances what reaches it; whether traffic reaches it, and how replies find their way
+//! back, is netfilter's: masquerading traffic that came through another node, hairpin
+//! connections, load-balancer source ranges, VIP ports no Service defines. kube-proxy's IPVS
+//! mode does it with iptables and ipset; this controller keeps it in one nftables table of its
+//! own, changed in transactions that apply whole or not at all.
+//!
+//! - [`transport`]: nftables over a `NETLINK_NETFILTER` socket: transactions
+//!   ([`NftSocket::transact`]) and listings.
+
+pub mod transport;
+
+pub use transport::{Change, Nfnl, NftError, NftSocket};

@@ -1,0 +1,587 @@
+//! nftables over netlink: transactions that apply whole or not at all, and listings.
+//!
+//! nftables is programmed with nfnetlink messages on a `NETLINK_NETFILTER` socket. A change
+//! is a *batch*: a `BATCH_BEGIN` message, the changes, a `BATCH_END` message, all in one
+//! datagram. The kernel checks every change, then commits them together, or, if any fails,
+//! applies none and answers each failed message with its error: a reader of the ruleset never
+//! sees half a change.
+//!
+//! The kernel answers a batch's messages only when they fail: an acknowledgement each would
+//! be thousands of answers for a large sync, more than a receive buffer holds. So each is sent
+//! unacknowledged ([`Exchange::push_unacknowledged`]), and the batch is followed, in a second
+//! datagram (the kernel ignores anything after `BATCH_END` in the first), by a request that is
+//! acknowledged: its answer comes after every error of the batch, so it settles the batch.
+//! The numbering of the requests and the matching of the answers are the library's sans-IO
+//! [`Exchange`], the one the IPVS connections and the rtnetlink batches run.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use ipvs::transport::exchange::Exchange;
+use ipvs::transport::{KernelError, Payload, ReplyError, TransportError};
+use netlink_packet_netfilter::nftables::{
+    GenMessage, NfTablesMessage, TableAttribute, TableMessage,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterSubsystem,
+};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+// The versions `netlink-packet-netfilter` is built with (the same as `rtnetlink`'s).
+use rtnetlink::packet_core::{
+    NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkDeserializable, NetlinkHeader,
+    NetlinkSerializable,
+};
+use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+
+/// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`, and doubles it).
+const RECV_BUFFER: usize = 1 << 20;
+
+/// How long the kernel's answers are waited for. The kernel answers inside the `sendmsg`
+/// (and a listing as it is read), so this bounds only a kernel that misbehaves.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An nfnetlink message as the library's [`Exchange`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nfnl(pub NetfilterMessage);
+
+impl Payload for Nfnl {
+    fn message_type(&self, _family_id: u16) -> u16 {
+        NetlinkSerializable::message_type(&self.0)
+    }
+
+    fn payload_len(&self) -> usize {
+        NetlinkSerializable::buffer_len(&self.0)
+    }
+
+    fn emit_payload(&self, buf: &mut [u8]) {
+        self.0.serialize(buf);
+    }
+
+    fn parse_reply(message_type: u16, _family_id: u16, payload: &[u8]) -> Result<Self, ReplyError> {
+        let mut header = NetlinkHeader::default();
+        header.message_type = message_type;
+        NetfilterMessage::deserialize(&header, payload)
+            .map(Self)
+            .map_err(ReplyError::Decode)
+    }
+}
+
+impl Nfnl {
+    /// An nftables message about an object of `family`.
+    pub fn nftables(family: NetfilterProtoFamily, message: NfTablesMessage) -> Self {
+        let header = NetfilterHeader::new(family, 0, 0);
+        Self(NetfilterMessage::new(header, message))
+    }
+
+    /// A batch delimiter for the nftables subsystem.
+    fn batch(control: ControlMessage) -> Self {
+        let subsystem = u16::from(u8::from(NetfilterSubsystem::NfTables));
+        let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, subsystem);
+        Self(NetfilterMessage::new(header, control))
+    }
+
+    /// The nftables message it carries, if it is one.
+    pub fn as_nftables(&self) -> Option<&NfTablesMessage> {
+        match &self.0.inner {
+            NetfilterMessageInner::NfTables(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// One change of a transaction: a message and the netlink flags it is sent with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The message.
+    pub message: Nfnl,
+    /// Its flags besides `NLM_F_REQUEST` (`NLM_F_CREATE`, `NLM_F_APPEND`, ...).
+    pub flags: u16,
+}
+
+impl Change {
+    /// Adds what `message` names (a `New*` message): a table, chain, set or set element is
+    /// created, or kept as it is when it exists; a rule is appended to its chain.
+    pub fn add(family: NetfilterProtoFamily, message: NfTablesMessage) -> Self {
+        let flags = match message {
+            NfTablesMessage::NewRule(_) => NLM_F_CREATE | NLM_F_APPEND,
+            _ => NLM_F_CREATE,
+        };
+        Self {
+            message: Nfnl::nftables(family, message),
+            flags,
+        }
+    }
+
+    /// Deletes what `message` names (a `Delete*` message).
+    pub fn delete(family: NetfilterProtoFamily, message: NfTablesMessage) -> Self {
+        Self {
+            message: Nfnl::nftables(family, message),
+            flags: 0,
+        }
+    }
+}
+
+/// Why a transaction or a listing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// The kernel refused a change of the transaction: none of it was applied.
+    #[error("nftables refused change {index} of the transaction ({change}): {source}")]
+    Refused {
+        /// The change's position in the transaction.
+        index: usize,
+        /// The change, for the log.
+        change: String,
+        /// The kernel's error.
+        #[source]
+        source: KernelError,
+    },
+    /// The kernel refused the batch itself (its delimiters): none of it was applied.
+    #[error("nftables refused the transaction: {0}")]
+    Batch(#[source] KernelError),
+    /// The socket failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel's answers broke the netlink protocol, or did not come.
+    #[error("{context}: {source}")]
+    Answers {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: TransportError,
+    },
+}
+
+/// A `NETLINK_NETFILTER` socket for nftables, in the network namespace it was opened in.
+#[derive(Debug)]
+pub struct NftSocket {
+    socket: Socket,
+    exchange: Exchange<Nfnl>,
+    send: Vec<u8>,
+    recv: Vec<u8>,
+}
+
+impl NftSocket {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        let port_id = socket.bind_auto()?.port_number();
+        socket.connect(&SocketAddr::new(0, 0))?;
+        socket.set_non_blocking(true)?;
+        // Best effort, as older kernels lack them: errors without the request echoed back,
+        // and with the kernel's explanation.
+        let _ = socket.set_cap_ack(true);
+        let _ = socket.set_ext_ack(true);
+        let _ = socket.set_rx_buf_sz(RECV_BUFFER);
+        Ok(Self {
+            socket,
+            // nfnetlink has no family to resolve: each message names its subsystem and type.
+            exchange: Exchange::new(0, port_id, 1),
+            send: Vec::new(),
+            recv: Vec::with_capacity(64 << 10),
+        })
+    }
+
+    /// Applies `changes` as one transaction: all of them, or, when the kernel refuses any,
+    /// none (the first refused one is the error).
+    pub fn transact(&mut self, changes: &[Change]) -> Result<(), NftError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.exchange.begin();
+        self.send.clear();
+        let pushed = (|| {
+            let exchange = &mut self.exchange;
+            exchange.push_unacknowledged(
+                &Nfnl::batch(ControlMessage::BatchBegin),
+                0,
+                &mut self.send,
+            )?;
+            for change in changes {
+                exchange.push_unacknowledged(&change.message, change.flags, &mut self.send)?;
+            }
+            exchange.push_unacknowledged(&Nfnl::batch(ControlMessage::BatchEnd), 0, &mut self.send)
+        })();
+        pushed.map_err(|source| self.fail("encoding the transaction", source))?;
+        self.send_buffer("sending the transaction")?;
+        // The settling request: the generation the kernel is at, acknowledged.
+        self.send.clear();
+        let barrier = Nfnl::nftables(
+            NetfilterProtoFamily::Unspec,
+            NfTablesMessage::GetGen(GenMessage { attributes: vec![] }),
+        );
+        self.exchange
+            .push(&barrier, 0, &mut self.send)
+            .map_err(|source| self.fail("encoding the transaction's barrier", source))?;
+        self.send_buffer("sending the transaction's barrier")?;
+        self.wait("waiting for the transaction's answers")?;
+        let results = self.exchange.finish();
+        let last = results.len() - 1;
+        for (index, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(_) => {}
+                Err(TransportError::Kernel(source)) if index == 0 || index == last - 1 => {
+                    return Err(NftError::Batch(source));
+                }
+                Err(TransportError::Kernel(source)) if index < last => {
+                    let change = &changes[index - 1];
+                    return Err(NftError::Refused {
+                        index: index - 1,
+                        change: format!("{:?}", change.message.0.inner),
+                        source,
+                    });
+                }
+                Err(source) => {
+                    return Err(NftError::Answers {
+                        context: "the transaction's answers",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables of every family: (family, name).
+    pub fn tables(&mut self) -> Result<Vec<(NetfilterProtoFamily, String)>, NftError> {
+        let request = Nfnl::nftables(
+            NetfilterProtoFamily::Unspec,
+            NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
+        );
+        let replies = self.dump(&request, "listing the nftables tables")?;
+        Ok(replies
+            .iter()
+            .filter_map(|reply| match reply.as_nftables() {
+                Some(NfTablesMessage::NewTable(table)) => {
+                    let name = table.attributes.iter().find_map(|a| match a {
+                        TableAttribute::Name(name) => Some(name.clone()),
+                        _ => None,
+                    })?;
+                    Some((reply.0.header.family, name))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Runs one dump and returns its replies.
+    fn dump(&mut self, request: &Nfnl, context: &'static str) -> Result<Vec<Nfnl>, NftError> {
+        self.exchange.begin();
+        self.send.clear();
+        self.exchange
+            .push(request, NLM_F_DUMP, &mut self.send)
+            .map_err(|source| self.fail(context, source))?;
+        self.send_buffer(context)?;
+        self.wait(context)?;
+        self.exchange
+            .finish_one()
+            .map_err(|source| NftError::Answers { context, source })
+    }
+
+    /// Abandons the call under way and describes why.
+    fn fail(&mut self, context: &'static str, source: TransportError) -> NftError {
+        self.exchange.abandon();
+        NftError::Answers { context, source }
+    }
+
+    /// Sends the send buffer as one datagram.
+    fn send_buffer(&mut self, context: &'static str) -> Result<(), NftError> {
+        let sent = loop {
+            match self.socket.send(&self.send, 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let result = match sent {
+            Ok(n) if n == self.send.len() => Ok(()),
+            Ok(n) => Err(io::Error::other(format!(
+                "sent {n} of {} bytes",
+                self.send.len()
+            ))),
+            Err(e) => Err(e),
+        };
+        result.map_err(|source| {
+            self.exchange.abandon();
+            NftError::Io { context, source }
+        })
+    }
+
+    /// Reads answers into the exchange until the call under way has all of them.
+    fn wait(&mut self, context: &'static str) -> Result<(), NftError> {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        while self.exchange.in_flight() > 0 {
+            self.recv.clear();
+            match self.socket.recv(&mut self.recv, 0) {
+                Ok(_) => {
+                    if let Err(source) = self.exchange.feed(&self.recv) {
+                        return Err(self.fail(context, source));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.exchange.abandon();
+                        return Err(NftError::Io {
+                            context,
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "the kernel did not answer",
+                            ),
+                        });
+                    }
+                    let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+                    let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+                    match poll(&mut fds, PollTimeout::from(millis)) {
+                        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                        Err(errno) => {
+                            self.exchange.abandon();
+                            return Err(NftError::Io {
+                                context,
+                                source: io::Error::from(errno),
+                            });
+                        }
+                    }
+                }
+                Err(source) => {
+                    self.exchange.abandon();
+                    return Err(NftError::Io { context, source });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage};
+    use rtnetlink::packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+
+    use super::*;
+
+    fn table(name: &str) -> NfTablesMessage {
+        NfTablesMessage::NewTable(TableMessage {
+            attributes: vec![TableAttribute::Name(name.into())],
+        })
+    }
+
+    /// The messages of a datagram, with their headers.
+    fn messages(mut datagram: &[u8]) -> Vec<NetlinkMessage<NetfilterMessage>> {
+        let mut out = Vec::new();
+        while !datagram.is_empty() {
+            let message = NetlinkMessage::<NetfilterMessage>::deserialize(datagram).unwrap();
+            datagram = &datagram[(message.header.length as usize).div_ceil(4) * 4..];
+            out.push(message);
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_delimiter_is_the_kernels_own_bytes() {
+        // `BATCH_BEGIN` as `nft` sends it: type 0x10, NLM_F_REQUEST, family unspec, version 0,
+        // res_id NFNL_SUBSYS_NFTABLES (10) in network order.
+        let mut exchange: Exchange<Nfnl> = Exchange::new(0, 0, 7);
+        let mut out = Vec::new();
+        exchange.begin();
+        exchange
+            .push_unacknowledged(&Nfnl::batch(ControlMessage::BatchBegin), 0, &mut out)
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                0x14, 0, 0, 0, 0x10, 0, 0x01, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a
+            ]
+        );
+    }
+
+    #[test]
+    fn changes_carry_their_family_and_create_or_append_without_asking_for_an_ack() {
+        let mut exchange: Exchange<Nfnl> = Exchange::new(0, 0, 1);
+        let mut out = Vec::new();
+        exchange.begin();
+        let chain = NfTablesMessage::NewChain(ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table("t".into()),
+                ChainAttribute::Name("c".into()),
+            ],
+        });
+        let changes = [
+            Change::add(NetfilterProtoFamily::Inet, table("t")),
+            Change::add(NetfilterProtoFamily::Inet, chain.clone()),
+            Change::delete(
+                NetfilterProtoFamily::IPv4,
+                NfTablesMessage::DeleteTable(TableMessage {
+                    attributes: vec![TableAttribute::Name("old".into())],
+                }),
+            ),
+        ];
+        for change in &changes {
+            exchange
+                .push_unacknowledged(&change.message, change.flags, &mut out)
+                .unwrap();
+        }
+        let sent = messages(&out);
+        let flags: Vec<u16> = sent.iter().map(|m| m.header.flags).collect();
+        assert_eq!(
+            flags,
+            [
+                NLM_F_REQUEST | NLM_F_CREATE,
+                NLM_F_REQUEST | NLM_F_CREATE,
+                NLM_F_REQUEST
+            ]
+        );
+        assert!(flags.iter().all(|f| f & NLM_F_ACK == 0));
+        for (message, change) in sent.iter().zip(&changes) {
+            assert_eq!(
+                message.payload,
+                NetlinkPayload::InnerMessage(change.message.0.clone())
+            );
+        }
+        assert_eq!(
+            sent[1].header.message_type,
+            (10 << 8) | 3,
+            "NFT_MSG_NEWCHAIN"
+        );
+        let rule = Change::add(
+            NetfilterProtoFamily::Inet,
+            NfTablesMessage::NewRule(netlink_packet_netfilter::nftables::RuleMessage {
+                attributes: vec![],
+            }),
+        );
+        assert_eq!(rule.flags, NLM_F_CREATE | NLM_F_APPEND);
+    }
+
+    #[test]
+    fn a_listing_reply_decodes_as_nftables() {
+        let reply = Nfnl::nftables(NetfilterProtoFamily::Inet, table("ipvs-proxy"));
+        let mut bytes = vec![0; reply.payload_len()];
+        reply.emit_payload(&mut bytes);
+        let back = Nfnl::parse_reply(reply.message_type(0), 0, &bytes).unwrap();
+        assert_eq!(back, reply);
+        assert!(matches!(
+            back.as_nftables(),
+            Some(NfTablesMessage::NewTable(_))
+        ));
+        assert!(matches!(
+            Nfnl::parse_reply(reply.message_type(0), 0, &bytes[..2]),
+            Err(ReplyError::Decode(_))
+        ));
+    }
+
+    /// Needs a network namespace and nf_tables: run in the VM by `cargo xtask test`.
+    mod real_kernel {
+        use std::process::Command;
+
+        use integration::Netns;
+        use netlink_packet_netfilter::nftables::{ChainAttribute, ChainMessage};
+
+        use super::super::*;
+
+        fn add_table(name: &str) -> Change {
+            Change::add(
+                NetfilterProtoFamily::Inet,
+                NfTablesMessage::NewTable(TableMessage {
+                    attributes: vec![TableAttribute::Name(name.into())],
+                }),
+            )
+        }
+
+        fn has(
+            tables: &[(NetfilterProtoFamily, String)],
+            family: NetfilterProtoFamily,
+            name: &str,
+        ) -> bool {
+            tables.iter().any(|(f, n)| *f == family && n == name)
+        }
+
+        #[test]
+        #[ignore = "real kernel: run by cargo xtask test"]
+        fn a_transaction_applies_whole_or_not_at_all() {
+            Netns::new("nft-tx")
+                .expect("a fresh namespace")
+                .run(|| {
+                    let mut nft = NftSocket::open().unwrap();
+                    nft.transact(&[add_table("one")]).unwrap();
+                    assert!(has(&nft.tables().unwrap(), NetfilterProtoFamily::Inet, "one"));
+                    // Adding what exists keeps it.
+                    nft.transact(&[add_table("one")]).unwrap();
+                    // A table, then a chain in a table that does not exist: refused, and the
+                    // table is not created either.
+                    let orphan = Change::add(
+                        NetfilterProtoFamily::Inet,
+                        NfTablesMessage::NewChain(ChainMessage {
+                            attributes: vec![
+                                ChainAttribute::Table("missing".into()),
+                                ChainAttribute::Name("c".into()),
+                            ],
+                        }),
+                    );
+                    let error = nft.transact(&[add_table("two"), orphan]).unwrap_err();
+                    assert!(
+                        matches!(&error, NftError::Refused { index: 1, source, .. } if source.errno() == 2),
+                        "{error}"
+                    );
+                    let tables = nft.tables().unwrap();
+                    assert!(!has(&tables, NetfilterProtoFamily::Inet, "two"), "{tables:?}");
+                    assert!(has(&tables, NetfilterProtoFamily::Inet, "one"));
+                    // The socket goes on after a refusal.
+                    nft.transact(&[add_table("two")]).unwrap();
+                    assert!(has(&nft.tables().unwrap(), NetfilterProtoFamily::Inet, "two"));
+                })
+                .expect("the test body ran");
+        }
+
+        #[test]
+        #[ignore = "real kernel: run by cargo xtask test"]
+        fn deleting_a_table_leaves_another_tools_tables_alone() {
+            Netns::new("nft-own")
+                .expect("a fresh namespace")
+                .run(|| {
+                    // Another tool's table: iptables-nft's `ip filter`.
+                    let status = Command::new("iptables")
+                        .args(["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
+                        .status()
+                        .expect("iptables runs");
+                    assert!(status.success());
+                    let mut nft = NftSocket::open().unwrap();
+                    nft.transact(&[add_table("ipvs-proxy")]).unwrap();
+                    let tables = nft.tables().unwrap();
+                    assert!(
+                        has(&tables, NetfilterProtoFamily::IPv4, "filter"),
+                        "{tables:?}"
+                    );
+                    assert!(has(&tables, NetfilterProtoFamily::Inet, "ipvs-proxy"));
+                    let delete = Change::delete(
+                        NetfilterProtoFamily::Inet,
+                        NfTablesMessage::DeleteTable(TableMessage {
+                            attributes: vec![TableAttribute::Name("ipvs-proxy".into())],
+                        }),
+                    );
+                    nft.transact(&[delete]).unwrap();
+                    let tables = nft.tables().unwrap();
+                    assert!(!has(&tables, NetfilterProtoFamily::Inet, "ipvs-proxy"));
+                    assert!(
+                        has(&tables, NetfilterProtoFamily::IPv4, "filter"),
+                        "{tables:?}"
+                    );
+                    let rules = Command::new("iptables")
+                        .args(["-S", "INPUT"])
+                        .output()
+                        .unwrap();
+                    let rules = String::from_utf8_lossy(&rules.stdout);
+                    assert!(rules.contains("--dport 22 -j ACCEPT"), "{rules}");
+                })
+                .expect("the test body ran");
+        }
+    }
+}
