@@ -57,6 +57,11 @@ const PACKAGES: &[(&str, &str, &str)] = &[
         "/usr/sbin/iptables",
         "kube-proxy's IPVS mode, the control-plane tests' reference, writes its rules with it",
     ),
+    (
+        "nftables",
+        "/usr/sbin/nft",
+        "the reference nftables client the netfilter tests cross-check the daemon's table with",
+    ),
 ];
 
 /// Installs whatever is missing and returns the kernel to boot.

@@ -6,9 +6,15 @@
 //! mode does it with iptables and ipset; this controller keeps it in one nftables table of its
 //! own, changed in transactions that apply whole or not at all.
 //!
+//! - [`table`]: the daemon's table: its sets, chains and rules, and the set elements of the
+//!   VIPs and their ports.
+//! - [`expr`]: the rules' expressions.
 //! - [`transport`]: nftables over a `NETLINK_NETFILTER` socket: transactions
 //!   ([`NftSocket::transact`]) and listings.
 
+pub mod expr;
+pub mod table;
 pub mod transport;
 
+pub use table::ServicePort;
 pub use transport::{Change, Nfnl, NftError, NftSocket};
