@@ -133,10 +133,7 @@ pub fn load_dport(register: Register) -> Expr {
 
 /// Matches when the key starting at `register` is in `set` (`invert`: is not).
 pub fn lookup(set: &str, register: Register, invert: bool) -> Expr {
-    let mut attributes = vec![
-        Lookup::Set(set.into()),
-        Lookup::SourceRegister(register),
-    ];
+    let mut attributes = vec![Lookup::Set(set.into()), Lookup::SourceRegister(register)];
     if invert {
         attributes.push(Lookup::Flags(LOOKUP_INVERT));
     }

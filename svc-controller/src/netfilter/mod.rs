@@ -6,15 +6,19 @@
 //! mode does it with iptables and ipset; this controller keeps it in one nftables table of its
 //! own, changed in transactions that apply whole or not at all.
 //!
+//! - [`elements`]: what the sets hold and should hold for a desired state, and the changes
+//!   between the two.
 //! - [`table`]: the daemon's table: its sets, chains and rules, and the set elements of the
 //!   VIPs and their ports.
 //! - [`expr`]: the rules' expressions.
 //! - [`transport`]: nftables over a `NETLINK_NETFILTER` socket: transactions
 //!   ([`NftSocket::transact`]) and listings.
 
+pub mod elements;
 pub mod expr;
 pub mod table;
 pub mod transport;
 
+pub use elements::Elements;
 pub use table::ServicePort;
 pub use transport::{Change, Nfnl, NftError, NftSocket};

@@ -44,6 +44,9 @@ const TYPE_INET_PROTOCOL: u32 = 12;
 const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_BITS: u32 = 6;
 
+/// Every set of the table.
+pub const SETS: [&str; 4] = ["vips-v4", "service-ports-v4", "vips-v6", "service-ports-v6"];
+
 /// The sets of one address family.
 struct Sets {
     family: Family,
@@ -80,7 +83,7 @@ impl Sets {
 }
 
 /// A VIP port a Service defines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServicePort {
     /// The VIP.
     pub addr: IpAddr,
@@ -344,7 +347,10 @@ mod tests {
                 ("service-ports-v6".to_string(), vec![sctp]),
             ]
         );
-        assert!(elements(&[], &[], true).is_empty(), "nothing to change, no message");
+        assert!(
+            elements(&[], &[], true).is_empty(),
+            "nothing to change, no message"
+        );
     }
 
     #[test]
@@ -362,7 +368,9 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            ["table", "set", "set", "set", "set", "chain", "flush", "rule", "rule"]
+            [
+                "table", "set", "set", "set", "set", "chain", "flush", "rule", "rule"
+            ]
         );
     }
 
@@ -413,7 +421,10 @@ mod tests {
                     // replies to the node's own connection from the VIP to itself.
                     assert!(connects(VIP, 80));
                     assert!(!connects(VIP, 2222), "an undefined VIP port is dropped");
-                    assert!(connects("127.0.0.1", 2222), "the node's own address is not a VIP");
+                    assert!(
+                        connects("127.0.0.1", 2222),
+                        "the node's own address is not a VIP"
+                    );
 
                     // Ports come and go with the set's elements.
                     nft.transact(&elements(&[], &[web], false)).unwrap();

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use ipvs::transport::exchange::Exchange;
 use ipvs::transport::{KernelError, Payload, ReplyError, TransportError};
 use netlink_packet_netfilter::nftables::{
-    GenMessage, NfTablesMessage, TableAttribute, TableMessage,
+    DataAttribute, GenMessage, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
+    SetElementMessage, TableAttribute, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -271,6 +272,46 @@ impl NftSocket {
                 _ => None,
             })
             .collect())
+    }
+
+    /// The keys of the elements of `set` in `table`.
+    pub fn set_keys(
+        &mut self,
+        family: NetfilterProtoFamily,
+        table: &str,
+        set: &str,
+    ) -> Result<Vec<Vec<u8>>, NftError> {
+        let request = Nfnl::nftables(
+            family,
+            NfTablesMessage::GetSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(table.into()),
+                    SetElementList::Set(set.into()),
+                ],
+            }),
+        );
+        let replies = self.dump(&request, "listing an nftables set")?;
+        let mut keys = Vec::new();
+        for reply in &replies {
+            let Some(NfTablesMessage::NewSetElement(message)) = reply.as_nftables() else {
+                continue;
+            };
+            for attribute in &message.attributes {
+                let SetElementList::Elements(elements) = attribute else {
+                    continue;
+                };
+                for element in elements {
+                    let ListAttribute::Element(attributes) = element else {
+                        continue;
+                    };
+                    keys.extend(attributes.iter().filter_map(|a| match a {
+                        SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key.clone()),
+                        _ => None,
+                    }));
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// Runs one dump and returns its replies.
