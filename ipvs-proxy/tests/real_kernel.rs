@@ -450,6 +450,67 @@ endpoints:
         assert!(daemon.terminate(SLOW).unwrap().success());
     }
 
+    /// The node's nftables tables, as `nft list tables` prints them.
+    fn nft_tables(node: &Netns) -> String {
+        let output = node
+            .run(|| {
+                std::process::Command::new("nft")
+                    .args(["list", "tables"])
+                    .output()
+                    .unwrap()
+            })
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_vip_answers_only_on_the_ports_its_services_define() {
+        let topo = LoadBalancerTopology::build(1).unwrap();
+        let node = &topo.director;
+        let scratch = Scratch::new("vip-ports");
+        write_atomically(
+            &scratch.manifests().join("web.yaml"),
+            &web_manifest(&[(0, true)]),
+        )
+        .unwrap();
+        // The node's own server (its SSH, say), listening on every address.
+        let _ssh = node
+            .run(|| std::net::TcpListener::bind("0.0.0.0:2222").unwrap())
+            .unwrap();
+        let connects = |target: String| {
+            topo.client
+                .run(move || {
+                    std::net::TcpStream::connect_timeout(&addr(&target), Duration::from_secs(1))
+                        .is_ok()
+                })
+                .unwrap()
+        };
+        let mut daemon = start(node, &scratch, &[]);
+        daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        assert!(nft_tables(node).contains("table inet ipvs-proxy"));
+
+        // The Service's port is served by IPVS; another port of its VIP reaches nothing;
+        // the node's own address still reaches the node's server.
+        let served = tally(&topo.client, addr(&format!("{CLUSTER_IP}:80")), 3).unwrap();
+        assert_eq!(served, BTreeMap::from([("backend-1".to_owned(), 3)]));
+        assert!(
+            !connects(format!("{CLUSTER_IP}:2222")),
+            "an undefined VIP port answered"
+        );
+        assert!(connects(format!("{DIRECTOR_ADDR}:2222")));
+
+        let (_, metrics) = http_get(node, addr(METRICS), "/metrics").unwrap();
+        assert!(
+            !metrics.contains("ipvs_proxy_netfilter_transactions_total 0"),
+            "{metrics}"
+        );
+        assert!(daemon.terminate(SLOW).unwrap().success());
+        // The table outlives the daemon: a restart does not open the ports meanwhile.
+        assert!(!connects(format!("{CLUSTER_IP}:2222")));
+    }
+
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn cleanup_removes_only_what_the_daemon_owns() {
@@ -478,10 +539,21 @@ endpoints:
             .unwrap();
         })
         .unwrap();
+        // Another tool's nftables table (iptables-nft's).
+        let iptables = node
+            .run(|| {
+                std::process::Command::new("iptables")
+                    .args(["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
+                    .status()
+                    .unwrap()
+            })
+            .unwrap();
+        assert!(iptables.success());
         let mut daemon = start(node, &scratch, &[]);
         daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
         assert!(daemon.terminate(SLOW).unwrap().success());
         assert!(listing(node).len() > 1);
+        assert!(nft_tables(node).contains("table inet ipvs-proxy"));
 
         let output = node
             .run(|| {
@@ -506,6 +578,9 @@ endpoints:
             .run(|| Path::new("/sys/class/net/kube-ipvs0").exists())
             .unwrap();
         assert!(!has_dummy, "the dummy interface is removed");
+        let tables = nft_tables(node);
+        assert!(!tables.contains("ipvs-proxy"), "{tables}");
+        assert!(tables.contains("table ip filter"), "{tables}");
     }
 
     fn read_sysctl(node: &Netns, key: &str) -> String {

@@ -16,7 +16,9 @@
 //! | `kubeproxy_proxy_healthz_total{code}` | counter | `/healthz` answers, by HTTP status (`200`, `503`) |
 //! | `kubeproxy_proxy_livez_total{code}` | counter | `/livez` answers, by HTTP status (`200`, `503`) |
 //! | `ipvs_proxy_operations_total{kind}` | counter | IPVS operations applied, by kind (`add_service`, `edit_destination`, ...) |
-//! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`) |
+//! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`), failed nftables transactions (`netfilter`) |
+//! | `ipvs_proxy_netfilter_transactions_total` | counter | nftables transactions applied to the daemon's table (`inet ipvs-proxy`) |
+//! | `ipvs_proxy_netfilter_changes_total` | counter | set elements of the daemon's nftables table added or deleted |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
 //! | `ipvs_proxy_services_invalid` | gauge | Services with at least one problem (a bad field skipped) |
 //! | `ipvs_proxy_virtual_servers` | gauge | virtual servers desired on this node |
@@ -145,6 +147,10 @@ pub struct Metrics {
     pub drift_repaired: Counter,
     /// `ipvs_proxy_unrequested_deletions_total`.
     pub unrequested_deletions: Counter,
+    /// `ipvs_proxy_netfilter_transactions_total`.
+    pub netfilter_transactions: Counter,
+    /// `ipvs_proxy_netfilter_changes_total`.
+    pub netfilter_changes: Counter,
     /// `ipvs_proxy_source_errors_total`.
     pub source_errors: Family<SourceLabel, Counter>,
     /// `ipvs_proxy_engine_cpu_seconds_total`.
@@ -193,6 +199,8 @@ impl Metrics {
             virtual_servers: Gauge::default(),
             drift_repaired: Counter::default(),
             unrequested_deletions: Counter::default(),
+            netfilter_transactions: Counter::default(),
+            netfilter_changes: Counter::default(),
             source_errors: Family::default(),
             engine_cpu: Family::default(),
             seen: Mutex::new(ReconcilerMetrics::default()),
@@ -299,6 +307,16 @@ impl Metrics {
             this.unrequested_deletions.clone(),
         );
         registry.register(
+            "ipvs_proxy_netfilter_transactions",
+            "nftables transactions applied to the daemon's table",
+            this.netfilter_transactions.clone(),
+        );
+        registry.register(
+            "ipvs_proxy_netfilter_changes",
+            "Set elements of the daemon's nftables table added or deleted",
+            this.netfilter_changes.clone(),
+        );
+        registry.register(
             "ipvs_proxy_source_errors",
             "Failed watches and unreadable manifests",
             this.source_errors.clone(),
@@ -318,7 +336,7 @@ impl Metrics {
                 kind: kind.to_owned(),
             });
         }
-        for during in ["operation", "read", "address"] {
+        for during in ["operation", "read", "address", "netfilter"] {
             let _ = this.netlink_errors.get_or_create(&DuringLabel {
                 during: during.to_owned(),
             });
@@ -384,6 +402,7 @@ impl Metrics {
             ("operation", now.operations_failed, seen.operations_failed),
             ("read", now.read_failures, seen.read_failures),
             ("address", now.address_failures, seen.address_failures),
+            ("netfilter", now.netfilter_failures, seen.netfilter_failures),
         ] {
             let d = delta(a, b);
             if d > 0 {
@@ -398,6 +417,12 @@ impl Metrics {
             .inc_by(delta(now.drift_detected, seen.drift_detected));
         self.unrequested_deletions
             .inc_by(delta(now.unrequested_deletions, seen.unrequested_deletions));
+        self.netfilter_transactions.inc_by(delta(
+            now.netfilter_transactions,
+            seen.netfilter_transactions,
+        ));
+        self.netfilter_changes
+            .inc_by(delta(now.netfilter_changes, seen.netfilter_changes));
         *seen = *now;
     }
 
@@ -538,6 +563,9 @@ mod tests {
         r.applied_by_kind.add_service = 3;
         r.applied_by_kind.add_destination = 9;
         r.operations_failed = 1;
+        r.netfilter_transactions = 2;
+        r.netfilter_changes = 7;
+        r.netfilter_failures = 1;
         m.record_reconciler(&r);
         r.applied_by_kind.add_destination = 10;
         m.record_reconciler(&r);
@@ -551,6 +579,9 @@ mod tests {
             "ipvs_proxy_operations_total{kind=\"add_service\"} 3",
             "ipvs_proxy_operations_total{kind=\"add_destination\"} 10",
             "ipvs_proxy_netlink_errors_total{during=\"operation\"} 1",
+            "ipvs_proxy_netlink_errors_total{during=\"netfilter\"} 1",
+            "ipvs_proxy_netfilter_transactions_total 2",
+            "ipvs_proxy_netfilter_changes_total 7",
             "ipvs_proxy_source_errors_total{source=\"manifests\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");

@@ -22,6 +22,7 @@ use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, foreign_dummy_addresses, sysctl_path,
 };
+use crate::netfilter::{Change, Elements, NftSocket};
 
 /// `ENODEV`: what the kernel answers for a link name it does not know.
 const ENODEV: i32 = 19;
@@ -71,6 +72,8 @@ pub struct KernelDataplane {
     handle: Handle,
     /// Binds VIPs many to a `sendmsg` (see [`super::rtnetlink_batch`]).
     batch: RtnetlinkBatch,
+    /// The controller's nftables table (see [`crate::netfilter`]).
+    nft: NftSocket,
     interface: String,
 }
 
@@ -205,11 +208,16 @@ impl KernelDataplane {
             context: "open an rtnetlink socket for batches".into(),
             source,
         })?;
+        let nft = NftSocket::open().map_err(|source| DataplaneError::Io {
+            context: "open a netfilter socket".into(),
+            source,
+        })?;
         Ok(Self {
             ipvs,
             runtime,
             handle,
             batch,
+            nft,
             interface: interface.into(),
         })
     }
@@ -659,6 +667,19 @@ impl Dataplane for KernelDataplane {
         std::fs::write(sysctl_path(key), value).map_err(|source| DataplaneError::Sysctl {
             key: key.to_owned(),
             source,
+        })
+    }
+
+    fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError> {
+        Elements::read(&mut self.nft).map_err(|e| netlink("list the nftables table", e))
+    }
+
+    fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+        self.nft.transact(changes).map_err(|e| {
+            netlink(
+                format!("nftables transaction of {} changes", changes.len()),
+                e,
+            )
         })
     }
 }

@@ -9,8 +9,9 @@ use ipvs::table::{Fault, SimulatedKernel, Table};
 
 use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
-    ServiceState, canonical_sysctl_key, foreign_dummy_addresses,
+    ServiceState, SimulatedNetfilter, canonical_sysctl_key, foreign_dummy_addresses,
 };
+use crate::netfilter::{Change, Elements};
 
 /// A change to the dummy interface that a [`MemoryDataplane`] carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +52,7 @@ pub struct MemoryDataplane {
     sysctls: BTreeMap<String, String>,
     sysctl_writes: Vec<(String, String)>,
     address_log: Vec<AddressOp>,
+    netfilter: SimulatedNetfilter,
     failing_listings: usize,
     failing_address_changes: usize,
     apply_calls: usize,
@@ -206,6 +208,16 @@ impl MemoryDataplane {
         let mut table = self.kernel.table();
         edit(&mut table);
         self.kernel.load(&table)
+    }
+
+    /// The controller's nftables table, simulated.
+    pub fn netfilter(&self) -> &SimulatedNetfilter {
+        &self.netfilter
+    }
+
+    /// The controller's nftables table, to tamper with or inject faults into.
+    pub fn netfilter_mut(&mut self) -> &mut SimulatedNetfilter {
+        &mut self.netfilter
     }
 
     /// Binds or unbinds a dummy-interface address behind the controller's back.
@@ -387,6 +399,19 @@ impl Dataplane for MemoryDataplane {
         self.sysctl_writes.push((key.clone(), value.to_owned()));
         self.sysctls.insert(key, value.to_owned());
         Ok(())
+    }
+
+    fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError> {
+        Ok(self.netfilter.elements().cloned())
+    }
+
+    fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
+        self.netfilter
+            .transact(changes)
+            .map_err(|errno| DataplaneError::Io {
+                context: format!("nftables transaction of {} changes", changes.len()),
+                source: std::io::Error::from_raw_os_error(errno),
+            })
     }
 }
 

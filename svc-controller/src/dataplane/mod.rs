@@ -31,6 +31,7 @@
 mod kernel;
 mod memory;
 mod rtnetlink_batch;
+mod simulated_netfilter;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -41,8 +42,11 @@ use ipvs::codec::Operation;
 use ipvs::model::{DestinationKey, ServiceKey};
 use ipvs::table::{ServiceConfig, Table};
 
+use crate::netfilter::{self, Elements};
+
 pub use kernel::{KernelDataplane, VIP_ROUTE_PROTOCOL};
 pub use memory::{AddressOp, MemoryDataplane};
+pub use simulated_netfilter::SimulatedNetfilter;
 
 /// How many connections a destination has, as the kernel counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -331,6 +335,14 @@ pub trait Dataplane {
 
     /// Writes a sysctl.
     fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), DataplaneError>;
+
+    /// What the sets of the controller's nftables table hold (see
+    /// [`netfilter`](crate::netfilter)); `None` when the node has no such table.
+    fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError>;
+
+    /// Applies nftables changes as one transaction: all of them, or none when the kernel
+    /// refuses one.
+    fn netfilter_transact(&mut self, changes: &[netfilter::Change]) -> Result<(), DataplaneError>;
 }
 
 /// The path under `/proc/sys` of a sysctl key: dots become slashes unless the key already uses

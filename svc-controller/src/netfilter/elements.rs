@@ -10,6 +10,9 @@ use super::table::{self, ServicePort};
 use super::transport::{Change, NftError, NftSocket};
 use crate::desired::DesiredState;
 use netlink_packet_netfilter::NetfilterProtoFamily;
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
+};
 
 /// The content of the table's sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +79,60 @@ impl Elements {
         decoded.unwrap_or(false)
     }
 
+    /// How many elements differ between `self` and `other`.
+    pub fn difference_len(&self, other: &Elements) -> usize {
+        self.vips.symmetric_difference(&other.vips).count()
+            + self.ports.symmetric_difference(&other.ports).count()
+    }
+
+    /// Applies a set-element change as the kernel would; `false` when `change` is not one
+    /// (or names a key of the wrong length).
+    pub(crate) fn apply(&mut self, change: &Change) -> bool {
+        let (add, message) = match change.message.as_nftables() {
+            Some(NfTablesMessage::NewSetElement(m)) => (true, m),
+            Some(NfTablesMessage::DeleteSetElement(m)) => (false, m),
+            _ => return false,
+        };
+        let set = message.attributes.iter().find_map(|a| match a {
+            SetElementList::Set(name) => Some(name.as_str()),
+            _ => None,
+        });
+        let Some(set) = set else {
+            return false;
+        };
+        let keys = message
+            .attributes
+            .iter()
+            .filter_map(|a| match a {
+                SetElementList::Elements(list) => Some(list),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|element| match element {
+                ListAttribute::Element(attributes) => Some(attributes),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|a| match a {
+                SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key),
+                _ => None,
+            });
+        let mut one = Elements::default();
+        for key in keys {
+            if !one.insert_key(set, key) {
+                return false;
+            }
+        }
+        if add {
+            self.vips.extend(one.vips);
+            self.ports.extend(one.ports);
+        } else {
+            self.vips.retain(|v| !one.vips.contains(v));
+            self.ports.retain(|p| !one.ports.contains(p));
+        }
+        true
+    }
+
     /// Reads what the table's sets hold; `None` when the node has no such table.
     pub fn read(nft: &mut NftSocket) -> Result<Option<Self>, NftError> {
         let ours = nft
@@ -107,10 +164,6 @@ fn address(bytes: &[u8]) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_netfilter::nftables::{
-        DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    };
-
     use super::*;
     use crate::testing;
     use crate::{NodeInfo, ProxyConfig};
@@ -130,39 +183,7 @@ mod tests {
     /// Applies `changes` to `elements` as the kernel would.
     fn apply(elements: &mut Elements, changes: &[Change]) {
         for change in changes {
-            let (add, message) = match change.message.as_nftables() {
-                Some(NfTablesMessage::NewSetElement(m)) => (true, m),
-                Some(NfTablesMessage::DeleteSetElement(m)) => (false, m),
-                other => panic!("{other:?}"),
-            };
-            let mut set = String::new();
-            for attribute in &message.attributes {
-                match attribute {
-                    SetElementList::Set(name) => set = name.clone(),
-                    SetElementList::Elements(list) => {
-                        for element in list {
-                            let ListAttribute::Element(attributes) = element else {
-                                panic!("{element:?}");
-                            };
-                            for a in attributes {
-                                let SetElementAttribute::Key(DataAttribute::Value(key)) = a else {
-                                    continue;
-                                };
-                                let mut one = Elements::default();
-                                assert!(one.insert_key(&set, key), "{set} {key:?}");
-                                if add {
-                                    elements.vips.extend(one.vips);
-                                    elements.ports.extend(one.ports);
-                                } else {
-                                    elements.vips.retain(|v| !one.vips.contains(v));
-                                    elements.ports.retain(|p| !one.ports.contains(p));
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            assert!(elements.apply(change), "{change:?}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! `--cleanup`: everything this controller owns removed from the node.
 
+use crate::netfilter::table;
+
 use super::*;
 
 impl<D: Dataplane> Reconciler<D> {
@@ -97,7 +99,30 @@ impl<D: Dataplane> Reconciler<D> {
                 }
             }
         }
+        // The nftables table goes whole, whatever the settings: it is ours by its name.
+        match self.dataplane.netfilter_elements() {
+            Ok(Some(elements)) => match self.dataplane.netfilter_transact(&[table::delete()]) {
+                Ok(()) => {
+                    let count = elements.vips.len() + elements.ports.len();
+                    self.metrics.netfilter_transactions += 1;
+                    self.metrics.netfilter_changes += count as u64;
+                    report.netfilter_changes += count;
+                }
+                Err(e) => {
+                    self.metrics.netfilter_failures += 1;
+                    warn!(error = %e, "cleanup: cannot delete the nftables table");
+                    report.errors.push(e.into());
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                warn!(error = %e, "cleanup: cannot read the nftables table");
+                report.errors.push(e.into());
+            }
+        }
+        self.netfilter = None;
         info!(
+            netfilter_elements_removed = report.netfilter_changes,
             virtual_servers_deleted = results.iter().filter(|ok| **ok).count(),
             virtual_servers_left = results.iter().filter(|ok| !**ok).count(),
             foreign_virtual_servers = listing.table.len() - ops.len(),

@@ -49,6 +49,10 @@ pub struct ReconcilerConfig {
     /// Addresses whose virtual servers are never ours unless desired (kube-proxy's
     /// `ipvs.excludeCIDRs`; see [`Ownership::excluded`](crate::ownership::Ownership::excluded)).
     pub exclude_cidrs: Vec<ipnet::IpNet>,
+    /// Whether the controller keeps its nftables table (see [`crate::netfilter`]); on by
+    /// default. Off, it never reads nor writes netfilter (cleanup still deletes a table a
+    /// run with it on left).
+    pub netfilter: bool,
     /// Sysctls to hold at these values (checked at every full pass, written only when they
     /// differ). Keys in dotted or slash form.
     pub sysctls: Vec<(String, String)>,
@@ -63,6 +67,7 @@ impl Default for ReconcilerConfig {
             retry_max: DEFAULT_RETRY_MAX,
             node_port_range: DEFAULT_NODE_PORT_RANGE,
             exclude_cidrs: Vec::new(),
+            netfilter: true,
             sysctls: Vec::new(),
         }
     }

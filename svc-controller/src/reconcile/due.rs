@@ -30,10 +30,18 @@ impl<D: Dataplane> Reconciler<D> {
         round.metrics.retries += virtual_servers.len() as u64;
         round.reconcile_many(virtual_servers);
         for work in &due {
-            if let Work::Vip(addr) = *work {
-                round.metrics.retries += 1;
-                round.reconcile_vip(addr);
-                round.unblock(addr);
+            match *work {
+                Work::Vip(addr) => {
+                    round.metrics.retries += 1;
+                    round.reconcile_vip(addr);
+                    round.unblock(addr);
+                }
+                // A full pass due as well does it.
+                Work::Netfilter if !full_pass => {
+                    round.metrics.retries += 1;
+                    round.verify_netfilter();
+                }
+                _ => {}
             }
         }
         let mut report = round.report;

@@ -56,6 +56,7 @@ impl<D: Dataplane> Reconciler<D> {
         drop(listing);
         round.verify_states(states, adopted);
         round.unbind_stale_vips();
+        round.verify_netfilter();
         let report = round.report;
         if !adopted {
             info!(
@@ -130,6 +131,7 @@ impl<D: Dataplane> Reconciler<D> {
         round.take_node(node, dummy);
         let (keys, _) = round.pass_keys(listed.into_iter());
         round.bind_missing_vips();
+        round.verify_netfilter();
         let report = round.report;
         self.sweep = Some(Sweep {
             examined: 0,

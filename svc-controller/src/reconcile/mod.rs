@@ -118,6 +118,7 @@
 //! | `retries.rs` | failed work waiting for a retry, with its backoff |
 //! | `timed.rs` | entries indexed by their time, for retries and drain checks |
 //! | `due.rs` | what is due: [`Reconciler::next_wakeup`] and [`Reconciler::poll`] |
+//! | `netfilter.rs` | the nftables table's sets kept in line, in one transaction per round |
 //! | `full_pass.rs` | the full pass: at once ([`Reconciler::verify`]) or in slices (the sweep) |
 //! | `cleanup.rs` | [`Reconciler::cleanup`] |
 //! | `sysctls.rs` | the sysctls held at every full pass |
@@ -129,6 +130,7 @@ pub mod config;
 mod drains;
 mod due;
 mod full_pass;
+mod netfilter;
 mod report;
 mod retries;
 mod round;
@@ -172,6 +174,7 @@ use crate::dataplane::{
 use crate::desired::{Changes, DesiredState, ServiceDesired};
 use crate::mapping::{from_service_key, service_config, to_service_key};
 use crate::model::{ServiceRef, VirtualServer, VirtualServerKey};
+use crate::netfilter::Elements;
 use crate::ownership::Ownership;
 
 /// One Service's new input for [`Reconciler::sync_services`].
@@ -195,6 +198,9 @@ pub struct Reconciler<D> {
     vips: Vips,
     drains: Drains,
     retries: Retries,
+    /// What the nftables table's sets hold, as the last full pass read them and the
+    /// transactions since changed them; `None` before the first or after a failure.
+    netfilter: Option<Elements>,
     /// Whether a full pass has read the node and taken over what is ours.
     adopted: bool,
     /// The full pass in slices under way, if any.
@@ -215,6 +221,7 @@ impl<D: Dataplane> Reconciler<D> {
             vips: Vips::default(),
             drains: Drains::default(),
             retries: Retries::default(),
+            netfilter: None,
             adopted: false,
             sweep: None,
             metrics: Metrics::default(),
@@ -355,6 +362,7 @@ impl<D: Dataplane> Reconciler<D> {
         for addr in unbind {
             round.reconcile_vip(addr);
         }
+        round.sync_netfilter(&changes.vips, &changes.virtual_servers);
         round.report
     }
 
@@ -368,6 +376,7 @@ impl<D: Dataplane> Reconciler<D> {
             vips: &mut self.vips,
             drains: &mut self.drains,
             retries: &mut self.retries,
+            netfilter: &mut self.netfilter,
             metrics: &mut self.metrics,
             now,
             report: SyncReport::default(),

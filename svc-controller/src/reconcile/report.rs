@@ -41,6 +41,12 @@ pub struct Metrics {
     pub sysctl_writes: u64,
     /// Sysctls that could not be read or written.
     pub sysctl_failures: u64,
+    /// nftables transactions applied.
+    pub netfilter_transactions: u64,
+    /// Set elements of the nftables table added or deleted.
+    pub netfilter_changes: u64,
+    /// nftables transactions the kernel refused or that failed (none of each applied).
+    pub netfilter_failures: u64,
 }
 
 /// Operations counted by kind (for metrics labelled by kind).
@@ -102,6 +108,8 @@ pub struct SyncReport {
     pub address_changes: usize,
     /// Sysctls written.
     pub sysctl_writes: usize,
+    /// Set elements of the nftables table added or deleted.
+    pub netfilter_changes: usize,
     /// Whether the work was deferred to the first full pass (nothing adopted yet).
     pub deferred: bool,
     /// Whether [`Reconciler::cleanup`] deleted the dummy interface.
@@ -157,6 +165,7 @@ impl SyncReport {
         self.operations == 0
             && self.address_changes == 0
             && self.sysctl_writes == 0
+            && self.netfilter_changes == 0
             && !self.interface_deleted
             && self.errors.is_empty()
     }
@@ -172,6 +181,7 @@ impl SyncReport {
         self.failed += other.failed;
         self.address_changes += other.address_changes;
         self.sysctl_writes += other.sysctl_writes;
+        self.netfilter_changes += other.netfilter_changes;
         self.deferred |= other.deferred;
         self.interface_deleted |= other.interface_deleted;
         self.errors.extend(other.errors);

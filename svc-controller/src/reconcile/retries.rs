@@ -10,6 +10,8 @@ pub(super) enum Work {
     Vs(VirtualServerKey),
     /// Bind or unbind one address.
     Vip(IpAddr),
+    /// Bring the nftables table in line (a read or a transaction failed).
+    Netfilter,
     /// A full pass ([`Reconciler::verify`]) that failed.
     FullPass,
 }

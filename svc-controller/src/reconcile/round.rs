@@ -13,6 +13,7 @@ pub(super) struct Round<'a, D> {
     pub(super) vips: &'a mut Vips,
     pub(super) drains: &'a mut Drains,
     pub(super) retries: &'a mut Retries,
+    pub(super) netfilter: &'a mut Option<Elements>,
     pub(super) metrics: &'a mut Metrics,
     /// The instant the call was made at (the reconciler never reads a clock).
     pub(super) now: Instant,

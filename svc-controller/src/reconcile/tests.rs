@@ -1230,3 +1230,128 @@ fn a_sweep_that_cannot_start_changes_nothing() {
     assert_eq!(r.sweep_remaining(), None);
     assert_eq!(r.next_wakeup(), None, "the caller tries again");
 }
+
+/// What the simulated nftables table's sets hold.
+fn nft(r: &Reconciler<MemoryDataplane>) -> Option<crate::netfilter::Elements> {
+    r.dataplane().netfilter().elements().cloned()
+}
+
+fn nft_port(addr: &str, protocol: Protocol, port: u16) -> crate::netfilter::ServicePort {
+    crate::netfilter::ServicePort {
+        addr: ip(addr),
+        protocol,
+        port,
+    }
+}
+
+#[test]
+fn the_nftables_sets_follow_the_vips_and_their_ports_one_transaction_a_round() {
+    let now = Instant::now();
+    let dns = service(
+        "dns",
+        vec![
+            vs("10.96.0.53", Protocol::Udp, 53, &["10.0.0.9"]),
+            vs("10.96.0.53", Protocol::Tcp, 53, &["10.0.0.9"]),
+        ],
+    );
+    let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
+    let sets = nft(&r).expect("the full pass created the table");
+    assert_eq!(sets.vips, [ip("10.96.0.10")].into());
+    assert_eq!(
+        sets.ports,
+        [nft_port("10.96.0.10", Protocol::Tcp, 80)].into()
+    );
+    assert_eq!(r.dataplane().netfilter().transactions(), 1);
+
+    // A Service with two ports: one transaction for its VIP and both ports.
+    let report = r.sync_service(dns, now);
+    assert_eq!(report.netfilter_changes, 3);
+    assert_eq!(r.dataplane().netfilter().transactions(), 2);
+    // An endpoint change touches no set: no transaction.
+    let report = r.sync_service(web(&["10.0.0.1", "10.0.0.2"]), now);
+    assert_eq!(report.netfilter_changes, 0);
+    assert_eq!(r.dataplane().netfilter().transactions(), 2);
+    // A Service that goes takes its VIP and ports along.
+    r.remove_service(&ServiceRef::new("default", "web"), now);
+    let sets = nft(&r).unwrap();
+    assert_eq!(sets.vips, [ip("10.96.0.53")].into());
+    assert_eq!(
+        sets.ports,
+        [
+            nft_port("10.96.0.53", Protocol::Tcp, 53),
+            nft_port("10.96.0.53", Protocol::Udp, 53)
+        ]
+        .into()
+    );
+    assert_eq!(r.metrics().netfilter_transactions, 3);
+    assert_eq!(r.metrics().netfilter_changes, 1 + 1 + 3 + 2);
+
+    // A restart with the same inputs: no transaction, a quiet pass.
+    let desired = r.desired().clone();
+    let mut again = Reconciler::new(r.into_dataplane(), ReconcilerConfig::default());
+    again.set_desired(desired);
+    let report = again.verify(now).unwrap();
+    assert!(report.is_quiet(), "{report:?}");
+    assert_eq!(again.dataplane().netfilter().transactions(), 3);
+}
+
+#[test]
+fn the_full_pass_repairs_the_nftables_table_and_a_failed_transaction_is_retried() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
+    let wanted = nft(&r).unwrap();
+    // An element deleted and one added behind our back; then the whole table.
+    r.dataplane_mut().netfilter_mut().tamper(|t| {
+        let sets = t.as_mut().unwrap();
+        sets.vips.clear();
+        sets.ports.insert(nft_port("10.96.0.99", Protocol::Tcp, 22));
+    });
+    let report = r.verify(now).unwrap();
+    assert_eq!(report.netfilter_changes, 2);
+    assert_eq!(nft(&r).unwrap(), wanted);
+    r.dataplane_mut().netfilter_mut().tamper(|t| *t = None);
+    r.verify(now).unwrap();
+    assert_eq!(nft(&r).unwrap(), wanted);
+
+    // A transaction that fails: reported, and retried with the backoff by a full
+    // netfilter pass.
+    r.dataplane_mut().netfilter_mut().fail_transactions(1);
+    let dns = service(
+        "dns",
+        vec![vs("10.96.0.53", Protocol::Udp, 53, &["10.0.0.9"])],
+    );
+    let report = r.sync_service(dns, now);
+    assert_eq!(report.errors.len(), 1, "{report:?}");
+    assert_eq!(r.metrics().netfilter_failures, 1);
+    assert!(!nft(&r).unwrap().vips.contains(&ip("10.96.0.53")));
+    let due = r.next_wakeup().expect("a retry is scheduled");
+    let report = r.poll(due);
+    assert!(report.is_ok(), "{report:?}");
+    assert!(nft(&r).unwrap().vips.contains(&ip("10.96.0.53")));
+    assert_eq!(r.pending_retries(), 0);
+}
+
+#[test]
+fn cleanup_deletes_the_nftables_table_and_netfilter_can_be_left_alone() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
+    assert!(nft(&r).is_some());
+    let report = r.cleanup(now).unwrap();
+    assert_eq!(report.netfilter_changes, 2, "its two elements went with it");
+    assert!(nft(&r).is_none());
+
+    let off = ReconcilerConfig {
+        netfilter: false,
+        ..ReconcilerConfig::default()
+    };
+    let mut r = started_with(node(), vec![web(&["10.0.0.1"])], now, off);
+    r.sync_service(
+        service(
+            "dns",
+            vec![vs("10.96.0.53", Protocol::Udp, 53, &["10.0.0.9"])],
+        ),
+        now,
+    );
+    assert!(nft(&r).is_none());
+    assert_eq!(r.dataplane().netfilter().transactions(), 0);
+}

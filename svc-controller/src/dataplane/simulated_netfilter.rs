@@ -1,0 +1,80 @@
+//! The in-memory dataplane's nftables: the controller's table as the kernel would keep it,
+//! with its transactions counted and faults to inject.
+
+use netlink_packet_netfilter::nftables::NfTablesMessage;
+
+use crate::netfilter::{Change, Elements};
+
+/// `ENOENT`, `EINVAL`, `EOPNOTSUPP`, and the errno of injected faults (`EAGAIN`).
+const ENOENT: i32 = 2;
+const EINVAL: i32 = 22;
+const EOPNOTSUPP: i32 = 95;
+const INJECTED: i32 = 11;
+
+/// The controller's nftables table, simulated: whether it exists and what its sets hold.
+#[derive(Debug, Clone, Default)]
+pub struct SimulatedNetfilter {
+    table: Option<Elements>,
+    transactions: usize,
+    failing: usize,
+}
+
+impl SimulatedNetfilter {
+    /// What the sets hold; `None` when there is no table.
+    pub fn elements(&self) -> Option<&Elements> {
+        self.table.as_ref()
+    }
+
+    /// How many transactions were applied or refused.
+    pub fn transactions(&self) -> usize {
+        self.transactions
+    }
+
+    /// Makes the next `count` transactions fail as a whole.
+    pub fn fail_transactions(&mut self, count: usize) {
+        self.failing = count;
+    }
+
+    /// Changes the table behind the controller's back (`None`: no table).
+    pub fn tamper(&mut self, edit: impl FnOnce(&mut Option<Elements>)) {
+        edit(&mut self.table);
+    }
+
+    /// Applies `changes` as the kernel applies a batch: all, or, at the first refused one,
+    /// none (the error is its errno).
+    pub(crate) fn transact(&mut self, changes: &[Change]) -> Result<(), i32> {
+        self.transactions += 1;
+        if self.failing > 0 {
+            self.failing -= 1;
+            return Err(INJECTED);
+        }
+        let mut table = self.table.clone();
+        for change in changes {
+            match change.message.as_nftables() {
+                Some(NfTablesMessage::NewTable(_)) => {
+                    table.get_or_insert_with(Elements::default);
+                }
+                Some(NfTablesMessage::DeleteTable(_)) => {
+                    table.take().ok_or(ENOENT)?;
+                }
+                Some(
+                    NfTablesMessage::NewSet(_)
+                    | NfTablesMessage::NewChain(_)
+                    | NfTablesMessage::NewRule(_)
+                    | NfTablesMessage::DeleteRule(_),
+                ) => {
+                    table.as_ref().ok_or(ENOENT)?;
+                }
+                Some(NfTablesMessage::NewSetElement(_) | NfTablesMessage::DeleteSetElement(_)) => {
+                    let sets = table.as_mut().ok_or(ENOENT)?;
+                    if !sets.apply(change) {
+                        return Err(EINVAL);
+                    }
+                }
+                _ => return Err(EOPNOTSUPP),
+            }
+        }
+        self.table = table;
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! The node's nftables table kept in line with the desired state, beside IPVS: the full pass
+//! reads its sets and writes what differs (creating the table when it is missing), an
+//! incremental sync writes the elements of what changed; each round's changes are one
+//! transaction. See [`crate::netfilter`].
+
+use crate::netfilter::{Change, Elements, ServicePort, table};
+
+use super::*;
+
+impl<D: Dataplane> Round<'_, D> {
+    /// The full netfilter pass: reads the sets and writes what differs from the desired
+    /// state; a missing table is created. With a table that already matches, no change.
+    pub(super) fn verify_netfilter(&mut self) {
+        if !self.config.netfilter {
+            return;
+        }
+        let wanted = Elements::wanted(self.desired, &self.vips.node);
+        let read = match self.dataplane.netfilter_elements() {
+            Ok(read) => read,
+            Err(e) => {
+                self.metrics.read_failures += 1;
+                *self.netfilter = None;
+                self.retry_later(Work::Netfilter);
+                warn!(
+                    error = %e,
+                    retry_in_ms = self.retries.retry_in_ms(Work::Netfilter, self.now),
+                    "cannot read the nftables table; retrying"
+                );
+                self.report.errors.push(e.into());
+                return;
+            }
+        };
+        let (have, mut changes) = match read {
+            Some(have) => (have, Vec::new()),
+            None => (Elements::default(), table::create()),
+        };
+        let count = have.difference_len(&wanted);
+        changes.extend(have.changes_to(&wanted));
+        if changes.is_empty() {
+            *self.netfilter = Some(wanted);
+            self.retries.clear(Work::Netfilter);
+            return;
+        }
+        if self.transact_netfilter(&changes, count) {
+            *self.netfilter = Some(wanted);
+        }
+    }
+
+    /// Writes the elements of `vips` and of the virtual servers `keys` as the desired state
+    /// now wants them. Before the table is known (no full pass yet, or a failed
+    /// transaction), nothing: the full pass (or its retry) writes everything.
+    pub(super) fn sync_netfilter(
+        &mut self,
+        vips: &BTreeSet<IpAddr>,
+        keys: &BTreeSet<VirtualServerKey>,
+    ) {
+        if !self.config.netfilter {
+            return;
+        }
+        let Some(view) = self.netfilter.as_ref() else {
+            return;
+        };
+        let mut have = Elements::default();
+        let mut want = Elements::default();
+        for addr in vips {
+            if view.vips.contains(addr) {
+                have.vips.insert(*addr);
+            }
+            if self.vips.wanted(self.desired, addr) {
+                want.vips.insert(*addr);
+            }
+        }
+        for key in keys {
+            let port = ServicePort {
+                addr: key.addr,
+                protocol: key.protocol,
+                port: key.port,
+            };
+            if view.ports.contains(&port) {
+                have.ports.insert(port);
+            }
+            if self.desired.virtual_servers().contains_key(key)
+                && self.vips.wanted(self.desired, &key.addr)
+            {
+                want.ports.insert(port);
+            }
+        }
+        let changes = have.changes_to(&want);
+        if changes.is_empty() {
+            return;
+        }
+        if self.transact_netfilter(&changes, have.difference_len(&want))
+            && let Some(view) = self.netfilter.as_mut()
+        {
+            for addr in vips {
+                if want.vips.contains(addr) {
+                    view.vips.insert(*addr);
+                } else {
+                    view.vips.remove(addr);
+                }
+            }
+            for port in have.ports.iter().chain(&want.ports) {
+                if want.ports.contains(port) {
+                    view.ports.insert(*port);
+                } else {
+                    view.ports.remove(port);
+                }
+            }
+        }
+    }
+
+    /// Applies `changes` (`elements` set elements among them) as one transaction; counts,
+    /// logs, and on failure forgets the view of the table and schedules a full netfilter
+    /// pass. Returns whether it was applied.
+    fn transact_netfilter(&mut self, changes: &[Change], elements: usize) -> bool {
+        match self.dataplane.netfilter_transact(changes) {
+            Ok(()) => {
+                self.metrics.netfilter_transactions += 1;
+                self.metrics.netfilter_changes += elements as u64;
+                self.report.netfilter_changes += elements;
+                self.retries.clear(Work::Netfilter);
+                debug!(
+                    messages = changes.len(),
+                    elements, "nftables transaction applied"
+                );
+                true
+            }
+            Err(e) => {
+                self.metrics.netfilter_failures += 1;
+                // Nothing of it was applied, but what the table holds is no longer known
+                // for sure: the retry reads it.
+                *self.netfilter = None;
+                self.retry_later(Work::Netfilter);
+                warn!(
+                    messages = changes.len(),
+                    elements,
+                    error = %e,
+                    retry_in_ms = self.retries.retry_in_ms(Work::Netfilter, self.now),
+                    "nftables transaction failed (nothing of it applied); retrying"
+                );
+                self.report.errors.push(e.into());
+                false
+            }
+        }
+    }
+}
