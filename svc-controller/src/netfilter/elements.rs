@@ -244,6 +244,18 @@ mod tests {
             have.changes_to(&have).is_empty(),
             "nothing to do, no message"
         );
+        // A large set goes in messages of a bounded size.
+        let many = Elements {
+            vips: (0..2500u32)
+                .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)))
+                .collect(),
+            ports: BTreeSet::new(),
+        };
+        let changes = Elements::default().changes_to(&many);
+        assert_eq!(changes.len(), 3);
+        let mut got = Elements::default();
+        apply(&mut got, &changes);
+        assert_eq!(got, many);
         let changes = have.changes_to(&want);
         // Deletions and additions, each set once per direction.
         assert_eq!(changes.len(), 8);
@@ -317,6 +329,45 @@ mod tests {
                     assert!(!drifted.vips.contains(&ip("10.96.0.10")));
                     nft.transact(&drifted.changes_to(&want)).unwrap();
                     assert_eq!(Elements::read(&mut nft).unwrap().unwrap(), want);
+                })
+                .expect("the test body ran");
+        }
+
+        #[test]
+        #[ignore = "real kernel: run by cargo xtask test"]
+        fn a_cold_start_of_thousands_of_services_is_one_transaction() {
+            Netns::new("nft-large")
+                .expect("a fresh namespace")
+                .run(|| {
+                    // 4,000 VIPs with two ports each: a datagram larger than a default send
+                    // buffer, and sets larger than one attribute's 64 KiB.
+                    let vips: Vec<IpAddr> = (0..4_000u32)
+                        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)))
+                        .collect();
+                    let want = Elements {
+                        ports: vips
+                            .iter()
+                            .flat_map(|a| {
+                                [Protocol::Tcp, Protocol::Udp].map(|protocol| ServicePort {
+                                    addr: *a,
+                                    protocol,
+                                    port: 53,
+                                })
+                            })
+                            .collect(),
+                        vips: vips.into_iter().collect(),
+                    };
+                    let mut nft = NftSocket::open().unwrap();
+                    let mut changes = table::create();
+                    changes.extend(Elements::default().changes_to(&want));
+                    nft.transact(&changes).unwrap();
+                    let read = Elements::read(&mut nft).unwrap().unwrap();
+                    // Compared by counts and differences: the sets are too large to print.
+                    let missing = want.difference_len(&read);
+                    assert_eq!(
+                        (read.vips.len(), read.ports.len(), missing),
+                        (want.vips.len(), want.ports.len(), 0)
+                    );
                 })
                 .expect("the test body ran");
         }

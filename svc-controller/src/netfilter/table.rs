@@ -208,13 +208,13 @@ pub fn elements(vips: &[IpAddr], ports: &[ServicePort], add: bool) -> Vec<Change
     for sets in [&V4, &V6] {
         let keys: Vec<Vec<u8>> = vips
             .iter()
-            .filter(|a| std::ptr::eq(Sets::of(a), sets))
+            .filter(|a| Sets::of(a).family == sets.family)
             .map(address_bytes)
             .collect();
         changes.extend(set_elements(sets.vips, keys, add));
         let keys: Vec<Vec<u8>> = ports
             .iter()
-            .filter(|p| std::ptr::eq(Sets::of(&p.addr), sets))
+            .filter(|p| Sets::of(&p.addr).family == sets.family)
             .filter_map(|p| {
                 // An IP protocol number is one byte; another cannot match a packet.
                 let protocol = u8::try_from(p.protocol.number()).ok()?;
@@ -230,10 +230,18 @@ pub fn elements(vips: &[IpAddr], ports: &[ServicePort], add: bool) -> Vec<Change
     changes
 }
 
-fn set_elements(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Option<Change> {
-    if keys.is_empty() {
-        return None;
-    }
+/// The most elements in one message: an attribute's length is 16 bits, so the list of a
+/// message must stay under 64 KiB (an IPv6 port element takes 40 bytes).
+const ELEMENTS_PER_MESSAGE: usize = 1024;
+
+/// The changes that add (or delete) `keys` in `set`, [`ELEMENTS_PER_MESSAGE`] a message.
+fn set_elements(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Vec<Change> {
+    keys.chunks(ELEMENTS_PER_MESSAGE)
+        .map(|chunk| set_elements_message(set, chunk.to_vec(), add))
+        .collect()
+}
+
+fn set_elements_message(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Change {
     let message = SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.into()),
@@ -249,7 +257,7 @@ fn set_elements(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Option<Change> {
             ),
         ],
     };
-    Some(if add {
+    if add {
         Change::add(
             NetfilterProtoFamily::Inet,
             NfTablesMessage::NewSetElement(message),
@@ -259,7 +267,7 @@ fn set_elements(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Option<Change> {
             NetfilterProtoFamily::Inet,
             NfTablesMessage::DeleteSetElement(message),
         )
-    })
+    }
 }
 
 fn add(message: NfTablesMessage) -> Change {

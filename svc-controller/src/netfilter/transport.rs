@@ -30,10 +30,11 @@ use netlink_packet_netfilter::{
     NetfilterSubsystem,
 };
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{setsockopt, sockopt};
 // The versions `netlink-packet-netfilter` is built with (the same as `rtnetlink`'s).
 use rtnetlink::packet_core::{
-    NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkDeserializable, NetlinkHeader,
-    NetlinkSerializable,
+    DecodeError, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkDeserializable, NetlinkHeader,
+    NetlinkSerializable, NlasIterator,
 };
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
 
@@ -62,12 +63,73 @@ impl Payload for Nfnl {
     }
 
     fn parse_reply(message_type: u16, _family_id: u16, payload: &[u8]) -> Result<Self, ReplyError> {
+        if message_type == NEW_SET_ELEMENT {
+            return parse_set_elements(payload)
+                .map(Self)
+                .map_err(ReplyError::Decode);
+        }
         let mut header = NetlinkHeader::default();
         header.message_type = message_type;
         NetfilterMessage::deserialize(&header, payload)
             .map(Self)
             .map_err(ReplyError::Decode)
     }
+}
+
+/// `NFT_MSG_NEWSETELEM` of the nftables subsystem, as a message's netlink type.
+const NEW_SET_ELEMENT: u16 = (10 << 8) | 12;
+
+/// `NFTA_SET_ELEM_LIST_TABLE`, `_SET`, `_ELEMENTS`; `NFTA_SET_ELEM_KEY`; `NFTA_DATA_VALUE`.
+const LIST_TABLE: u16 = 1;
+const LIST_SET: u16 = 2;
+const LIST_ELEMENTS: u16 = 3;
+const ELEMENT_KEY: u16 = 1;
+const DATA_VALUE: u16 = 1;
+
+/// Reads a set-element message (a listing's reply) for its table, set and element keys.
+/// `netlink-packet-netfilter`'s parser takes time quadratic in a message's elements, and a
+/// listing brings several hundred a message: this walks the attributes once.
+fn parse_set_elements(payload: &[u8]) -> Result<NetfilterMessage, DecodeError> {
+    let header = NetfilterHeader::parse(payload)?;
+    let string = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes.strip_suffix(&[0]).unwrap_or(bytes)).into_owned()
+    };
+    let mut attributes = Vec::new();
+    let mut elements = Vec::new();
+    for nla in NlasIterator::new(payload.get(4..).unwrap_or_default()) {
+        let nla = nla?;
+        match nla.kind() {
+            LIST_TABLE => attributes.push(SetElementList::Table(string(nla.value()))),
+            LIST_SET => attributes.push(SetElementList::Set(string(nla.value()))),
+            LIST_ELEMENTS => {
+                for element in NlasIterator::new(nla.value()) {
+                    let element = element?;
+                    for attribute in NlasIterator::new(element.value()) {
+                        let attribute = attribute?;
+                        if attribute.kind() != ELEMENT_KEY {
+                            continue;
+                        }
+                        for data in NlasIterator::new(attribute.value()) {
+                            let data = data?;
+                            if data.kind() == DATA_VALUE {
+                                elements.push(ListAttribute::Element(vec![
+                                    SetElementAttribute::Key(DataAttribute::Value(
+                                        data.value().to_vec(),
+                                    )),
+                                ]));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    attributes.push(SetElementList::Elements(elements));
+    Ok(NetfilterMessage::new(
+        header,
+        NfTablesMessage::NewSetElement(SetElementMessage { attributes }),
+    ))
 }
 
 impl Nfnl {
@@ -169,6 +231,8 @@ pub struct NftSocket {
     exchange: Exchange<Nfnl>,
     send: Vec<u8>,
     recv: Vec<u8>,
+    /// The largest datagram the send buffer was sized for.
+    send_capacity: usize,
 }
 
 impl NftSocket {
@@ -189,6 +253,7 @@ impl NftSocket {
             exchange: Exchange::new(0, port_id, 1),
             send: Vec::new(),
             recv: Vec::with_capacity(64 << 10),
+            send_capacity: 0,
         })
     }
 
@@ -213,6 +278,7 @@ impl NftSocket {
             exchange.push_unacknowledged(&Nfnl::batch(ControlMessage::BatchEnd), 0, &mut self.send)
         })();
         pushed.map_err(|source| self.fail("encoding the transaction", source))?;
+        self.fit_send_buffer();
         self.send_buffer("sending the transaction")?;
         // The settling request: the generation the kernel is at, acknowledged.
         self.send.clear();
@@ -332,6 +398,24 @@ impl NftSocket {
     fn fail(&mut self, context: &'static str, source: TransportError) -> NftError {
         self.exchange.abandon();
         NftError::Answers { context, source }
+    }
+
+    /// Sizes the socket's send buffer for the datagram in the send buffer: a transaction is
+    /// one datagram however large (the kernel aborts a batch that does not end in the
+    /// datagram it began in), and the kernel refuses a datagram larger than the buffer. With
+    /// `CAP_NET_ADMIN` the size is forced past `net.core.wmem_max`; without, it is asked for
+    /// (and capped), and a datagram still too large fails with the kernel's error.
+    fn fit_send_buffer(&mut self) {
+        let needed = self.send.len() + 4096;
+        if needed <= self.send_capacity {
+            return;
+        }
+        // The kernel doubles the value for its bookkeeping, and counts the datagram against it.
+        let fd = self.socket.as_fd();
+        if setsockopt(&fd, sockopt::SndBufForce, &needed).is_err() {
+            let _ = setsockopt(&fd, sockopt::SndBuf, &needed);
+        }
+        self.send_capacity = needed;
     }
 
     /// Sends the send buffer as one datagram.
@@ -500,6 +584,37 @@ mod tests {
             }),
         );
         assert_eq!(rule.flags, NLM_F_CREATE | NLM_F_APPEND);
+    }
+
+    #[test]
+    fn a_set_element_reply_is_read_for_its_keys() {
+        let keys: Vec<Vec<u8>> = (0..600u16).map(|i| i.to_be_bytes().repeat(2)).collect();
+        let reply = Nfnl::nftables(
+            NetfilterProtoFamily::Inet,
+            NfTablesMessage::NewSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table("ipvs-proxy".into()),
+                    SetElementList::Set("vips-v4".into()),
+                    SetElementList::Elements(
+                        keys.iter()
+                            .map(|key| {
+                                ListAttribute::Element(vec![SetElementAttribute::Key(
+                                    DataAttribute::Value(key.clone()),
+                                )])
+                            })
+                            .collect(),
+                    ),
+                ],
+            }),
+        );
+        let mut bytes = vec![0; reply.payload_len()];
+        reply.emit_payload(&mut bytes);
+        assert_eq!(reply.message_type(0), NEW_SET_ELEMENT);
+        let back = Nfnl::parse_reply(NEW_SET_ELEMENT, 0, &bytes).unwrap();
+        assert_eq!(back, reply);
+        // Cut short: an error, not a panic.
+        assert!(Nfnl::parse_reply(NEW_SET_ELEMENT, 0, &bytes[..bytes.len() - 3]).is_err());
+        assert!(Nfnl::parse_reply(NEW_SET_ELEMENT, 0, &bytes[..2]).is_err());
     }
 
     #[test]
