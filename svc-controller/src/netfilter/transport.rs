@@ -87,8 +87,9 @@ const ELEMENT_KEY: u16 = 1;
 const DATA_VALUE: u16 = 1;
 
 /// Reads a set-element message (a listing's reply) for its table, set and element keys.
-/// `netlink-packet-netfilter`'s parser takes time quadratic in a message's elements, and a
-/// listing brings several hundred a message: this walks the attributes once.
+/// `netlink-packet-netfilter`'s parser spends far longer on a message of several hundred
+/// elements (what a listing brings) than the kernel takes to list them: this walks the
+/// attributes once and keeps only the keys.
 fn parse_set_elements(payload: &[u8]) -> Result<NetfilterMessage, DecodeError> {
     let header = NetfilterHeader::parse(payload)?;
     let string = |bytes: &[u8]| {
