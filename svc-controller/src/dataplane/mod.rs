@@ -337,7 +337,7 @@ pub trait Dataplane {
     fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), DataplaneError>;
 
     /// What the sets of the controller's nftables table hold (see
-    /// [`netfilter`](crate::netfilter)); `None` when the node has no such table.
+    /// [`netfilter`]); `None` when the node has no such table.
     fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError>;
 
     /// Applies nftables changes as one transaction: all of them, or none when the kernel
