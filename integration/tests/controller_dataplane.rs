@@ -591,6 +591,32 @@ mod real_kernel {
             assert_eq!(r.metrics().drift_detected, 2);
             assert_eq!(owned(&kernel_table(&mut ipvs)), desired_table(r.desired()));
             assert!(r.verify(Instant::now()).unwrap().is_quiet());
+
+            // The nftables table: an element deleted, then a whole set.
+            let nft = |command: &str| {
+                let status = std::process::Command::new("nft")
+                    .arg(command)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "nft {command}");
+            };
+            let wanted = r.dataplane_mut().netfilter_elements().unwrap().unwrap();
+            assert!(wanted.vips.contains(&ip("10.96.0.10")), "{wanted:?}");
+            nft("delete element inet ipvs-proxy vips-v4 { 10.96.0.10 }");
+            let report = r.verify(Instant::now()).unwrap();
+            assert_eq!(report.netfilter_changes, 1, "{report:?}");
+            // A set can go only with the rule that looks it up.
+            nft("flush chain inet ipvs-proxy input");
+            nft("delete chain inet ipvs-proxy input");
+            nft("delete set inet ipvs-proxy service-ports-v4");
+            let report = r.verify(Instant::now()).unwrap();
+            assert!(report.is_ok(), "{report:?}");
+            assert_eq!(
+                r.dataplane_mut().netfilter_elements().unwrap(),
+                Some(wanted)
+            );
+            nft("list chain inet ipvs-proxy input");
+            assert!(r.verify(Instant::now()).unwrap().is_quiet());
         });
     }
 

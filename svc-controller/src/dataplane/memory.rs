@@ -402,7 +402,10 @@ impl Dataplane for MemoryDataplane {
     }
 
     fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError> {
-        Ok(self.netfilter.elements().cloned())
+        self.netfilter.read().map_err(|errno| DataplaneError::Io {
+            context: "list the nftables table".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        })
     }
 
     fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {

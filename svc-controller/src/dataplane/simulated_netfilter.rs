@@ -17,6 +17,7 @@ pub struct SimulatedNetfilter {
     table: Option<Elements>,
     transactions: usize,
     failing: usize,
+    unreadable: bool,
 }
 
 impl SimulatedNetfilter {
@@ -35,6 +36,21 @@ impl SimulatedNetfilter {
         self.failing = count;
     }
 
+    /// Makes the table unreadable until a transaction deletes it (as a table whose set was
+    /// deleted behind the controller's back is).
+    pub fn break_table(&mut self) {
+        self.unreadable = true;
+    }
+
+    /// What a listing reads: the sets, `None` when there is no table, an errno when the
+    /// table cannot be read.
+    pub(crate) fn read(&self) -> Result<Option<Elements>, i32> {
+        if self.unreadable && self.table.is_some() {
+            return Err(ENOENT);
+        }
+        Ok(self.table.clone())
+    }
+
     /// Changes the table behind the controller's back (`None`: no table).
     pub fn tamper(&mut self, edit: impl FnOnce(&mut Option<Elements>)) {
         edit(&mut self.table);
@@ -49,6 +65,7 @@ impl SimulatedNetfilter {
             return Err(INJECTED);
         }
         let mut table = self.table.clone();
+        let mut unreadable = self.unreadable;
         for change in changes {
             match change.message.as_nftables() {
                 Some(NfTablesMessage::NewTable(_)) => {
@@ -56,6 +73,7 @@ impl SimulatedNetfilter {
                 }
                 Some(NfTablesMessage::DeleteTable(_)) => {
                     table.take().ok_or(ENOENT)?;
+                    unreadable = false;
                 }
                 Some(
                     NfTablesMessage::NewSet(_)
@@ -75,6 +93,7 @@ impl SimulatedNetfilter {
             }
         }
         self.table = table;
+        self.unreadable = unreadable;
         Ok(())
     }
 }

@@ -15,24 +15,19 @@ impl<D: Dataplane> Round<'_, D> {
             return;
         }
         let wanted = Elements::wanted(self.desired, &self.vips.node);
-        let read = match self.dataplane.netfilter_elements() {
-            Ok(read) => read,
+        let (have, mut changes) = match self.dataplane.netfilter_elements() {
+            Ok(Some(have)) => (have, Vec::new()),
+            Ok(None) => (Elements::default(), table::create()),
             Err(e) => {
+                // The table is there but cannot be read whole (a set deleted behind our
+                // back, say): it is replaced, in the same transaction, so no packet sees it
+                // missing.
                 self.metrics.read_failures += 1;
-                *self.netfilter = None;
-                self.retry_later(Work::Netfilter);
-                warn!(
-                    error = %e,
-                    retry_in_ms = self.retries.retry_in_ms(Work::Netfilter, self.now),
-                    "cannot read the nftables table; retrying"
-                );
-                self.report.errors.push(e.into());
-                return;
+                warn!(error = %e, "cannot read the nftables table; replacing it");
+                let mut changes = vec![table::delete()];
+                changes.extend(table::create());
+                (Elements::default(), changes)
             }
-        };
-        let (have, mut changes) = match read {
-            Some(have) => (have, Vec::new()),
-            None => (Elements::default(), table::create()),
         };
         let count = have.difference_len(&wanted);
         changes.extend(have.changes_to(&wanted));

@@ -1312,6 +1312,16 @@ fn the_full_pass_repairs_the_nftables_table_and_a_failed_transaction_is_retried(
     r.dataplane_mut().netfilter_mut().tamper(|t| *t = None);
     r.verify(now).unwrap();
     assert_eq!(nft(&r).unwrap(), wanted);
+    // A table that cannot be read whole is replaced in one transaction.
+    r.dataplane_mut().netfilter_mut().break_table();
+    let transactions = r.dataplane().netfilter().transactions();
+    let report = r.verify(now).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(r.dataplane().netfilter().transactions(), transactions + 1);
+    assert_eq!(
+        r.dataplane_mut().netfilter_elements().unwrap().as_ref(),
+        Some(&wanted)
+    );
 
     // A transaction that fails: reported, and retried with the backoff by a full
     // netfilter pass.
