@@ -131,6 +131,7 @@ pub fn create() -> Vec<Change> {
             ChainAttribute::Name("input".into()),
             ChainAttribute::Hook(vec![
                 Hook::Number(HookNumber::Inet(InetHookNumber::LocalIn)),
+                // The attribute carries the signed priority's bits.
                 Hook::Priority(INPUT_PRIORITY as u32),
             ]),
             ChainAttribute::Type("filter".into()),

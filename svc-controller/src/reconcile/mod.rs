@@ -1,5 +1,6 @@
-//! The reconciler: keeps the node's IPVS table and dummy interface in line with the
-//! [`DesiredState`], incrementally, safely, and without a state file.
+//! The reconciler: keeps the node's IPVS table, dummy interface and nftables table (see
+//! [`netfilter`](crate::netfilter)) in line with the [`DesiredState`], incrementally, safely,
+//! and without a state file.
 //!
 //! # Driving it
 //!
@@ -91,15 +92,16 @@
 //!
 //! - `warn`: every failed IPVS operation (the operation, its Service, the kernel's errno and
 //!   message), failed batch, failed read, failed address change (the VIP, its Service, the
-//!   error, when it is retried), virtual server not created for want of its VIP, sysctl that
+//!   error, when it is retried), failed nftables transaction or read of the nftables table,
+//!   virtual server not created for want of its VIP, sysctl that
 //!   cannot be held, deletion of a virtual server that this process did not create and no
 //!   Service asked for while it ran (with the ownership rule that made it ours);
 //! - `info`: adoption of the node (owned, foreign and desired virtual servers, VIPs,
 //!   drains, operations), drift repaired (virtual server, Service, operations), drains
 //!   started, completed and expired (one event per real server, only when it happened:
 //!   after the kernel accepted the change), sysctls written, cleanup;
-//! - `debug`: each applied batch with its counts by kind, each address change, each full
-//!   pass's totals;
+//! - `debug`: each applied batch with its counts by kind, each address change, each nftables
+//!   transaction (messages, set elements), each full pass's totals;
 //! - `trace`: each IPVS operation, in `ipvsadm` notation.
 //!
 //! Nothing per real server is logged at `info` on the programming path: a batch is one
