@@ -410,7 +410,7 @@ impl Dataplane for MemoryDataplane {
 
     fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
         self.netfilter
-            .transact(changes)
+            .transact(changes, self.apply_calls)
             .map_err(|errno| DataplaneError::Io {
                 context: format!("nftables transaction of {} changes", changes.len()),
                 source: std::io::Error::from_raw_os_error(errno),

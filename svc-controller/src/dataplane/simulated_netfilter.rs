@@ -16,6 +16,8 @@ const INJECTED: i32 = 11;
 pub struct SimulatedNetfilter {
     table: Option<Elements>,
     transactions: usize,
+    /// For each transaction applied, how many IPVS batches the dataplane had applied before it.
+    after_batches: Vec<usize>,
     failing: usize,
     unreadable: bool,
 }
@@ -29,6 +31,12 @@ impl SimulatedNetfilter {
     /// How many transactions were applied or refused.
     pub fn transactions(&self) -> usize {
         self.transactions
+    }
+
+    /// For each transaction applied, how many IPVS batches came before it (to check what a
+    /// sync does first).
+    pub fn after_batches(&self) -> &[usize] {
+        &self.after_batches
     }
 
     /// Makes the next `count` transactions fail as a whole.
@@ -58,7 +66,7 @@ impl SimulatedNetfilter {
 
     /// Applies `changes` as the kernel applies a batch: all, or, at the first refused one,
     /// none (the error is its errno).
-    pub(crate) fn transact(&mut self, changes: &[Change]) -> Result<(), i32> {
+    pub(crate) fn transact(&mut self, changes: &[Change], batches: usize) -> Result<(), i32> {
         self.transactions += 1;
         if self.failing > 0 {
             self.failing -= 1;
@@ -94,6 +102,7 @@ impl SimulatedNetfilter {
         }
         self.table = table;
         self.unreadable = unreadable;
+        self.after_batches.push(batches);
         Ok(())
     }
 }

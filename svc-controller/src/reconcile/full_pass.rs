@@ -42,6 +42,8 @@ impl<D: Dataplane> Reconciler<D> {
         let adopted = self.adopted;
         let mut round = self.round(now);
         round.take_node(node, dummy);
+        // Before any virtual server is created (see `Reconciler::sync_services`).
+        round.verify_netfilter();
         let (keys, found) = round.pass_keys(listing.table.keys());
         let listed = listing.table.len();
         round.bind_missing_vips();
@@ -56,7 +58,6 @@ impl<D: Dataplane> Reconciler<D> {
         drop(listing);
         round.verify_states(states, adopted);
         round.unbind_stale_vips();
-        round.verify_netfilter();
         let report = round.report;
         if !adopted {
             info!(
@@ -129,9 +130,9 @@ impl<D: Dataplane> Reconciler<D> {
         self.metrics.full_syncs += 1;
         let mut round = self.round(now);
         round.take_node(node, dummy);
+        round.verify_netfilter();
         let (keys, _) = round.pass_keys(listed.into_iter());
         round.bind_missing_vips();
-        round.verify_netfilter();
         let report = round.report;
         self.sweep = Some(Sweep {
             examined: 0,

@@ -345,6 +345,9 @@ impl<D: Dataplane> Reconciler<D> {
             };
         }
         let mut round = self.round(now);
+        // The nftables sets first: a port a Service now defines is let through before its
+        // virtual server exists (after, its first connections would meet the drop rule).
+        round.sync_netfilter(&changes.vips, &changes.virtual_servers);
         // Bind before creating, delete before unbinding (see the ownership rule).
         let (bind, unbind): (Vec<IpAddr>, Vec<IpAddr>) = changes
             .vips
@@ -364,7 +367,6 @@ impl<D: Dataplane> Reconciler<D> {
         for addr in unbind {
             round.reconcile_vip(addr);
         }
-        round.sync_netfilter(&changes.vips, &changes.virtual_servers);
         round.report
     }
 

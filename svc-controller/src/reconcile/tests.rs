@@ -1256,6 +1256,11 @@ fn the_nftables_sets_follow_the_vips_and_their_ports_one_transaction_a_round() {
     );
     let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
     let sets = nft(&r).expect("the full pass created the table");
+    assert_eq!(
+        r.dataplane().netfilter().after_batches(),
+        [0],
+        "the adoption wrote the sets before creating any virtual server"
+    );
     assert_eq!(sets.vips, [ip("10.96.0.10")].into());
     assert_eq!(
         sets.ports,
@@ -1263,10 +1268,17 @@ fn the_nftables_sets_follow_the_vips_and_their_ports_one_transaction_a_round() {
     );
     assert_eq!(r.dataplane().netfilter().transactions(), 1);
 
-    // A Service with two ports: one transaction for its VIP and both ports.
+    // A Service with two ports: one transaction for its VIP and both ports, before its
+    // virtual servers are created (or their first connections would be dropped).
+    let batches = r.dataplane().apply_calls();
     let report = r.sync_service(dns, now);
     assert_eq!(report.netfilter_changes, 3);
     assert_eq!(r.dataplane().netfilter().transactions(), 2);
+    assert_eq!(
+        r.dataplane().netfilter().after_batches().last(),
+        Some(&batches)
+    );
+    assert!(r.dataplane().apply_calls() > batches);
     // An endpoint change touches no set: no transaction.
     let report = r.sync_service(web(&["10.0.0.1", "10.0.0.2"]), now);
     assert_eq!(report.netfilter_changes, 0);
