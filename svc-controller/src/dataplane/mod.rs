@@ -345,6 +345,25 @@ pub trait Dataplane {
     fn netfilter_transact(&mut self, changes: &[netfilter::Change]) -> Result<(), DataplaneError>;
 }
 
+/// A non-blocking netlink socket of `protocol` in the calling thread's network namespace,
+/// bound to a port the kernel picks (returned) and connected to the kernel, for a batch
+/// driver over the library's [`Exchange`](ipvs::transport::exchange::Exchange). Best effort,
+/// as older kernels lack them: errors without the request echoed back (smaller answers), with
+/// the kernel's explanation, and a receive buffer of `recv_buffer` bytes.
+pub(crate) fn batch_socket(
+    protocol: isize,
+    recv_buffer: usize,
+) -> io::Result<(rtnetlink::sys::Socket, u32)> {
+    let mut socket = rtnetlink::sys::Socket::new(protocol)?;
+    let port_id = socket.bind_auto()?.port_number();
+    socket.connect(&rtnetlink::sys::SocketAddr::new(0, 0))?;
+    socket.set_non_blocking(true)?;
+    let _ = socket.set_cap_ack(true);
+    let _ = socket.set_ext_ack(true);
+    let _ = socket.set_rx_buf_sz(recv_buffer);
+    Ok((socket, port_id))
+}
+
 /// The path under `/proc/sys` of a sysctl key: dots become slashes unless the key already uses
 /// slashes (so `net/ipv4/conf/eth0.100/rp_filter` can name a VLAN interface).
 pub fn sysctl_path(key: &str) -> String {

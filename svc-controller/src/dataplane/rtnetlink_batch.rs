@@ -21,7 +21,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_core::{
     NLM_F_CREATE, NLM_F_EXCL, NetlinkDeserializable, NetlinkHeader, NetlinkSerializable,
 };
-use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use rtnetlink::sys::{Socket, protocols::NETLINK_ROUTE};
 
 /// Requests per `sendmsg`: their acknowledgements (about 1 KiB of receive buffer each, as the
 /// kernel counts them) fit the receive buffer asked for ([`RECV_BUFFER`]), and the default one.
@@ -94,14 +94,8 @@ pub(crate) struct RtnetlinkBatch {
 impl RtnetlinkBatch {
     /// Opens a socket in the calling thread's network namespace.
     pub(crate) fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        let port_id = socket.bind_auto()?.port_number();
-        socket.connect(&SocketAddr::new(0, 0))?;
-        socket.set_non_blocking(true)?;
-        // Errors without the request echoed back: smaller answers. Older kernels lack it.
-        let _ = socket.set_cap_ack(true);
-        // Best effort: the default buffer holds a chunk's answers too.
-        let _ = socket.set_rx_buf_sz(RECV_BUFFER);
+        // The default receive buffer holds a chunk's answers too: asking for more is best effort.
+        let (socket, port_id) = super::batch_socket(NETLINK_ROUTE, RECV_BUFFER)?;
         Ok(Self {
             socket,
             // rtnetlink has no family to resolve: each message names its type.

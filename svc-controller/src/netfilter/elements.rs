@@ -10,9 +10,7 @@ use super::table::{self, ServicePort};
 use super::transport::{Change, NftError, NftSocket};
 use crate::desired::DesiredState;
 use netlink_packet_netfilter::NetfilterProtoFamily;
-use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-};
+use netlink_packet_netfilter::nftables::NfTablesMessage;
 
 /// The content of the table's sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,30 +91,9 @@ impl Elements {
             Some(NfTablesMessage::DeleteSetElement(m)) => (false, m),
             _ => return false,
         };
-        let set = message.attributes.iter().find_map(|a| match a {
-            SetElementList::Set(name) => Some(name.as_str()),
-            _ => None,
-        });
-        let Some(set) = set else {
+        let (Some(set), keys) = table::element_keys(message) else {
             return false;
         };
-        let keys = message
-            .attributes
-            .iter()
-            .filter_map(|a| match a {
-                SetElementList::Elements(list) => Some(list),
-                _ => None,
-            })
-            .flatten()
-            .filter_map(|element| match element {
-                ListAttribute::Element(attributes) => Some(attributes),
-                _ => None,
-            })
-            .flatten()
-            .filter_map(|a| match a {
-                SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key),
-                _ => None,
-            });
         let mut one = Elements::default();
         for key in keys {
             if !one.insert_key(set, key) {

@@ -271,6 +271,33 @@ fn set_elements_message(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Change {
     }
 }
 
+/// The set a set-element message names, and its elements' keys: what [`elements`] writes,
+/// read back.
+pub fn element_keys(message: &SetElementMessage) -> (Option<&str>, impl Iterator<Item = &[u8]>) {
+    let set = message.attributes.iter().find_map(|a| match a {
+        SetElementList::Set(name) => Some(name.as_str()),
+        _ => None,
+    });
+    let keys = message
+        .attributes
+        .iter()
+        .filter_map(|a| match a {
+            SetElementList::Elements(list) => Some(list),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|element| match element {
+            ListAttribute::Element(attributes) => Some(attributes),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a {
+            SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key.as_slice()),
+            _ => None,
+        });
+    (set, keys)
+}
+
 fn add(message: NfTablesMessage) -> Change {
     Change::add(NetfilterProtoFamily::Inet, message)
 }
@@ -301,27 +328,11 @@ mod tests {
         let Some(NfTablesMessage::NewSetElement(message)) = change.message.as_nftables() else {
             panic!("{change:?}");
         };
-        let mut set = String::new();
-        let mut keys = Vec::new();
-        for attribute in &message.attributes {
-            match attribute {
-                SetElementList::Set(name) => set = name.clone(),
-                SetElementList::Elements(elements) => {
-                    for element in elements {
-                        let ListAttribute::Element(attributes) = element else {
-                            panic!("{element:?}");
-                        };
-                        for a in attributes {
-                            if let SetElementAttribute::Key(DataAttribute::Value(key)) = a {
-                                keys.push(key.clone());
-                            }
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        (set, keys)
+        let (set, keys) = element_keys(message);
+        (
+            set.unwrap_or_default().to_owned(),
+            keys.map(<[u8]>::to_vec).collect(),
+        )
     }
 
     #[test]

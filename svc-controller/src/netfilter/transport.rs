@@ -36,7 +36,7 @@ use rtnetlink::packet_core::{
     DecodeError, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkDeserializable, NetlinkHeader,
     NetlinkSerializable, NlasIterator,
 };
-use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
 
 /// The receive buffer asked for (the kernel caps it at `net.core.rmem_max`, and doubles it).
 const RECV_BUFFER: usize = 1 << 20;
@@ -239,15 +239,7 @@ pub struct NftSocket {
 impl NftSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        let port_id = socket.bind_auto()?.port_number();
-        socket.connect(&SocketAddr::new(0, 0))?;
-        socket.set_non_blocking(true)?;
-        // Best effort, as older kernels lack them: errors without the request echoed back,
-        // and with the kernel's explanation.
-        let _ = socket.set_cap_ack(true);
-        let _ = socket.set_ext_ack(true);
-        let _ = socket.set_rx_buf_sz(RECV_BUFFER);
+        let (socket, port_id) = crate::dataplane::batch_socket(NETLINK_NETFILTER, RECV_BUFFER)?;
         Ok(Self {
             socket,
             // nfnetlink has no family to resolve: each message names its subsystem and type.
@@ -360,22 +352,8 @@ impl NftSocket {
         let replies = self.dump(&request, "listing an nftables set")?;
         let mut keys = Vec::new();
         for reply in &replies {
-            let Some(NfTablesMessage::NewSetElement(message)) = reply.as_nftables() else {
-                continue;
-            };
-            for attribute in &message.attributes {
-                let SetElementList::Elements(elements) = attribute else {
-                    continue;
-                };
-                for element in elements {
-                    let ListAttribute::Element(attributes) = element else {
-                        continue;
-                    };
-                    keys.extend(attributes.iter().filter_map(|a| match a {
-                        SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key.clone()),
-                        _ => None,
-                    }));
-                }
+            if let Some(NfTablesMessage::NewSetElement(message)) = reply.as_nftables() {
+                keys.extend(super::table::element_keys(message).1.map(<[u8]>::to_vec));
             }
         }
         Ok(keys)
