@@ -600,21 +600,30 @@ mod real_kernel {
                     .unwrap();
                 assert!(status.success(), "nft {command}");
             };
-            let wanted = r.dataplane_mut().netfilter_elements().unwrap().unwrap();
-            assert!(wanted.vips.contains(&ip("10.96.0.10")), "{wanted:?}");
+            let wanted = r.dataplane_mut().netfilter_read().unwrap().unwrap();
+            assert!(
+                wanted.elements.vips.contains(&ip("10.96.0.10")),
+                "{wanted:?}"
+            );
             nft("delete element inet ipvs-proxy vips-v4 { 10.96.0.10 }");
             let report = r.verify(Instant::now()).unwrap();
             assert_eq!(report.netfilter_changes, 1, "{report:?}");
-            // A set can go only with the rule that looks it up.
+            // A rule deleted: the chain's rules are written again.
+            nft("flush chain inet ipvs-proxy nat-postrouting");
+            let report = r.verify(Instant::now()).unwrap();
+            assert!(report.is_ok(), "{report:?}");
+            assert_eq!(
+                r.dataplane_mut().netfilter_read().unwrap(),
+                Some(wanted.clone())
+            );
+            // A set can go only with the rules that look it up.
             nft("flush chain inet ipvs-proxy input");
+            nft("flush chain inet ipvs-proxy nat-output");
             nft("delete chain inet ipvs-proxy input");
             nft("delete set inet ipvs-proxy service-ports-v4");
             let report = r.verify(Instant::now()).unwrap();
             assert!(report.is_ok(), "{report:?}");
-            assert_eq!(
-                r.dataplane_mut().netfilter_elements().unwrap(),
-                Some(wanted)
-            );
+            assert_eq!(r.dataplane_mut().netfilter_read().unwrap(), Some(wanted));
             nft("list chain inet ipvs-proxy input");
             assert!(r.verify(Instant::now()).unwrap().is_quiet());
         });

@@ -88,6 +88,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
         drain_timeout: settings.drain_timeout,
         node_port_range: settings.node_port_range.clone(),
         exclude_cidrs: settings.exclude_cidrs.clone(),
+        netfilter_rules: settings.masquerade.clone(),
         sysctls: node_setup::sysctls(
             release.as_deref(),
             settings.strict_arp,

@@ -8,6 +8,8 @@
 //! - honoured, mapped onto an existing setting: `--init-only` (= `--init-node`), `-v`/`--v`
 //!   (a log level), `--logging-format` (= `--log-format`), and `--proxy-mode`, which must be
 //!   `ipvs` or empty;
+//! - honoured as kube-proxy does: the masquerading flags `--masquerade-all`, `--cluster-cidr`
+//!   and `--iptables-masquerade-bit` (the netfilter table's rules, see the README);
 //! - accepted and not needed: each one given is reported once at start-up with the reason
 //!   ([`FlagNote`]), and changes nothing.
 //!
@@ -21,9 +23,9 @@ use clap::Args;
 
 use crate::settings::LogFormat;
 
-/// Why the masquerading flags and fields are not needed.
-pub const MASQUERADE_REASON: &str =
-    "masquerading is not done by ipvs-proxy yet, see the README's limits";
+/// Why the flags and fields of kube-proxy's other ways to tell cluster traffic are not needed.
+pub const MASQUERADE_REASON: &str = "ipvs-proxy tells cluster traffic from outside traffic by \
+     --cluster-cidr (kube-proxy's ClusterCIDR mode) only, see the README";
 
 /// A kube-proxy flag that was given and is not needed by ipvs-proxy, with the reason: reported
 /// once at start-up.
@@ -74,6 +76,24 @@ pub struct KubeProxyFlags {
     /// kube-proxy's log format (`text` or `json`), used when --log-format is not given.
     #[arg(long, value_name = "FORMAT")]
     pub logging_format: Option<String>,
+    /// Masquerade every connection to a ClusterIP, wherever it comes from (kube-proxy's flag).
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL",
+        value_parser = parse_go_bool
+    )]
+    pub masquerade_all: Option<bool>,
+    /// The cluster's pod networks, at most one per address family, comma-separated: a
+    /// connection to a ClusterIP from outside them is masqueraded (kube-proxy's flag).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub cluster_cidr: Option<Vec<String>>,
+    /// The bit of the packet mark that marks connections to masquerade, 0 to 31 (kube-proxy's
+    /// flag; 14 by default).
+    #[arg(long, value_name = "BIT", allow_negative_numbers = true)]
+    pub iptables_masquerade_bit: Option<i64>,
     /// The rest of kube-proxy's flags: accepted, not needed.
     #[command(flatten)]
     pub not_needed: NotNeededFlags,
@@ -201,7 +221,6 @@ not_needed_flags! {
         log_json_split_stream = "log-json-split-stream" => KLOG;
         log_text_split_stream = "log-text-split-stream" => KLOG;
         logtostderr = "logtostderr" => KLOG;
-        masquerade_all = "masquerade-all" => MASQUERADE_REASON;
         one_output = "one-output" | "one_output" => KLOG;
         profiling = "profiling" => "ipvs-proxy serves no /debug/pprof";
         skip_headers = "skip-headers" | "skip_headers" => KLOG;
@@ -210,7 +229,6 @@ not_needed_flags! {
     values {
         bind_address = "bind-address" =>
             "ipvs-proxy takes the node's addresses from its interfaces";
-        cluster_cidr = "cluster-cidr" => MASQUERADE_REASON;
         config_sync_period = "config-sync-period" =>
             "the watches keep the objects current without a periodic resync";
         conntrack_max_per_core = "conntrack-max-per-core" => CONNTRACK;
@@ -224,7 +242,6 @@ not_needed_flags! {
             "kube-proxy's feature gates select kube-proxy's code; ipvs-proxy has none";
         healthz_port = "healthz-port" =>
             "deprecated by kube-proxy: set the port in --healthz-bind-address";
-        iptables_masquerade_bit = "iptables-masquerade-bit" => MASQUERADE_REASON;
         iptables_min_sync_period = "iptables-min-sync-period" =>
             "it concerns kube-proxy's iptables mode only; --ipvs-min-sync-period applies";
         iptables_sync_period = "iptables-sync-period" =>

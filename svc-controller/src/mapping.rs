@@ -131,11 +131,13 @@ mod tests {
                 addr: "10.244.1.5".parse().unwrap(),
                 port: 5353,
                 weight: 3,
+                local: false,
             }],
             service: ServiceRef::new("kube-system", "dns"),
             port_name: "dns".into(),
             exposure: Exposure::ClusterIp,
             bind_address: true,
+            local_policy: false,
         };
         let config = service_config(&vs);
         assert_eq!(config.key(), ServiceKey::udp(key.addr, 53));

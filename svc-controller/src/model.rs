@@ -100,6 +100,9 @@ pub struct RealServer {
     pub port: u16,
     /// The IPVS weight; this controller uses 1 for every real server.
     pub weight: u32,
+    /// Whether the endpoint runs on this node: a connection it makes to its own Service can
+    /// come back to itself (hairpin), which the netfilter table masquerades.
+    pub local: bool,
 }
 
 impl fmt::Display for RealServer {
@@ -137,6 +140,11 @@ pub struct VirtualServer {
     /// Whether the address must be bound on the dummy interface (ClusterIPs, external IPs and
     /// load-balancer IPs that are not already addresses of this node; never node addresses).
     pub bind_address: bool,
+    /// Whether the traffic policy of this address is `Local` (`externalTrafficPolicy` for
+    /// NodePorts, external and load-balancer IPs, `internalTrafficPolicy` for ClusterIPs):
+    /// only this node's endpoints serve it, and external clients keep their address (the
+    /// netfilter table does not masquerade it).
+    pub local_policy: bool,
 }
 
 impl fmt::Display for VirtualServer {
@@ -199,11 +207,13 @@ mod tests {
                 addr: "fd00::1".parse().unwrap(),
                 port: 5353,
                 weight: 1,
+                local: false,
             }],
             service: ServiceRef::new("kube-system", "dns"),
             port_name: "dns".into(),
             exposure: Exposure::ClusterIp,
             bind_address: true,
+            local_policy: false,
         };
         assert_eq!(
             vs.to_string(),

@@ -117,12 +117,14 @@ pub fn virtual_server(
                 addr: ip(a),
                 port: *p,
                 weight: 1,
+                local: false,
             })
             .collect(),
         service: ServiceRef::new("", ""),
         port_name: String::new(),
         exposure: Exposure::ClusterIp,
         bind_address: true,
+        local_policy: false,
     }
 }
 

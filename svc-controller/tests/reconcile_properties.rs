@@ -89,6 +89,7 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
                 addr: IpAddr::from(*b),
                 port: 8080,
                 weight: 1,
+                local: false,
             })
             .collect();
         virtual_servers.insert(
@@ -105,6 +106,7 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
                 port_name: String::new(),
                 exposure: Exposure::ClusterIp,
                 bind_address: true,
+                local_policy: false,
             },
         );
     }

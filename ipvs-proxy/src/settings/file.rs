@@ -29,6 +29,17 @@ pub(super) struct FileIpvs {
     pub(super) other: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The iptables settings of a `KubeProxyConfiguration`: its masquerading ones apply to the
+/// nftables table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct FileIptables {
+    pub(super) masquerade_all: Option<bool>,
+    pub(super) masquerade_bit: Option<i64>,
+    #[serde(flatten)]
+    pub(super) other: serde_json::Map<String, serde_json::Value>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct FileClientConnection {
@@ -51,6 +62,9 @@ pub(super) struct FileSettings {
     pub(super) node_port_addresses: Option<Vec<String>>,
     pub(super) client_connection: Option<FileClientConnection>,
     pub(super) ipvs: Option<FileIpvs>,
+    pub(super) iptables: Option<FileIptables>,
+    #[serde(rename = "clusterCIDR")]
+    pub(super) cluster_cidr: Option<String>,
     // This daemon's own settings.
     pub(super) manifests: Option<PathBuf>,
     pub(super) manifests_max_file_size: Option<FileSize>,
@@ -88,11 +102,8 @@ pub(super) fn parse_file(path: &Path, text: &str) -> Result<FileSettings, Settin
         })
 }
 
-/// The file fields that only masquerading would read.
+/// The file fields of kube-proxy's other ways to tell cluster traffic.
 pub(super) const MASQUERADE_FIELDS: &[&str] = &[
-    "clusterCIDR",
-    "iptables.masqueradeAll",
-    "iptables.masqueradeBit",
     "detectLocalMode",
     "detectLocal.bridgeInterface",
     "detectLocal.interfaceNamePrefix",

@@ -26,6 +26,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use serde::Deserialize;
+use svc_controller::netfilter::RuleConfig;
 use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler, scheduler};
 
 use crate::kube_proxy_flags::{FlagNote, KubeProxyFlags, MASQUERADE_REASON, parse_go_bool};
@@ -34,7 +35,9 @@ mod cli;
 mod file;
 
 pub use cli::{Cli, DrainTimeout, parse_drain_timeout, parse_duration, parse_size};
-use file::{FileSettings, FileSize, MASQUERADE_FIELDS, parse_file, read_file, set_fields};
+use file::{
+    FileIptables, FileSettings, FileSize, MASQUERADE_FIELDS, parse_file, read_file, set_fields,
+};
 
 /// An error in the flags or the config file.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +125,9 @@ pub struct Settings {
     pub nodeport_addresses: Vec<IpNet>,
     /// Addresses never ours unless desired (`--ipvs-exclude-cidrs`, `ipvs.excludeCIDRs`).
     pub exclude_cidrs: Vec<IpNet>,
+    /// What the nftables table masquerades (`--masquerade-all`, `--cluster-cidr`,
+    /// `--iptables-masquerade-bit`, and their config-file fields).
+    pub masquerade: RuleConfig,
     /// Strict ARP.
     pub strict_arp: bool,
     /// IPVS rate estimation on or off (`None`: left as the node has it).
@@ -199,6 +205,7 @@ impl Settings {
     ) -> Result<Self, SettingsError> {
         let f = file.map(|(_, f)| f.clone()).unwrap_or_default();
         let ipvs = f.ipvs.clone().unwrap_or_default();
+        let iptables = f.iptables.clone().unwrap_or_default();
         let mut ignored = Vec::new();
         cli.kube_proxy
             .check_proxy_mode()
@@ -236,6 +243,14 @@ impl Settings {
             // does not miss: only set fields are reported (kubeadm writes every field).
             set_fields("", &file.other, &mut ignored);
             set_fields("ipvs.", &ipvs.other, &mut ignored);
+            set_fields("iptables.", &iptables.other, &mut ignored);
+            // The modes ipvs-proxy has (ClusterCIDR) and kube-proxy's list of CIDRs are read.
+            ignored.retain(|field| {
+                !(field == "detectLocal.clusterCIDRs"
+                    || (field == "detectLocalMode"
+                        && file.other.get("detectLocalMode").and_then(|v| v.as_str())
+                            == Some("ClusterCIDR")))
+            });
             if let Some(cc) = &file.client_connection {
                 set_fields("clientConnection.", &cc.other, &mut ignored);
             }
@@ -371,6 +386,7 @@ impl Settings {
             &ipvs.exclude_cidrs,
             "",
         )?;
+        let masquerade = masquerade(cli, &f, &iptables)?;
         // An empty flag switches the server off (kube-proxy's flags do); an empty file field
         // means the default (kube-proxy's defaulting does), which follows the family of the
         // file's bindAddress.
@@ -408,6 +424,7 @@ impl Settings {
             min_sync_period,
             nodeport_addresses,
             exclude_cidrs,
+            masquerade,
             strict_arp: cli.ipvs_strict_arp.or(ipvs.strict_arp).unwrap_or(false),
             rate_estimation: cli.ipvs_rate_estimation.or(f.ipvs_rate_estimation),
             tcp_timeout: cli
@@ -507,6 +524,68 @@ fn cidrs(
                 .map_err(|e| invalid(name, format!("{s:?} is not a CIDR ({e}){hint}")))
         })
         .collect()
+}
+
+/// The masquerading settings: flags first, then the file, then kube-proxy's defaults.
+fn masquerade(
+    cli: &Cli,
+    f: &FileSettings,
+    iptables: &FileIptables,
+) -> Result<RuleConfig, SettingsError> {
+    let flags = &cli.kube_proxy;
+    let bit = flags
+        .iptables_masquerade_bit
+        .or(iptables.masquerade_bit)
+        .unwrap_or(14);
+    let masquerade_bit = u8::try_from(bit).ok().filter(|b| *b <= 31).ok_or_else(|| {
+        invalid(
+            "iptables-masquerade-bit",
+            format!("{bit} is not a bit of the packet mark (0 to 31)"),
+        )
+    })?;
+    // kube-proxy's newer list form (`detectLocal.clusterCIDRs`) says the same as `clusterCIDR`.
+    let listed: Option<Vec<String>> = f
+        .other
+        .get("detectLocal")
+        .and_then(|d| d.get("clusterCIDRs"))
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        });
+    let texts: Vec<String> = match (&flags.cluster_cidr, &f.cluster_cidr, listed) {
+        (Some(flag), _, _) => flag.clone(),
+        (None, Some(text), _) => text.split(',').map(str::to_owned).collect(),
+        (None, None, Some(list)) => list,
+        (None, None, None) => Vec::new(),
+    };
+    let mut cluster_cidrs: Vec<IpNet> = Vec::new();
+    for text in texts.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        let net: IpNet = text
+            .parse()
+            .map_err(|e| invalid("cluster-cidr", format!("{text:?} is not a CIDR ({e})")))?;
+        if cluster_cidrs.iter().any(|c| {
+            matches!(
+                (c, &net),
+                (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+            )
+        }) {
+            return Err(invalid(
+                "cluster-cidr",
+                format!("{text}: at most one CIDR per address family"),
+            ));
+        }
+        cluster_cidrs.push(net.trunc());
+    }
+    Ok(RuleConfig {
+        masquerade_bit,
+        masquerade_all: flags
+            .masquerade_all
+            .or(iptables.masquerade_all)
+            .unwrap_or(false),
+        cluster_cidrs,
+    })
 }
 
 fn invalid(name: &'static str, message: String) -> SettingsError {
@@ -621,6 +700,67 @@ mod tests {
     }
 
     #[test]
+    fn masquerading_comes_from_kube_proxys_flags_or_file() {
+        let load = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(std::iter::once("ipvs-proxy").chain(args.iter().copied()))
+                    .unwrap();
+            Settings::load(&cli, host).map(|s| s.masquerade)
+        };
+        let default = load(&[]).unwrap();
+        assert_eq!(default, RuleConfig::default());
+        assert_eq!(default.masquerade_bit, 14, "kube-proxy's");
+        let set = load(&[
+            "--masquerade-all",
+            "--cluster-cidr=10.244.0.0/16, fd00:244::/56",
+            "--iptables-masquerade-bit",
+            "5",
+        ])
+        .unwrap();
+        assert!(set.masquerade_all);
+        assert_eq!(set.masquerade_bit, 5);
+        assert_eq!(set.cluster_cidrs.len(), 2);
+        assert!(!load(&["--masquerade-all=false"]).unwrap().masquerade_all);
+        // Host bits are dropped, as kube-proxy's parsing does.
+        assert_eq!(
+            load(&["--cluster-cidr=10.244.1.7/16"])
+                .unwrap()
+                .cluster_cidrs,
+            vec!["10.244.0.0/16".parse::<IpNet>().unwrap()]
+        );
+        for bad in [
+            "--iptables-masquerade-bit=32",
+            "--iptables-masquerade-bit=-1",
+            "--cluster-cidr=10.244.0.0/16,10.245.0.0/16",
+            "--cluster-cidr=pods",
+        ] {
+            let err = load(&[bad]).unwrap_err().to_string();
+            assert!(
+                err.contains("masquerade-bit") || err.contains("cluster-cidr"),
+                "{bad}: {err}"
+            );
+        }
+        let file = |text: &str| {
+            let text = format!("kind: KubeProxyConfiguration\n{text}");
+            Settings::from_file_text(&Cli::default(), Path::new("kp.yaml"), &text, host)
+        };
+        let s = file("clusterCIDR: 10.244.0.0/16\ndetectLocalMode: ClusterCIDR\niptables:\n  masqueradeBit: 3\n").unwrap();
+        assert_eq!(s.masquerade.masquerade_bit, 3);
+        assert_eq!(s.masquerade.cluster_cidrs.len(), 1);
+        assert!(s.ignored_fields.is_empty(), "{:?}", s.ignored_fields);
+        let s = file("detectLocal:\n  clusterCIDRs: [10.244.0.0/16]\n").unwrap();
+        assert_eq!(s.masquerade.cluster_cidrs.len(), 1);
+        let s = file("detectLocalMode: NodeCIDR\n").unwrap();
+        assert!(
+            s.ignored_fields
+                .iter()
+                .any(|f| f.starts_with("detectLocalMode (not needed: ipvs-proxy tells")),
+            "{:?}",
+            s.ignored_fields
+        );
+    }
+
+    #[test]
     fn drain_timeout_is_a_duration_or_none() {
         let load = |args: &[&str]| {
             let cli =
@@ -708,10 +848,9 @@ ipvsRateEstimation: false
                 kubeconfig: Some("/var/lib/kube-proxy/kubeconfig.conf".into())
             }
         );
+        assert!(s.masquerade.masquerade_all, "honoured, not ignored");
         assert!(
-            s.ignored_fields
-                .iter()
-                .any(|f| f.starts_with("iptables.masqueradeAll (not needed: masquerading")),
+            !s.ignored_fields.iter().any(|f| f.contains("masquerade")),
             "{:?}",
             s.ignored_fields
         );

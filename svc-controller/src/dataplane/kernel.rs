@@ -22,7 +22,7 @@ use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, foreign_dummy_addresses, sysctl_path,
 };
-use crate::netfilter::{Change, Elements, NftSocket};
+use crate::netfilter::{Change, Contents, NftSocket};
 
 /// `ENODEV`: what the kernel answers for a link name it does not know.
 const ENODEV: i32 = 19;
@@ -670,8 +670,8 @@ impl Dataplane for KernelDataplane {
         })
     }
 
-    fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError> {
-        Elements::read(&mut self.nft).map_err(|e| netlink("list the nftables table", e))
+    fn netfilter_read(&mut self) -> Result<Option<Contents>, DataplaneError> {
+        Contents::read(&mut self.nft).map_err(|e| netlink("list the nftables table", e))
     }
 
     fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {

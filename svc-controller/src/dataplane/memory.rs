@@ -11,7 +11,7 @@ use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, SimulatedNetfilter, canonical_sysctl_key, foreign_dummy_addresses,
 };
-use crate::netfilter::{Change, Elements};
+use crate::netfilter::{Change, Contents};
 
 /// A change to the dummy interface that a [`MemoryDataplane`] carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -401,7 +401,7 @@ impl Dataplane for MemoryDataplane {
         Ok(())
     }
 
-    fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError> {
+    fn netfilter_read(&mut self) -> Result<Option<Contents>, DataplaneError> {
         self.netfilter.read().map_err(|errno| DataplaneError::Io {
             context: "list the nftables table".into(),
             source: std::io::Error::from_raw_os_error(errno),

@@ -42,7 +42,7 @@ use ipvs::codec::Operation;
 use ipvs::model::{DestinationKey, ServiceKey};
 use ipvs::table::{ServiceConfig, Table};
 
-use crate::netfilter::{self, Elements};
+use crate::netfilter::{self, Contents};
 
 pub use kernel::{KernelDataplane, VIP_ROUTE_PROTOCOL};
 pub use memory::{AddressOp, MemoryDataplane};
@@ -336,9 +336,9 @@ pub trait Dataplane {
     /// Writes a sysctl.
     fn set_sysctl(&mut self, key: &str, value: &str) -> Result<(), DataplaneError>;
 
-    /// What the sets of the controller's nftables table hold (see
-    /// [`netfilter`]); `None` when the node has no such table.
-    fn netfilter_elements(&mut self) -> Result<Option<Elements>, DataplaneError>;
+    /// What the controller's nftables table holds (see [`netfilter`]); `None` when the node
+    /// has no such table.
+    fn netfilter_read(&mut self) -> Result<Option<Contents>, DataplaneError>;
 
     /// Applies nftables changes as one transaction: all of them, or none when the kernel
     /// refuses one.

@@ -3,7 +3,8 @@
 
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 
-use crate::netfilter::{Change, Elements};
+use crate::netfilter::rules::rule_comment;
+use crate::netfilter::{Change, Contents, Elements};
 
 /// `ENOENT`, `EINVAL`, `EOPNOTSUPP`, and the errno of injected faults (`EAGAIN`).
 const ENOENT: i32 = 2;
@@ -11,10 +12,11 @@ const EINVAL: i32 = 22;
 const EOPNOTSUPP: i32 = 95;
 const INJECTED: i32 = 11;
 
-/// The controller's nftables table, simulated: whether it exists and what its sets hold.
+/// The controller's nftables table, simulated: whether it exists, what its sets hold and
+/// which rules it has.
 #[derive(Debug, Clone, Default)]
 pub struct SimulatedNetfilter {
-    table: Option<Elements>,
+    table: Option<Contents>,
     transactions: usize,
     /// For each transaction applied, how many IPVS batches the dataplane had applied before it.
     after_batches: Vec<usize>,
@@ -25,7 +27,7 @@ pub struct SimulatedNetfilter {
 impl SimulatedNetfilter {
     /// What the sets hold; `None` when there is no table.
     pub fn elements(&self) -> Option<&Elements> {
-        self.table.as_ref()
+        self.table.as_ref().map(|t| &t.elements)
     }
 
     /// How many transactions were applied or refused.
@@ -52,7 +54,7 @@ impl SimulatedNetfilter {
 
     /// What a listing reads: the sets, `None` when there is no table, an errno when the
     /// table cannot be read.
-    pub(crate) fn read(&self) -> Result<Option<Elements>, i32> {
+    pub(crate) fn read(&self) -> Result<Option<Contents>, i32> {
         if self.unreadable && self.table.is_some() {
             return Err(ENOENT);
         }
@@ -60,7 +62,7 @@ impl SimulatedNetfilter {
     }
 
     /// Changes the table behind the controller's back (`None`: no table).
-    pub fn tamper(&mut self, edit: impl FnOnce(&mut Option<Elements>)) {
+    pub fn tamper(&mut self, edit: impl FnOnce(&mut Option<Contents>)) {
         edit(&mut self.table);
     }
 
@@ -77,22 +79,32 @@ impl SimulatedNetfilter {
         for change in changes {
             match change.message.as_nftables() {
                 Some(NfTablesMessage::NewTable(_)) => {
-                    table.get_or_insert_with(Elements::default);
+                    table.get_or_insert_with(Contents::default);
                 }
                 Some(NfTablesMessage::DeleteTable(_)) => {
                     table.take().ok_or(ENOENT)?;
                     unreadable = false;
                 }
-                Some(
-                    NfTablesMessage::NewSet(_)
-                    | NfTablesMessage::NewChain(_)
-                    | NfTablesMessage::NewRule(_)
-                    | NfTablesMessage::DeleteRule(_),
-                ) => {
+                Some(NfTablesMessage::NewSet(_) | NfTablesMessage::NewChain(_)) => {
                     table.as_ref().ok_or(ENOENT)?;
                 }
+                Some(NfTablesMessage::NewRule(rule)) => {
+                    let table = table.as_mut().ok_or(ENOENT)?;
+                    let (chain, comment) = rule_comment(rule).ok_or(EINVAL)?;
+                    table
+                        .rules
+                        .entry(chain.to_owned())
+                        .or_default()
+                        .push(comment.to_vec());
+                }
+                // Without a handle: the chain's rules go.
+                Some(NfTablesMessage::DeleteRule(rule)) => {
+                    let table = table.as_mut().ok_or(ENOENT)?;
+                    let (chain, _) = rule_comment(rule).ok_or(EINVAL)?;
+                    table.rules.remove(chain);
+                }
                 Some(NfTablesMessage::NewSetElement(_) | NfTablesMessage::DeleteSetElement(_)) => {
-                    let sets = table.as_mut().ok_or(ENOENT)?;
+                    let sets = &mut table.as_mut().ok_or(ENOENT)?.elements;
                     if !sets.apply(change) {
                         return Err(EINVAL);
                     }

@@ -300,10 +300,11 @@ fn apply_hints<'c, 'a>(
 fn real_servers(set: &[Entry<'_, '_>]) -> Vec<RealServer> {
     // The map iterates in (address, port) order, so the result is already sorted and unique.
     set.iter()
-        .map(|((addr, port), _)| RealServer {
+        .map(|((addr, port), ep)| RealServer {
             addr: *addr,
             port: *port,
             weight: 1,
+            local: ep.local,
         })
         .collect()
 }

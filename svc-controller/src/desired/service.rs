@@ -348,6 +348,7 @@ pub(crate) fn compute(
                 port_name: sp.name.clone(),
                 exposure: a.exposure,
                 bind_address: a.exposure != Exposure::NodePort && !node.addresses.contains(&a.addr),
+                local_policy: local,
             };
             out.virtual_servers.insert(key, vs);
         }

@@ -6,53 +6,136 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipvs::model::Protocol;
 
-use super::table::{self, ServicePort};
-use super::transport::{Change, NftError, NftSocket};
+use super::table::{self, ServicePort, SetKind};
+use super::transport::Change;
 use crate::desired::DesiredState;
-use netlink_packet_netfilter::NetfilterProtoFamily;
+use crate::model::{Exposure, VirtualServer};
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 
-/// The content of the table's sets.
+/// The content of the table's sets (see [`table`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Elements {
-    /// The VIPs bound on the dummy interface.
+    /// The VIPs bound on the dummy interface (`vips`).
     pub vips: BTreeSet<IpAddr>,
-    /// The VIP ports Services define.
+    /// The VIP ports Services define (`service-ports`).
     pub ports: BTreeSet<ServicePort>,
+    /// The ports of NodePorts, external and load-balancer IPs whose traffic policy is
+    /// `Cluster` (`masquerade-ports`).
+    pub masquerade: BTreeSet<ServicePort>,
+    /// The ClusterIP ports (`cluster-ports`).
+    pub cluster: BTreeSet<ServicePort>,
+    /// The addresses of the node's endpoints (`hairpin`).
+    pub hairpin: BTreeSet<IpAddr>,
 }
 
 impl Elements {
     /// What the sets hold for `desired` on a node whose other addresses are
     /// `node_addresses`: the VIPs to bind (a desired address the node already has is not a
-    /// VIP: its ports are the node's), and every port of a virtual server on one of them.
+    /// VIP: its ports are the node's), and the ports and endpoints of every virtual server.
     pub fn wanted(desired: &DesiredState, node_addresses: &BTreeSet<IpAddr>) -> Self {
-        let vips: BTreeSet<IpAddr> = desired
-            .vips()
-            .into_iter()
-            .filter(|a| !node_addresses.contains(a))
-            .collect();
-        let ports = desired
-            .virtual_servers()
-            .keys()
-            .filter(|k| vips.contains(&k.addr))
-            .map(|k| ServicePort {
-                addr: k.addr,
-                protocol: k.protocol,
-                port: k.port,
-            })
-            .collect();
-        Self { vips, ports }
+        let mut out = Self {
+            vips: desired
+                .vips()
+                .into_iter()
+                .filter(|a| !node_addresses.contains(a))
+                .collect(),
+            ..Self::default()
+        };
+        for vs in desired.virtual_servers().values() {
+            let bound = out.vips.contains(&vs.key.addr);
+            out.add_virtual_server(vs, bound);
+        }
+        out
+    }
+
+    /// Adds the elements of `vs`, whose address is a bound VIP when `bound`.
+    pub fn add_virtual_server(&mut self, vs: &VirtualServer, bound: bool) {
+        let port = ServicePort::of(vs);
+        if bound {
+            self.ports.insert(port);
+        }
+        if vs.exposure.is_external() && !vs.local_policy {
+            self.masquerade.insert(port);
+        }
+        if vs.exposure == Exposure::ClusterIp {
+            self.cluster.insert(port);
+        }
+        self.hairpin.extend(
+            vs.real_servers
+                .iter()
+                .filter(|rs| rs.local)
+                .map(|rs| rs.addr),
+        );
+    }
+
+    /// The elements of `self` that concern the virtual server `port` or the endpoint
+    /// addresses `endpoints`: the part of a view an incremental change replaces.
+    pub fn part(&self, port: ServicePort, endpoints: impl Iterator<Item = IpAddr>) -> Self {
+        let pick = |set: &BTreeSet<ServicePort>| {
+            set.contains(&port)
+                .then_some(port)
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+        };
+        Self {
+            vips: BTreeSet::new(),
+            ports: pick(&self.ports),
+            masquerade: pick(&self.masquerade),
+            cluster: pick(&self.cluster),
+            hairpin: endpoints.filter(|a| self.hairpin.contains(a)).collect(),
+        }
+    }
+
+    /// Adds every element of `other`.
+    pub fn extend(&mut self, other: Elements) {
+        self.vips.extend(other.vips);
+        self.ports.extend(other.ports);
+        self.masquerade.extend(other.masquerade);
+        self.cluster.extend(other.cluster);
+        self.hairpin.extend(other.hairpin);
+    }
+
+    /// Removes every element of `other`.
+    pub fn remove(&mut self, other: &Elements) {
+        self.vips.retain(|a| !other.vips.contains(a));
+        self.ports.retain(|p| !other.ports.contains(p));
+        self.masquerade.retain(|p| !other.masquerade.contains(p));
+        self.cluster.retain(|p| !other.cluster.contains(p));
+        self.hairpin.retain(|a| !other.hairpin.contains(a));
+    }
+
+    /// The sets of ports, by kind.
+    fn port_sets(&self) -> [(SetKind, &BTreeSet<ServicePort>); 3] {
+        [
+            (SetKind::ServicePorts, &self.ports),
+            (SetKind::MasqueradePorts, &self.masquerade),
+            (SetKind::ClusterPorts, &self.cluster),
+        ]
     }
 
     /// The changes that make the sets hold `wanted` instead of `self`: nothing when they are
-    /// equal, else one message per set and direction.
+    /// equal, else one message per set and direction (more for a large set).
     pub fn changes_to(&self, wanted: &Elements) -> Vec<Change> {
-        let gone_vips: Vec<IpAddr> = self.vips.difference(&wanted.vips).copied().collect();
-        let gone_ports: Vec<ServicePort> = self.ports.difference(&wanted.ports).copied().collect();
-        let new_vips: Vec<IpAddr> = wanted.vips.difference(&self.vips).copied().collect();
-        let new_ports: Vec<ServicePort> = wanted.ports.difference(&self.ports).copied().collect();
-        let mut changes = table::elements(&gone_vips, &gone_ports, false);
-        changes.extend(table::elements(&new_vips, &new_ports, true));
+        let mut changes = Vec::new();
+        for (from, to, add) in [(self, wanted, false), (wanted, self, true)] {
+            let addresses = |a: &BTreeSet<IpAddr>, b: &BTreeSet<IpAddr>| -> Vec<IpAddr> {
+                a.difference(b).copied().collect()
+            };
+            changes.extend(table::address_elements(
+                SetKind::Vips,
+                &addresses(&from.vips, &to.vips),
+                add,
+            ));
+            for ((kind, a), (_, b)) in from.port_sets().into_iter().zip(to.port_sets()) {
+                let ports: Vec<ServicePort> = a.difference(b).copied().collect();
+                changes.extend(table::port_elements(kind, &ports, add));
+            }
+            changes.extend(table::address_elements(
+                SetKind::Hairpin,
+                &addresses(&from.hairpin, &to.hairpin),
+                add,
+            ));
+        }
         changes
     }
 
@@ -60,12 +143,26 @@ impl Elements {
     /// set, or of a set the table does not have, is ignored (and so deleted by nothing: it
     /// was not written by this table's code).
     pub(super) fn insert_key(&mut self, set: &str, key: &[u8]) -> bool {
-        let decoded = match (set, key.len()) {
-            ("vips-v4", 4) | ("vips-v6", 16) => address(key).map(|a| self.vips.insert(a)),
-            ("service-ports-v4", 12) | ("service-ports-v6", 24) => {
-                let (addr, rest) = key.split_at(key.len() - 8);
+        let Some((kind, family)) = SetKind::of_name(set) else {
+            return false;
+        };
+        let len = family.address_len() as usize;
+        let decoded = match kind {
+            SetKind::Vips if key.len() == len => address(key).map(|a| self.vips.insert(a)),
+            SetKind::Hairpin if key.len() == 2 * len && key[..len] == key[len..] => {
+                address(&key[..len]).map(|a| self.hairpin.insert(a))
+            }
+            SetKind::ServicePorts | SetKind::MasqueradePorts | SetKind::ClusterPorts
+                if key.len() == len + 8 =>
+            {
+                let (addr, rest) = key.split_at(len);
+                let set = match kind {
+                    SetKind::ServicePorts => &mut self.ports,
+                    SetKind::MasqueradePorts => &mut self.masquerade,
+                    _ => &mut self.cluster,
+                };
                 address(addr).map(|addr| {
-                    self.ports.insert(ServicePort {
+                    set.insert(ServicePort {
                         addr,
                         protocol: Protocol::from_number(u16::from(rest[0])),
                         port: u16::from_be_bytes([rest[4], rest[5]]),
@@ -81,6 +178,22 @@ impl Elements {
     pub fn difference_len(&self, other: &Elements) -> usize {
         self.vips.symmetric_difference(&other.vips).count()
             + self.ports.symmetric_difference(&other.ports).count()
+            + self
+                .masquerade
+                .symmetric_difference(&other.masquerade)
+                .count()
+            + self.cluster.symmetric_difference(&other.cluster).count()
+            + self.hairpin.symmetric_difference(&other.hairpin).count()
+    }
+
+    /// How many elements the sets hold.
+    pub fn len(&self) -> usize {
+        self.difference_len(&Elements::default())
+    }
+
+    /// Whether the sets are empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Applies a set-element change as the kernel would; `false` when `change` is not one
@@ -101,31 +214,22 @@ impl Elements {
             }
         }
         if add {
-            self.vips.extend(one.vips);
-            self.ports.extend(one.ports);
+            self.extend(one);
         } else {
-            self.vips.retain(|v| !one.vips.contains(v));
-            self.ports.retain(|p| !one.ports.contains(p));
+            self.remove(&one);
         }
         true
     }
+}
 
-    /// Reads what the table's sets hold; `None` when the node has no such table.
-    pub fn read(nft: &mut NftSocket) -> Result<Option<Self>, NftError> {
-        let ours = nft
-            .tables()?
-            .iter()
-            .any(|(family, name)| *family == NetfilterProtoFamily::Inet && name == table::TABLE);
-        if !ours {
-            return Ok(None);
+impl ServicePort {
+    /// The port of a virtual server.
+    pub fn of(vs: &VirtualServer) -> Self {
+        ServicePort {
+            addr: vs.key.addr,
+            protocol: vs.key.protocol,
+            port: vs.key.port,
         }
-        let mut elements = Elements::default();
-        for set in table::SETS {
-            for key in nft.set_keys(NetfilterProtoFamily::Inet, table::TABLE, set)? {
-                elements.insert_key(set, &key);
-            }
-        }
-        Ok(Some(elements))
     }
 }
 
@@ -172,12 +276,27 @@ mod tests {
         // One external IP the node has itself: its port is the node's, not a VIP's.
         spec.external_ips = Some(vec!["203.0.113.5".into(), "192.168.1.10".into()]);
         spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        let mut shop = web.clone();
+        shop.metadata.name = Some("shop".into());
+        let spec = shop.spec.as_mut().unwrap();
+        spec.cluster_ip = Some("10.96.0.11".into());
+        spec.cluster_ips = Some(vec!["10.96.0.11".into()]);
+        spec.external_ips = None;
+        spec.external_traffic_policy = Some("Local".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30081);
         let dns = testing::service("kube-system", "dns", "fd00::a");
         let mut node = NodeInfo::new("node-a");
         node.addresses = vec![ip("192.168.1.10")];
+        // One endpoint here, one elsewhere.
+        let mut slice = testing::slice("default", "web-1", "web", &["10.0.0.1", "10.0.1.1"]);
+        slice.endpoints.as_mut().unwrap()[0].node_name = Some("node-a".into());
+        let mut shop_slice = slice.clone();
+        shop_slice.metadata.name = Some("shop-1".into());
+        shop_slice.metadata.labels =
+            Some([("kubernetes.io/service-name".to_owned(), "shop".to_owned())].into());
         let desired = DesiredState::compute(
-            &[web, dns],
-            &[testing::slice("default", "web-1", "web", &["10.0.0.1"])],
+            &[web, shop, dns],
+            &[slice, shop_slice],
             &node,
             &ProxyConfig::default(),
         );
@@ -185,16 +304,44 @@ mod tests {
         let wanted = Elements::wanted(&desired, &node_addresses);
         assert_eq!(
             wanted.vips,
-            BTreeSet::from([ip("10.96.0.10"), ip("203.0.113.5"), ip("fd00::a")])
+            BTreeSet::from([
+                ip("10.96.0.10"),
+                ip("10.96.0.11"),
+                ip("203.0.113.5"),
+                ip("fd00::a")
+            ])
         );
         assert_eq!(
             wanted.ports,
             BTreeSet::from([
                 port("10.96.0.10", Protocol::Tcp, 80),
+                port("10.96.0.11", Protocol::Tcp, 80),
                 port("203.0.113.5", Protocol::Tcp, 80),
                 port("fd00::a", Protocol::Tcp, 80),
             ]),
             "no NodePort and no port of the node's own address"
+        );
+        assert_eq!(
+            wanted.masquerade,
+            BTreeSet::from([
+                port("192.168.1.10", Protocol::Tcp, 80),
+                port("192.168.1.10", Protocol::Tcp, 30080),
+                port("203.0.113.5", Protocol::Tcp, 80),
+            ]),
+            "the Cluster policy's external ports, not the Local one's"
+        );
+        assert_eq!(
+            wanted.cluster,
+            BTreeSet::from([
+                port("10.96.0.10", Protocol::Tcp, 80),
+                port("10.96.0.11", Protocol::Tcp, 80),
+                port("fd00::a", Protocol::Tcp, 80),
+            ])
+        );
+        assert_eq!(
+            wanted.hairpin,
+            BTreeSet::from([ip("10.0.0.1")]),
+            "the node's endpoints only"
         );
     }
 
@@ -207,6 +354,8 @@ mod tests {
                 port("10.96.0.2", Protocol::Udp, 53),
                 port("fd00::1", Protocol::Sctp, 3868),
             ]),
+            hairpin: BTreeSet::from([ip("10.244.1.5")]),
+            ..Elements::default()
         };
         let want = Elements {
             vips: BTreeSet::from([ip("10.96.0.1"), ip("10.96.0.3"), ip("fd00::2")]),
@@ -216,6 +365,9 @@ mod tests {
                 port("10.96.0.3", Protocol::Udp, 53),
                 port("fd00::2", Protocol::Sctp, 3868),
             ]),
+            masquerade: BTreeSet::from([port("192.168.1.10", Protocol::Tcp, 30080)]),
+            cluster: BTreeSet::from([port("10.96.0.1", Protocol::Tcp, 443)]),
+            hairpin: BTreeSet::from([ip("10.244.1.6")]),
         };
         assert!(
             have.changes_to(&have).is_empty(),
@@ -226,7 +378,7 @@ mod tests {
             vips: (0..2500u32)
                 .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a60_0000 + i)))
                 .collect(),
-            ports: BTreeSet::new(),
+            ..Elements::default()
         };
         let changes = Elements::default().changes_to(&many);
         assert_eq!(changes.len(), 3);
@@ -235,7 +387,7 @@ mod tests {
         assert_eq!(got, many);
         let changes = have.changes_to(&want);
         // Deletions and additions, each set once per direction.
-        assert_eq!(changes.len(), 8);
+        assert_eq!(changes.len(), 12);
         let mut got = have.clone();
         apply(&mut got, &changes);
         assert_eq!(got, want);
@@ -269,6 +421,12 @@ mod tests {
         use integration::Netns;
 
         use super::*;
+        use crate::netfilter::rules::{self, RuleConfig};
+        use crate::netfilter::{Contents, NftSocket};
+
+        fn read(nft: &mut NftSocket) -> Option<Elements> {
+            Contents::read(nft).unwrap().map(|c| c.elements)
+        }
 
         #[test]
         #[ignore = "real kernel: run by cargo xtask test"]
@@ -277,7 +435,7 @@ mod tests {
                 .expect("a fresh namespace")
                 .run(|| {
                     let mut nft = NftSocket::open().unwrap();
-                    assert_eq!(Elements::read(&mut nft).unwrap(), None, "no table yet");
+                    assert_eq!(read(&mut nft), None, "no table yet");
                     let want = Elements {
                         vips: BTreeSet::from([ip("10.96.0.10"), ip("fd00::a")]),
                         ports: BTreeSet::from([
@@ -285,14 +443,22 @@ mod tests {
                             port("10.96.0.10", Protocol::Udp, 53),
                             port("fd00::a", Protocol::Sctp, 3868),
                         ]),
+                        masquerade: BTreeSet::from([port("192.168.1.10", Protocol::Tcp, 30080)]),
+                        cluster: BTreeSet::from([port("fd00::a", Protocol::Sctp, 3868)]),
+                        hairpin: BTreeSet::from([ip("10.244.1.5"), ip("fd00:244::5")]),
                     };
-                    let mut changes = table::create();
+                    let config = RuleConfig {
+                        cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+                        ..RuleConfig::default()
+                    };
+                    let mut changes = table::create(&config);
                     changes.extend(Elements::default().changes_to(&want));
                     nft.transact(&changes).unwrap();
-                    let read = Elements::read(&mut nft).unwrap().unwrap();
-                    assert_eq!(read, want);
+                    let contents = Contents::read(&mut nft).unwrap().unwrap();
+                    assert_eq!(contents.rules, rules::comments(&config));
+                    assert_eq!(contents.elements, want);
                     assert!(
-                        read.changes_to(&want).is_empty(),
+                        contents.elements.changes_to(&want).is_empty(),
                         "a restart changes nothing"
                     );
 
@@ -302,10 +468,22 @@ mod tests {
                         .status()
                         .expect("nft runs");
                     assert!(status.success());
-                    let drifted = Elements::read(&mut nft).unwrap().unwrap();
+                    let drifted = read(&mut nft).unwrap();
                     assert!(!drifted.vips.contains(&ip("10.96.0.10")));
                     nft.transact(&drifted.changes_to(&want)).unwrap();
-                    assert_eq!(Elements::read(&mut nft).unwrap().unwrap(), want);
+                    assert_eq!(read(&mut nft).unwrap(), want);
+
+                    // Someone deletes a rule: the listing shows it.
+                    let status = Command::new("nft")
+                        .args(["flush chain inet ipvs-proxy nat-postrouting"])
+                        .status()
+                        .expect("nft runs");
+                    assert!(status.success());
+                    let contents = Contents::read(&mut nft).unwrap().unwrap();
+                    assert_ne!(contents.rules, rules::comments(&config));
+                    nft.transact(&rules::write(&config)).unwrap();
+                    let contents = Contents::read(&mut nft).unwrap().unwrap();
+                    assert_eq!(contents.rules, rules::comments(&config));
                 })
                 .expect("the test body ran");
         }
@@ -333,12 +511,13 @@ mod tests {
                             })
                             .collect(),
                         vips: vips.into_iter().collect(),
+                        ..Elements::default()
                     };
                     let mut nft = NftSocket::open().unwrap();
-                    let mut changes = table::create();
+                    let mut changes = table::create(&RuleConfig::default());
                     changes.extend(Elements::default().changes_to(&want));
                     nft.transact(&changes).unwrap();
-                    let read = Elements::read(&mut nft).unwrap().unwrap();
+                    let read = read(&mut nft).unwrap();
                     // Compared by counts and differences: the sets are too large to print.
                     let missing = want.difference_len(&read);
                     assert_eq!(

@@ -34,6 +34,27 @@ impl Family {
             Family::V6 => (24, 16),
         }
     }
+
+    /// The source address's offset in the network header, and its length.
+    fn saddr(self) -> (u32, u32) {
+        match self {
+            Family::V4 => (12, 4),
+            Family::V6 => (8, 16),
+        }
+    }
+
+    /// The family of `net`.
+    pub fn of_net(net: &ipnet::IpNet) -> Self {
+        match net {
+            ipnet::IpNet::V4(_) => Family::V4,
+            ipnet::IpNet::V6(_) => Family::V6,
+        }
+    }
+
+    /// The length of an address, in bytes.
+    pub fn address_len(self) -> u32 {
+        self.daddr().1
+    }
 }
 
 /// One expression of a rule.
@@ -44,6 +65,11 @@ const NETWORK_HEADER: u32 = 1;
 const TRANSPORT_HEADER: u32 = 2;
 /// `NF_DROP`.
 const NF_DROP: u32 = 0;
+/// `NFTA_MASQ_FLAGS`, and `NF_NAT_RANGE_PROTO_RANDOM_FULLY`: source ports drawn at random,
+/// which avoids the races of sequential port allocation under many new connections
+/// (kubernetes #76699).
+const MASQ_FLAGS: u16 = 1;
+const NAT_RANDOM_FULLY: u32 = 1 << 4;
 /// `NFT_LOOKUP_F_INV`: the lookup matches when the key is *not* in the set.
 const LOOKUP_INVERT: u32 = 1;
 /// `NFTA_CT_DREG`, `NFTA_CT_KEY`, and `NFT_CT_STATE`.
@@ -106,6 +132,122 @@ pub fn load_daddr(family: Family, register: Register) -> Expr {
         Payload::Base(NETWORK_HEADER),
         Payload::Offset(offset),
         Payload::Len(len),
+    ])
+    .into()
+}
+
+/// Loads the source address into `register`.
+pub fn load_saddr(family: Family, register: Register) -> Expr {
+    let (offset, len) = family.saddr();
+    Expressions::Payload(vec![
+        Payload::DestinationRegister(register),
+        Payload::Base(NETWORK_HEADER),
+        Payload::Offset(offset),
+        Payload::Len(len),
+    ])
+    .into()
+}
+
+/// Matches when the source address is outside `network` (its bytes, already masked) with
+/// the prefix `mask` (the same length).
+pub fn saddr_outside(family: Family, network: &[u8], mask: &[u8]) -> Vec<Expr> {
+    vec![
+        load_saddr(family, Register::Reg1),
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(family.address_len()),
+            Bitwise::Mask(DataAttribute::Value(mask.to_vec())),
+            Bitwise::Xor(DataAttribute::Value(vec![0; mask.len()])),
+        ])
+        .into(),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::NotEqual),
+            Cmp::Data(DataAttribute::Value(network.to_vec())),
+        ])
+        .into(),
+    ]
+}
+
+/// Sets the bits `bits` of the packet's mark (`meta mark set meta mark | bits`).
+pub fn mark_set(bits: u32) -> Vec<Expr> {
+    // `x | m` is `(x & !m) ^ m`: nftables' bitwise takes a mask and an xor.
+    mark_rewrite(!bits, bits)
+}
+
+/// Clears the bits `bits` of the packet's mark (`meta mark set meta mark & !bits`).
+pub fn mark_clear(bits: u32) -> Vec<Expr> {
+    mark_rewrite(!bits, 0)
+}
+
+/// Matches packets none of whose mark bits `bits` is set.
+pub fn mark_clear_of(bits: u32) -> Vec<Expr> {
+    vec![
+        load_mark(),
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(4),
+            // The mark is a host-order integer in the register.
+            Bitwise::Mask(DataAttribute::Value(bits.to_ne_bytes().to_vec())),
+            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
+        ])
+        .into(),
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(Operator::Equal),
+            Cmp::Data(DataAttribute::Value(vec![0; 4])),
+        ])
+        .into(),
+    ]
+}
+
+fn load_mark() -> Expr {
+    Expressions::Meta(vec![
+        Meta::DestinationRegister(Register::Reg1),
+        Meta::Key(MetaKey::Mark),
+    ])
+    .into()
+}
+
+/// `meta mark set (meta mark & mask) ^ xor`.
+fn mark_rewrite(mask: u32, xor: u32) -> Vec<Expr> {
+    vec![
+        load_mark(),
+        Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Length(4),
+            Bitwise::Mask(DataAttribute::Value(mask.to_ne_bytes().to_vec())),
+            Bitwise::Xor(DataAttribute::Value(xor.to_ne_bytes().to_vec())),
+        ])
+        .into(),
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::Mark),
+            Meta::SourceRegister(Register::Reg1),
+        ])
+        .into(),
+    ]
+}
+
+/// Masquerades the connection: its source becomes the address of the interface the packet
+/// leaves by, with a source port drawn at random.
+pub fn masquerade() -> Expr {
+    Expressions::Other {
+        expression_type: "masq".into(),
+        attributes: vec![u32_nla(MASQ_FLAGS, NAT_RANDOM_FULLY)],
+    }
+    .into()
+}
+
+/// Leaves the chain (`return`).
+pub fn return_() -> Expr {
+    Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
+            Verdict::Return,
+        )])),
     ])
     .into()
 }

@@ -8,17 +8,22 @@
 //!
 //! - [`elements`]: what the sets hold and should hold for a desired state, and the changes
 //!   between the two.
-//! - [`table`]: the daemon's table: its sets, chains and rules, and the set elements of the
-//!   VIPs and their ports.
+//! - [`table`]: the daemon's table: its sets and how their elements are written.
+//! - [`rules`]: its chains and rules, and what they masquerade, mark or drop.
 //! - [`expr`]: the rules' expressions.
+//! - [`contents`]: the table read back.
 //! - [`transport`]: nftables over a `NETLINK_NETFILTER` socket: transactions
 //!   ([`NftSocket::transact`]) and listings.
 
+pub mod contents;
 pub mod elements;
 pub mod expr;
+pub mod rules;
 pub mod table;
 pub mod transport;
 
+pub use contents::Contents;
 pub use elements::Elements;
+pub use rules::RuleConfig;
 pub use table::ServicePort;
 pub use transport::{Change, Nfnl, NftError, NftSocket};

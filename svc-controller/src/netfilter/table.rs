@@ -1,40 +1,31 @@
-//! The daemon's table: one `inet` table of its own, whose rules never change; what changes
-//! with the Services is the content of its sets.
+//! The daemon's table: one `inet` table of its own, whose rules never change with the
+//! Services; what changes is the content of its sets.
 //!
-//! | object | what it holds or does |
-//! | --- | --- |
-//! | set `vips-v4`, `vips-v6` | the addresses bound on the dummy interface |
-//! | set `service-ports-v4`, `service-ports-v6` | `address . protocol . port` of every VIP port a Service defines |
-//! | chain `input` (filter, hook input) | drops a new connection to a VIP on a port no Service defines |
+//! | set (`-v4`, `-v6`) | key | holds |
+//! | --- | --- | --- |
+//! | `vips` | address | the addresses bound on the dummy interface |
+//! | `service-ports` | `address . protocol . port` | every VIP port a Service defines |
+//! | `masquerade-ports` | `address . protocol . port` | NodePorts, external and load-balancer IP ports whose traffic policy is `Cluster` |
+//! | `cluster-ports` | `address . protocol . port` | every ClusterIP port |
+//! | `hairpin` | `address . address` | each endpoint on this node, twice |
 //!
-//! Without the `input` rule, every VIP answers on every port the node listens on (its SSH
-//! server, the kubelet): the VIP is a local address. kube-proxy rejects such connections
-//! (its `KUBE-IPVS-FILTER`); this table drops them. Only a connection's first packet is
-//! looked at, so the replies to connections the node makes from a VIP (it picks the VIP as
-//! source when it connects to one) pass.
+//! The chains and rules that use them are [`rules`](super::rules)'.
 
 use std::net::IpAddr;
 
 use ipvs::model::Protocol;
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
-    ChainAttribute, ChainMessage, DataAttribute, Hook, HookNumber, InetHookNumber, ListAttribute,
-    NfTablesMessage, Register, RuleAttribute, RuleMessage, SetAttribute, SetElementAttribute,
+    DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetElementAttribute,
     SetElementList, SetElementMessage, SetMessage, TableAttribute, TableMessage,
 };
 
-use super::expr::{self, Family};
+use super::expr::Family;
+use super::rules::{self, RuleConfig};
 use super::transport::Change;
 
 /// The table's name.
 pub const TABLE: &str = "ipvs-proxy";
-
-/// The input chain's priority: before IPVS takes the packet (`LOCAL_IN` at 99) and before
-/// the usual filter chains (0), so a dropped connection never reaches them.
-const INPUT_PRIORITY: i32 = -10;
-
-/// `NF_ACCEPT`: the base chain's policy (it only drops what its rule says).
-const ACCEPT: u32 = 1;
 
 /// nftables' data types of set keys (userspace metadata, kept for `nft list`): an IPv4 and
 /// an IPv6 address, a protocol number, a port, and the shift of a concatenation's fields.
@@ -45,28 +36,53 @@ const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_BITS: u32 = 6;
 
 /// Every set of the table.
-pub const SETS: [&str; 4] = ["vips-v4", "service-ports-v4", "vips-v6", "service-ports-v6"];
+pub const SETS: [&str; 10] = [
+    "vips-v4",
+    "service-ports-v4",
+    "masquerade-ports-v4",
+    "cluster-ports-v4",
+    "hairpin-v4",
+    "vips-v6",
+    "service-ports-v6",
+    "masquerade-ports-v6",
+    "cluster-ports-v6",
+    "hairpin-v6",
+];
 
 /// The sets of one address family.
-struct Sets {
-    family: Family,
-    vips: &'static str,
-    service_ports: &'static str,
+pub(super) struct Sets {
+    pub(super) family: Family,
+    pub(super) vips: &'static str,
+    pub(super) service_ports: &'static str,
+    pub(super) masquerade_ports: &'static str,
+    pub(super) cluster_ports: &'static str,
+    pub(super) hairpin: &'static str,
 }
 
 const V4: Sets = Sets {
     family: Family::V4,
     vips: "vips-v4",
     service_ports: "service-ports-v4",
+    masquerade_ports: "masquerade-ports-v4",
+    cluster_ports: "cluster-ports-v4",
+    hairpin: "hairpin-v4",
 };
 
 const V6: Sets = Sets {
     family: Family::V6,
     vips: "vips-v6",
     service_ports: "service-ports-v6",
+    masquerade_ports: "masquerade-ports-v6",
+    cluster_ports: "cluster-ports-v6",
+    hairpin: "hairpin-v6",
 };
 
 impl Sets {
+    /// Both families' sets.
+    pub(super) fn all() -> [&'static Sets; 2] {
+        [&V4, &V6]
+    }
+
     fn of(addr: &IpAddr) -> &'static Sets {
         match addr {
             IpAddr::V4(_) => &V4,
@@ -74,18 +90,36 @@ impl Sets {
         }
     }
 
-    fn address(&self) -> (u32, u32) {
+    fn address_type(&self) -> u32 {
         match self.family {
-            Family::V4 => (TYPE_IPADDR, 4),
-            Family::V6 => (TYPE_IP6ADDR, 16),
+            Family::V4 => TYPE_IPADDR,
+            Family::V6 => TYPE_IP6ADDR,
         }
+    }
+
+    /// Each set with its key's type and length.
+    fn keys(&self) -> [(&'static str, u32, u32); 5] {
+        let address = self.address_type();
+        let len = self.family.address_len();
+        let port = (
+            (address << (2 * TYPE_BITS)) | (TYPE_INET_PROTOCOL << TYPE_BITS) | TYPE_INET_SERVICE,
+            // Each field of a concatenation takes whole 32-bit registers.
+            len + 4 + 4,
+        );
+        [
+            (self.vips, address, len),
+            (self.service_ports, port.0, port.1),
+            (self.masquerade_ports, port.0, port.1),
+            (self.cluster_ports, port.0, port.1),
+            (self.hairpin, (address << TYPE_BITS) | address, 2 * len),
+        ]
     }
 }
 
-/// A VIP port a Service defines.
+/// A port of a virtual server: its address, protocol and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServicePort {
-    /// The VIP.
+    /// The address.
     pub addr: IpAddr,
     /// The protocol.
     pub protocol: Protocol,
@@ -93,26 +127,60 @@ pub struct ServicePort {
     pub port: u16,
 }
 
+/// The sets of [`port_elements`] and [`address_elements`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetKind {
+    /// `vips`.
+    Vips,
+    /// `service-ports`.
+    ServicePorts,
+    /// `masquerade-ports`.
+    MasqueradePorts,
+    /// `cluster-ports`.
+    ClusterPorts,
+    /// `hairpin`.
+    Hairpin,
+}
+
+impl SetKind {
+    fn name(self, sets: &Sets) -> &'static str {
+        match self {
+            SetKind::Vips => sets.vips,
+            SetKind::ServicePorts => sets.service_ports,
+            SetKind::MasqueradePorts => sets.masquerade_ports,
+            SetKind::ClusterPorts => sets.cluster_ports,
+            SetKind::Hairpin => sets.hairpin,
+        }
+    }
+
+    /// The kind and family of the set called `name`.
+    pub(super) fn of_name(name: &str) -> Option<(SetKind, Family)> {
+        let kinds = [
+            SetKind::Vips,
+            SetKind::ServicePorts,
+            SetKind::MasqueradePorts,
+            SetKind::ClusterPorts,
+            SetKind::Hairpin,
+        ];
+        Sets::all().into_iter().find_map(|sets| {
+            kinds
+                .iter()
+                .find(|k| k.name(sets) == name)
+                .map(|k| (*k, sets.family))
+        })
+    }
+}
+
 /// The changes that create the table with its sets, chains and rules, empty sets, as one
-/// transaction would (a table that exists is kept, with what it holds).
-pub fn create() -> Vec<Change> {
+/// transaction would (a table that exists is kept, with what its sets hold; its rules are
+/// written anew).
+pub fn create(config: &RuleConfig) -> Vec<Change> {
     let mut changes = vec![add(NfTablesMessage::NewTable(TableMessage {
         attributes: vec![TableAttribute::Name(TABLE.into())],
     }))];
     let mut id = 0;
-    for sets in [&V4, &V6] {
-        let (address_type, address_len) = sets.address();
-        for (name, key_type, key_len) in [
-            (sets.vips, address_type, address_len),
-            (
-                sets.service_ports,
-                (address_type << (2 * TYPE_BITS))
-                    | (TYPE_INET_PROTOCOL << TYPE_BITS)
-                    | TYPE_INET_SERVICE,
-                // Each field of a concatenation takes whole 32-bit registers.
-                address_len + 4 + 4,
-            ),
-        ] {
+    for sets in Sets::all() {
+        for (name, key_type, key_len) in sets.keys() {
             id += 1;
             changes.push(add(NfTablesMessage::NewSet(SetMessage {
                 attributes: vec![
@@ -125,72 +193,8 @@ pub fn create() -> Vec<Change> {
             })));
         }
     }
-    changes.push(add(NfTablesMessage::NewChain(ChainMessage {
-        attributes: vec![
-            ChainAttribute::Table(TABLE.into()),
-            ChainAttribute::Name("input".into()),
-            ChainAttribute::Hook(vec![
-                Hook::Number(HookNumber::Inet(InetHookNumber::LocalIn)),
-                // The attribute carries the signed priority's bits.
-                Hook::Priority(INPUT_PRIORITY as u32),
-            ]),
-            ChainAttribute::Type("filter".into()),
-            ChainAttribute::Policy(ACCEPT),
-        ],
-    })));
-    // The chain's rules are written anew: creating a table that exists adds no second copy.
-    changes.push(Change::delete(
-        NetfilterProtoFamily::Inet,
-        NfTablesMessage::DeleteRule(RuleMessage {
-            attributes: vec![
-                RuleAttribute::Table(TABLE.into()),
-                RuleAttribute::Chain("input".into()),
-            ],
-        }),
-    ));
-    for sets in [&V4, &V6] {
-        changes.push(add(NfTablesMessage::NewRule(RuleMessage {
-            attributes: vec![
-                RuleAttribute::Table(TABLE.into()),
-                RuleAttribute::Chain("input".into()),
-                RuleAttribute::Expressions(undefined_port_rule(sets)),
-            ],
-        })));
-    }
+    changes.extend(rules::write(config));
     changes
-}
-
-/// `meta nfproto F ct state new ip daddr @vips ip daddr . meta l4proto . th dport !=
-/// @service-ports drop`.
-fn undefined_port_rule(sets: &Sets) -> Vec<expr::Expr> {
-    let mut exprs = expr::family_is(sets.family);
-    exprs.extend(expr::ct_state_new());
-    exprs.push(expr::load_daddr(sets.family, Register::Reg1));
-    exprs.push(expr::lookup(sets.vips, Register::Reg1, false));
-    exprs.push(expr::load_daddr(sets.family, Register::Reg32_00));
-    let (_, address_len) = sets.address();
-    let next = |n: u32| register32(address_len / 4 + n);
-    exprs.push(expr::load_l4proto(next(0)));
-    exprs.push(expr::load_dport(next(1)));
-    exprs.push(expr::lookup(sets.service_ports, Register::Reg32_00, true));
-    exprs.push(expr::drop());
-    exprs
-}
-
-/// The 32-bit register `n` places after the first.
-fn register32(n: u32) -> Register {
-    const REGISTERS: [Register; 8] = [
-        Register::Reg32_00,
-        Register::Reg32_01,
-        Register::Reg32_02,
-        Register::Reg32_03,
-        Register::Reg32_04,
-        Register::Reg32_05,
-        Register::Reg32_06,
-        Register::Reg32_07,
-    ];
-    // An IPv6 key is the longest: 4 registers of address, then protocol and port.
-    REGISTERS[(n as usize).min(REGISTERS.len() - 1)]
 }
 
 /// The change that deletes the table and everything in it.
@@ -203,16 +207,31 @@ pub fn delete() -> Change {
     )
 }
 
-/// The changes that add `vips` and `ports` to the sets (`add`) or delete them.
-pub fn elements(vips: &[IpAddr], ports: &[ServicePort], add: bool) -> Vec<Change> {
+/// The changes that add the addresses `addrs` to the sets of `kind` (`add`) or delete
+/// them: [`SetKind::Vips`] holds each address, [`SetKind::Hairpin`] each one twice.
+pub fn address_elements(kind: SetKind, addrs: &[IpAddr], add: bool) -> Vec<Change> {
     let mut changes = Vec::new();
-    for sets in [&V4, &V6] {
-        let keys: Vec<Vec<u8>> = vips
+    for sets in Sets::all() {
+        let keys: Vec<Vec<u8>> = addrs
             .iter()
             .filter(|a| Sets::of(a).family == sets.family)
-            .map(address_bytes)
+            .map(|a| {
+                let mut key = address_bytes(a);
+                if kind == SetKind::Hairpin {
+                    key.extend(address_bytes(a));
+                }
+                key
+            })
             .collect();
-        changes.extend(set_elements(sets.vips, keys, add));
+        changes.extend(set_elements(kind.name(sets), keys, add));
+    }
+    changes
+}
+
+/// The changes that add `ports` to the sets of `kind` (`add`) or delete them.
+pub fn port_elements(kind: SetKind, ports: &[ServicePort], add: bool) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for sets in Sets::all() {
         let keys: Vec<Vec<u8>> = ports
             .iter()
             .filter(|p| Sets::of(&p.addr).family == sets.family)
@@ -226,7 +245,7 @@ pub fn elements(vips: &[IpAddr], ports: &[ServicePort], add: bool) -> Vec<Change
                 Some(key)
             })
             .collect();
-        changes.extend(set_elements(sets.service_ports, keys, add));
+        changes.extend(set_elements(kind.name(sets), keys, add));
     }
     changes
 }
@@ -336,9 +355,14 @@ mod tests {
     }
 
     #[test]
-    fn service_ports_are_address_protocol_port_each_in_whole_registers() {
-        let changes = elements(
+    fn keys_are_addresses_and_address_protocol_port_each_in_whole_registers() {
+        let mut changes = address_elements(
+            SetKind::Vips,
             &["10.96.0.10".parse().unwrap(), "fd00::10".parse().unwrap()],
+            true,
+        );
+        changes.extend(port_elements(
+            SetKind::ServicePorts,
             &[
                 port("10.96.0.10", Protocol::Tcp, 80),
                 port("10.96.0.10", Protocol::Udp, 53),
@@ -347,7 +371,12 @@ mod tests {
                 port("10.96.0.10", Protocol::Other(300), 1),
             ],
             true,
-        );
+        ));
+        changes.extend(address_elements(
+            SetKind::Hairpin,
+            &["10.244.1.5".parse().unwrap()],
+            true,
+        ));
         let got: Vec<(String, Vec<Vec<u8>>)> = changes.iter().map(keys).collect();
         let v6 = Ipv6Addr::from([0xfd00, 0, 0, 0, 0, 0, 0, 0x10]).octets();
         let mut sctp = v6.to_vec();
@@ -356,6 +385,7 @@ mod tests {
             got,
             [
                 ("vips-v4".to_string(), vec![vec![10, 96, 0, 10]]),
+                ("vips-v6".to_string(), vec![v6.to_vec()]),
                 (
                     "service-ports-v4".to_string(),
                     vec![
@@ -363,19 +393,27 @@ mod tests {
                         vec![10, 96, 0, 10, 17, 0, 0, 0, 0, 53, 0, 0],
                     ]
                 ),
-                ("vips-v6".to_string(), vec![v6.to_vec()]),
                 ("service-ports-v6".to_string(), vec![sctp]),
+                (
+                    "hairpin-v4".to_string(),
+                    vec![vec![10, 244, 1, 5, 10, 244, 1, 5]]
+                ),
             ]
         );
         assert!(
-            elements(&[], &[], true).is_empty(),
+            port_elements(SetKind::MasqueradePorts, &[], true).is_empty(),
             "nothing to change, no message"
         );
+        assert_eq!(
+            SetKind::of_name("hairpin-v6"),
+            Some((SetKind::Hairpin, Family::V6))
+        );
+        assert_eq!(SetKind::of_name("vips"), None);
     }
 
     #[test]
     fn the_table_is_written_whole_and_its_rules_anew() {
-        let kinds: Vec<&str> = create()
+        let kinds: Vec<&str> = create(&RuleConfig::default())
             .iter()
             .map(|c| match c.message.as_nftables() {
                 Some(NfTablesMessage::NewTable(_)) => "table",
@@ -386,12 +424,11 @@ mod tests {
                 _ => "other",
             })
             .collect();
-        assert_eq!(
-            kinds,
-            [
-                "table", "set", "set", "set", "set", "chain", "flush", "rule", "rule"
-            ]
-        );
+        let mut expected = vec!["table"];
+        expected.extend(["set"; 10]);
+        expected.extend(["chain", "flush"].repeat(4));
+        expected.extend(["rule"; 12]);
+        assert_eq!(kinds, expected);
     }
 
     /// Needs a network namespace and nf_tables: run in the VM by `cargo xtask test`.
@@ -434,8 +471,9 @@ mod tests {
                     let vip: IpAddr = VIP.parse().unwrap();
                     let web = port(VIP, Protocol::Tcp, 80);
                     let ssh = port(VIP, Protocol::Tcp, 2222);
-                    let mut changes = create();
-                    changes.extend(elements(&[vip], &[web], true));
+                    let mut changes = create(&RuleConfig::default());
+                    changes.extend(address_elements(SetKind::Vips, &[vip], true));
+                    changes.extend(port_elements(SetKind::ServicePorts, &[web], true));
                     nft.transact(&changes).unwrap();
                     // A defined port answers: its first packet passes, and so do the
                     // replies to the node's own connection from the VIP to itself.
@@ -447,13 +485,15 @@ mod tests {
                     );
 
                     // Ports come and go with the set's elements.
-                    nft.transact(&elements(&[], &[web], false)).unwrap();
-                    nft.transact(&elements(&[], &[ssh], true)).unwrap();
+                    nft.transact(&port_elements(SetKind::ServicePorts, &[web], false))
+                        .unwrap();
+                    nft.transact(&port_elements(SetKind::ServicePorts, &[ssh], true))
+                        .unwrap();
                     assert!(!connects(VIP, 80));
                     assert!(connects(VIP, 2222));
 
                     // Creating the table again keeps its elements and one copy of the rules.
-                    nft.transact(&create()).unwrap();
+                    nft.transact(&create(&RuleConfig::default())).unwrap();
                     assert!(connects(VIP, 2222));
                     assert!(!connects(VIP, 80));
                     let listed = Command::new("nft")

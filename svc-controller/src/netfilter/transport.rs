@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use ipvs::transport::exchange::Exchange;
 use ipvs::transport::{KernelError, Payload, ReplyError, TransportError};
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, GenMessage, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
-    SetElementMessage, TableAttribute, TableMessage,
+    DataAttribute, GenMessage, ListAttribute, NfTablesMessage, RuleAttribute, RuleMessage,
+    SetElementAttribute, SetElementList, SetElementMessage, TableAttribute, TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -357,6 +357,34 @@ impl NftSocket {
             }
         }
         Ok(keys)
+    }
+
+    /// The comments of the rules of `table`, per chain in order (rules without one have an
+    /// empty comment).
+    pub fn rule_comments(
+        &mut self,
+        family: NetfilterProtoFamily,
+        table: &str,
+    ) -> Result<super::rules::RuleComments, NftError> {
+        let request = Nfnl::nftables(
+            family,
+            NfTablesMessage::GetRule(RuleMessage {
+                attributes: vec![RuleAttribute::Table(table.into())],
+            }),
+        );
+        let replies = self.dump(&request, "listing nftables rules")?;
+        let mut comments = super::rules::RuleComments::new();
+        for reply in &replies {
+            if let Some(NfTablesMessage::NewRule(rule)) = reply.as_nftables()
+                && let Some((chain, comment)) = super::rules::rule_comment(rule)
+            {
+                comments
+                    .entry(chain.to_owned())
+                    .or_default()
+                    .push(comment.to_vec());
+            }
+        }
+        Ok(comments)
     }
 
     /// Runs one dump and returns its replies.

@@ -100,10 +100,18 @@ impl<D: Dataplane> Reconciler<D> {
             }
         }
         // The nftables table goes whole, whatever the settings: it is ours by its name.
-        match self.dataplane.netfilter_elements() {
-            Ok(Some(elements)) => match self.dataplane.netfilter_transact(&[table::delete()]) {
+        let count = match self.dataplane.netfilter_read() {
+            Ok(Some(listing)) => Some(listing.elements.len()),
+            Ok(None) => None,
+            // A table that cannot be read whole (a set deleted by hand) still goes.
+            Err(e) => {
+                warn!(error = %e, "cleanup: cannot read the nftables table; deleting it");
+                Some(0)
+            }
+        };
+        if let Some(count) = count {
+            match self.dataplane.netfilter_transact(&[table::delete()]) {
                 Ok(()) => {
-                    let count = elements.vips.len() + elements.ports.len();
                     self.metrics.netfilter_transactions += 1;
                     self.metrics.netfilter_changes += count as u64;
                     report.netfilter_changes += count;
@@ -113,11 +121,6 @@ impl<D: Dataplane> Reconciler<D> {
                     warn!(error = %e, "cleanup: cannot delete the nftables table");
                     report.errors.push(e.into());
                 }
-            },
-            Ok(None) => {}
-            Err(e) => {
-                warn!(error = %e, "cleanup: cannot read the nftables table");
-                report.errors.push(e.into());
             }
         }
         self.netfilter = None;

@@ -53,6 +53,8 @@ pub struct ReconcilerConfig {
     /// default. Off, it never reads nor writes netfilter (cleanup still deletes a table a
     /// run with it on left).
     pub netfilter: bool,
+    /// What the nftables table's rules masquerade (see [`crate::netfilter::rules`]).
+    pub netfilter_rules: crate::netfilter::RuleConfig,
     /// Sysctls to hold at these values (checked at every full pass, written only when they
     /// differ). Keys in dotted or slash form.
     pub sysctls: Vec<(String, String)>,
@@ -68,6 +70,7 @@ impl Default for ReconcilerConfig {
             node_port_range: DEFAULT_NODE_PORT_RANGE,
             exclude_cidrs: Vec::new(),
             netfilter: true,
+            netfilter_rules: crate::netfilter::RuleConfig::default(),
             sysctls: Vec::new(),
         }
     }

@@ -3,21 +3,36 @@
 //! incremental sync writes the elements of what changed; each round's changes are one
 //! transaction. See [`crate::netfilter`].
 
-use crate::netfilter::{Change, Elements, ServicePort, table};
+use crate::netfilter::{Change, Elements, ServicePort, rules, table};
 
 use super::*;
 
 impl<D: Dataplane> Round<'_, D> {
-    /// The full netfilter pass: reads the sets and writes what differs from the desired
-    /// state; a missing table is created. With a table that already matches, no change.
+    /// The full netfilter pass: reads the table and writes what differs from the desired
+    /// state: a missing table is created, rules that are not exactly the configuration's
+    /// are written anew, the sets get the elements they lack and lose the others. With a
+    /// table that already matches, no change.
     pub(super) fn verify_netfilter(&mut self) {
         if !self.config.netfilter {
             return;
         }
         let wanted = Elements::wanted(self.desired, &self.vips.node);
-        let (have, mut changes) = match self.dataplane.netfilter_elements() {
-            Ok(Some(have)) => (have, Vec::new()),
-            Ok(None) => (Elements::default(), table::create()),
+        let (have, mut changes) = match self.dataplane.netfilter_read() {
+            Ok(Some(listing)) => {
+                let changes = if listing.rules == rules::comments(&self.config.netfilter_rules) {
+                    Vec::new()
+                } else {
+                    info!(
+                        "the nftables table's rules differ from the configuration's; rewriting them"
+                    );
+                    rules::write(&self.config.netfilter_rules)
+                };
+                (listing.elements, changes)
+            }
+            Ok(None) => (
+                Elements::default(),
+                table::create(&self.config.netfilter_rules),
+            ),
             Err(e) => {
                 // The table is there but cannot be read whole (a set deleted behind our
                 // back, say): it is replaced, in the same transaction, so no packet sees it
@@ -25,7 +40,7 @@ impl<D: Dataplane> Round<'_, D> {
                 self.metrics.read_failures += 1;
                 warn!(error = %e, "cannot read the nftables table; replacing it");
                 let mut changes = vec![table::delete()];
-                changes.extend(table::create());
+                changes.extend(table::create(&self.config.netfilter_rules));
                 (Elements::default(), changes)
             }
         };
@@ -44,6 +59,11 @@ impl<D: Dataplane> Round<'_, D> {
     /// Writes the elements of `vips` and of the virtual servers `keys` as the desired state
     /// now wants them. Before the table is known (no full pass yet, or a failed
     /// transaction), nothing: the full pass (or its retry) writes everything.
+    ///
+    /// An endpoint address that leaves the `hairpin` set is deleted by the next full pass
+    /// only (knowing here whether another virtual server still has it would cost a count
+    /// per address): until then it masquerades nothing but connections from that address
+    /// to itself, which are hairpin connections whoever has it.
     pub(super) fn sync_netfilter(
         &mut self,
         vips: &BTreeSet<IpAddr>,
@@ -71,13 +91,14 @@ impl<D: Dataplane> Round<'_, D> {
                 protocol: key.protocol,
                 port: key.port,
             };
-            if view.ports.contains(&port) {
-                have.ports.insert(port);
-            }
-            if self.desired.virtual_servers().contains_key(key)
-                && self.vips.wanted(self.desired, &key.addr)
-            {
-                want.ports.insert(port);
+            let vs = self.desired.virtual_servers().get(key);
+            let endpoints = vs
+                .into_iter()
+                .flat_map(|vs| vs.real_servers.iter().filter(|rs| rs.local))
+                .map(|rs| rs.addr);
+            have.extend(view.part(port, endpoints));
+            if let Some(vs) = vs {
+                want.add_virtual_server(vs, self.vips.wanted(self.desired, &key.addr));
             }
         }
         let changes = have.changes_to(&want);
@@ -87,20 +108,8 @@ impl<D: Dataplane> Round<'_, D> {
         if self.transact_netfilter(&changes, have.difference_len(&want))
             && let Some(view) = self.netfilter.as_mut()
         {
-            for addr in vips {
-                if want.vips.contains(addr) {
-                    view.vips.insert(*addr);
-                } else {
-                    view.vips.remove(addr);
-                }
-            }
-            for port in have.ports.iter().chain(&want.ports) {
-                if want.ports.contains(port) {
-                    view.ports.insert(*port);
-                } else {
-                    view.ports.remove(port);
-                }
-            }
+            view.remove(&have);
+            view.extend(want);
         }
     }
 

@@ -1268,11 +1268,12 @@ fn the_nftables_sets_follow_the_vips_and_their_ports_one_transaction_a_round() {
     );
     assert_eq!(r.dataplane().netfilter().transactions(), 1);
 
-    // A Service with two ports: one transaction for its VIP and both ports, before its
-    // virtual servers are created (or their first connections would be dropped).
+    // A Service with two ports: one transaction for its VIP and both ports (VIP ports and
+    // ClusterIP ports), before its virtual servers are created (or their first connections
+    // would be dropped).
     let batches = r.dataplane().apply_calls();
     let report = r.sync_service(dns, now);
-    assert_eq!(report.netfilter_changes, 3);
+    assert_eq!(report.netfilter_changes, 5);
     assert_eq!(r.dataplane().netfilter().transactions(), 2);
     assert_eq!(
         r.dataplane().netfilter().after_batches().last(),
@@ -1296,7 +1297,7 @@ fn the_nftables_sets_follow_the_vips_and_their_ports_one_transaction_a_round() {
         .into()
     );
     assert_eq!(r.metrics().netfilter_transactions, 3);
-    assert_eq!(r.metrics().netfilter_changes, 1 + 1 + 3 + 2);
+    assert_eq!(r.metrics().netfilter_changes, 3 + 5 + 3);
 
     // A restart with the same inputs: no transaction, a quiet pass.
     let desired = r.desired().clone();
@@ -1314,7 +1315,7 @@ fn the_full_pass_repairs_the_nftables_table_and_a_failed_transaction_is_retried(
     let wanted = nft(&r).unwrap();
     // An element deleted and one added behind our back; then the whole table.
     r.dataplane_mut().netfilter_mut().tamper(|t| {
-        let sets = t.as_mut().unwrap();
+        let sets = &mut t.as_mut().unwrap().elements;
         sets.vips.clear();
         sets.ports.insert(nft_port("10.96.0.99", Protocol::Tcp, 22));
     });
@@ -1330,10 +1331,7 @@ fn the_full_pass_repairs_the_nftables_table_and_a_failed_transaction_is_retried(
     let report = r.verify(now).unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(r.dataplane().netfilter().transactions(), transactions + 1);
-    assert_eq!(
-        r.dataplane_mut().netfilter_elements().unwrap().as_ref(),
-        Some(&wanted)
-    );
+    assert_eq!(nft(&r).unwrap(), wanted);
 
     // A transaction that fails: reported, and retried with the backoff by a full
     // netfilter pass.
@@ -1354,12 +1352,79 @@ fn the_full_pass_repairs_the_nftables_table_and_a_failed_transaction_is_retried(
 }
 
 #[test]
+fn the_full_pass_rewrites_rules_that_are_not_the_configurations() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
+    let transactions = r.dataplane().netfilter().transactions();
+    // A chain flushed behind our back: its rules are written again, the sets kept.
+    r.dataplane_mut().netfilter_mut().tamper(|t| {
+        t.as_mut().unwrap().rules.remove("nat-postrouting");
+    });
+    let report = r.verify(now).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(r.dataplane().netfilter().transactions(), transactions + 1);
+    let contents = r.dataplane_mut().netfilter_read().unwrap().unwrap();
+    assert_eq!(
+        contents.rules,
+        crate::netfilter::rules::comments(&crate::netfilter::RuleConfig::default())
+    );
+    assert!(r.verify(now).unwrap().is_quiet());
+    assert_eq!(r.dataplane().netfilter().transactions(), transactions + 1);
+
+    // A restart with another masquerade bit rewrites the rules, and only them.
+    let desired = r.desired().clone();
+    let config = ReconcilerConfig {
+        netfilter_rules: crate::netfilter::RuleConfig {
+            masquerade_bit: 13,
+            ..Default::default()
+        },
+        ..ReconcilerConfig::default()
+    };
+    let mut again = Reconciler::new(r.into_dataplane(), config.clone());
+    again.set_desired(desired);
+    let report = again.verify(now).unwrap();
+    assert_eq!(report.netfilter_changes, 0, "no element changed");
+    assert_eq!(
+        again.dataplane().netfilter().transactions(),
+        transactions + 2
+    );
+    let contents = again.dataplane_mut().netfilter_read().unwrap().unwrap();
+    assert_eq!(
+        contents.rules,
+        crate::netfilter::rules::comments(&config.netfilter_rules)
+    );
+}
+
+#[test]
+fn local_endpoints_enter_the_hairpin_set_and_leave_it_at_the_full_pass() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
+    assert!(nft(&r).unwrap().hairpin.is_empty(), "no endpoint here");
+    let mut here = web(&["10.0.0.1", "10.0.0.2"]);
+    for vs in here.virtual_servers.values_mut() {
+        vs.real_servers[1].local = true;
+    }
+    let report = r.sync_service(here, now);
+    assert_eq!(report.netfilter_changes, 1);
+    assert_eq!(nft(&r).unwrap().hairpin, [ip("10.0.0.2")].into());
+    // The endpoint goes: harmless until the full pass deletes it.
+    r.sync_service(web(&["10.0.0.1"]), now);
+    assert_eq!(nft(&r).unwrap().hairpin, [ip("10.0.0.2")].into());
+    let report = r.verify(now).unwrap();
+    assert_eq!(report.netfilter_changes, 1);
+    assert!(nft(&r).unwrap().hairpin.is_empty());
+}
+
+#[test]
 fn cleanup_deletes_the_nftables_table_and_netfilter_can_be_left_alone() {
     let now = Instant::now();
     let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
     assert!(nft(&r).is_some());
     let report = r.cleanup(now).unwrap();
-    assert_eq!(report.netfilter_changes, 2, "its two elements went with it");
+    assert_eq!(
+        report.netfilter_changes, 3,
+        "its three elements went with it"
+    );
     assert!(nft(&r).is_none());
 
     let off = ReconcilerConfig {
