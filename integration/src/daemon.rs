@@ -179,3 +179,40 @@ pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, path)
 }
+
+/// A scratch folder for a daemon under test: a `manifests` folder and a log file, under the
+/// system's temporary folder, named after the test and the process; removed when dropped.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// Creates (afresh) the folder for `name`.
+    pub fn new(name: &str) -> io::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("ipvs-proxy-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("manifests"))?;
+        Ok(Self(dir))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The manifests folder in it.
+    pub fn manifests(&self) -> PathBuf {
+        self.0.join("manifests")
+    }
+
+    /// A log file in it, `name.log`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.0.join(format!("{name}.log"))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

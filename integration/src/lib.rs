@@ -9,6 +9,9 @@
 //! - [`backend`]: tiny TCP servers that answer with their name, and clients that count answers;
 //! - [`table`]: a namespace's IPVS table as text, for comparing;
 //! - [`topology`]: a client → director → backends network ready for IPVS;
+//! - [`nodes`]: a small cluster's network: nodes on a LAN, pods behind each node's bridge,
+//!   a client outside; [`witness`]: backends that answer with their name and the client
+//!   address they saw;
 //! - [`daemon`]: the node daemon as a real process in a namespace (log, HTTP, signals);
 //! - [`bench`](mod@bench): what the benchmark programs measure a process and a machine with;
 //! - [`synthetic`]: deterministic synthetic clusters (Services and EndpointSlices as manifests)
@@ -28,8 +31,10 @@ pub mod cluster;
 pub mod daemon;
 pub mod link;
 mod netns;
+pub mod nodes;
 pub mod synthetic;
 pub mod table;
 pub mod topology;
+pub mod witness;
 
 pub use netns::{Netns, current_netns_inode};

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 
 use futures_util::TryStreamExt;
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::Netns;
 
@@ -87,6 +87,45 @@ pub fn add_default_route(gateway: IpAddr) -> io::Result<()> {
                 .gateway(gw)
                 .build(),
         };
+        handle.route().add(route).execute().await
+    })
+}
+
+/// Adds a bridge `name`, up.
+pub fn add_bridge(name: &str) -> io::Result<()> {
+    block_on(async |handle| {
+        handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+    })
+}
+
+/// Makes the interface `name` a port of the bridge `bridge`.
+pub fn set_bridge(name: &str, bridge: &str) -> io::Result<()> {
+    block_on(async |handle| {
+        let index = index_of(&handle, name).await?;
+        let bridge = index_of(&handle, bridge).await?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).controller(bridge).build())
+            .execute()
+            .await
+    })
+}
+
+/// Adds a route to `network/prefix` through `gateway` (IPv4).
+pub fn add_route(
+    network: std::net::Ipv4Addr,
+    prefix: u8,
+    gateway: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    block_on(async |handle| {
+        let route = RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+            .destination_prefix(network, prefix)
+            .gateway(gateway)
+            .build();
         handle.route().add(route).execute().await
     })
 }

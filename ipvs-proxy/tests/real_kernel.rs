@@ -13,7 +13,7 @@ mod real_kernel {
 
     use integration::Netns;
     use integration::backend::tally;
-    use integration::daemon::{DaemonProcess, http_get, wait_until, write_atomically};
+    use integration::daemon::{DaemonProcess, Scratch, http_get, wait_until, write_atomically};
     use integration::topology::{DIRECTOR_ADDR, LoadBalancerTopology};
     use ipvs::Ipvs;
     use ipvs::model::{Destination, Forwarding, Scheduler, Service, ServiceKey};
@@ -26,28 +26,6 @@ mod real_kernel {
 
     fn daemon_binary() -> PathBuf {
         PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy"))
-    }
-
-    struct Scratch(PathBuf);
-    impl Scratch {
-        fn new(name: &str) -> Self {
-            let dir =
-                std::env::temp_dir().join(format!("ipvs-proxy-e2e-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(dir.join("manifests")).unwrap();
-            Self(dir)
-        }
-        fn manifests(&self) -> PathBuf {
-            self.0.join("manifests")
-        }
-        fn log(&self) -> PathBuf {
-            self.0.join("daemon.log")
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     /// A NodePort Service `web` (ClusterIP 10.96.0.10:80, NodePort 30080) with one slice; each
@@ -114,7 +92,7 @@ endpoints:
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        DaemonProcess::start(node, &daemon_binary(), &args, &scratch.log()).unwrap()
+        DaemonProcess::start(node, &daemon_binary(), &args, &scratch.log("daemon")).unwrap()
     }
 
     fn addr(s: &str) -> SocketAddr {
@@ -144,7 +122,7 @@ endpoints:
     fn daemon_follows_manifests_survives_restart_and_leaves_the_table_on_sigterm() {
         let topo = LoadBalancerTopology::build(3).unwrap();
         let node = &topo.director;
-        let scratch = Scratch::new("lifecycle");
+        let scratch = Scratch::new("lifecycle").unwrap();
         let manifest = scratch.manifests().join("web.yaml");
         write_atomically(&manifest, &web_manifest(&[(0, true), (1, true), (2, true)])).unwrap();
 
@@ -325,7 +303,7 @@ endpoints:
     fn load_balancers_health_checks_follow_the_local_endpoints() {
         let topo = LoadBalancerTopology::build(1).unwrap();
         let node = &topo.director;
-        let scratch = Scratch::new("health-check");
+        let scratch = Scratch::new("health-check").unwrap();
         let manifest = scratch.manifests().join("lb.yaml");
         write_atomically(&manifest, &local_lb_manifest("node-a")).unwrap();
         let mut daemon = start(node, &scratch, &[]);
@@ -378,7 +356,7 @@ endpoints:
             .unwrap();
         let topo = LoadBalancerTopology::build(3).unwrap();
         let node = &topo.director;
-        let scratch = Scratch::new("flood");
+        let scratch = Scratch::new("flood").unwrap();
         let manifest = scratch.manifests().join("web.yaml");
         write_atomically(&manifest, &web_manifest(&[(0, true), (1, true), (2, true)])).unwrap();
         // Soft and hard limit 1,024: the daemon cannot raise it.
@@ -401,7 +379,8 @@ endpoints:
             .map(str::to_owned),
         );
         let mut daemon =
-            DaemonProcess::start(node, Path::new("/bin/sh"), &args, &scratch.log()).unwrap();
+            DaemonProcess::start(node, Path::new("/bin/sh"), &args, &scratch.log("daemon"))
+                .unwrap();
         daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
         let low = daemon
             .wait_for_log(0, &["file descriptor limit is low"], SLOW)
@@ -469,7 +448,7 @@ endpoints:
     fn a_vip_answers_only_on_the_ports_its_services_define() {
         let topo = LoadBalancerTopology::build(1).unwrap();
         let node = &topo.director;
-        let scratch = Scratch::new("vip-ports");
+        let scratch = Scratch::new("vip-ports").unwrap();
         write_atomically(
             &scratch.manifests().join("web.yaml"),
             &web_manifest(&[(0, true)]),
@@ -516,7 +495,7 @@ endpoints:
     fn cleanup_removes_only_what_the_daemon_owns() {
         let topo = LoadBalancerTopology::build(1).unwrap();
         let node = &topo.director;
-        let scratch = Scratch::new("cleanup");
+        let scratch = Scratch::new("cleanup").unwrap();
         write_atomically(
             &scratch.manifests().join("web.yaml"),
             &web_manifest(&[(0, true)]),
@@ -593,7 +572,7 @@ endpoints:
     #[ignore = "real kernel: run by cargo xtask test"]
     fn init_node_applies_the_sysctls_and_check_mode_refuses_a_drifted_one() {
         let node = Netns::new("node-settings").unwrap();
-        let scratch = Scratch::new("sysctls");
+        let scratch = Scratch::new("sysctls").unwrap();
         let run = |args: &[&str]| {
             let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
             node.run(move || {
@@ -649,7 +628,7 @@ endpoints:
         );
         let args: Vec<String> = check.iter().map(|a| (*a).to_owned()).collect();
         let mut daemon =
-            DaemonProcess::start(&node, &daemon_binary(), &args, &scratch.log()).unwrap();
+            DaemonProcess::start(&node, &daemon_binary(), &args, &scratch.log("daemon")).unwrap();
         daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
         assert!(daemon.terminate(SLOW).unwrap().success());
     }

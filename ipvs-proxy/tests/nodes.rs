@@ -1,0 +1,281 @@
+//! Several nodes, each running `ipvs-proxy` on the same manifests, in the network of
+//! [`Nodes`]: pods behind each node's bridge, pod networks routed between nodes, a client
+//! outside the cluster. Real TCP and UDP traffic shows where replies go and which client
+//! address each pod saw: what the nodes' nftables tables masquerade, and what they keep.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod real_kernel {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use integration::Netns;
+    use integration::daemon::{DaemonProcess, Scratch, write_atomically};
+    use integration::nodes::{CLIENT_ADDR, CLUSTER_CIDR, Nodes, POD_PORT};
+    use integration::witness::{Answer, ask_tcp, ask_udp};
+
+    /// Waiting times are generous: the VM these tests run in here is emulated (TCG).
+    const SLOW: Duration = Duration::from_secs(90);
+    /// `web`: NodePort, `externalTrafficPolicy: Cluster`.
+    const WEB: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    /// `shop`: LoadBalancer, `externalTrafficPolicy: Local`.
+    const SHOP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
+    const SHOP_LB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
+    /// `echo`: ClusterIP.
+    const ECHO: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
+
+    fn daemon_binary() -> PathBuf {
+        PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy"))
+    }
+
+    /// A Service `name` in namespace `shop`, its one EndpointSlice with `endpoints` (pod
+    /// address, node), TCP port 80 and UDP port 53 to the pods' 8080. `spec` is the rest of
+    /// the Service's spec, indented as a field of it.
+    fn service(name: &str, spec: &str, endpoints: &[(Ipv4Addr, &str)]) -> String {
+        let mut text = format!(
+            "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: shop
+spec:
+{spec}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+- name: http
+  port: {POD_PORT}
+  protocol: TCP
+- name: dns
+  port: {POD_PORT}
+  protocol: UDP
+endpoints:
+"
+        );
+        for (addr, node) in endpoints {
+            text.push_str(&format!(
+                "- addresses: [{addr}]\n  conditions: {{ready: true}}\n  nodeName: {node}\n"
+            ));
+        }
+        text
+    }
+
+    fn ports(node_ports: Option<(u16, u16)>) -> String {
+        let (tcp, udp) = match node_ports {
+            Some((tcp, udp)) => (
+                format!("\n    nodePort: {tcp}"),
+                format!("\n    nodePort: {udp}"),
+            ),
+            None => (String::new(), String::new()),
+        };
+        format!(
+            "  ports:
+  - name: http
+    port: 80
+    protocol: TCP
+    targetPort: {POD_PORT}{tcp}
+  - name: dns
+    port: 53
+    protocol: UDP
+    targetPort: {POD_PORT}{udp}"
+        )
+    }
+
+    /// The cluster: two nodes with one pod each, a daemon on each, the three Services.
+    struct Cluster {
+        net: Nodes,
+        daemons: Vec<DaemonProcess>,
+        _scratch: Scratch,
+    }
+
+    impl Cluster {
+        fn start(name: &str) -> Self {
+            let net = Nodes::build(&[1, 1]).unwrap();
+            let scratch = Scratch::new(name).unwrap();
+            let (a1, b1) = (net.pod("a1").unwrap().addr, net.pod("b1").unwrap().addr);
+            let web = service(
+                "web",
+                &format!(
+                    "  type: NodePort\n  clusterIP: {WEB}\n{}",
+                    ports(Some((30080, 30053)))
+                ),
+                &[(b1, "node-b")],
+            );
+            let shop = service(
+                "shop",
+                &format!(
+                    "  type: LoadBalancer\n  clusterIP: {SHOP}\n  externalTrafficPolicy: Local\n  \
+                     healthCheckNodePort: 30500\n{}\nstatus:\n  loadBalancer:\n    ingress:\n    \
+                     - ip: {SHOP_LB}",
+                    ports(Some((30081, 30054)))
+                ),
+                &[(b1, "node-b")],
+            );
+            let echo = service(
+                "echo",
+                &format!("  clusterIP: {ECHO}\n{}", ports(None)),
+                &[(a1, "node-a")],
+            );
+            for (file, text) in [("web", web), ("shop", shop), ("echo", echo)] {
+                write_atomically(&scratch.manifests().join(format!("{file}.yaml")), &text).unwrap();
+            }
+            let daemons = net
+                .nodes
+                .iter()
+                .map(|node| {
+                    let args: Vec<String> = [
+                        "--manifests",
+                        scratch.manifests().to_str().unwrap(),
+                        "--hostname-override",
+                        &node.name,
+                        "--cluster-cidr",
+                        CLUSTER_CIDR,
+                        "--log-format",
+                        "json",
+                        "--metrics-bind-address",
+                        "127.0.0.1:10249",
+                        "--healthz-bind-address",
+                        "127.0.0.1:10256",
+                    ]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect();
+                    DaemonProcess::start(
+                        &node.netns,
+                        &daemon_binary(),
+                        &args,
+                        &scratch.log(&node.name),
+                    )
+                    .unwrap()
+                })
+                .collect::<Vec<_>>();
+            let mut cluster = Self {
+                net,
+                daemons,
+                _scratch: scratch,
+            };
+            for daemon in &mut cluster.daemons {
+                daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+            }
+            cluster
+        }
+
+        fn node(&self, name: &str) -> &Netns {
+            &self
+                .net
+                .nodes
+                .iter()
+                .find(|n| n.name == name)
+                .unwrap()
+                .netns
+        }
+    }
+
+    fn tcp(netns: &Netns, addr: IpAddr, port: u16) -> Answer {
+        let target = SocketAddr::new(addr, port);
+        netns
+            .run(move || ask_tcp(target))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("TCP to {target}: {e}"))
+    }
+
+    fn udp(netns: &Netns, addr: IpAddr, port: u16) -> Answer {
+        let target = SocketAddr::new(addr, port);
+        netns
+            .run(move || {
+                let socket = UdpSocket::bind("0.0.0.0:0")?;
+                ask_udp(&socket, target, Duration::from_secs(3))
+            })
+            .unwrap()
+            .unwrap_or_else(|e| panic!("UDP to {target}: {e}"))
+    }
+
+    fn ip(addr: Ipv4Addr) -> IpAddr {
+        IpAddr::V4(addr)
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn outside_traffic_is_masqueraded_unless_its_policy_keeps_the_client_address() {
+        let cluster = Cluster::start("outside");
+        let client = &cluster.net.client;
+        let (node_a, node_b) = (Nodes::node_addr(0), Nodes::node_addr(1));
+
+        // A NodePort on node A whose only pod runs on node B: the pod answers node A (it
+        // saw node A's address), which un-NATs the reply back to the client.
+        for (answer, protocol) in [
+            (tcp(client, ip(node_a), 30080), "TCP"),
+            (udp(client, ip(node_a), 30053), "UDP"),
+        ] {
+            assert_eq!(answer.name, "b1", "{protocol}");
+            assert_eq!(answer.client.ip(), ip(node_a), "{protocol}: {answer:?}");
+        }
+        // The same NodePort on node B: the pod is local, still masqueraded (Cluster policy).
+        assert_eq!(
+            tcp(client, ip(node_b), 30080).client.ip(),
+            ip(cluster.net.nodes[1].gateway),
+            "masqueraded to the address it leaves node B by"
+        );
+
+        // `externalTrafficPolicy: Local`: the load balancer's address, routed to node B
+        // where the pod runs, and node B's NodePort keep the client's address.
+        cluster.net.route_from_client(SHOP_LB, 1).unwrap();
+        for (answer, what) in [
+            (tcp(client, ip(SHOP_LB), 80), "LB TCP"),
+            (udp(client, ip(SHOP_LB), 53), "LB UDP"),
+            (tcp(client, ip(node_b), 30081), "NodePort TCP"),
+        ] {
+            assert_eq!(answer.name, "b1", "{what}");
+            assert_eq!(answer.client.ip(), ip(CLIENT_ADDR), "{what}: {answer:?}");
+        }
+
+        // A ClusterIP reached from outside the cluster's pod network (--cluster-cidr): the
+        // pod on the other node answers node A.
+        cluster.net.route_from_client(WEB, 0).unwrap();
+        let answer = tcp(client, ip(WEB), 80);
+        assert_eq!(answer.name, "b1");
+        assert_eq!(answer.client.ip(), ip(node_a), "{answer:?}");
+        drop(cluster);
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn pods_and_nodes_reach_services_wherever_the_endpoint_runs() {
+        let cluster = Cluster::start("inside");
+        let a1 = cluster.net.pod("a1").unwrap();
+        let node_a = cluster.node("node-a");
+
+        // A pod reaching a Service whose pod is on another node: its address is kept.
+        for answer in [tcp(&a1.netns, ip(WEB), 80), udp(&a1.netns, ip(WEB), 53)] {
+            assert_eq!(answer.name, "b1");
+            assert_eq!(answer.client.ip(), ip(a1.addr), "{answer:?}");
+        }
+
+        // Hairpin: the pod reaches itself through its own Service, masqueraded to its
+        // node's bridge address so the reply comes back through IPVS.
+        for answer in [tcp(&a1.netns, ip(ECHO), 80), udp(&a1.netns, ip(ECHO), 53)] {
+            assert_eq!(answer.name, "a1");
+            assert_eq!(
+                answer.client.ip(),
+                ip(cluster.net.nodes[0].gateway),
+                "{answer:?}"
+            );
+        }
+
+        // The node itself (a host-network client) reaching a ClusterIP whose pod is on the
+        // other node: it connects from the VIP, which is masqueraded to its own address.
+        for answer in [tcp(node_a, ip(WEB), 80), udp(node_a, ip(WEB), 53)] {
+            assert_eq!(answer.name, "b1");
+            assert_eq!(answer.client.ip(), ip(Nodes::node_addr(0)), "{answer:?}");
+        }
+    }
+}
