@@ -90,11 +90,27 @@ endpoints:
         )
     }
 
+    /// `shop` with its one pod at `pod` on node B, and `ranges` as its
+    /// `loadBalancerSourceRanges`.
+    fn shop(pod: Ipv4Addr, ranges: &[&str]) -> String {
+        service(
+            "shop",
+            &format!(
+                "  type: LoadBalancer\n  clusterIP: {SHOP}\n  externalTrafficPolicy: Local\n  \
+                 healthCheckNodePort: 30500\n  loadBalancerSourceRanges: [{}]\n{}\nstatus:\n  \
+                 loadBalancer:\n    ingress:\n    - ip: {SHOP_LB}",
+                ranges.join(", "),
+                ports(Some((30081, 30054)))
+            ),
+            &[(pod, "node-b")],
+        )
+    }
+
     /// The cluster: two nodes with one pod each, a daemon on each, the three Services.
     struct Cluster {
         net: Nodes,
         daemons: Vec<DaemonProcess>,
-        _scratch: Scratch,
+        scratch: Scratch,
     }
 
     impl Cluster {
@@ -110,16 +126,7 @@ endpoints:
                 ),
                 &[(b1, "node-b")],
             );
-            let shop = service(
-                "shop",
-                &format!(
-                    "  type: LoadBalancer\n  clusterIP: {SHOP}\n  externalTrafficPolicy: Local\n  \
-                     healthCheckNodePort: 30500\n{}\nstatus:\n  loadBalancer:\n    ingress:\n    \
-                     - ip: {SHOP_LB}",
-                    ports(Some((30081, 30054)))
-                ),
-                &[(b1, "node-b")],
-            );
+            let shop = shop(b1, &[]);
             let echo = service(
                 "echo",
                 &format!("  clusterIP: {ECHO}\n{}", ports(None)),
@@ -161,12 +168,17 @@ endpoints:
             let mut cluster = Self {
                 net,
                 daemons,
-                _scratch: scratch,
+                scratch,
             };
             for daemon in &mut cluster.daemons {
                 daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
             }
             cluster
+        }
+
+        /// Rewrites the manifest `file`.
+        fn write(&self, file: &str, text: &str) {
+            write_atomically(&self.scratch.manifests().join(format!("{file}.yaml")), text).unwrap();
         }
 
         fn node(&self, name: &str) -> &Netns {
@@ -277,5 +289,49 @@ endpoints:
             assert_eq!(answer.name, "b1");
             assert_eq!(answer.client.ip(), ip(Nodes::node_addr(0)), "{answer:?}");
         }
+    }
+
+    /// Whether a TCP connection from `netns` to `addr:port` is answered.
+    fn answered(netns: &Netns, addr: Ipv4Addr, port: u16) -> bool {
+        let target = SocketAddr::new(ip(addr), port);
+        netns.run(move || ask_tcp(target).is_ok()).unwrap()
+    }
+
+    /// Waits until `probe` holds (the daemons took in a manifest change).
+    fn eventually(what: &str, mut probe: impl FnMut() -> bool) {
+        integration::daemon::wait_until(SLOW, || probe().then_some(()))
+            .unwrap_or_else(|| panic!("never: {what}"));
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn load_balancer_source_ranges_let_only_their_sources_through() {
+        let cluster = Cluster::start("ranges");
+        let client = &cluster.net.client;
+        let node_b = cluster.node("node-b");
+        let b1 = cluster.net.pod("b1").unwrap().addr;
+        cluster.net.route_from_client(SHOP_LB, 1).unwrap();
+        assert!(answered(client, SHOP_LB, 80), "no ranges: open");
+
+        // A range without the client: the load balancer drops it; the Service's NodePort
+        // and ClusterIP are not filtered.
+        cluster.write("shop", &shop(b1, &["10.0.0.0/8"]));
+        eventually("the client is dropped", || !answered(client, SHOP_LB, 80));
+        assert!(answered(client, Nodes::node_addr(1), 30081));
+        assert!(answered(&cluster.net.pod("a1").unwrap().netns, SHOP, 80));
+
+        // The client's own address: it passes; the node, outside every range, does not.
+        let own = format!("{CLIENT_ADDR}/32");
+        cluster.write("shop", &shop(b1, &[&own]));
+        eventually("the client passes", || answered(client, SHOP_LB, 80));
+        assert!(
+            !answered(node_b, SHOP_LB, 80),
+            "the node is outside the ranges"
+        );
+
+        // A range holding the node's address lets the node through too.
+        cluster.write("shop", &shop(b1, &["192.168.50.0/24"]));
+        eventually("the node passes", || answered(node_b, SHOP_LB, 80));
+        assert!(answered(client, SHOP_LB, 80));
     }
 }

@@ -138,6 +138,7 @@ mod tests {
             exposure: Exposure::ClusterIp,
             bind_address: true,
             local_policy: false,
+            source_ranges: None,
         };
         let config = service_config(&vs);
         assert_eq!(config.key(), ServiceKey::udp(key.addr, 53));

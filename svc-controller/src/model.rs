@@ -145,6 +145,10 @@ pub struct VirtualServer {
     /// only this node's endpoints serve it, and external clients keep their address (the
     /// netfilter table does not masquerade it).
     pub local_policy: bool,
+    /// For a load-balancer IP whose Service lists `loadBalancerSourceRanges`: the ranges of
+    /// this address's family, the only sources the netfilter table lets through (an empty
+    /// list lets none). `None`: every source.
+    pub source_ranges: Option<Box<[ipnet::IpNet]>>,
 }
 
 impl fmt::Display for VirtualServer {
@@ -214,6 +218,7 @@ mod tests {
             exposure: Exposure::ClusterIp,
             bind_address: true,
             local_policy: false,
+            source_ranges: None,
         };
         assert_eq!(
             vs.to_string(),

@@ -125,6 +125,7 @@ pub fn virtual_server(
         exposure: Exposure::ClusterIp,
         bind_address: true,
         local_policy: false,
+        source_ranges: None,
     }
 }
 

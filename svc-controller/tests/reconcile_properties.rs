@@ -107,6 +107,7 @@ fn service(index: usize, specs: &[VsSpec], persistent: bool) -> ServiceDesired {
                 exposure: Exposure::ClusterIp,
                 bind_address: true,
                 local_policy: false,
+                source_ranges: None,
             },
         );
     }

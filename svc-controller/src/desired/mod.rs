@@ -464,6 +464,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn load_balancer_ips_carry_their_familys_source_ranges_and_a_bad_list_closes_them() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+
+        use crate::model::Exposure;
+
+        let lb = |ranges: &[&str]| {
+            let mut svc = crate::testing::service("shop", "lb", "10.96.0.20");
+            let spec = svc.spec.as_mut().unwrap();
+            spec.type_ = Some("LoadBalancer".into());
+            spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+            spec.load_balancer_source_ranges =
+                Some(ranges.iter().map(|r| (*r).to_owned()).collect());
+            svc.status = Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some("203.0.113.7".into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            });
+            let mut node = NodeInfo::new("node-a");
+            node.addresses = vec!["192.168.1.10".parse().unwrap()];
+            let out = compute_service(&svc, &[], &node, &ProxyConfig::default());
+            let ranges = |exposure: Exposure| {
+                out.virtual_servers
+                    .values()
+                    .find(|vs| vs.exposure == exposure)
+                    .map(|vs| vs.source_ranges.as_deref().map(<[ipnet::IpNet]>::to_vec))
+                    .unwrap()
+            };
+            assert_eq!(
+                ranges(Exposure::NodePort),
+                None,
+                "NodePorts are not filtered"
+            );
+            assert_eq!(ranges(Exposure::ClusterIp), None);
+            (ranges(Exposure::LoadBalancer), out.problems.len())
+        };
+        let net = |t: &str| t.parse::<ipnet::IpNet>().unwrap();
+        assert_eq!(lb(&[]), (None, 0));
+        assert_eq!(
+            lb(&[" 192.0.2.7/24 ", "fd00::/8", "198.51.100.7/32"]),
+            (Some(vec![net("192.0.2.0/24"), net("198.51.100.7/32")]), 0),
+            "trimmed, host bits dropped, the family's only"
+        );
+        assert_eq!(lb(&["fd00::/8"]), (None, 0), "only the other family: open");
+        assert_eq!(lb(&["office"]), (Some(vec![]), 1), "nothing valid: closed");
+        assert_eq!(
+            lb(&["office", "192.0.2.0/24"]),
+            (Some(vec![net("192.0.2.0/24")]), 1)
+        );
+    }
+
+    #[test]
     fn the_count_of_ports_without_local_endpoints_costs_a_stored_service_nothing() {
         // Two boxed slices and the health check, padded: the count fits in the padding.
         assert!(std::mem::size_of::<StoredService>() <= 6 * std::mem::size_of::<usize>());

@@ -19,6 +19,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use ipvs::model::{AddressFamily, Persistence, PersistenceNetmask, Scheduler};
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -269,6 +271,11 @@ pub(crate) fn compute(
     if load_balancer && external_local {
         out.health_check = health_check(spec, &sref, &parsed, config, problems);
     }
+    let source_ranges = if load_balancer {
+        source_ranges(spec, &sref, problems)
+    } else {
+        SourceRanges::default()
+    };
 
     let used_families: BTreeSet<AddressFamily> = addresses
         .iter()
@@ -349,6 +356,10 @@ pub(crate) fn compute(
                 exposure: a.exposure,
                 bind_address: a.exposure != Exposure::NodePort && !node.addresses.contains(&a.addr),
                 local_policy: local,
+                source_ranges: match a.exposure {
+                    Exposure::LoadBalancer => source_ranges.of(family),
+                    _ => None,
+                },
             };
             out.virtual_servers.insert(key, vs);
         }
@@ -416,6 +427,67 @@ fn endpoint_sets(
         }
     }
     endpoints::select(&candidates, node, config)
+}
+
+/// A Service's `loadBalancerSourceRanges`, parsed.
+#[derive(Debug, Default)]
+struct SourceRanges {
+    /// Whether the Service lists any (valid or not).
+    listed: bool,
+    /// Whether every entry listed is invalid.
+    none_valid: bool,
+    ranges: Vec<IpNet>,
+}
+
+impl SourceRanges {
+    /// The ranges of `family` a load-balancer IP of that family lets through; `None` when
+    /// every source may pass: nothing listed, or only ranges of the other family (as
+    /// kube-proxy reads them). A list whose every entry is invalid lets nothing through:
+    /// a typo closes the load balancer rather than opening it.
+    fn of(&self, family: AddressFamily) -> Option<Box<[IpNet]>> {
+        let own: Box<[IpNet]> = self
+            .ranges
+            .iter()
+            .filter(|r| AddressFamily::of(&r.addr()) == family)
+            .copied()
+            .collect();
+        (self.listed && (!own.is_empty() || self.none_valid)).then_some(own)
+    }
+}
+
+/// Parses `spec.loadBalancerSourceRanges` (kube-proxy trims spaces around each entry).
+fn source_ranges(
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+    sref: &ServiceRef,
+    problems: &mut Vec<Problem>,
+) -> SourceRanges {
+    let listed: Vec<&str> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let mut ranges = Vec::new();
+    for (i, text) in listed.iter().enumerate() {
+        match text.parse::<IpNet>() {
+            Ok(net) => ranges.push(net.trunc()),
+            Err(_) => problems.push(invalid_value(
+                sref,
+                &format!("spec.loadBalancerSourceRanges[{i}]"),
+                text,
+                "a CIDR",
+                "range skipped: the load balancer stays closed to it",
+            )),
+        }
+    }
+    ranges.sort();
+    ranges.dedup();
+    SourceRanges {
+        listed: !listed.is_empty(),
+        none_valid: !listed.is_empty() && ranges.is_empty(),
+        ranges,
+    }
 }
 
 fn parse_address(

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
 use ipvs::model::Protocol;
 
 use super::table::{self, ServicePort, SetKind};
@@ -26,6 +27,10 @@ pub struct Elements {
     pub cluster: BTreeSet<ServicePort>,
     /// The addresses of the node's endpoints (`hairpin`).
     pub hairpin: BTreeSet<IpAddr>,
+    /// The load-balancer ports that let only some sources through (`firewall-ports`).
+    pub firewall: BTreeSet<ServicePort>,
+    /// The sources each of them lets through (`firewall-allow`).
+    pub allowed: BTreeSet<(ServicePort, IpNet)>,
 }
 
 impl Elements {
@@ -43,13 +48,19 @@ impl Elements {
         };
         for vs in desired.virtual_servers().values() {
             let bound = out.vips.contains(&vs.key.addr);
-            out.add_virtual_server(vs, bound);
+            out.add_virtual_server(vs, bound, node_addresses);
         }
         out
     }
 
-    /// Adds the elements of `vs`, whose address is a bound VIP when `bound`.
-    pub fn add_virtual_server(&mut self, vs: &VirtualServer, bound: bool) {
+    /// Adds the elements of `vs`, whose address is a bound VIP when `bound`, on a node with
+    /// the addresses `node_addresses`.
+    pub fn add_virtual_server(
+        &mut self,
+        vs: &VirtualServer,
+        bound: bool,
+        node_addresses: &BTreeSet<IpAddr>,
+    ) {
         let port = ServicePort::of(vs);
         if bound {
             self.ports.insert(port);
@@ -66,6 +77,25 @@ impl Elements {
                 .filter(|rs| rs.local)
                 .map(|rs| rs.addr),
         );
+        if let Some(ranges) = &vs.source_ranges {
+            self.firewall.insert(port);
+            // A range of the other family could never match (the desired state has none).
+            let family = |a: &IpAddr| a.is_ipv4();
+            self.allowed.extend(
+                ranges
+                    .iter()
+                    .filter(|r| family(&r.addr()) == family(&vs.key.addr))
+                    .map(|r| (port, *r)),
+            );
+            // The node connects to the load balancer from its VIP: let it through when
+            // one of the node's addresses is in a range, as kube-proxy does.
+            let node_in_range = node_addresses
+                .iter()
+                .any(|a| ranges.iter().any(|r| r.contains(a)));
+            if node_in_range {
+                self.allowed.insert((port, IpNet::from(vs.key.addr)));
+            }
+        }
     }
 
     /// The elements of `self` that concern the virtual server `port` or the endpoint
@@ -77,12 +107,20 @@ impl Elements {
                 .into_iter()
                 .collect::<BTreeSet<_>>()
         };
+        let first = (port, IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
         Self {
             vips: BTreeSet::new(),
             ports: pick(&self.ports),
             masquerade: pick(&self.masquerade),
             cluster: pick(&self.cluster),
             hairpin: endpoints.filter(|a| self.hairpin.contains(a)).collect(),
+            firewall: pick(&self.firewall),
+            allowed: self
+                .allowed
+                .range(first..)
+                .take_while(|(p, _)| *p == port)
+                .copied()
+                .collect(),
         }
     }
 
@@ -93,6 +131,8 @@ impl Elements {
         self.masquerade.extend(other.masquerade);
         self.cluster.extend(other.cluster);
         self.hairpin.extend(other.hairpin);
+        self.firewall.extend(other.firewall);
+        self.allowed.extend(other.allowed);
     }
 
     /// Removes every element of `other`.
@@ -102,14 +142,17 @@ impl Elements {
         self.masquerade.retain(|p| !other.masquerade.contains(p));
         self.cluster.retain(|p| !other.cluster.contains(p));
         self.hairpin.retain(|a| !other.hairpin.contains(a));
+        self.firewall.retain(|p| !other.firewall.contains(p));
+        self.allowed.retain(|a| !other.allowed.contains(a));
     }
 
     /// The sets of ports, by kind.
-    fn port_sets(&self) -> [(SetKind, &BTreeSet<ServicePort>); 3] {
+    fn port_sets(&self) -> [(SetKind, &BTreeSet<ServicePort>); 4] {
         [
             (SetKind::ServicePorts, &self.ports),
             (SetKind::MasqueradePorts, &self.masquerade),
             (SetKind::ClusterPorts, &self.cluster),
+            (SetKind::FirewallPorts, &self.firewall),
         ]
     }
 
@@ -135,6 +178,9 @@ impl Elements {
                 &addresses(&from.hairpin, &to.hairpin),
                 add,
             ));
+            let allowed: Vec<(ServicePort, IpNet)> =
+                from.allowed.difference(&to.allowed).copied().collect();
+            changes.extend(table::allow_elements(&allowed, add));
         }
         changes
     }
@@ -152,22 +198,31 @@ impl Elements {
             SetKind::Hairpin if key.len() == 2 * len && key[..len] == key[len..] => {
                 address(&key[..len]).map(|a| self.hairpin.insert(a))
             }
-            SetKind::ServicePorts | SetKind::MasqueradePorts | SetKind::ClusterPorts
+            SetKind::ServicePorts
+            | SetKind::MasqueradePorts
+            | SetKind::ClusterPorts
+            | SetKind::FirewallPorts
                 if key.len() == len + 8 =>
             {
-                let (addr, rest) = key.split_at(len);
                 let set = match kind {
                     SetKind::ServicePorts => &mut self.ports,
                     SetKind::MasqueradePorts => &mut self.masquerade,
-                    _ => &mut self.cluster,
+                    SetKind::ClusterPorts => &mut self.cluster,
+                    _ => &mut self.firewall,
                 };
-                address(addr).map(|addr| {
-                    set.insert(ServicePort {
-                        addr,
-                        protocol: Protocol::from_number(u16::from(rest[0])),
-                        port: u16::from_be_bytes([rest[4], rest[5]]),
-                    })
-                })
+                port(key).map(|p| set.insert(p))
+            }
+            // A range's first key, then its last: the same port, a range's two ends.
+            SetKind::FirewallAllow if key.len() == 2 * (2 * len + 8) => {
+                let (first, last) = key.split_at(key.len() / 2);
+                let (port_key, start) = first.split_at(len + 8);
+                let (same_port, end) = last.split_at(len + 8);
+                match (port(port_key), address(start), address(end)) {
+                    (Some(p), Some(start), Some(end)) if port_key == same_port => {
+                        range(start, end).map(|r| self.allowed.insert((p, r)))
+                    }
+                    _ => None,
+                }
             }
             _ => None,
         };
@@ -184,6 +239,8 @@ impl Elements {
                 .count()
             + self.cluster.symmetric_difference(&other.cluster).count()
             + self.hairpin.symmetric_difference(&other.hairpin).count()
+            + self.firewall.symmetric_difference(&other.firewall).count()
+            + self.allowed.symmetric_difference(&other.allowed).count()
     }
 
     /// How many elements the sets hold.
@@ -209,7 +266,7 @@ impl Elements {
         };
         let mut one = Elements::default();
         for key in keys {
-            if !one.insert_key(set, key) {
+            if !one.insert_key(set, &key) {
                 return false;
             }
         }
@@ -231,6 +288,30 @@ impl ServicePort {
             port: vs.key.port,
         }
     }
+}
+
+/// A port from its key (address, protocol, port, in whole registers).
+fn port(key: &[u8]) -> Option<ServicePort> {
+    let (addr, rest) = key.split_at_checked(key.len().checked_sub(8)?)?;
+    Some(ServicePort {
+        addr: address(addr)?,
+        protocol: Protocol::from_number(u16::from(rest[0])),
+        port: u16::from_be_bytes([rest[4], rest[5]]),
+    })
+}
+
+/// The CIDR whose first and last addresses are `start` and `end`; `None` when they do not
+/// bound one (a range this table's code did not write).
+fn range(start: IpAddr, end: IpAddr) -> Option<IpNet> {
+    let (start_bits, end_bits, width) = match (start, end) {
+        (IpAddr::V4(s), IpAddr::V4(e)) => (u128::from(u32::from(s)), u128::from(u32::from(e)), 32),
+        (IpAddr::V6(s), IpAddr::V6(e)) => (u128::from(s), u128::from(e), 128),
+        _ => return None,
+    };
+    let host = start_bits ^ end_bits;
+    let prefix = u8::try_from(width - (128 - host.leading_zeros())).ok()?;
+    let net = IpNet::new(start, prefix).ok()?;
+    (net.network() == start && net.broadcast() == end).then_some(net)
 }
 
 /// An address from its 4 or 16 bytes.
@@ -259,6 +340,10 @@ mod tests {
 
     fn ip(addr: &str) -> IpAddr {
         addr.parse().unwrap()
+    }
+
+    fn net(text: &str) -> IpNet {
+        text.parse().unwrap()
     }
 
     /// Applies `changes` to `elements` as the kernel would.
@@ -346,6 +431,51 @@ mod tests {
     }
 
     #[test]
+    fn a_load_balancer_with_source_ranges_lets_the_node_through_when_it_is_in_one() {
+        let lb = |ranges: &[&str]| crate::VirtualServer {
+            exposure: Exposure::LoadBalancer,
+            bind_address: true,
+            source_ranges: Some(ranges.iter().map(|r| net(r)).collect()),
+            ..testing::virtual_server("203.0.113.7", Protocol::Tcp, 443, &[])
+        };
+        let port = port("203.0.113.7", Protocol::Tcp, 443);
+        let node = BTreeSet::from([ip("192.168.1.10")]);
+        let mut elements = Elements::default();
+        elements.add_virtual_server(&lb(&["10.0.0.0/8"]), true, &node);
+        assert_eq!(elements.firewall, BTreeSet::from([port]));
+        assert_eq!(
+            elements.allowed,
+            BTreeSet::from([(port, net("10.0.0.0/8"))])
+        );
+        assert_eq!(
+            elements.masquerade,
+            BTreeSet::from([port]),
+            "Cluster policy"
+        );
+        let mut elements = Elements::default();
+        elements.add_virtual_server(&lb(&["192.168.0.0/16"]), true, &node);
+        assert_eq!(
+            elements.allowed,
+            BTreeSet::from([(port, net("192.168.0.0/16")), (port, net("203.0.113.7/32"))]),
+            "the node connects from the VIP"
+        );
+        // Closed to all: the port is filtered, nothing allowed.
+        let mut elements = Elements::default();
+        elements.add_virtual_server(&lb(&[]), true, &node);
+        assert_eq!(elements.firewall.len(), 1);
+        assert!(elements.allowed.is_empty());
+        // What a listing reads back: a range's ends become the CIDR again (one of the
+        // other family cannot match, and is not written).
+        let mut read = Elements::default();
+        let mut want = Elements::default();
+        want.add_virtual_server(&lb(&["192.168.0.0/16", "fd00::/64"]), true, &node);
+        for change in Elements::default().changes_to(&want) {
+            assert!(read.apply(&change));
+        }
+        assert_eq!(read, want);
+    }
+
+    #[test]
     fn the_changes_between_two_contents_turn_one_into_the_other() {
         let have = Elements {
             vips: BTreeSet::from([ip("10.96.0.1"), ip("10.96.0.2"), ip("fd00::1")]),
@@ -368,6 +498,14 @@ mod tests {
             masquerade: BTreeSet::from([port("192.168.1.10", Protocol::Tcp, 30080)]),
             cluster: BTreeSet::from([port("10.96.0.1", Protocol::Tcp, 443)]),
             hairpin: BTreeSet::from([ip("10.244.1.6")]),
+            firewall: BTreeSet::from([port("203.0.113.7", Protocol::Tcp, 443)]),
+            allowed: BTreeSet::from([
+                (port("203.0.113.7", Protocol::Tcp, 443), net("192.0.2.0/24")),
+                (
+                    port("203.0.113.7", Protocol::Tcp, 443),
+                    net("198.51.100.7/32"),
+                ),
+            ]),
         };
         assert!(
             have.changes_to(&have).is_empty(),
@@ -387,7 +525,7 @@ mod tests {
         assert_eq!(got, many);
         let changes = have.changes_to(&want);
         // Deletions and additions, each set once per direction.
-        assert_eq!(changes.len(), 12);
+        assert_eq!(changes.len(), 14);
         let mut got = have.clone();
         apply(&mut got, &changes);
         assert_eq!(got, want);
@@ -446,6 +584,15 @@ mod tests {
                         masquerade: BTreeSet::from([port("192.168.1.10", Protocol::Tcp, 30080)]),
                         cluster: BTreeSet::from([port("fd00::a", Protocol::Sctp, 3868)]),
                         hairpin: BTreeSet::from([ip("10.244.1.5"), ip("fd00:244::5")]),
+                        firewall: BTreeSet::from([port("203.0.113.7", Protocol::Tcp, 443)]),
+                        allowed: BTreeSet::from([
+                            (port("203.0.113.7", Protocol::Tcp, 443), net("192.0.2.0/24")),
+                            (
+                                port("203.0.113.7", Protocol::Tcp, 443),
+                                net("203.0.113.7/32"),
+                            ),
+                            (port("fd00::a", Protocol::Sctp, 3868), net("fd00:1::/64")),
+                        ]),
                     };
                     let config = RuleConfig {
                         cluster_cidrs: vec!["10.244.0.0/16".parse().unwrap()],

@@ -3,7 +3,8 @@
 //!
 //! | chain | hook, priority | rules, per address family |
 //! | --- | --- | --- |
-//! | `input` | filter input, -10 | a new connection to a VIP on a port no Service defines: drop |
+//! | `input` | filter input, -10 | a new connection to a VIP on a port no Service defines: drop; a source a load balancer's ranges leave out: drop |
+//! | `output` | filter output, -110 | the node's own connections to a load balancer whose ranges leave the node out: drop |
 //! | `nat-prerouting` | nat prerouting, -100 | mark what must be masqueraded (below) |
 //! | `nat-output` | nat output, -100 | the same, and a connection the node makes from a VIP |
 //! | `nat-postrouting` | nat postrouting, 100 | masquerade hairpin connections and marked ones |
@@ -25,6 +26,13 @@
 //! rewrote the destination (postrouting), as kube-proxy does with its `KUBE-MARK-MASQ` and
 //! `KUBE-POSTROUTING` chains: the mark bit is kube-proxy's `--iptables-masquerade-bit`, and
 //! is cleared before the packet leaves so a packet that comes back is not masqueraded twice.
+//!
+//! A load balancer whose Service lists `loadBalancerSourceRanges` (set `firewall-ports`) lets
+//! through only the sources in its ranges (set `firewall-allow`), and the node itself when
+//! one of its addresses is in one (the node connects from the VIP, which the set then holds
+//! for that port); NodePorts and ClusterIPs of the same Service are not filtered, as in
+//! kube-proxy. Every packet is checked, not only a connection's first: a range removed cuts
+//! the connections it let in.
 //!
 //! Each rule carries a comment (rule user data, shown by `nft list`) naming its place and a
 //! digest of every rule: the full pass lists the comments, and rewrites the rules when they
@@ -84,7 +92,7 @@ struct Chain {
 }
 
 /// The chains, in the order they are created and listed.
-const CHAINS: [Chain; 4] = [
+const CHAINS: [Chain; 5] = [
     // Before IPVS takes the packet (`LOCAL_IN` at 99) and before the usual filter chains (0),
     // so a dropped connection never reaches them.
     Chain {
@@ -92,6 +100,13 @@ const CHAINS: [Chain; 4] = [
         kind: "filter",
         hook: InetHookNumber::LocalIn,
         priority: -10,
+    },
+    // Before IPVS takes the node's own connections (`LOCAL_OUT` at -98).
+    Chain {
+        name: "output",
+        kind: "filter",
+        hook: InetHookNumber::LocalOut,
+        priority: -110,
     },
     // `dstnat`: before IPVS (`LOCAL_IN` 99, `LOCAL_OUT` -98) sees the packet.
     Chain {
@@ -133,6 +148,14 @@ fn rules(config: &RuleConfig) -> Vec<Rule> {
             chain: "input",
             exprs: undefined_port_rule(sets),
         });
+    }
+    for chain in ["input", "output"] {
+        for sets in Sets::all() {
+            out.push(Rule {
+                chain,
+                exprs: firewall_rule(sets),
+            });
+        }
     }
     for chain in ["nat-prerouting", "nat-output"] {
         for sets in Sets::all() {
@@ -211,6 +234,22 @@ fn undefined_port_rule(sets: &Sets) -> Vec<Expr> {
     exprs
 }
 
+/// `meta nfproto F ip daddr . meta l4proto . th dport @firewall-ports ip daddr . meta
+/// l4proto . th dport . ip saddr != @firewall-allow drop`.
+fn firewall_rule(sets: &Sets) -> Vec<Expr> {
+    let mut exprs = expr::family_is(sets.family);
+    exprs.extend(destination_in(sets, sets.firewall_ports, false));
+    // The registers still hold the destination, protocol and port: the source follows.
+    let address_registers = sets.family.address_len() / 4;
+    exprs.push(expr::load_saddr(
+        sets.family,
+        register32(address_registers + 2),
+    ));
+    exprs.push(expr::lookup(sets.firewall_allow, Register::Reg32_00, true));
+    exprs.push(expr::drop());
+    exprs
+}
+
 /// `ip daddr . meta l4proto . th dport @set` (`invert`: `!=`).
 fn destination_in(sets: &Sets, set: &str, invert: bool) -> Vec<Expr> {
     let next = |n: u32| register32(sets.family.address_len() / 4 + n);
@@ -224,7 +263,7 @@ fn destination_in(sets: &Sets, set: &str, invert: bool) -> Vec<Expr> {
 
 /// The 32-bit register `n` places after the first.
 fn register32(n: u32) -> Register {
-    const REGISTERS: [Register; 8] = [
+    const REGISTERS: [Register; 16] = [
         Register::Reg32_00,
         Register::Reg32_01,
         Register::Reg32_02,
@@ -233,8 +272,16 @@ fn register32(n: u32) -> Register {
         Register::Reg32_05,
         Register::Reg32_06,
         Register::Reg32_07,
+        Register::Reg32_08,
+        Register::Reg32_09,
+        Register::Reg32_10,
+        Register::Reg32_11,
+        Register::Reg32_12,
+        Register::Reg32_13,
+        Register::Reg32_14,
+        Register::Reg32_15,
     ];
-    // The longest key, two IPv6 addresses, takes all 8.
+    // The longest key, an IPv6 port and source (10 registers), fits.
     REGISTERS[(n as usize).min(REGISTERS.len() - 1)]
 }
 
@@ -365,14 +412,15 @@ mod tests {
         assert_eq!(
             counts,
             [
-                ("input", 2),
+                ("input", 4),
                 ("nat-output", 4),
                 ("nat-postrouting", 4),
-                ("nat-prerouting", 2)
+                ("nat-prerouting", 2),
+                ("output", 2)
             ]
         );
         let first = String::from_utf8_lossy(&plain["input"][0][2..]).into_owned();
-        assert!(first.starts_with("ipvs-proxy rule 1 of 12, "), "{first}");
+        assert!(first.starts_with("ipvs-proxy rule 1 of 16, "), "{first}");
         assert_eq!(plain["input"][0][1] as usize, first.len());
         assert_eq!(plain, comments(&RuleConfig::default()), "deterministic");
 

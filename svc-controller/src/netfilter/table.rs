@@ -8,17 +8,22 @@
 //! | `masquerade-ports` | `address . protocol . port` | NodePorts, external and load-balancer IP ports whose traffic policy is `Cluster` |
 //! | `cluster-ports` | `address . protocol . port` | every ClusterIP port |
 //! | `hairpin` | `address . address` | each endpoint on this node, twice |
+//! | `firewall-ports` | `address . protocol . port` | load-balancer IP ports whose Service lists `loadBalancerSourceRanges` |
+//! | `firewall-allow` | `address . protocol . port . source range` | the sources each of them lets through |
 //!
 //! The chains and rules that use them are [`rules`](super::rules)'.
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use ipvs::model::Protocol;
 use netlink_packet_netfilter::NetfilterProtoFamily;
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetElementAttribute,
-    SetElementList, SetElementMessage, SetMessage, TableAttribute, TableMessage,
+    DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetDescription,
+    SetElementAttribute, SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute,
+    TableMessage,
 };
+use rtnetlink::packet_core::{DefaultNla, Nla};
 
 use super::expr::Family;
 use super::rules::{self, RuleConfig};
@@ -36,17 +41,21 @@ const TYPE_INET_SERVICE: u32 = 13;
 const TYPE_BITS: u32 = 6;
 
 /// Every set of the table.
-pub const SETS: [&str; 10] = [
+pub const SETS: [&str; 14] = [
     "vips-v4",
     "service-ports-v4",
     "masquerade-ports-v4",
     "cluster-ports-v4",
     "hairpin-v4",
+    "firewall-ports-v4",
+    "firewall-allow-v4",
     "vips-v6",
     "service-ports-v6",
     "masquerade-ports-v6",
     "cluster-ports-v6",
     "hairpin-v6",
+    "firewall-ports-v6",
+    "firewall-allow-v6",
 ];
 
 /// The sets of one address family.
@@ -57,6 +66,8 @@ pub(super) struct Sets {
     pub(super) masquerade_ports: &'static str,
     pub(super) cluster_ports: &'static str,
     pub(super) hairpin: &'static str,
+    pub(super) firewall_ports: &'static str,
+    pub(super) firewall_allow: &'static str,
 }
 
 const V4: Sets = Sets {
@@ -66,6 +77,8 @@ const V4: Sets = Sets {
     masquerade_ports: "masquerade-ports-v4",
     cluster_ports: "cluster-ports-v4",
     hairpin: "hairpin-v4",
+    firewall_ports: "firewall-ports-v4",
+    firewall_allow: "firewall-allow-v4",
 };
 
 const V6: Sets = Sets {
@@ -75,6 +88,8 @@ const V6: Sets = Sets {
     masquerade_ports: "masquerade-ports-v6",
     cluster_ports: "cluster-ports-v6",
     hairpin: "hairpin-v6",
+    firewall_ports: "firewall-ports-v6",
+    firewall_allow: "firewall-allow-v6",
 };
 
 impl Sets {
@@ -97,8 +112,8 @@ impl Sets {
         }
     }
 
-    /// Each set with its key's type and length.
-    fn keys(&self) -> [(&'static str, u32, u32); 5] {
+    /// Each set with its key's type and length, and whether its last field is a range.
+    fn keys(&self) -> [(&'static str, u32, u32, bool); 7] {
         let address = self.address_type();
         let len = self.family.address_len();
         let port = (
@@ -107,12 +122,31 @@ impl Sets {
             len + 4 + 4,
         );
         [
-            (self.vips, address, len),
-            (self.service_ports, port.0, port.1),
-            (self.masquerade_ports, port.0, port.1),
-            (self.cluster_ports, port.0, port.1),
-            (self.hairpin, (address << TYPE_BITS) | address, 2 * len),
+            (self.vips, address, len, false),
+            (self.service_ports, port.0, port.1, false),
+            (self.masquerade_ports, port.0, port.1, false),
+            (self.cluster_ports, port.0, port.1, false),
+            (
+                self.hairpin,
+                (address << TYPE_BITS) | address,
+                2 * len,
+                false,
+            ),
+            (self.firewall_ports, port.0, port.1, false),
+            (
+                self.firewall_allow,
+                (port.0 << TYPE_BITS) | address,
+                port.1 + len,
+                true,
+            ),
         ]
+    }
+
+    /// The lengths of the fields of a `firewall-allow` key, unpadded: what the kernel's
+    /// concatenated-range set matches field by field.
+    fn allow_fields(&self) -> [u32; 4] {
+        let len = self.family.address_len();
+        [len, 1, 2, len]
     }
 }
 
@@ -140,6 +174,10 @@ pub enum SetKind {
     ClusterPorts,
     /// `hairpin`.
     Hairpin,
+    /// `firewall-ports`.
+    FirewallPorts,
+    /// `firewall-allow`.
+    FirewallAllow,
 }
 
 impl SetKind {
@@ -150,6 +188,8 @@ impl SetKind {
             SetKind::MasqueradePorts => sets.masquerade_ports,
             SetKind::ClusterPorts => sets.cluster_ports,
             SetKind::Hairpin => sets.hairpin,
+            SetKind::FirewallPorts => sets.firewall_ports,
+            SetKind::FirewallAllow => sets.firewall_allow,
         }
     }
 
@@ -161,6 +201,8 @@ impl SetKind {
             SetKind::MasqueradePorts,
             SetKind::ClusterPorts,
             SetKind::Hairpin,
+            SetKind::FirewallPorts,
+            SetKind::FirewallAllow,
         ];
         Sets::all().into_iter().find_map(|sets| {
             kinds
@@ -180,17 +222,27 @@ pub fn create(config: &RuleConfig) -> Vec<Change> {
     }))];
     let mut id = 0;
     for sets in Sets::all() {
-        for (name, key_type, key_len) in sets.keys() {
+        for (name, key_type, key_len, ranges) in sets.keys() {
             id += 1;
-            changes.push(add(NfTablesMessage::NewSet(SetMessage {
-                attributes: vec![
-                    SetAttribute::Table(TABLE.into()),
-                    SetAttribute::Name(name.into()),
-                    SetAttribute::KeyType(key_type),
-                    SetAttribute::KeyLen(key_len),
-                    SetAttribute::Id(id),
-                ],
-            })));
+            let mut attributes = vec![
+                SetAttribute::Table(TABLE.into()),
+                SetAttribute::Name(name.into()),
+                SetAttribute::KeyType(key_type),
+                SetAttribute::KeyLen(key_len),
+                SetAttribute::Id(id),
+            ];
+            if ranges {
+                // A concatenation whose fields may be ranges: the kernel needs each
+                // field's length to match them one by one.
+                attributes.push(SetAttribute::Flags(SetFlags::Interval | SetFlags::Concat));
+                attributes.push(SetAttribute::Description(vec![SetDescription::Concat(
+                    sets.allow_fields()
+                        .iter()
+                        .map(|len| field_length(*len))
+                        .collect(),
+                )]));
+            }
+            changes.push(add(NfTablesMessage::NewSet(SetMessage { attributes })));
         }
     }
     changes.extend(rules::write(config));
@@ -235,19 +287,56 @@ pub fn port_elements(kind: SetKind, ports: &[ServicePort], add: bool) -> Vec<Cha
         let keys: Vec<Vec<u8>> = ports
             .iter()
             .filter(|p| Sets::of(&p.addr).family == sets.family)
-            .filter_map(|p| {
-                // An IP protocol number is one byte; another cannot match a packet.
-                let protocol = u8::try_from(p.protocol.number()).ok()?;
-                let mut key = address_bytes(&p.addr);
-                key.extend([protocol, 0, 0, 0]);
-                key.extend(p.port.to_be_bytes());
-                key.extend([0, 0]);
-                Some(key)
-            })
+            .filter_map(port_key)
             .collect();
         changes.extend(set_elements(kind.name(sets), keys, add));
     }
     changes
+}
+
+/// The changes that let the sources `range` through to `port` (`add`: else no longer), in
+/// `firewall-allow`. A range of the other family than the port's is left out.
+pub fn allow_elements(allowed: &[(ServicePort, IpNet)], add: bool) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for sets in Sets::all() {
+        // An element of a range set is its first key then its last, as one key here.
+        let keys: Vec<Vec<u8>> = allowed
+            .iter()
+            .filter(|(p, range)| {
+                Sets::of(&p.addr).family == sets.family
+                    && Sets::of(&range.addr()).family == sets.family
+            })
+            .filter_map(|(port, range)| {
+                let port = port_key(port)?;
+                let mut key = port.clone();
+                key.extend(address_bytes(&range.network()));
+                key.extend(port);
+                key.extend(address_bytes(&range.broadcast()));
+                Some(key)
+            })
+            .collect();
+        changes.extend(set_elements(sets.firewall_allow, keys, add));
+    }
+    changes
+}
+
+/// The key of a port: address, protocol and port, each field in whole registers; `None`
+/// for a protocol number that is not an IP protocol's (it cannot match a packet).
+fn port_key(p: &ServicePort) -> Option<Vec<u8>> {
+    let protocol = u8::try_from(p.protocol.number()).ok()?;
+    let mut key = address_bytes(&p.addr);
+    key.extend([protocol, 0, 0, 0]);
+    key.extend(p.port.to_be_bytes());
+    key.extend([0, 0]);
+    Some(key)
+}
+
+/// `NFTA_LIST_ELEM` holding `NFTA_SET_FIELD_LEN`: one field of a concatenation's description.
+fn field_length(len: u32) -> DefaultNla {
+    let mut inner = 8u16.to_ne_bytes().to_vec();
+    inner.extend(1u16.to_ne_bytes());
+    inner.extend(len.to_be_bytes());
+    DefaultNla::new(1, inner)
 }
 
 /// The most elements in one message: an attribute's length is 16 bits, so the list of a
@@ -262,16 +351,25 @@ fn set_elements(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Vec<Change> {
 }
 
 fn set_elements_message(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Change {
+    let ranges = matches!(SetKind::of_name(set), Some((SetKind::FirewallAllow, _)));
     let message = SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.into()),
             SetElementList::Set(set.into()),
             SetElementList::Elements(
                 keys.into_iter()
-                    .map(|key| {
-                        ListAttribute::Element(vec![SetElementAttribute::Key(
-                            DataAttribute::Value(key),
-                        )])
+                    .map(|mut key| {
+                        let mut attributes = Vec::with_capacity(2);
+                        if ranges {
+                            let end = key.split_off(key.len() / 2);
+                            attributes.push(SetElementAttribute::Key(DataAttribute::Value(key)));
+                            attributes.push(SetElementAttribute::KeyEnd(vec![DefaultNla::new(
+                                DATA_VALUE, end,
+                            )]));
+                        } else {
+                            attributes.push(SetElementAttribute::Key(DataAttribute::Value(key)));
+                        }
+                        ListAttribute::Element(attributes)
                     })
                     .collect(),
             ),
@@ -290,9 +388,10 @@ fn set_elements_message(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Change {
     }
 }
 
-/// The set a set-element message names, and its elements' keys: what [`elements`] writes,
-/// read back.
-pub fn element_keys(message: &SetElementMessage) -> (Option<&str>, impl Iterator<Item = &[u8]>) {
+/// The set a set-element message names, and its elements' keys: what [`address_elements`],
+/// [`port_elements`] and [`allow_elements`] write, read back (a range's first key followed
+/// by its last).
+pub fn element_keys(message: &SetElementMessage) -> (Option<&str>, impl Iterator<Item = Vec<u8>>) {
     let set = message.attributes.iter().find_map(|a| match a {
         SetElementList::Set(name) => Some(name.as_str()),
         _ => None,
@@ -309,13 +408,31 @@ pub fn element_keys(message: &SetElementMessage) -> (Option<&str>, impl Iterator
             ListAttribute::Element(attributes) => Some(attributes),
             _ => None,
         })
-        .flatten()
-        .filter_map(|a| match a {
-            SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key.as_slice()),
-            _ => None,
+        .filter_map(|attributes| {
+            let mut key = attributes.iter().find_map(|a| match a {
+                SetElementAttribute::Key(DataAttribute::Value(key)) => Some(key.clone()),
+                _ => None,
+            })?;
+            let end = attributes.iter().find_map(|a| match a {
+                SetElementAttribute::KeyEnd(data) => {
+                    data.iter().find(|nla| nla.kind() == DATA_VALUE).map(|nla| {
+                        let mut value = vec![0; nla.value_len()];
+                        nla.emit_value(&mut value);
+                        value
+                    })
+                }
+                _ => None,
+            });
+            if let Some(end) = end {
+                key.extend(end);
+            }
+            Some(key)
         });
     (set, keys)
 }
+
+/// `NFTA_DATA_VALUE`.
+const DATA_VALUE: u16 = 1;
 
 fn add(message: NfTablesMessage) -> Change {
     Change::add(NetfilterProtoFamily::Inet, message)
@@ -348,10 +465,7 @@ mod tests {
             panic!("{change:?}");
         };
         let (set, keys) = element_keys(message);
-        (
-            set.unwrap_or_default().to_owned(),
-            keys.map(<[u8]>::to_vec).collect(),
-        )
+        (set.unwrap_or_default().to_owned(), keys.collect())
     }
 
     #[test]
@@ -425,9 +539,9 @@ mod tests {
             })
             .collect();
         let mut expected = vec!["table"];
-        expected.extend(["set"; 10]);
-        expected.extend(["chain", "flush"].repeat(4));
-        expected.extend(["rule"; 12]);
+        expected.extend(["set"; 14]);
+        expected.extend(["chain", "flush"].repeat(5));
+        expected.extend(["rule"; 16]);
         assert_eq!(kinds, expected);
     }
 
@@ -501,7 +615,18 @@ mod tests {
                         .output()
                         .expect("nft runs");
                     let listed = String::from_utf8_lossy(&listed.stdout);
-                    assert_eq!(listed.matches("drop").count(), 2, "{listed}");
+                    assert_eq!(listed.matches("drop").count(), 4, "{listed}");
+
+                    // Source ranges: the node reaches its VIP from the VIP itself, so a
+                    // range holding it lets it through, and another range does not.
+                    let own: IpNet = format!("{VIP}/32").parse().unwrap();
+                    let elsewhere: IpNet = "192.0.2.0/24".parse().unwrap();
+                    let mut changes = port_elements(SetKind::FirewallPorts, &[ssh], true);
+                    changes.extend(allow_elements(&[(ssh, elsewhere)], true));
+                    nft.transact(&changes).unwrap();
+                    assert!(!connects(VIP, 2222), "a source outside the ranges passed");
+                    nft.transact(&allow_elements(&[(ssh, own)], true)).unwrap();
+                    assert!(connects(VIP, 2222), "a source in a range was dropped");
 
                     // The table goes whole.
                     nft.transact(&[delete()]).unwrap();

@@ -33,8 +33,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{setsockopt, sockopt};
 // The versions `netlink-packet-netfilter` is built with (the same as `rtnetlink`'s).
 use rtnetlink::packet_core::{
-    DecodeError, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkDeserializable, NetlinkHeader,
-    NetlinkSerializable, NlasIterator,
+    DecodeError, DefaultNla, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NetlinkDeserializable,
+    NetlinkHeader, NetlinkSerializable, NlasIterator,
 };
 use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
 
@@ -84,6 +84,8 @@ const LIST_TABLE: u16 = 1;
 const LIST_SET: u16 = 2;
 const LIST_ELEMENTS: u16 = 3;
 const ELEMENT_KEY: u16 = 1;
+/// `NFTA_SET_ELEM_KEY_END`: the last key of a range.
+const ELEMENT_KEY_END: u16 = 10;
 const DATA_VALUE: u16 = 1;
 
 /// Reads a set-element message (a listing's reply) for its table, set and element keys.
@@ -105,21 +107,32 @@ fn parse_set_elements(payload: &[u8]) -> Result<NetfilterMessage, DecodeError> {
             LIST_ELEMENTS => {
                 for element in NlasIterator::new(nla.value()) {
                     let element = element?;
+                    let mut attributes = Vec::with_capacity(1);
                     for attribute in NlasIterator::new(element.value()) {
                         let attribute = attribute?;
-                        if attribute.kind() != ELEMENT_KEY {
+                        let kind = attribute.kind();
+                        if kind != ELEMENT_KEY && kind != ELEMENT_KEY_END {
                             continue;
                         }
                         for data in NlasIterator::new(attribute.value()) {
                             let data = data?;
-                            if data.kind() == DATA_VALUE {
-                                elements.push(ListAttribute::Element(vec![
-                                    SetElementAttribute::Key(DataAttribute::Value(
-                                        data.value().to_vec(),
-                                    )),
-                                ]));
+                            if data.kind() != DATA_VALUE {
+                                continue;
                             }
+                            attributes.push(if kind == ELEMENT_KEY {
+                                SetElementAttribute::Key(DataAttribute::Value(
+                                    data.value().to_vec(),
+                                ))
+                            } else {
+                                SetElementAttribute::KeyEnd(vec![DefaultNla::new(
+                                    DATA_VALUE,
+                                    data.value().to_vec(),
+                                )])
+                            });
                         }
+                    }
+                    if !attributes.is_empty() {
+                        elements.push(ListAttribute::Element(attributes));
                     }
                 }
             }
@@ -353,7 +366,7 @@ impl NftSocket {
         let mut keys = Vec::new();
         for reply in &replies {
             if let Some(NfTablesMessage::NewSetElement(message)) = reply.as_nftables() {
-                keys.extend(super::table::element_keys(message).1.map(<[u8]>::to_vec));
+                keys.extend(super::table::element_keys(message).1);
             }
         }
         Ok(keys)

@@ -98,7 +98,11 @@ impl<D: Dataplane> Round<'_, D> {
                 .map(|rs| rs.addr);
             have.extend(view.part(port, endpoints));
             if let Some(vs) = vs {
-                want.add_virtual_server(vs, self.vips.wanted(self.desired, &key.addr));
+                want.add_virtual_server(
+                    vs,
+                    self.vips.wanted(self.desired, &key.addr),
+                    &self.vips.node,
+                );
             }
         }
         let changes = have.changes_to(&want);
