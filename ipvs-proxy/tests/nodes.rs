@@ -90,6 +90,18 @@ endpoints:
         )
     }
 
+    /// `web` with its `endpoints` (pod address, node).
+    fn web(endpoints: &[(Ipv4Addr, &str)]) -> String {
+        service(
+            "web",
+            &format!(
+                "  type: NodePort\n  clusterIP: {WEB}\n{}",
+                ports(Some((30080, 30053)))
+            ),
+            endpoints,
+        )
+    }
+
     /// `shop` with its one pod at `pod` on node B, and `ranges` as its
     /// `loadBalancerSourceRanges`.
     fn shop(pod: Ipv4Addr, ranges: &[&str]) -> String {
@@ -115,17 +127,15 @@ endpoints:
 
     impl Cluster {
         fn start(name: &str) -> Self {
-            let net = Nodes::build(&[1, 1]).unwrap();
+            Self::start_with(name, &[1, 1])
+        }
+
+        /// As [`Cluster::start`], with `pods[i]` pods on node `i` (at least one on each).
+        fn start_with(name: &str, pods: &[usize]) -> Self {
+            let net = Nodes::build(pods).unwrap();
             let scratch = Scratch::new(name).unwrap();
             let (a1, b1) = (net.pod("a1").unwrap().addr, net.pod("b1").unwrap().addr);
-            let web = service(
-                "web",
-                &format!(
-                    "  type: NodePort\n  clusterIP: {WEB}\n{}",
-                    ports(Some((30080, 30053)))
-                ),
-                &[(b1, "node-b")],
-            );
+            let web = web(&[(b1, "node-b")]);
             let shop = shop(b1, &[]);
             let echo = service(
                 "echo",
@@ -333,5 +343,52 @@ endpoints:
         cluster.write("shop", &shop(b1, &["192.168.50.0/24"]));
         eventually("the node passes", || answered(node_b, SHOP_LB, 80));
         assert!(answered(client, SHOP_LB, 80));
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_udp_client_that_keeps_its_port_follows_its_backend_and_no_stale_flow_stays() {
+        let cluster = Cluster::start_with("udp", &[2, 1]);
+        let a1 = cluster.net.pod("a1").unwrap();
+        let a2 = cluster.net.pod("a2").unwrap().addr;
+        let b1 = cluster.net.pod("b1").unwrap().addr;
+        let target = SocketAddr::new(ip(WEB), 53);
+        // One socket, one source port, for the whole test (a resolver's).
+        let socket = a1
+            .netns
+            .run(|| UdpSocket::bind("0.0.0.0:40053"))
+            .unwrap()
+            .unwrap();
+        let ask = || ask_udp(&socket, target, Duration::from_millis(500)).ok();
+        assert_eq!(ask().map(|a| a.name).as_deref(), Some("b1"));
+
+        // The backend is replaced: the same port reaches the new one, and node A keeps no
+        // flow whose replies come from the old one.
+        cluster.write("web", &web(&[(a2, "node-a")]));
+        eventually("the new backend answers", || {
+            ask().is_some_and(|a| a.name == "a2")
+        });
+        let stale = |node: &Netns, gone: Ipv4Addr| {
+            node.run(move || {
+                let mut socket = svc_controller::netfilter::NfnlSocket::open().unwrap();
+                socket
+                    .udp_flows_to(target)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|f| f.backend == ip(gone))
+                    .count()
+            })
+            .unwrap()
+        };
+        assert_eq!(stale(cluster.node("node-a"), b1), 0);
+
+        // No endpoint, then one again: the same port is served again.
+        cluster.write("web", &web(&[]));
+        eventually("nothing answers", || ask().is_none());
+        cluster.write("web", &web(&[(b1, "node-b")]));
+        eventually("the backend answers again", || {
+            ask().is_some_and(|a| a.name == "b1")
+        });
+        assert_eq!(stale(cluster.node("node-a"), a2), 0);
     }
 }

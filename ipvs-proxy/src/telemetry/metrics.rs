@@ -16,9 +16,10 @@
 //! | `kubeproxy_proxy_healthz_total{code}` | counter | `/healthz` answers, by HTTP status (`200`, `503`) |
 //! | `kubeproxy_proxy_livez_total{code}` | counter | `/livez` answers, by HTTP status (`200`, `503`) |
 //! | `ipvs_proxy_operations_total{kind}` | counter | IPVS operations applied, by kind (`add_service`, `edit_destination`, ...) |
-//! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`), failed nftables transactions (`netfilter`) |
+//! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`), failed nftables transactions (`netfilter`), failed conntrack clean-ups (`conntrack`) |
 //! | `ipvs_proxy_netfilter_transactions_total` | counter | nftables transactions applied to the daemon's table (`inet ipvs-proxy`) |
 //! | `ipvs_proxy_netfilter_changes_total` | counter | set elements of the daemon's nftables table added or deleted |
+//! | `ipvs_proxy_udp_flows_deleted_total` | counter | stale UDP conntrack entries deleted (to an endpoint that left, or from before a Service had one) |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
 //! | `ipvs_proxy_services_invalid` | gauge | Services with at least one problem (a bad field skipped) |
 //! | `ipvs_proxy_virtual_servers` | gauge | virtual servers desired on this node |
@@ -151,6 +152,8 @@ pub struct Metrics {
     pub netfilter_transactions: Counter,
     /// `ipvs_proxy_netfilter_changes_total`.
     pub netfilter_changes: Counter,
+    /// `ipvs_proxy_udp_flows_deleted_total`.
+    pub udp_flows_deleted: Counter,
     /// `ipvs_proxy_source_errors_total`.
     pub source_errors: Family<SourceLabel, Counter>,
     /// `ipvs_proxy_engine_cpu_seconds_total`.
@@ -201,6 +204,7 @@ impl Metrics {
             unrequested_deletions: Counter::default(),
             netfilter_transactions: Counter::default(),
             netfilter_changes: Counter::default(),
+            udp_flows_deleted: Counter::default(),
             source_errors: Family::default(),
             engine_cpu: Family::default(),
             seen: Mutex::new(ReconcilerMetrics::default()),
@@ -317,6 +321,11 @@ impl Metrics {
             this.netfilter_changes.clone(),
         );
         registry.register(
+            "ipvs_proxy_udp_flows_deleted",
+            "Stale UDP conntrack entries deleted",
+            this.udp_flows_deleted.clone(),
+        );
+        registry.register(
             "ipvs_proxy_source_errors",
             "Failed watches and unreadable manifests",
             this.source_errors.clone(),
@@ -336,7 +345,7 @@ impl Metrics {
                 kind: kind.to_owned(),
             });
         }
-        for during in ["operation", "read", "address", "netfilter"] {
+        for during in ["operation", "read", "address", "netfilter", "conntrack"] {
             let _ = this.netlink_errors.get_or_create(&DuringLabel {
                 during: during.to_owned(),
             });
@@ -403,6 +412,7 @@ impl Metrics {
             ("read", now.read_failures, seen.read_failures),
             ("address", now.address_failures, seen.address_failures),
             ("netfilter", now.netfilter_failures, seen.netfilter_failures),
+            ("conntrack", now.udp_flow_failures, seen.udp_flow_failures),
         ] {
             let d = delta(a, b);
             if d > 0 {
@@ -423,6 +433,8 @@ impl Metrics {
         ));
         self.netfilter_changes
             .inc_by(delta(now.netfilter_changes, seen.netfilter_changes));
+        self.udp_flows_deleted
+            .inc_by(delta(now.udp_flows_deleted, seen.udp_flows_deleted));
         *seen = *now;
     }
 

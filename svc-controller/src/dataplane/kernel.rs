@@ -22,7 +22,7 @@ use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, foreign_dummy_addresses, sysctl_path,
 };
-use crate::netfilter::{Change, Contents, NftSocket};
+use crate::netfilter::{Change, Contents, NfnlSocket};
 
 /// `ENODEV`: what the kernel answers for a link name it does not know.
 const ENODEV: i32 = 19;
@@ -73,7 +73,7 @@ pub struct KernelDataplane {
     /// Binds VIPs many to a `sendmsg` (see [`super::rtnetlink_batch`]).
     batch: RtnetlinkBatch,
     /// The controller's nftables table (see [`crate::netfilter`]).
-    nft: NftSocket,
+    nft: NfnlSocket,
     interface: String,
 }
 
@@ -208,7 +208,7 @@ impl KernelDataplane {
             context: "open an rtnetlink socket for batches".into(),
             source,
         })?;
-        let nft = NftSocket::open().map_err(|source| DataplaneError::Io {
+        let nft = NfnlSocket::open().map_err(|source| DataplaneError::Io {
             context: "open a netfilter socket".into(),
             source,
         })?;
@@ -672,6 +672,16 @@ impl Dataplane for KernelDataplane {
 
     fn netfilter_read(&mut self) -> Result<Option<Contents>, DataplaneError> {
         Contents::read(&mut self.nft).map_err(|e| netlink("list the nftables table", e))
+    }
+
+    fn delete_stale_udp_flows(
+        &mut self,
+        frontend: std::net::SocketAddr,
+        keep: &std::collections::BTreeSet<IpAddr>,
+    ) -> Result<usize, DataplaneError> {
+        self.nft
+            .delete_stale_udp_flows(frontend, keep)
+            .map_err(|e| netlink(format!("delete the stale UDP flows to {frontend}"), e))
     }
 
     fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {

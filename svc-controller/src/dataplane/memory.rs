@@ -408,6 +408,19 @@ impl Dataplane for MemoryDataplane {
         })
     }
 
+    fn delete_stale_udp_flows(
+        &mut self,
+        frontend: std::net::SocketAddr,
+        keep: &std::collections::BTreeSet<IpAddr>,
+    ) -> Result<usize, DataplaneError> {
+        self.netfilter
+            .delete_stale_udp_flows(frontend, keep)
+            .map_err(|errno| DataplaneError::Io {
+                context: format!("delete the stale UDP flows to {frontend}"),
+                source: std::io::Error::from_raw_os_error(errno),
+            })
+    }
+
     fn netfilter_transact(&mut self, changes: &[Change]) -> Result<(), DataplaneError> {
         self.netfilter
             .transact(changes, self.apply_calls)

@@ -343,6 +343,14 @@ pub trait Dataplane {
     /// Applies nftables changes as one transaction: all of them, or none when the kernel
     /// refuses one.
     fn netfilter_transact(&mut self, changes: &[netfilter::Change]) -> Result<(), DataplaneError>;
+
+    /// Deletes the UDP conntrack entries to `frontend` whose reply source is not in `keep`
+    /// (see [`netfilter::conntrack`]); returns how many went.
+    fn delete_stale_udp_flows(
+        &mut self,
+        frontend: std::net::SocketAddr,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<usize, DataplaneError>;
 }
 
 /// A non-blocking netlink socket of `protocol` in the calling thread's network namespace,

@@ -1,8 +1,12 @@
 //! The in-memory dataplane's nftables: the controller's table as the kernel would keep it,
 //! with its transactions counted and faults to inject.
 
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
 use netlink_packet_netfilter::nftables::NfTablesMessage;
 
+use crate::netfilter::conntrack::UdpFlow;
 use crate::netfilter::rules::rule_comment;
 use crate::netfilter::{Change, Contents, Elements};
 
@@ -22,6 +26,9 @@ pub struct SimulatedNetfilter {
     after_batches: Vec<usize>,
     failing: usize,
     unreadable: bool,
+    /// Conntrack's UDP flows.
+    flows: Vec<UdpFlow>,
+    failing_flow_deletions: usize,
 }
 
 impl SimulatedNetfilter {
@@ -39,6 +46,37 @@ impl SimulatedNetfilter {
     /// sync does first).
     pub fn after_batches(&self) -> &[usize] {
         &self.after_batches
+    }
+
+    /// Adds a UDP flow to conntrack, as a client's datagram would.
+    pub fn add_udp_flow(&mut self, flow: UdpFlow) {
+        self.flows.push(flow);
+    }
+
+    /// Conntrack's UDP flows.
+    pub fn udp_flows(&self) -> &[UdpFlow] {
+        &self.flows
+    }
+
+    /// Makes the next `count` deletions of stale UDP flows fail.
+    pub fn fail_flow_deletions(&mut self, count: usize) {
+        self.failing_flow_deletions = count;
+    }
+
+    /// Deletes the flows to `frontend` whose reply source is not in `keep`.
+    pub(crate) fn delete_stale_udp_flows(
+        &mut self,
+        frontend: SocketAddr,
+        keep: &BTreeSet<IpAddr>,
+    ) -> Result<usize, i32> {
+        if self.failing_flow_deletions > 0 {
+            self.failing_flow_deletions -= 1;
+            return Err(INJECTED);
+        }
+        let before = self.flows.len();
+        self.flows
+            .retain(|f| f.frontend != frontend || keep.contains(&f.backend));
+        Ok(before - self.flows.len())
     }
 
     /// Makes the next `count` transactions fail as a whole.

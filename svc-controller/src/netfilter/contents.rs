@@ -5,7 +5,7 @@ use netlink_packet_netfilter::NetfilterProtoFamily;
 use super::Elements;
 use super::rules::RuleComments;
 use super::table;
-use super::transport::{NftError, NftSocket};
+use super::transport::{NfnlError, NfnlSocket};
 
 /// What the node's table holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct Contents {
 
 impl Contents {
     /// Reads the table; `None` when the node has no such table.
-    pub fn read(nft: &mut NftSocket) -> Result<Option<Self>, NftError> {
+    pub fn read(nft: &mut NfnlSocket) -> Result<Option<Self>, NfnlError> {
         let ours = nft
             .tables()?
             .iter()

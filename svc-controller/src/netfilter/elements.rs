@@ -560,9 +560,9 @@ mod tests {
 
         use super::*;
         use crate::netfilter::rules::{self, RuleConfig};
-        use crate::netfilter::{Contents, NftSocket};
+        use crate::netfilter::{Contents, NfnlSocket};
 
-        fn read(nft: &mut NftSocket) -> Option<Elements> {
+        fn read(nft: &mut NfnlSocket) -> Option<Elements> {
             Contents::read(nft).unwrap().map(|c| c.elements)
         }
 
@@ -572,7 +572,7 @@ mod tests {
             Netns::new("nft-elements")
                 .expect("a fresh namespace")
                 .run(|| {
-                    let mut nft = NftSocket::open().unwrap();
+                    let mut nft = NfnlSocket::open().unwrap();
                     assert_eq!(read(&mut nft), None, "no table yet");
                     let want = Elements {
                         vips: BTreeSet::from([ip("10.96.0.10"), ip("fd00::a")]),
@@ -660,7 +660,7 @@ mod tests {
                         vips: vips.into_iter().collect(),
                         ..Elements::default()
                     };
-                    let mut nft = NftSocket::open().unwrap();
+                    let mut nft = NfnlSocket::open().unwrap();
                     let mut changes = table::create(&RuleConfig::default());
                     changes.extend(Elements::default().changes_to(&want));
                     nft.transact(&changes).unwrap();

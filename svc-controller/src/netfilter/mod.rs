@@ -12,9 +12,11 @@
 //! - [`rules`]: its chains and rules, and what they masquerade, mark or drop.
 //! - [`expr`]: the rules' expressions.
 //! - [`contents`]: the table read back.
+//! - [`conntrack`]: stale UDP flows, deleted.
 //! - [`transport`]: nftables over a `NETLINK_NETFILTER` socket: transactions
-//!   ([`NftSocket::transact`]) and listings.
+//!   ([`NfnlSocket::transact`]) and listings.
 
+pub mod conntrack;
 pub mod contents;
 pub mod elements;
 pub mod expr;
@@ -26,4 +28,4 @@ pub use contents::Contents;
 pub use elements::Elements;
 pub use rules::RuleConfig;
 pub use table::ServicePort;
-pub use transport::{Change, Nfnl, NftError, NftSocket};
+pub use transport::{Change, Nfnl, NfnlError, NfnlSocket};

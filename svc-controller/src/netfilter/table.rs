@@ -553,7 +553,7 @@ mod tests {
 
         use integration::Netns;
 
-        use super::super::super::transport::NftSocket;
+        use super::super::super::transport::NfnlSocket;
         use super::*;
 
         const VIP: &str = "10.96.0.10";
@@ -581,7 +581,7 @@ mod tests {
                     let _ssh = TcpListener::bind("0.0.0.0:2222").unwrap();
                     assert!(connects(VIP, 2222), "without the table, every port answers");
 
-                    let mut nft = NftSocket::open().unwrap();
+                    let mut nft = NfnlSocket::open().unwrap();
                     let vip: IpAddr = VIP.parse().unwrap();
                     let web = port(VIP, Protocol::Tcp, 80);
                     let ssh = port(VIP, Protocol::Tcp, 2222);

@@ -203,7 +203,7 @@ impl Change {
 
 /// Why a transaction or a listing failed.
 #[derive(Debug, thiserror::Error)]
-pub enum NftError {
+pub enum NfnlError {
     /// The kernel refused a change of the transaction: none of it was applied.
     #[error("nftables refused change {index} of the transaction ({change}): {source}")]
     Refused {
@@ -238,9 +238,10 @@ pub enum NftError {
     },
 }
 
-/// A `NETLINK_NETFILTER` socket for nftables, in the network namespace it was opened in.
+/// A `NETLINK_NETFILTER` socket, in the network namespace it was opened in: nftables
+/// transactions and listings here, conntrack's in [`conntrack`](super::conntrack).
 #[derive(Debug)]
-pub struct NftSocket {
+pub struct NfnlSocket {
     socket: Socket,
     exchange: Exchange<Nfnl>,
     send: Vec<u8>,
@@ -249,7 +250,7 @@ pub struct NftSocket {
     send_capacity: usize,
 }
 
-impl NftSocket {
+impl NfnlSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Self> {
         let (socket, port_id) = crate::dataplane::batch_socket(NETLINK_NETFILTER, RECV_BUFFER)?;
@@ -265,7 +266,7 @@ impl NftSocket {
 
     /// Applies `changes` as one transaction: all of them, or, when the kernel refuses any,
     /// none (the first refused one is the error).
-    pub fn transact(&mut self, changes: &[Change]) -> Result<(), NftError> {
+    pub fn transact(&mut self, changes: &[Change]) -> Result<(), NfnlError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -303,18 +304,18 @@ impl NftSocket {
             match result {
                 Ok(_) => {}
                 Err(TransportError::Kernel(source)) if index == 0 || index == last - 1 => {
-                    return Err(NftError::Batch(source));
+                    return Err(NfnlError::Batch(source));
                 }
                 Err(TransportError::Kernel(source)) if index < last => {
                     let change = &changes[index - 1];
-                    return Err(NftError::Refused {
+                    return Err(NfnlError::Refused {
                         index: index - 1,
                         change: format!("{:?}", change.message.0.inner),
                         source,
                     });
                 }
                 Err(source) => {
-                    return Err(NftError::Answers {
+                    return Err(NfnlError::Answers {
                         context: "the transaction's answers",
                         source,
                     });
@@ -325,7 +326,7 @@ impl NftSocket {
     }
 
     /// The tables of every family: (family, name).
-    pub fn tables(&mut self) -> Result<Vec<(NetfilterProtoFamily, String)>, NftError> {
+    pub fn tables(&mut self) -> Result<Vec<(NetfilterProtoFamily, String)>, NfnlError> {
         let request = Nfnl::nftables(
             NetfilterProtoFamily::Unspec,
             NfTablesMessage::GetTable(TableMessage { attributes: vec![] }),
@@ -352,7 +353,7 @@ impl NftSocket {
         family: NetfilterProtoFamily,
         table: &str,
         set: &str,
-    ) -> Result<Vec<Vec<u8>>, NftError> {
+    ) -> Result<Vec<Vec<u8>>, NfnlError> {
         let request = Nfnl::nftables(
             family,
             NfTablesMessage::GetSetElement(SetElementMessage {
@@ -378,7 +379,7 @@ impl NftSocket {
         &mut self,
         family: NetfilterProtoFamily,
         table: &str,
-    ) -> Result<super::rules::RuleComments, NftError> {
+    ) -> Result<super::rules::RuleComments, NfnlError> {
         let request = Nfnl::nftables(
             family,
             NfTablesMessage::GetRule(RuleMessage {
@@ -400,8 +401,36 @@ impl NftSocket {
         Ok(comments)
     }
 
+    /// Sends `requests`, each acknowledged, and returns each one's result.
+    pub(super) fn acknowledged(
+        &mut self,
+        requests: &[Nfnl],
+        context: &'static str,
+    ) -> Result<Vec<Result<(), TransportError>>, NfnlError> {
+        self.exchange.begin();
+        self.send.clear();
+        for request in requests {
+            self.exchange
+                .push(request, 0, &mut self.send)
+                .map_err(|source| self.fail(context, source))?;
+        }
+        self.fit_send_buffer();
+        self.send_buffer(context)?;
+        self.wait(context)?;
+        Ok(self
+            .exchange
+            .finish()
+            .into_iter()
+            .map(|r| r.map(|_| ()))
+            .collect())
+    }
+
     /// Runs one dump and returns its replies.
-    fn dump(&mut self, request: &Nfnl, context: &'static str) -> Result<Vec<Nfnl>, NftError> {
+    pub(super) fn dump(
+        &mut self,
+        request: &Nfnl,
+        context: &'static str,
+    ) -> Result<Vec<Nfnl>, NfnlError> {
         self.exchange.begin();
         self.send.clear();
         self.exchange
@@ -411,13 +440,13 @@ impl NftSocket {
         self.wait(context)?;
         self.exchange
             .finish_one()
-            .map_err(|source| NftError::Answers { context, source })
+            .map_err(|source| NfnlError::Answers { context, source })
     }
 
     /// Abandons the call under way and describes why.
-    fn fail(&mut self, context: &'static str, source: TransportError) -> NftError {
+    fn fail(&mut self, context: &'static str, source: TransportError) -> NfnlError {
         self.exchange.abandon();
-        NftError::Answers { context, source }
+        NfnlError::Answers { context, source }
     }
 
     /// Sizes the socket's send buffer for the datagram in the send buffer: a transaction is
@@ -439,7 +468,7 @@ impl NftSocket {
     }
 
     /// Sends the send buffer as one datagram.
-    fn send_buffer(&mut self, context: &'static str) -> Result<(), NftError> {
+    fn send_buffer(&mut self, context: &'static str) -> Result<(), NfnlError> {
         let sent = loop {
             match self.socket.send(&self.send, 0) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -456,12 +485,12 @@ impl NftSocket {
         };
         result.map_err(|source| {
             self.exchange.abandon();
-            NftError::Io { context, source }
+            NfnlError::Io { context, source }
         })
     }
 
     /// Reads answers into the exchange until the call under way has all of them.
-    fn wait(&mut self, context: &'static str) -> Result<(), NftError> {
+    fn wait(&mut self, context: &'static str) -> Result<(), NfnlError> {
         let deadline = Instant::now() + ANSWER_TIMEOUT;
         while self.exchange.in_flight() > 0 {
             self.recv.clear();
@@ -476,7 +505,7 @@ impl NftSocket {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         self.exchange.abandon();
-                        return Err(NftError::Io {
+                        return Err(NfnlError::Io {
                             context,
                             source: io::Error::new(
                                 io::ErrorKind::TimedOut,
@@ -490,7 +519,7 @@ impl NftSocket {
                         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                         Err(errno) => {
                             self.exchange.abandon();
-                            return Err(NftError::Io {
+                            return Err(NfnlError::Io {
                                 context,
                                 source: io::Error::from(errno),
                             });
@@ -499,7 +528,7 @@ impl NftSocket {
                 }
                 Err(source) => {
                     self.exchange.abandon();
-                    return Err(NftError::Io { context, source });
+                    return Err(NfnlError::Io { context, source });
                 }
             }
         }
@@ -686,7 +715,7 @@ mod tests {
             Netns::new("nft-tx")
                 .expect("a fresh namespace")
                 .run(|| {
-                    let mut nft = NftSocket::open().unwrap();
+                    let mut nft = NfnlSocket::open().unwrap();
                     nft.transact(&[add_table("one")]).unwrap();
                     assert!(has(&nft.tables().unwrap(), NetfilterProtoFamily::Inet, "one"));
                     // Adding what exists keeps it.
@@ -704,7 +733,7 @@ mod tests {
                     );
                     let error = nft.transact(&[add_table("two"), orphan]).unwrap_err();
                     assert!(
-                        matches!(&error, NftError::Refused { index: 1, source, .. } if source.errno() == 2),
+                        matches!(&error, NfnlError::Refused { index: 1, source, .. } if source.errno() == 2),
                         "{error}"
                     );
                     let tables = nft.tables().unwrap();
@@ -729,7 +758,7 @@ mod tests {
                         .status()
                         .expect("iptables runs");
                     assert!(status.success());
-                    let mut nft = NftSocket::open().unwrap();
+                    let mut nft = NfnlSocket::open().unwrap();
                     nft.transact(&[add_table("ipvs-proxy")]).unwrap();
                     let tables = nft.tables().unwrap();
                     assert!(

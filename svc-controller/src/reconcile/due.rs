@@ -36,6 +36,10 @@ impl<D: Dataplane> Reconciler<D> {
                     round.reconcile_vip(addr);
                     round.unblock(addr);
                 }
+                Work::UdpFlows(key) => {
+                    round.metrics.retries += 1;
+                    round.clear_stale_udp_flows([&key]);
+                }
                 // A full pass due as well does it.
                 Work::Netfilter if !full_pass => {
                     round.metrics.retries += 1;

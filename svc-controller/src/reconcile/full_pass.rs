@@ -58,6 +58,12 @@ impl<D: Dataplane> Reconciler<D> {
         drop(listing);
         round.verify_states(states, adopted);
         round.unbind_stale_vips();
+        if !adopted {
+            // What changed while no daemon ran.
+            let udp: Vec<VirtualServerKey> =
+                round.desired.virtual_servers().keys().copied().collect();
+            round.clear_stale_udp_flows(&udp);
+        }
         let report = round.report;
         if !adopted {
             info!(

@@ -121,6 +121,7 @@
 //! | `timed.rs` | entries indexed by their time, for retries and drain checks |
 //! | `due.rs` | what is due: [`Reconciler::next_wakeup`] and [`Reconciler::poll`] |
 //! | `netfilter.rs` | the nftables table's sets kept in line, in one transaction per round |
+//! | `conntrack.rs` | stale UDP flows deleted after their virtual servers changed |
 //! | `full_pass.rs` | the full pass: at once ([`Reconciler::verify`]) or in slices (the sweep) |
 //! | `cleanup.rs` | [`Reconciler::cleanup`] |
 //! | `sysctls.rs` | the sysctls held at every full pass |
@@ -129,6 +130,7 @@
 
 mod cleanup;
 pub mod config;
+mod conntrack;
 mod drains;
 mod due;
 mod full_pass;
@@ -367,6 +369,7 @@ impl<D: Dataplane> Reconciler<D> {
         for addr in unbind {
             round.reconcile_vip(addr);
         }
+        round.clear_stale_udp_flows(&changes.virtual_servers);
         round.report
     }
 

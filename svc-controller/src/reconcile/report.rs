@@ -47,6 +47,10 @@ pub struct Metrics {
     pub netfilter_changes: u64,
     /// nftables transactions the kernel refused or that failed (none of each applied).
     pub netfilter_failures: u64,
+    /// Stale UDP conntrack entries deleted (see [`crate::netfilter::conntrack`]).
+    pub udp_flows_deleted: u64,
+    /// Clean-ups of stale UDP flows that failed (each retried).
+    pub udp_flow_failures: u64,
 }
 
 /// Operations counted by kind (for metrics labelled by kind).
@@ -110,6 +114,8 @@ pub struct SyncReport {
     pub sysctl_writes: usize,
     /// Set elements of the nftables table added or deleted.
     pub netfilter_changes: usize,
+    /// Stale UDP conntrack entries deleted.
+    pub udp_flows_deleted: usize,
     /// Whether the work was deferred to the first full pass (nothing adopted yet).
     pub deferred: bool,
     /// Whether [`Reconciler::cleanup`] deleted the dummy interface.
@@ -166,6 +172,7 @@ impl SyncReport {
             && self.address_changes == 0
             && self.sysctl_writes == 0
             && self.netfilter_changes == 0
+            && self.udp_flows_deleted == 0
             && !self.interface_deleted
             && self.errors.is_empty()
     }
@@ -182,6 +189,7 @@ impl SyncReport {
         self.address_changes += other.address_changes;
         self.sysctl_writes += other.sysctl_writes;
         self.netfilter_changes += other.netfilter_changes;
+        self.udp_flows_deleted += other.udp_flows_deleted;
         self.deferred |= other.deferred;
         self.interface_deleted |= other.interface_deleted;
         self.errors.extend(other.errors);

@@ -12,6 +12,8 @@ pub(super) enum Work {
     Vip(IpAddr),
     /// Bring the nftables table in line (a read or a transaction failed).
     Netfilter,
+    /// Delete the stale UDP flows of one virtual server.
+    UdpFlows(VirtualServerKey),
     /// A full pass ([`Reconciler::verify`]) that failed.
     FullPass,
 }

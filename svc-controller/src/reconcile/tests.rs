@@ -1442,3 +1442,74 @@ fn cleanup_deletes_the_nftables_table_and_netfilter_can_be_left_alone() {
     assert!(nft(&r).is_none());
     assert_eq!(r.dataplane().netfilter().transactions(), 0);
 }
+
+fn udp_flow(client: &str, frontend: &str, backend: &str) -> crate::netfilter::conntrack::UdpFlow {
+    crate::netfilter::conntrack::UdpFlow {
+        client: client.parse().unwrap(),
+        frontend: frontend.parse().unwrap(),
+        backend: ip(backend),
+    }
+}
+
+#[test]
+fn udp_flows_to_an_endpoint_that_left_are_deleted_after_its_real_server() {
+    let now = Instant::now();
+    let dns = |backends: &[&str]| {
+        service(
+            "dns",
+            vec![
+                vs("10.96.0.53", Protocol::Udp, 53, backends),
+                vs("10.96.0.53", Protocol::Tcp, 53, backends),
+            ],
+        )
+    };
+    let mut r = started(node(), vec![dns(&["10.0.0.1"])], now);
+    let old = udp_flow("10.0.5.5:40000", "10.96.0.53:53", "10.0.0.1");
+    // From before the Service had an endpoint: never translated.
+    let untranslated = udp_flow("10.0.5.6:40000", "10.96.0.53:53", "10.96.0.53");
+    let elsewhere = udp_flow("10.0.5.5:40001", "10.96.0.99:53", "10.0.0.1");
+    for flow in [old, untranslated, elsewhere] {
+        r.dataplane_mut().netfilter_mut().add_udp_flow(flow);
+    }
+
+    // The endpoint is replaced: its flows and the untranslated one go, in the same round
+    // as the real server, after it; other frontends' flows stay.
+    let report = r.sync_service(dns(&["10.0.0.2"]), now);
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.udp_flows_deleted, 2);
+    assert_eq!(r.dataplane().netfilter().udp_flows(), [elsewhere]);
+    assert_eq!(r.metrics().udp_flows_deleted, 2);
+
+    // A flow to the new endpoint stays; a failure is retried.
+    let new = udp_flow("10.0.5.5:40000", "10.96.0.53:53", "10.0.0.2");
+    r.dataplane_mut().netfilter_mut().add_udp_flow(new);
+    r.dataplane_mut().netfilter_mut().add_udp_flow(old);
+    r.dataplane_mut().netfilter_mut().fail_flow_deletions(1);
+    let report = r.sync_service(dns(&["10.0.0.2", "10.0.0.3"]), now);
+    assert!(!report.is_ok());
+    assert_eq!(r.metrics().udp_flow_failures, 1);
+    let due = r.next_wakeup().expect("a retry is scheduled");
+    let report = r.poll(due);
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.udp_flows_deleted, 1);
+    assert_eq!(r.dataplane().netfilter().udp_flows(), [elsewhere, new]);
+
+    // A Service that goes takes all its flows.
+    r.remove_service(&ServiceRef::new("default", "dns"), now);
+    assert_eq!(r.dataplane().netfilter().udp_flows(), [elsewhere]);
+}
+
+#[test]
+fn the_adoption_deletes_the_stale_udp_flows_of_every_udp_virtual_server() {
+    let now = Instant::now();
+    let mut dp = node();
+    dp.netfilter_mut()
+        .add_udp_flow(udp_flow("10.0.5.5:40000", "10.96.0.53:53", "10.0.0.7"));
+    let dns = service(
+        "dns",
+        vec![vs("10.96.0.53", Protocol::Udp, 53, &["10.0.0.1"])],
+    );
+    let r = started(dp, vec![dns], now);
+    assert!(r.dataplane().netfilter().udp_flows().is_empty());
+    assert_eq!(r.metrics().udp_flows_deleted, 1);
+}
