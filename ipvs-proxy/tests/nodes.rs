@@ -11,7 +11,7 @@ mod real_kernel {
     use std::time::Duration;
 
     use integration::Netns;
-    use integration::daemon::{DaemonProcess, Scratch, write_atomically};
+    use integration::daemon::{DaemonProcess, Scratch, http_get, write_atomically};
     use integration::nodes::{CLIENT_ADDR, CLUSTER_CIDR, Nodes, POD_PORT};
     use integration::witness::{Answer, ask_tcp, ask_udp};
 
@@ -24,6 +24,7 @@ mod real_kernel {
     const SHOP_LB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
     /// `echo`: ClusterIP.
     const ECHO: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 30);
+    const METRICS: &str = "127.0.0.1:10249";
 
     fn daemon_binary() -> PathBuf {
         PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy"))
@@ -123,15 +124,18 @@ endpoints:
         net: Nodes,
         daemons: Vec<DaemonProcess>,
         scratch: Scratch,
+        /// Arguments every daemon gets.
+        extra: Vec<String>,
     }
 
     impl Cluster {
         fn start(name: &str) -> Self {
-            Self::start_with(name, &[1, 1])
+            Self::start_with(name, &[1, 1], &[])
         }
 
-        /// As [`Cluster::start`], with `pods[i]` pods on node `i` (at least one on each).
-        fn start_with(name: &str, pods: &[usize]) -> Self {
+        /// As [`Cluster::start`], with `pods[i]` pods on node `i` (at least one on each) and
+        /// `extra` arguments for every daemon.
+        fn start_with(name: &str, pods: &[usize], extra: &[&str]) -> Self {
             let net = Nodes::build(pods).unwrap();
             let scratch = Scratch::new(name).unwrap();
             let (a1, b1) = (net.pod("a1").unwrap().addr, net.pod("b1").unwrap().addr);
@@ -145,45 +149,51 @@ endpoints:
             for (file, text) in [("web", web), ("shop", shop), ("echo", echo)] {
                 write_atomically(&scratch.manifests().join(format!("{file}.yaml")), &text).unwrap();
             }
-            let daemons = net
-                .nodes
-                .iter()
-                .map(|node| {
-                    let args: Vec<String> = [
-                        "--manifests",
-                        scratch.manifests().to_str().unwrap(),
-                        "--hostname-override",
-                        &node.name,
-                        "--cluster-cidr",
-                        CLUSTER_CIDR,
-                        "--log-format",
-                        "json",
-                        "--metrics-bind-address",
-                        "127.0.0.1:10249",
-                        "--healthz-bind-address",
-                        "127.0.0.1:10256",
-                    ]
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect();
-                    DaemonProcess::start(
-                        &node.netns,
-                        &daemon_binary(),
-                        &args,
-                        &scratch.log(&node.name),
-                    )
-                    .unwrap()
-                })
-                .collect::<Vec<_>>();
             let mut cluster = Self {
                 net,
-                daemons,
+                daemons: Vec::new(),
                 scratch,
+                extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             };
+            for i in 0..cluster.net.nodes.len() {
+                let daemon = cluster.daemon(i, &[]);
+                cluster.daemons.push(daemon);
+            }
             for daemon in &mut cluster.daemons {
                 daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
             }
             cluster
+        }
+
+        /// Starts a daemon on node `i` with the cluster's arguments and `more`.
+        fn daemon(&self, i: usize, more: &[&str]) -> DaemonProcess {
+            let node = &self.net.nodes[i];
+            let mut args: Vec<String> = [
+                "--manifests",
+                self.scratch.manifests().to_str().unwrap(),
+                "--hostname-override",
+                &node.name,
+                "--cluster-cidr",
+                CLUSTER_CIDR,
+                "--log-format",
+                "json",
+                "--metrics-bind-address",
+                METRICS,
+                "--healthz-bind-address",
+                "127.0.0.1:10256",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+            args.extend(self.extra.iter().cloned());
+            args.extend(more.iter().map(|s| (*s).to_owned()));
+            DaemonProcess::start(
+                &node.netns,
+                &daemon_binary(),
+                &args,
+                &self.scratch.log(&node.name),
+            )
+            .unwrap()
         }
 
         /// Rewrites the manifest `file`.
@@ -348,7 +358,7 @@ endpoints:
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
     fn a_udp_client_that_keeps_its_port_follows_its_backend_and_no_stale_flow_stays() {
-        let cluster = Cluster::start_with("udp", &[2, 1]);
+        let cluster = Cluster::start_with("udp", &[2, 1], &[]);
         let a1 = cluster.net.pod("a1").unwrap();
         let a2 = cluster.net.pod("a2").unwrap().addr;
         let b1 = cluster.net.pod("b1").unwrap().addr;
@@ -390,5 +400,143 @@ endpoints:
             ask().is_some_and(|a| a.name == "b1")
         });
         assert_eq!(stale(cluster.node("node-a"), a2), 0);
+    }
+
+    /// Runs `nft` with `args` in `netns`; its output, or `None` when it failed.
+    fn nft(netns: &Netns, args: &str) -> Option<String> {
+        let args: Vec<String> = args.split(' ').map(str::to_owned).collect();
+        let out = netns
+            .run(move || std::process::Command::new("nft").args(&args).output())
+            .unwrap()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The value of the metric `name` on node `netns`.
+    fn metric(netns: &Netns, name: &str) -> Option<f64> {
+        let (_, text) = http_get(netns, METRICS.parse().unwrap(), "/metrics").unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn the_table_is_the_daemons_alone_kept_across_restarts_and_repaired() {
+        let mut cluster = Cluster::start_with("owned", &[1, 1], &["--ipvs-sync-period", "3s"]);
+        let node_a = &cluster.net.nodes[0].netns;
+        let client = &cluster.net.client;
+        // The node's own server on every address, and a user's table.
+        let _ssh = node_a
+            .run(|| std::net::TcpListener::bind("0.0.0.0:2222").unwrap())
+            .unwrap();
+        for command in [
+            "add table inet filter",
+            "add chain inet filter input { type filter hook input priority 0 ; }",
+            "add rule inet filter input tcp dport 2223 drop",
+        ] {
+            let args: Vec<String> = vec!["-f".into(), "-".into()];
+            let text = command.to_owned();
+            let ok = node_a
+                .run(move || {
+                    use std::io::Write;
+                    let mut child = std::process::Command::new("nft")
+                        .args(&args)
+                        .stdin(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap();
+                    child
+                        .stdin
+                        .take()
+                        .unwrap()
+                        .write_all(text.as_bytes())
+                        .unwrap();
+                    child.wait().unwrap().success()
+                })
+                .unwrap();
+            assert!(ok, "nft {command}");
+        }
+        cluster.net.route_from_client(WEB, 0).unwrap();
+
+        // A port no Service defines on a VIP reaches nothing; on the node's address, the
+        // node's server.
+        assert!(answered(client, WEB, 80));
+        assert!(
+            !answered(client, WEB, 2222),
+            "an undefined VIP port answered"
+        );
+        let node_ssh = SocketAddr::new(ip(Nodes::node_addr(0)), 2222);
+        assert!(
+            client
+                .run(move || std::net::TcpStream::connect_timeout(&node_ssh, SLOW).is_ok())
+                .unwrap()
+        );
+
+        // Drift: a set element, then a chain's rules, deleted by hand; the full pass puts
+        // them back and traffic follows.
+        nft(
+            node_a,
+            "delete element inet ipvs-proxy cluster-ports-v4 { 10.96.0.10 . tcp . 80 }",
+        )
+        .unwrap();
+        nft(node_a, "flush chain inet ipvs-proxy nat-postrouting").unwrap();
+        eventually("the rules are written again", || {
+            nft(node_a, "list chain inet ipvs-proxy nat-postrouting")
+                .is_some_and(|t| t.contains("masquerade"))
+        });
+        eventually("the element is back", || {
+            nft(node_a, "list set inet ipvs-proxy cluster-ports-v4")
+                .is_some_and(|t| t.contains("10.96.0.10"))
+        });
+        assert!(answered(client, WEB, 80));
+        assert!(nft(node_a, "list table inet filter").is_some_and(|t| t.contains("2223")));
+
+        // A restart with the same inputs changes nothing in netfilter.
+        assert!(cluster.daemons[0].terminate(SLOW).unwrap().success());
+        // The log file is the same: only the new process's lines count.
+        let lines = cluster.daemons[0].log_lines();
+        let mut again = cluster.daemon(0, &[]);
+        again.wait_for_log(lines, &["node adopted"], SLOW).unwrap();
+        assert_eq!(
+            metric(node_a, "ipvs_proxy_netfilter_transactions_total"),
+            Some(0.0)
+        );
+        assert_eq!(
+            metric(node_a, "ipvs_proxy_netfilter_changes_total"),
+            Some(0.0)
+        );
+        assert!(answered(client, WEB, 80));
+
+        // --cleanup removes the daemon's table and nothing else.
+        assert!(again.terminate(SLOW).unwrap().success());
+        let mut cleanup = cluster.daemon(0, &["--cleanup"]);
+        integration::daemon::wait_until(SLOW, || (!cleanup.is_running()).then_some(()))
+            .expect("--cleanup exits");
+        assert!(nft(node_a, "list table inet ipvs-proxy").is_none());
+        assert!(nft(node_a, "list table inet filter").is_some_and(|t| t.contains("2223")));
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn node_port_addresses_narrow_node_ports_and_health_check_ports() {
+        let cluster = Cluster::start_with(
+            "nodeport-addresses",
+            &[1, 1],
+            &["--nodeport-addresses", "192.168.50.0/24"],
+        );
+        let b1 = cluster.net.pod("b1").unwrap();
+        let a1 = cluster.net.pod("a1").unwrap();
+        let node_b = &cluster.net.nodes[1];
+        // The LAN addresses serve the NodePort, the bridge's does not.
+        assert!(answered(&cluster.net.client, node_b.addr, 30080));
+        assert!(answered(&a1.netns, node_b.addr, 30080));
+        assert!(!answered(&b1.netns, node_b.gateway, 30080));
+        // The health check of `shop` (its pod is on node B): on the LAN address only.
+        let lan = SocketAddr::new(ip(node_b.addr), 30500);
+        let (status, _) = http_get(&cluster.net.client, lan, "/").unwrap();
+        assert_eq!(status, 200);
+        let bridge = SocketAddr::new(ip(node_b.gateway), 30500);
+        assert!(http_get(&b1.netns, bridge, "/").is_err());
     }
 }
