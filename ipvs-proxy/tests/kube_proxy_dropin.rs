@@ -137,13 +137,14 @@ fn kubeadms_ipvs_config_starts_with_kube_proxys_defaults() {
     assert_eq!(s.udp_timeout, Duration::ZERO);
     assert!(!s.init_node && !s.cleanup);
     assert_eq!(s.log_level, None);
-    // Only what is set and not read is reported: the zero values ask for nothing.
+    // Only what is set and not read is reported: the zero values ask for nothing, and
+    // clusterCIDR is read (the netfilter table's masquerading).
+    assert!(s.ignored_fields.is_empty(), "{:?}", s.ignored_fields);
     assert_eq!(
-        s.ignored_fields,
-        [
-            "clusterCIDR (not needed: masquerading is not done by ipvs-proxy yet, see the README's limits)"
-        ]
+        s.masquerade.cluster_cidrs,
+        vec!["10.244.0.0/16".parse::<ipnet::IpNet>().unwrap()]
     );
+    assert_eq!(s.masquerade.masquerade_bit, 14);
     assert!(s.flag_notes.is_empty());
 }
 
@@ -281,7 +282,6 @@ fn kube_proxys_whole_flag_set_is_accepted() {
             "alsologtostderr",
             "bind-address",
             "bind-address-hard-fail",
-            "cluster-cidr",
             "config-sync-period",
             "conntrack-max-per-core",
             "conntrack-min",
@@ -294,7 +294,6 @@ fn kube_proxys_whole_flag_set_is_accepted() {
             "feature-gates",
             "healthz-port",
             "iptables-localhost-nodeports",
-            "iptables-masquerade-bit",
             "iptables-min-sync-period",
             "iptables-sync-period",
             "kube-api-burst",
@@ -310,7 +309,6 @@ fn kube_proxys_whole_flag_set_is_accepted() {
             "log-text-info-buffer-size",
             "log-text-split-stream",
             "logtostderr",
-            "masquerade-all",
             "master",
             "metrics-port",
             "one-output",
@@ -333,8 +331,8 @@ fn kube_proxys_whole_flag_set_is_accepted() {
             .map(|n| n.reason)
             .unwrap_or_default()
     };
-    assert!(reason("masquerade-all").contains("masquerading is not done"));
-    assert!(reason("cluster-cidr").contains("README's limits"));
+    assert!(reason("detect-local-mode").contains("--cluster-cidr"));
+    assert!(s.masquerade.masquerade_all, "--masquerade-all is honoured");
     assert!(s.flag_notes.iter().all(|n| !n.reason.is_empty()));
 }
 
@@ -354,7 +352,8 @@ fn flags_take_go_syntax() {
     )
     .expect("accepted");
     let noted: Vec<&str> = s.flag_notes.iter().map(|n| n.flag).collect();
-    assert_eq!(noted, ["cluster-cidr", "feature-gates", "oom-score-adj"]);
+    assert_eq!(noted, ["feature-gates", "oom-score-adj"]);
+    assert_eq!(s.masquerade.cluster_cidrs.len(), 1, "--cluster-cidr is honoured");
     // Booleans: bare, or with `=` and any spelling Go takes; never a separate value.
     for ok in [
         "--masquerade-all",

@@ -492,6 +492,11 @@ endpoints:
         assert!(answered(client, WEB, 80));
         assert!(nft(node_a, "list table inet filter").is_some_and(|t| t.contains("2223")));
 
+        assert!(
+            metric(node_a, "ipvs_proxy_netfilter_transaction_seconds_total").unwrap() > 0.0,
+            "the transactions' time is counted"
+        );
+
         // A restart with the same inputs changes nothing in netfilter.
         assert!(cluster.daemons[0].terminate(SLOW).unwrap().success());
         // The log file is the same: only the new process's lines count.

@@ -19,6 +19,7 @@
 //! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`), failed nftables transactions (`netfilter`), failed conntrack clean-ups (`conntrack`) |
 //! | `ipvs_proxy_netfilter_transactions_total` | counter | nftables transactions applied to the daemon's table (`inet ipvs-proxy`) |
 //! | `ipvs_proxy_netfilter_changes_total` | counter | set elements of the daemon's nftables table added or deleted |
+//! | `ipvs_proxy_netfilter_transaction_seconds_total` | counter | wall-clock time spent applying those transactions (with the transactions' count, their mean duration) |
 //! | `ipvs_proxy_udp_flows_deleted_total` | counter | stale UDP conntrack entries deleted (to an endpoint that left, or from before a Service had one) |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
 //! | `ipvs_proxy_services_invalid` | gauge | Services with at least one problem (a bad field skipped) |
@@ -154,6 +155,8 @@ pub struct Metrics {
     pub netfilter_changes: Counter,
     /// `ipvs_proxy_udp_flows_deleted_total`.
     pub udp_flows_deleted: Counter,
+    /// `ipvs_proxy_netfilter_transaction_seconds_total`.
+    pub netfilter_seconds: Counter<f64, AtomicU64>,
     /// `ipvs_proxy_source_errors_total`.
     pub source_errors: Family<SourceLabel, Counter>,
     /// `ipvs_proxy_engine_cpu_seconds_total`.
@@ -205,6 +208,7 @@ impl Metrics {
             netfilter_transactions: Counter::default(),
             netfilter_changes: Counter::default(),
             udp_flows_deleted: Counter::default(),
+            netfilter_seconds: Counter::default(),
             source_errors: Family::default(),
             engine_cpu: Family::default(),
             seen: Mutex::new(ReconcilerMetrics::default()),
@@ -321,6 +325,11 @@ impl Metrics {
             this.netfilter_changes.clone(),
         );
         registry.register(
+            "ipvs_proxy_netfilter_transaction_seconds",
+            "Wall-clock time spent applying nftables transactions",
+            this.netfilter_seconds.clone(),
+        );
+        registry.register(
             "ipvs_proxy_udp_flows_deleted",
             "Stale UDP conntrack entries deleted",
             this.udp_flows_deleted.clone(),
@@ -435,6 +444,10 @@ impl Metrics {
             .inc_by(delta(now.netfilter_changes, seen.netfilter_changes));
         self.udp_flows_deleted
             .inc_by(delta(now.udp_flows_deleted, seen.udp_flows_deleted));
+        let micros = delta(now.netfilter_micros, seen.netfilter_micros);
+        if micros > 0 {
+            self.netfilter_seconds.inc_by(micros as f64 / 1e6);
+        }
         *seen = *now;
     }
 

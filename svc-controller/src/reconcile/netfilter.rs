@@ -121,7 +121,11 @@ impl<D: Dataplane> Round<'_, D> {
     /// logs, and on failure forgets the view of the table and schedules a full netfilter
     /// pass. Returns whether it was applied.
     fn transact_netfilter(&mut self, changes: &[Change], elements: usize) -> bool {
-        match self.dataplane.netfilter_transact(changes) {
+        let started = std::time::Instant::now();
+        let result = self.dataplane.netfilter_transact(changes);
+        let elapsed = started.elapsed();
+        self.metrics.netfilter_micros += u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        match result {
             Ok(()) => {
                 self.metrics.netfilter_transactions += 1;
                 self.metrics.netfilter_changes += elements as u64;
@@ -129,7 +133,9 @@ impl<D: Dataplane> Round<'_, D> {
                 self.retries.clear(Work::Netfilter);
                 debug!(
                     messages = changes.len(),
-                    elements, "nftables transaction applied"
+                    elements,
+                    elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                    "nftables transaction applied"
                 );
                 true
             }
