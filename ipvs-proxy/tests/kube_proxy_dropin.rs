@@ -353,7 +353,11 @@ fn flags_take_go_syntax() {
     .expect("accepted");
     let noted: Vec<&str> = s.flag_notes.iter().map(|n| n.flag).collect();
     assert_eq!(noted, ["feature-gates", "oom-score-adj"]);
-    assert_eq!(s.masquerade.cluster_cidrs.len(), 1, "--cluster-cidr is honoured");
+    assert_eq!(
+        s.masquerade.cluster_cidrs.len(),
+        1,
+        "--cluster-cidr is honoured"
+    );
     // Booleans: bare, or with `=` and any spelling Go takes; never a separate value.
     for ok in [
         "--masquerade-all",

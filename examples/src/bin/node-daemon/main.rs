@@ -13,8 +13,14 @@
 //! 3. the Service is **deleted**: its virtual servers and its VIP are gone;
 //! 4. the daemon stops on SIGTERM.
 //!
+//! Then a second act ([`cross_node`]) on two nodes: a client outside the cluster reaches a pod
+//! on one node through the other node's NodePort, and the reply comes back; a Service with
+//! `externalTrafficPolicy: Local` keeps the client's address.
+//!
 //! Run it with `cargo xtask demo` (in a VM when the host kernel has no IPVS); it needs the
 //! `ipvs-proxy` binary built beside it (`cargo build -p ipvs-proxy`).
+
+mod cross_node;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +31,7 @@ use std::time::Duration;
 use examples::{expect, render_tally};
 use integration::Netns;
 use integration::backend::{LongLivedConnection, tally};
-use integration::daemon::{DaemonProcess, wait_until, write_atomically};
+use integration::daemon::{DaemonProcess, Scratch, wait_until, write_atomically};
 use integration::topology::{DIRECTOR_ADDR, LoadBalancerTopology};
 
 const CLUSTER_IP: &str = "10.96.0.10";
@@ -45,7 +51,8 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => {
             println!(
-                "\nOK: IPVS followed the manifests: readiness, graceful termination, deletion."
+                "\nOK: IPVS followed the manifests: readiness, graceful termination, deletion; \
+                 across nodes, replies came back and Local kept the client's address."
             );
             ExitCode::SUCCESS
         }
@@ -175,23 +182,13 @@ fn daemon_binary() -> Result<PathBuf, Box<dyn std::error::Error>> {
     Ok(beside)
 }
 
-/// A scratch folder removed at the end, even on failure.
-struct Scratch(PathBuf);
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let binary = daemon_binary()?;
     println!("Building the network: client → node → 3 pods, one namespace each…");
     let net = LoadBalancerTopology::build(3)?;
     let node = &net.director;
-    let scratch =
-        Scratch(std::env::temp_dir().join(format!("node-daemon-demo-{}", std::process::id())));
-    let manifests = scratch.0.join("manifests");
-    std::fs::create_dir_all(&manifests)?;
+    let scratch = Scratch::new("node-daemon-demo")?;
+    let manifests = scratch.manifests();
     let file = manifests.join("web.yaml");
     write_atomically(&file, &manifest(&[Pod::Ready; 3]))?;
 
@@ -212,7 +209,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    let log = scratch.0.join("ipvs-proxy.log");
+    let log = scratch.log("ipvs-proxy");
     let mut daemon = DaemonProcess::start(node, &binary, &args, &log)?;
     daemon.wait_for_log(0, &["node adopted"], WAIT)?;
     wait_for(node, "three real servers", |rs| rs.len() == 3)?;
@@ -322,7 +319,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let status = daemon.terminate(WAIT)?;
     expect(status.success(), format!("ipvs-proxy exited with {status}"))?;
     println!("\nipvs-proxy stopped on SIGTERM ({status}).");
-    Ok(())
+    cross_node::run(&binary)
 }
 
 fn path_str(path: &Path) -> Result<&str, Box<dyn std::error::Error>> {
