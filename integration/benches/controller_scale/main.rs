@@ -23,6 +23,11 @@
 //!    renamed; per-change latency from each rename (wall clock) to the daemon's log line that
 //!    follows the IPVS batch carrying that change (the batch is logged after the kernel
 //!    answered), p50 / p99 / max; operations and CPU per change. The kernel is checked after.
+//! 7. **netfilter**, from the daemon's metrics through the phases above: the nftables
+//!    transactions and set elements of the cold start, of each single and burst change and
+//!    of the restart, the time in transactions; then, the daemon stopped (its table stays),
+//!    the kernel memory the table held: unreclaimable slab, vmalloc and per-CPU memory freed
+//!    when it is deleted (with `nft`).
 //!
 //! Figures, not assertions: it prints a table and, with `--write PATH` (or
 //! `IPVS_BENCH_WRITE`), writes `BENCHMARKS.md` there. Options (flags win over the

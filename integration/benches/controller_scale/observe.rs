@@ -13,6 +13,8 @@ pub(crate) struct Metrics {
     pub(crate) full_count: u64,
     /// The engine thread's CPU time in incremental syncs (`ipvs_proxy_engine_cpu_seconds_total`).
     pub(crate) sync_cpu_seconds: f64,
+    /// nftables transactions, set elements written, and seconds spent in transactions.
+    pub(crate) netfilter: (f64, f64, f64),
 }
 
 impl Metrics {
@@ -35,7 +37,20 @@ impl Metrics {
             sync_cpu_seconds: scrape
                 .value("ipvs_proxy_engine_cpu_seconds_total{work=\"sync\"}")
                 .unwrap_or(0.0),
+            netfilter: (
+                scrape.sum("ipvs_proxy_netfilter_transactions_total"),
+                scrape.sum("ipvs_proxy_netfilter_changes_total"),
+                scrape.sum("ipvs_proxy_netfilter_transaction_seconds_total"),
+            ),
         }
+    }
+
+    /// nftables transactions and set elements written since `before`.
+    pub(crate) fn netfilter_since(&self, before: &Metrics) -> (f64, f64) {
+        (
+            self.netfilter.0 - before.netfilter.0,
+            self.netfilter.1 - before.netfilter.1,
+        )
     }
 
     pub(crate) fn total(&self) -> u64 {

@@ -236,6 +236,36 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
     row(&mut md, "restart: peak RSS (VmHWM)", &|r| {
         mib(r.restart_hwm_kib)
     });
+    row(
+        &mut md,
+        "**netfilter**: cold start transactions / set elements / time in transactions",
+        &|r| {
+            format!(
+                "{:.0} / {:.0} / {:.2} s",
+                r.cold_netfilter.0, r.cold_netfilter.1, r.cold_netfilter.2
+            )
+        },
+    );
+    row(
+        &mut md,
+        "netfilter: transactions / set elements per single change",
+        &|r| format!("{:.2} / {:.2}", r.single_netfilter.0, r.single_netfilter.1),
+    );
+    row(
+        &mut md,
+        "netfilter: transactions / set elements per burst change",
+        &|r| format!("{:.3} / {:.2}", r.burst_netfilter.0, r.burst_netfilter.1),
+    );
+    row(
+        &mut md,
+        "netfilter: restart transactions (must be 0)",
+        &|r| format!("{:.0}", r.restart_netfilter),
+    );
+    row(
+        &mut md,
+        "netfilter: the table's kernel memory (its elements)",
+        &|r| format!("{} KiB ({})", r.nft_memory_kib, r.nft_elements),
+    );
     row(&mut md, "peak RSS of the first daemon, whole run", &|r| {
         mib(r.peak_hwm_kib)
     });

@@ -52,6 +52,18 @@ pub(crate) struct SizeResult {
     pub(crate) burst_write_secs: f64,
     pub(crate) burst_kernel_ok: bool,
     pub(crate) peak_hwm_kib: u64,
+    /// The cold start's nftables transactions, set elements written, seconds in transactions.
+    pub(crate) cold_netfilter: (f64, f64, f64),
+    /// Per single change: nftables transactions and set elements written.
+    pub(crate) single_netfilter: (f64, f64),
+    /// Per burst change: nftables transactions and set elements written.
+    pub(crate) burst_netfilter: (f64, f64),
+    /// The restart's nftables transactions (must be 0).
+    pub(crate) restart_netfilter: f64,
+    /// What the kernel frees when the daemon's table goes: unreclaimable slab, vmalloc and
+    /// per-CPU memory, KiB; the table's elements.
+    pub(crate) nft_memory_kib: i64,
+    pub(crate) nft_elements: usize,
 }
 
 impl SizeResult {
@@ -253,6 +265,7 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
         })
         .expect("cold start checks");
     r.cold_operations = phase.0.total();
+    r.cold_netfilter = phase.0.netfilter;
     r.cold_kernel_ok = phase.1 == want;
     println!(
         "cold start: {:.3} s to adoption (first log line at {:.3} s, manifests loaded at {:.3} \
@@ -331,6 +344,8 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.single_changes = changes;
     r.single_cpu = cpu;
     r.single_ops = (m1.total() - m0.total()) as f64 / changes as f64;
+    let (tx, elements) = m1.netfilter_since(&m0);
+    r.single_netfilter = (tx / changes as f64, elements / changes as f64);
     let (syncs, seconds) = m1.incremental_syncs_since(&m0);
     r.single_sync_ms = 1e3 * seconds / syncs.max(1) as f64;
     r.single_sync_cpu_ms = 1e3 * (m1.sync_cpu_seconds - m0.sync_cpu_seconds) / changes as f64;
@@ -366,7 +381,9 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.restart_adopt_ms = adopted["elapsed_ms"].as_f64().unwrap_or(f64::NAN);
     r.restart_log_operations = adopted["operations"].as_u64().unwrap_or(u64::MAX);
     r.restart_address_changes = adopted["address_changes"].as_u64().unwrap_or(u64::MAX);
-    r.restart_operations = ns.run(Metrics::read).expect("metrics").total();
+    let restarted = ns.run(Metrics::read).expect("metrics");
+    r.restart_operations = restarted.total();
+    r.restart_netfilter = restarted.netfilter.0;
     r.restart_hwm_kib = Memory::read(pid).peak_kib;
     println!(
         "restart: {:.3} s to adoption (adoption {:.0} ms), {} operations ({} in the log), {} \
@@ -462,6 +479,8 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
     }
     r.burst_changes = burst;
     r.burst_ops = (m1.total() - m0.total()) as f64 / burst.max(1) as f64;
+    let (tx, elements) = m1.netfilter_since(&m0);
+    r.burst_netfilter = (tx / burst.max(1) as f64, elements / burst.max(1) as f64);
     r.burst_sync_cpu_ms = 1e3 * (m1.sync_cpu_seconds - m0.sync_cpu_seconds) / burst.max(1) as f64;
     r.burst_syncs = m1.incremental_syncs_since(&m0).0;
     r.burst_kernel_ok = ns
@@ -496,7 +515,29 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
             "WRONG"
         }
     );
+    // 7. nftables' memory: the table outlives the daemon; what the kernel frees when it goes.
+    let mut daemon = daemon;
+    daemon
+        .terminate(Duration::from_secs(120))
+        .expect("the daemon stops on SIGTERM");
     drop(daemon);
+    (r.nft_memory_kib, r.nft_elements) = ns.run(nft_memory).expect("nftables memory");
+    println!(
+        "netfilter: cold start {:.0} transactions, {:.0} elements, {:.3} s in transactions; per \
+         single change {:.2} transactions, {:.2} elements; per burst change {:.3} transactions, \
+         {:.2} elements; restart {:.0} transactions; the table ({} elements) held {} KiB of \
+         kernel memory",
+        r.cold_netfilter.0,
+        r.cold_netfilter.1,
+        r.cold_netfilter.2,
+        r.single_netfilter.0,
+        r.single_netfilter.1,
+        r.burst_netfilter.0,
+        r.burst_netfilter.1,
+        r.restart_netfilter,
+        r.nft_elements,
+        r.nft_memory_kib
+    );
     // The daemon's logs go beside the report, for a look at what a figure came from.
     if let Some(folder) = opts.write.as_deref().and_then(Path::parent) {
         for (from, name) in [(&log, "daemon"), (&log2, "daemon-restart")] {
@@ -544,4 +585,40 @@ pub(crate) fn burst_progress(
         }
     }
     (seen, when)
+}
+
+/// The kernel memory the daemon's nftables table holds, in the calling thread's namespace:
+/// unreclaimable slab, vmalloc and per-CPU memory before and after deleting the table (and
+/// a pause for the kernel's deferred freeing), KiB; and how many elements it held.
+fn nft_memory() -> (i64, usize) {
+    let read = || -> i64 {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        ["SUnreclaim:", "VmallocUsed:", "Percpu:"]
+            .iter()
+            .map(|key| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let elements = svc_controller::netfilter::NfnlSocket::open()
+        .ok()
+        .and_then(|mut s| {
+            svc_controller::netfilter::Contents::read(&mut s)
+                .ok()
+                .flatten()
+        })
+        .map_or(0, |c| c.elements.len());
+    std::thread::sleep(Duration::from_secs(2));
+    let before = read();
+    let status = Command::new("nft")
+        .args(["delete", "table", "inet", "ipvs-proxy"])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        return (-1, elements);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    (before - read(), elements)
 }
