@@ -4,8 +4,9 @@
 //!
 //! It runs after a round's IPVS operations, for the UDP virtual servers the round changed:
 //! a flow deleted before its real server was would be made again by the client's next
-//! datagram. The first full pass does it for every UDP virtual server, for what changed
-//! while no daemon ran. A failure is retried per virtual server.
+//! datagram (so a virtual server whose operations failed has its flows deleted after its
+//! retry). The first full pass does it for every UDP virtual server, for what changed while
+//! no daemon ran. A failure is retried per virtual server.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -26,6 +27,12 @@ impl<D: Dataplane> Round<'_, D> {
             return;
         }
         for key in keys.into_iter().filter(|k| k.protocol == Protocol::Udp) {
+            // Its own operations failed: the old real servers may still be in the kernel, and
+            // a flow deleted now would be made again toward them. Its flows wait for it.
+            if self.retries.is_pending(&Work::Vs(*key)) {
+                self.retry_later(Work::UdpFlows(*key));
+                continue;
+            }
             let keep: BTreeSet<IpAddr> = self
                 .desired
                 .virtual_servers()

@@ -1513,3 +1513,27 @@ fn the_adoption_deletes_the_stale_udp_flows_of_every_udp_virtual_server() {
     assert!(r.dataplane().netfilter().udp_flows().is_empty());
     assert_eq!(r.metrics().udp_flows_deleted, 1);
 }
+
+#[test]
+fn the_udp_flows_of_a_virtual_server_whose_operations_failed_wait_for_its_retry() {
+    let now = Instant::now();
+    let dns =
+        |backends: &[&str]| service("dns", vec![vs("10.96.0.53", Protocol::Udp, 53, backends)]);
+    let mut r = started(node(), vec![dns(&["10.0.0.1"])], now);
+    let old = udp_flow("10.0.5.5:40000", "10.96.0.53:53", "10.0.0.1");
+    r.dataplane_mut().netfilter_mut().add_udp_flow(old);
+    r.dataplane_mut()
+        .inject(Fault::new(Errno::ENOMEM).on(OperationKind::DeleteDestination));
+    let report = r.sync_service(dns(&["10.0.0.2"]), now);
+    assert!(!report.is_ok());
+    assert_eq!(
+        r.dataplane().netfilter().udp_flows(),
+        [old],
+        "kept while the old real server may still be in the kernel"
+    );
+    while let Some(next) = r.next_wakeup() {
+        r.poll(next);
+    }
+    assert!(r.dataplane().netfilter().udp_flows().is_empty());
+    assert_eq!(owned(&r), desired_table(r.desired()));
+}
