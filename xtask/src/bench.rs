@@ -430,27 +430,7 @@ fn desired_state_section(sizes: &str) -> Result<String> {
     if !output.status.success() {
         return Err("the desired-state benchmark failed".into());
     }
-    // Criterion prints each benchmark's name, then `time: [low estimate high]` (on the same
-    // line when the name is short) and `thrpt:` when a throughput is set.
-    let mut rows = Vec::new();
-    let mut name = String::new();
-    for line in stdout.lines() {
-        let trimmed = line.trim();
-        if !line.starts_with(' ') && !trimmed.is_empty() && !trimmed.starts_with("Benchmarking") {
-            name = trimmed
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-        if let Some(rest) = trimmed.split("time:").nth(1) {
-            rows.push(format!("| `{name}` | {} |", rest.trim()));
-        } else if let Some(rest) = trimmed.strip_prefix("thrpt:")
-            && let Some(last) = rows.last_mut()
-        {
-            last.push_str(&format!(" {} |", rest.trim()));
-        }
-    }
+    let rows = criterion_rows(&stdout);
     let mut md = String::from(
         "\n## The desired-state computation alone\n\n\
          `DESIRED_STATE_BENCH_SIZES=SIZES cargo bench -p svc-controller --bench desired_state`, \
@@ -471,6 +451,35 @@ fn desired_state_section(sizes: &str) -> Result<String> {
         md += "\n";
     }
     Ok(md)
+}
+
+/// The rows of criterion's output: each benchmark's name, then `time: [low estimate high]`
+/// (on the same line when the name is short) and `thrpt:` when a throughput is set. The
+/// comparison with a previous run (`change:`, percentages) is left out.
+fn criterion_rows(stdout: &str) -> Vec<String> {
+    let mut rows: Vec<String> = Vec::new();
+    let mut name = String::new();
+    for line in stdout.lines() {
+        let trimmed = line.trim();
+        if !line.starts_with(' ') && !trimmed.is_empty() && !trimmed.starts_with("Benchmarking") {
+            name = trimmed
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        if trimmed.contains('%') {
+            continue;
+        }
+        if let Some(rest) = trimmed.split("time:").nth(1) {
+            rows.push(format!("| `{name}` | {} |", rest.trim()));
+        } else if let Some(rest) = trimmed.strip_prefix("thrpt:")
+            && let Some(last) = rows.last_mut()
+        {
+            last.push_str(&format!(" {} |", rest.trim()));
+        }
+    }
+    rows
 }
 
 /// Moves the daemon logs the scale benchmark left in `out` to `target/xtask/bench-logs/`
@@ -521,6 +530,27 @@ mod tests {
         assert_eq!(biggest_size("10_000, 50000"), 50_000);
         assert_eq!(biggest_size(""), 0);
         assert_eq!(biggest_size("x,2000"), 2000);
+    }
+
+    #[test]
+    fn criterion_rows_leave_out_the_comparison_with_a_previous_run() {
+        let out = "one_change/1000         time:   [3.1413 µs 3.1489 µs 3.1565 µs]
+                        thrpt:  [316.80 Kelem/s 317.57 Kelem/s 318.34 Kelem/s]
+                 change:
+                        time:   [−0.2434% +0.4569% +1.0337%] (p = 0.17 > 0.05)
+                        thrpt:  [−1.0232% −0.4549% +0.2440%]
+                        No change in performance detected.
+compute_service/ClusterIP
+                        time:   [1.4561 µs 1.4594 µs 1.4625 µs]
+";
+        assert_eq!(
+            super::criterion_rows(out),
+            [
+                "| `one_change/1000` | [3.1413 µs 3.1489 µs 3.1565 µs] | [316.80 Kelem/s 317.57 \
+                 Kelem/s 318.34 Kelem/s] |",
+                "| `compute_service/ClusterIP` | [1.4561 µs 1.4594 µs 1.4625 µs] |",
+            ]
+        );
     }
 
     #[test]
