@@ -19,6 +19,8 @@ mod real_kernel {
     const SLOW: Duration = Duration::from_secs(90);
     /// `web`: NodePort, `externalTrafficPolicy: Cluster`.
     const WEB: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+    /// `web`'s external IP.
+    const WEB_EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
     /// `shop`: LoadBalancer, `externalTrafficPolicy: Local`.
     const SHOP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
     const SHOP_LB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
@@ -96,7 +98,7 @@ endpoints:
         service(
             "web",
             &format!(
-                "  type: NodePort\n  clusterIP: {WEB}\n{}",
+                "  type: NodePort\n  clusterIP: {WEB}\n  externalIPs: [{WEB_EXTERNAL}]\n{}",
                 ports(Some((30080, 30053)))
             ),
             endpoints,
@@ -257,6 +259,12 @@ endpoints:
             ip(cluster.net.nodes[1].gateway),
             "masqueraded to the address it leaves node B by"
         );
+
+        // The same for an external IP routed to node A.
+        cluster.net.route_from_client(WEB_EXTERNAL, 0).unwrap();
+        let answer = tcp(client, ip(WEB_EXTERNAL), 80);
+        assert_eq!(answer.name, "b1");
+        assert_eq!(answer.client.ip(), ip(node_a), "{answer:?}");
 
         // `externalTrafficPolicy: Local`: the load balancer's address, routed to node B
         // where the pod runs, and node B's NodePort keep the client's address.
@@ -524,11 +532,15 @@ endpoints:
 
     #[test]
     #[ignore = "real kernel: run by cargo xtask test"]
-    fn node_port_addresses_narrow_node_ports_and_health_check_ports() {
+    fn node_port_addresses_narrow_node_ports_and_masquerade_all_masquerades_pods() {
         let cluster = Cluster::start_with(
             "nodeport-addresses",
             &[1, 1],
-            &["--nodeport-addresses", "192.168.50.0/24"],
+            &[
+                "--nodeport-addresses",
+                "192.168.50.0/24",
+                "--masquerade-all",
+            ],
         );
         let b1 = cluster.net.pod("b1").unwrap();
         let a1 = cluster.net.pod("a1").unwrap();
@@ -543,5 +555,9 @@ endpoints:
         assert_eq!(status, 200);
         let bridge = SocketAddr::new(ip(node_b.gateway), 30500);
         assert!(http_get(&b1.netns, bridge, "/").is_err());
+        // --masquerade-all: a pod's connection to a ClusterIP is masqueraded too.
+        let answer = tcp(&a1.netns, ip(WEB), 80);
+        assert_eq!(answer.name, "b1");
+        assert_eq!(answer.client.ip(), ip(Nodes::node_addr(0)), "{answer:?}");
     }
 }
