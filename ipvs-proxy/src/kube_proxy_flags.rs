@@ -24,7 +24,7 @@ use clap::Args;
 use crate::settings::LogFormat;
 
 /// Why the flags and fields of kube-proxy's other ways to tell cluster traffic are not needed.
-pub const MASQUERADE_REASON: &str = "ipvs-proxy tells cluster traffic from outside traffic by \
+pub const DETECT_LOCAL_REASON: &str = "ipvs-proxy tells cluster traffic from outside traffic by \
      --cluster-cidr (kube-proxy's ClusterCIDR mode) only, see the README";
 
 /// A kube-proxy flag that was given and is not needed by ipvs-proxy, with the reason: reported
@@ -237,7 +237,7 @@ not_needed_flags! {
         conntrack_tcp_timeout_established = "conntrack-tcp-timeout-established" => CONNTRACK;
         conntrack_udp_timeout = "conntrack-udp-timeout" => CONNTRACK;
         conntrack_udp_timeout_stream = "conntrack-udp-timeout-stream" => CONNTRACK;
-        detect_local_mode = "detect-local-mode" => MASQUERADE_REASON;
+        detect_local_mode = "detect-local-mode" => DETECT_LOCAL_REASON;
         feature_gates = "feature-gates" =>
             "kube-proxy's feature gates select kube-proxy's code; ipvs-proxy has none";
         healthz_port = "healthz-port" =>
@@ -262,8 +262,8 @@ not_needed_flags! {
             "deprecated by kube-proxy: set the port in --metrics-bind-address";
         oom_score_adj = "oom-score-adj" =>
             "the kubelet sets the OOM score from the pod's priority and QoS class";
-        pod_bridge_interface = "pod-bridge-interface" => MASQUERADE_REASON;
-        pod_interface_name_prefix = "pod-interface-name-prefix" => MASQUERADE_REASON;
+        pod_bridge_interface = "pod-bridge-interface" => DETECT_LOCAL_REASON;
+        pod_interface_name_prefix = "pod-interface-name-prefix" => DETECT_LOCAL_REASON;
         show_hidden_metrics_for_version = "show-hidden-metrics-for-version" =>
             "ipvs-proxy has no hidden metrics";
         stderrthreshold = "stderrthreshold" => KLOG;

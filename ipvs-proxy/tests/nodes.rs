@@ -17,10 +17,11 @@ mod real_kernel {
 
     /// Waiting times are generous: the VM these tests run in here is emulated (TCG).
     const SLOW: Duration = Duration::from_secs(90);
-    /// `web`: NodePort, `externalTrafficPolicy: Cluster`.
+    /// `web`: LoadBalancer, `externalTrafficPolicy: Cluster`.
     const WEB: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-    /// `web`'s external IP.
+    /// `web`'s external IP and load-balancer IP.
     const WEB_EXTERNAL: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 50);
+    const WEB_LB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 60);
     /// `shop`: LoadBalancer, `externalTrafficPolicy: Local`.
     const SHOP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 20);
     const SHOP_LB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 100);
@@ -98,7 +99,8 @@ endpoints:
         service(
             "web",
             &format!(
-                "  type: NodePort\n  clusterIP: {WEB}\n  externalIPs: [{WEB_EXTERNAL}]\n{}",
+                "  type: LoadBalancer\n  clusterIP: {WEB}\n  externalIPs: [{WEB_EXTERNAL}]\n{}\n\
+                 status:\n  loadBalancer:\n    ingress:\n    - ip: {WEB_LB}",
                 ports(Some((30080, 30053)))
             ),
             endpoints,
@@ -260,11 +262,13 @@ endpoints:
             "masqueraded to the address it leaves node B by"
         );
 
-        // The same for an external IP routed to node A.
-        cluster.net.route_from_client(WEB_EXTERNAL, 0).unwrap();
-        let answer = tcp(client, ip(WEB_EXTERNAL), 80);
-        assert_eq!(answer.name, "b1");
-        assert_eq!(answer.client.ip(), ip(node_a), "{answer:?}");
+        // The same for an external IP and a load-balancer IP routed to node A.
+        for addr in [WEB_EXTERNAL, WEB_LB] {
+            cluster.net.route_from_client(addr, 0).unwrap();
+            let answer = tcp(client, ip(addr), 80);
+            assert_eq!(answer.name, "b1");
+            assert_eq!(answer.client.ip(), ip(node_a), "{addr}: {answer:?}");
+        }
 
         // `externalTrafficPolicy: Local`: the load balancer's address, routed to node B
         // where the pod runs, and node B's NodePort keep the client's address.

@@ -103,7 +103,7 @@ pub(super) fn parse_file(path: &Path, text: &str) -> Result<FileSettings, Settin
 }
 
 /// The file fields of kube-proxy's other ways to tell cluster traffic.
-pub(super) const MASQUERADE_FIELDS: &[&str] = &[
+pub(super) const DETECT_LOCAL_FIELDS: &[&str] = &[
     "detectLocalMode",
     "detectLocal.bridgeInterface",
     "detectLocal.interfaceNamePrefix",

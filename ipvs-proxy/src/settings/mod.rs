@@ -29,14 +29,14 @@ use serde::Deserialize;
 use svc_controller::netfilter::RuleConfig;
 use svc_controller::{DEFAULT_DUMMY_INTERFACE, Scheduler, scheduler};
 
-use crate::kube_proxy_flags::{FlagNote, KubeProxyFlags, MASQUERADE_REASON, parse_go_bool};
+use crate::kube_proxy_flags::{DETECT_LOCAL_REASON, FlagNote, KubeProxyFlags, parse_go_bool};
 
 mod cli;
 mod file;
 
 pub use cli::{Cli, DrainTimeout, parse_drain_timeout, parse_duration, parse_size};
 use file::{
-    FileIptables, FileSettings, FileSize, MASQUERADE_FIELDS, parse_file, read_file, set_fields,
+    DETECT_LOCAL_FIELDS, FileIptables, FileSettings, FileSize, parse_file, read_file, set_fields,
 };
 
 /// An error in the flags or the config file.
@@ -268,8 +268,8 @@ impl Settings {
                 );
             }
             for field in &mut ignored {
-                if MASQUERADE_FIELDS.contains(&field.as_str()) {
-                    *field = format!("{field} (not needed: {MASQUERADE_REASON})");
+                if DETECT_LOCAL_FIELDS.contains(&field.as_str()) {
+                    *field = format!("{field} (not needed: {DETECT_LOCAL_REASON})");
                 }
             }
         }

@@ -57,7 +57,8 @@ use super::transport::Change;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleConfig {
     /// The bit of the packet mark that says "masquerade" (kube-proxy's
-    /// `--iptables-masquerade-bit`, 14 by default), 0 to 31.
+    /// `--iptables-masquerade-bit`, 14 by default), 0 to 31 (a larger one is taken modulo
+    /// 32; the daemon refuses it).
     pub masquerade_bit: u8,
     /// Masquerade every connection to a ClusterIP (kube-proxy's `--masquerade-all`).
     pub masquerade_all: bool,

@@ -11,7 +11,7 @@
 //! | `firewall-ports` | `address . protocol . port` | load-balancer IP ports whose Service lists `loadBalancerSourceRanges` |
 //! | `firewall-allow` | `address . protocol . port . source range` | the sources each of them lets through |
 //!
-//! The chains and rules that use them are [`rules`](super::rules)'.
+//! Its chains and rules, which use these sets, are in [`rules`].
 
 use std::net::IpAddr;
 
