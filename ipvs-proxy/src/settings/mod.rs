@@ -544,16 +544,24 @@ fn masquerade(
         )
     })?;
     // kube-proxy's newer list form (`detectLocal.clusterCIDRs`) says the same as `clusterCIDR`.
-    let listed: Option<Vec<String>> = f
+    let listed: Option<Vec<String>> = match f
         .other
         .get("detectLocal")
         .and_then(|d| d.get("clusterCIDRs"))
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        });
+    {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_array()
+                .and_then(|a| a.iter().map(|s| s.as_str().map(str::to_owned)).collect())
+                .ok_or_else(|| {
+                    invalid(
+                        "detectLocal.clusterCIDRs",
+                        format!("expected a list of CIDRs, found {value}"),
+                    )
+                })?,
+        ),
+    };
     let texts: Vec<String> = match (&flags.cluster_cidr, &f.cluster_cidr, listed) {
         (Some(flag), _, _) => flag.clone(),
         (None, Some(text), _) => text.split(',').map(str::to_owned).collect(),
@@ -750,6 +758,10 @@ mod tests {
         assert!(s.ignored_fields.is_empty(), "{:?}", s.ignored_fields);
         let s = file("detectLocal:\n  clusterCIDRs: [10.244.0.0/16]\n").unwrap();
         assert_eq!(s.masquerade.cluster_cidrs.len(), 1);
+        for bad in ["10.244.0.0/16", "[10.244.0.0/16, 7]"] {
+            let err = file(&format!("detectLocal:\n  clusterCIDRs: {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("a list of CIDRs"), "{bad}: {err}");
+        }
         let s = file("detectLocalMode: NodeCIDR\n").unwrap();
         assert!(
             s.ignored_fields

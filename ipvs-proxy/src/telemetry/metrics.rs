@@ -19,7 +19,7 @@
 //! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`), failed nftables transactions (`netfilter`), failed conntrack clean-ups (`conntrack`) |
 //! | `ipvs_proxy_netfilter_transactions_total` | counter | nftables transactions applied to the daemon's table (`inet ipvs-proxy`) |
 //! | `ipvs_proxy_netfilter_changes_total` | counter | set elements of the daemon's nftables table added or deleted |
-//! | `ipvs_proxy_netfilter_transaction_seconds_total` | counter | wall-clock time spent applying those transactions (with the transactions' count, their mean duration) |
+//! | `ipvs_proxy_netfilter_transaction_seconds_total` | counter | wall-clock time spent in nftables transactions, applied or refused |
 //! | `ipvs_proxy_udp_flows_deleted_total` | counter | stale UDP conntrack entries deleted (to an endpoint that left, or from before a Service had one) |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
 //! | `ipvs_proxy_services_invalid` | gauge | Services with at least one problem (a bad field skipped) |

@@ -79,22 +79,30 @@ impl Elements {
         );
         if let Some(ranges) = &vs.source_ranges {
             self.firewall.insert(port);
-            // A range of the other family could never match (the desired state has none).
-            let family = |a: &IpAddr| a.is_ipv4();
-            self.allowed.extend(
-                ranges
-                    .iter()
-                    .filter(|r| family(&r.addr()) == family(&vs.key.addr))
-                    .map(|r| (port, *r)),
-            );
-            // The node connects to the load balancer from its VIP: let it through when
-            // one of the node's addresses is in a range, as kube-proxy does.
+            // The set refuses a range inside another of the same port: only the widest of
+            // nested ranges is written (two CIDRs nest or are apart). A range of the other
+            // family could never match (the desired state has none).
+            let mut widest: Vec<IpNet> = ranges
+                .iter()
+                .filter(|r| r.addr().is_ipv4() == vs.key.addr.is_ipv4())
+                .copied()
+                .collect();
+            widest.sort_by_key(IpNet::prefix_len);
+            let mut kept: Vec<IpNet> = Vec::with_capacity(widest.len());
+            for range in widest {
+                if !kept.iter().any(|k| k.contains(&range)) {
+                    kept.push(range);
+                }
+            }
+            // The node connects to the load balancer from its VIP: let it through when one
+            // of the node's addresses is in a range, as kube-proxy does.
             let node_in_range = node_addresses
                 .iter()
-                .any(|a| ranges.iter().any(|r| r.contains(a)));
-            if node_in_range {
-                self.allowed.insert((port, IpNet::from(vs.key.addr)));
+                .any(|a| kept.iter().any(|r| r.contains(a)));
+            if node_in_range && !kept.iter().any(|r| r.contains(&vs.key.addr)) {
+                kept.push(IpNet::from(vs.key.addr));
             }
+            self.allowed.extend(kept.into_iter().map(|r| (port, r)));
         }
     }
 
@@ -107,7 +115,8 @@ impl Elements {
                 .into_iter()
                 .collect::<BTreeSet<_>>()
         };
-        let first = (port, IpNet::from(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        // The smallest net of all (`0.0.0.0/0`): the port's ranges follow it.
+        let first = (port, IpNet::V4(ipnet::Ipv4Net::default()));
         Self {
             vips: BTreeSet::new(),
             ports: pick(&self.ports),
@@ -458,6 +467,20 @@ mod tests {
             elements.allowed,
             BTreeSet::from([(port, net("192.168.0.0/16")), (port, net("203.0.113.7/32"))]),
             "the node connects from the VIP"
+        );
+        // Nested ranges: only the widest is written (the kernel's set refuses the others),
+        // and the VIP only when no range holds it.
+        let mut elements = Elements::default();
+        elements.add_virtual_server(
+            &lb(&["10.1.0.0/16", "0.0.0.0/0", "10.0.0.0/8"]),
+            true,
+            &node,
+        );
+        assert_eq!(elements.allowed, BTreeSet::from([(port, net("0.0.0.0/0"))]));
+        // A view's part for the port holds that range too (it sorts first of all).
+        assert_eq!(
+            elements.part(port, std::iter::empty()).allowed,
+            elements.allowed
         );
         // Closed to all: the port is filtered, nothing allowed.
         let mut elements = Elements::default();

@@ -339,13 +339,23 @@ fn field_length(len: u32) -> DefaultNla {
     DefaultNla::new(1, inner)
 }
 
-/// The most elements in one message: an attribute's length is 16 bits, so the list of a
-/// message must stay under 64 KiB (an IPv6 port element takes 40 bytes).
+/// The most elements in one message: 1,024, or fewer for long keys, as an attribute's length
+/// is 16 bits and the list of a message must stay under 64 KiB.
 const ELEMENTS_PER_MESSAGE: usize = 1024;
 
-/// The changes that add (or delete) `keys` in `set`, [`ELEMENTS_PER_MESSAGE`] a message.
+/// The bytes of one element in a message besides its key (and key end): the headers of the
+/// list item, the key and its data, and of the key end and its data.
+const ELEMENT_OVERHEAD: usize = 4 + 4 + 4 + 4 + 4;
+
+/// How many elements of `key_len` bytes (key and key end) go in one message.
+fn elements_per_message(key_len: usize) -> usize {
+    (60_000 / (key_len + ELEMENT_OVERHEAD)).clamp(1, ELEMENTS_PER_MESSAGE)
+}
+
+/// The changes that add (or delete) `keys` in `set`, as many a message as fit.
 fn set_elements(set: &str, keys: Vec<Vec<u8>>, add: bool) -> Vec<Change> {
-    keys.chunks(ELEMENTS_PER_MESSAGE)
+    let longest = keys.iter().map(Vec::len).max().unwrap_or(0);
+    keys.chunks(elements_per_message(longest))
         .map(|chunk| set_elements_message(set, chunk.to_vec(), add))
         .collect()
 }
@@ -523,6 +533,35 @@ mod tests {
             Some((SetKind::Hairpin, Family::V6))
         );
         assert_eq!(SetKind::of_name("vips"), None);
+    }
+
+    #[test]
+    fn long_keys_go_in_smaller_messages_each_under_the_attribute_limit() {
+        let port = port("fd00::7", Protocol::Tcp, 443);
+        let allowed: Vec<(ServicePort, IpNet)> = (0..1500u128)
+            .map(|i| {
+                let net = IpNet::new(IpAddr::V6((0xfd01_u128 << 112 | i << 64).into()), 64);
+                (port, net.unwrap())
+            })
+            .collect();
+        let changes = allow_elements(&allowed, true);
+        assert_eq!(changes.len(), 3, "600 elements of 80 bytes a message");
+        for change in &changes {
+            let Some(NfTablesMessage::NewSetElement(message)) = change.message.as_nftables() else {
+                panic!("{change:?}");
+            };
+            let list: usize = message
+                .attributes
+                .iter()
+                .map(rtnetlink::packet_core::Emitable::buffer_len)
+                .sum();
+            assert!(list < 65_536, "{list} bytes");
+        }
+        assert_eq!(
+            port_elements(SetKind::ServicePorts, &[port], true).len(),
+            1,
+            "short keys: one message"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! It runs after a round's IPVS operations, for the UDP virtual servers the round changed:
 //! a flow deleted before its real server was would be made again by the client's next
 //! datagram (so a virtual server whose operations failed has its flows deleted after its
-//! retry). The first full pass does it for every UDP virtual server, for what changed while
-//! no daemon ran. A failure is retried per virtual server.
+//! retry). The first full pass does it for every UDP virtual server it examines (desired,
+//! or ours and deleted), for what changed while no daemon ran. A failure is retried per virtual server.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

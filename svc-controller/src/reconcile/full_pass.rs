@@ -45,6 +45,16 @@ impl<D: Dataplane> Reconciler<D> {
         // Before any virtual server is created (see `Reconciler::sync_services`).
         round.verify_netfilter();
         let (keys, found) = round.pass_keys(listing.table.keys());
+        // The adoption deletes the stale UDP flows of every UDP virtual server it examines,
+        // the ones it deletes too (what changed while no daemon ran).
+        let udp: Vec<VirtualServerKey> = if adopted {
+            Vec::new()
+        } else {
+            keys.iter()
+                .filter(|k| k.protocol == ipvs::model::Protocol::Udp)
+                .copied()
+                .collect()
+        };
         let listed = listing.table.len();
         round.bind_missing_vips();
         let examined = keys.len();
@@ -58,12 +68,7 @@ impl<D: Dataplane> Reconciler<D> {
         drop(listing);
         round.verify_states(states, adopted);
         round.unbind_stale_vips();
-        if !adopted {
-            // What changed while no daemon ran.
-            let udp: Vec<VirtualServerKey> =
-                round.desired.virtual_servers().keys().copied().collect();
-            round.clear_stale_udp_flows(&udp);
-        }
+        round.clear_stale_udp_flows(&udp);
         let report = round.report;
         if !adopted {
             info!(

@@ -47,7 +47,7 @@ pub struct Metrics {
     pub netfilter_changes: u64,
     /// nftables transactions the kernel refused or that failed (none of each applied).
     pub netfilter_failures: u64,
-    /// Wall-clock time spent in nftables transactions, in microseconds.
+    /// Wall-clock time spent in nftables transactions (applied or refused), in microseconds.
     pub netfilter_micros: u64,
     /// Stale UDP conntrack entries deleted (see [`crate::netfilter::conntrack`]).
     pub udp_flows_deleted: u64,
