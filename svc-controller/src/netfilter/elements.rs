@@ -660,6 +660,35 @@ mod tests {
 
         #[test]
         #[ignore = "real kernel: run by cargo xtask test"]
+        fn nested_source_ranges_are_written_as_the_widest_the_kernel_refusing_the_rest() {
+            Netns::new("nft-nested")
+                .expect("a fresh namespace")
+                .run(|| {
+                    let mut nft = NfnlSocket::open().unwrap();
+                    nft.transact(&table::create(&RuleConfig::default()))
+                        .unwrap();
+                    let lb = port("203.0.113.7", Protocol::Tcp, 443);
+                    let nested = [(lb, net("0.0.0.0/0")), (lb, net("203.0.113.7/32"))];
+                    assert!(
+                        nft.transact(&table::allow_elements(&nested, true)).is_err(),
+                        "the kernel took a range inside another"
+                    );
+                    let vs = crate::VirtualServer {
+                        exposure: Exposure::LoadBalancer,
+                        source_ranges: Some(vec![net("0.0.0.0/0"), net("10.0.0.0/8")].into()),
+                        ..testing::virtual_server("203.0.113.7", Protocol::Tcp, 443, &[])
+                    };
+                    let mut want = Elements::default();
+                    want.add_virtual_server(&vs, true, &BTreeSet::from([ip("192.168.1.10")]));
+                    nft.transact(&Elements::default().changes_to(&want))
+                        .unwrap();
+                    assert_eq!(read(&mut nft).unwrap(), want);
+                })
+                .expect("the test body ran");
+        }
+
+        #[test]
+        #[ignore = "real kernel: run by cargo xtask test"]
         fn a_cold_start_of_thousands_of_services_is_one_transaction() {
             Netns::new("nft-large")
                 .expect("a fresh namespace")
