@@ -660,19 +660,13 @@ mod tests {
 
         #[test]
         #[ignore = "real kernel: run by cargo xtask test"]
-        fn nested_source_ranges_are_written_as_the_widest_the_kernel_refusing_the_rest() {
+        fn nested_source_ranges_are_written_as_the_widest_which_every_kernel_takes() {
             Netns::new("nft-nested")
                 .expect("a fresh namespace")
                 .run(|| {
                     let mut nft = NfnlSocket::open().unwrap();
-                    nft.transact(&table::create(&RuleConfig::default()))
-                        .unwrap();
-                    let lb = port("203.0.113.7", Protocol::Tcp, 443);
-                    let nested = [(lb, net("0.0.0.0/0")), (lb, net("203.0.113.7/32"))];
-                    assert!(
-                        nft.transact(&table::allow_elements(&nested, true)).is_err(),
-                        "the kernel took a range inside another"
-                    );
+                    // Recent kernels refuse a range inside another of the same port (Linux
+                    // 6.18 does; Debian's 6.1 takes it): the table never writes one.
                     let vs = crate::VirtualServer {
                         exposure: Exposure::LoadBalancer,
                         source_ranges: Some(vec![net("0.0.0.0/0"), net("10.0.0.0/8")].into()),
@@ -680,8 +674,11 @@ mod tests {
                     };
                     let mut want = Elements::default();
                     want.add_virtual_server(&vs, true, &BTreeSet::from([ip("192.168.1.10")]));
-                    nft.transact(&Elements::default().changes_to(&want))
-                        .unwrap();
+                    let lb = port("203.0.113.7", Protocol::Tcp, 443);
+                    assert_eq!(want.allowed, BTreeSet::from([(lb, net("0.0.0.0/0"))]));
+                    let mut changes = table::create(&RuleConfig::default());
+                    changes.extend(Elements::default().changes_to(&want));
+                    nft.transact(&changes).unwrap();
                     assert_eq!(read(&mut nft).unwrap(), want);
                 })
                 .expect("the test body ran");
