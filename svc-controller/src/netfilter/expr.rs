@@ -87,12 +87,7 @@ pub fn family_is(family: Family) -> Vec<Expr> {
             Meta::Key(MetaKey::Nfproto),
         ])
         .into(),
-        Expressions::Cmp(vec![
-            Cmp::SourceRegister(Register::Reg1),
-            Cmp::Op(Operator::Equal),
-            Cmp::Data(DataAttribute::Value(vec![family.nfproto()])),
-        ])
-        .into(),
+        compare(Operator::Equal, &[family.nfproto()]),
     ]
 }
 
@@ -107,20 +102,8 @@ pub fn ct_state_new() -> Vec<Expr> {
             ],
         }
         .into(),
-        Expressions::Bitwise(vec![
-            Bitwise::SourceRegister(Register::Reg1),
-            Bitwise::DestinationRegister(Register::Reg1),
-            Bitwise::Length(4),
-            Bitwise::Mask(DataAttribute::Value(CT_STATE_NEW.to_ne_bytes().to_vec())),
-            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
-        ])
-        .into(),
-        Expressions::Cmp(vec![
-            Cmp::SourceRegister(Register::Reg1),
-            Cmp::Op(Operator::NotEqual),
-            Cmp::Data(DataAttribute::Value(vec![0; 4])),
-        ])
-        .into(),
+        masked(&CT_STATE_NEW.to_ne_bytes(), &[0; 4]),
+        compare(Operator::NotEqual, &[0; 4]),
     ]
 }
 
@@ -153,20 +136,8 @@ pub fn load_saddr(family: Family, register: Register) -> Expr {
 pub fn saddr_outside(family: Family, network: &[u8], mask: &[u8]) -> Vec<Expr> {
     vec![
         load_saddr(family, Register::Reg1),
-        Expressions::Bitwise(vec![
-            Bitwise::SourceRegister(Register::Reg1),
-            Bitwise::DestinationRegister(Register::Reg1),
-            Bitwise::Length(family.address_len()),
-            Bitwise::Mask(DataAttribute::Value(mask.to_vec())),
-            Bitwise::Xor(DataAttribute::Value(vec![0; mask.len()])),
-        ])
-        .into(),
-        Expressions::Cmp(vec![
-            Cmp::SourceRegister(Register::Reg1),
-            Cmp::Op(Operator::NotEqual),
-            Cmp::Data(DataAttribute::Value(network.to_vec())),
-        ])
-        .into(),
+        masked(mask, &vec![0; mask.len()]),
+        compare(Operator::NotEqual, network),
     ]
 }
 
@@ -185,21 +156,9 @@ pub fn mark_clear(bits: u32) -> Vec<Expr> {
 pub fn mark_clear_of(bits: u32) -> Vec<Expr> {
     vec![
         load_mark(),
-        Expressions::Bitwise(vec![
-            Bitwise::SourceRegister(Register::Reg1),
-            Bitwise::DestinationRegister(Register::Reg1),
-            Bitwise::Length(4),
-            // The mark is a host-order integer in the register.
-            Bitwise::Mask(DataAttribute::Value(bits.to_ne_bytes().to_vec())),
-            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
-        ])
-        .into(),
-        Expressions::Cmp(vec![
-            Cmp::SourceRegister(Register::Reg1),
-            Cmp::Op(Operator::Equal),
-            Cmp::Data(DataAttribute::Value(vec![0; 4])),
-        ])
-        .into(),
+        // The mark is a host-order integer in the register.
+        masked(&bits.to_ne_bytes(), &[0; 4]),
+        compare(Operator::Equal, &[0; 4]),
     ]
 }
 
@@ -215,14 +174,7 @@ fn load_mark() -> Expr {
 fn mark_rewrite(mask: u32, xor: u32) -> Vec<Expr> {
     vec![
         load_mark(),
-        Expressions::Bitwise(vec![
-            Bitwise::SourceRegister(Register::Reg1),
-            Bitwise::DestinationRegister(Register::Reg1),
-            Bitwise::Length(4),
-            Bitwise::Mask(DataAttribute::Value(mask.to_ne_bytes().to_vec())),
-            Bitwise::Xor(DataAttribute::Value(xor.to_ne_bytes().to_vec())),
-        ])
-        .into(),
+        masked(&mask.to_ne_bytes(), &xor.to_ne_bytes()),
         Expressions::Meta(vec![
             Meta::Key(MetaKey::Mark),
             Meta::SourceRegister(Register::Reg1),
@@ -289,6 +241,28 @@ pub fn drop() -> Expr {
         Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(
             Verdict::Other(NF_DROP),
         )])),
+    ])
+    .into()
+}
+
+/// `reg1 = (reg1 & mask) ^ xor`, over `mask`'s length.
+fn masked(mask: &[u8], xor: &[u8]) -> Expr {
+    Expressions::Bitwise(vec![
+        Bitwise::SourceRegister(Register::Reg1),
+        Bitwise::DestinationRegister(Register::Reg1),
+        Bitwise::Length(mask.len() as u32),
+        Bitwise::Mask(DataAttribute::Value(mask.to_vec())),
+        Bitwise::Xor(DataAttribute::Value(xor.to_vec())),
+    ])
+    .into()
+}
+
+/// Matches when register 1 compares to `value` by `op`.
+fn compare(op: Operator, value: &[u8]) -> Expr {
+    Expressions::Cmp(vec![
+        Cmp::SourceRegister(Register::Reg1),
+        Cmp::Op(op),
+        Cmp::Data(DataAttribute::Value(value.to_vec())),
     ])
     .into()
 }
