@@ -674,6 +674,12 @@ impl Dataplane for KernelDataplane {
         Contents::read(&mut self.nft).map_err(|e| netlink("list the nftables table", e))
     }
 
+    fn netfilter_generation(&mut self) -> Result<u32, DataplaneError> {
+        self.nft
+            .generation()
+            .map_err(|e| netlink("read the nftables generation", e))
+    }
+
     fn delete_stale_udp_flows(
         &mut self,
         frontend: std::net::SocketAddr,

@@ -408,6 +408,10 @@ impl Dataplane for MemoryDataplane {
         })
     }
 
+    fn netfilter_generation(&mut self) -> Result<u32, DataplaneError> {
+        Ok(self.netfilter.generation())
+    }
+
     fn delete_stale_udp_flows(
         &mut self,
         frontend: std::net::SocketAddr,

@@ -340,6 +340,10 @@ pub trait Dataplane {
     /// has no such table.
     fn netfilter_read(&mut self) -> Result<Option<Contents>, DataplaneError>;
 
+    /// The nftables ruleset's generation, which the kernel changes with every transaction
+    /// it commits in the namespace (see [`netfilter::NfnlSocket::generation`]).
+    fn netfilter_generation(&mut self) -> Result<u32, DataplaneError>;
+
     /// Applies nftables changes as one transaction: all of them, or none when the kernel
     /// refuses one.
     fn netfilter_transact(&mut self, changes: &[netfilter::Change]) -> Result<(), DataplaneError>;

@@ -29,6 +29,11 @@ pub struct SimulatedNetfilter {
     /// Conntrack's UDP flows.
     flows: Vec<UdpFlow>,
     failing_flow_deletions: usize,
+    /// The ruleset's generation: moves with every commit and every change made behind the
+    /// controller's back.
+    generation: u32,
+    /// How many times the table was read.
+    reads: usize,
 }
 
 impl SimulatedNetfilter {
@@ -88,11 +93,23 @@ impl SimulatedNetfilter {
     /// deleted behind the controller's back is).
     pub fn break_table(&mut self) {
         self.unreadable = true;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// The ruleset's generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// How many times the table was read.
+    pub fn reads(&self) -> usize {
+        self.reads
     }
 
     /// What a listing reads: the sets, `None` when there is no table, an errno when the
     /// table cannot be read.
-    pub(crate) fn read(&self) -> Result<Option<Contents>, i32> {
+    pub(crate) fn read(&mut self) -> Result<Option<Contents>, i32> {
+        self.reads += 1;
         if self.unreadable && self.table.is_some() {
             return Err(ENOENT);
         }
@@ -102,6 +119,7 @@ impl SimulatedNetfilter {
     /// Changes the table behind the controller's back (`None`: no table).
     pub fn tamper(&mut self, edit: impl FnOnce(&mut Option<Contents>)) {
         edit(&mut self.table);
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Applies `changes` as the kernel applies a batch: all, or, at the first refused one,
@@ -152,6 +170,7 @@ impl SimulatedNetfilter {
         }
         self.table = table;
         self.unreadable = unreadable;
+        self.generation = self.generation.wrapping_add(1);
         self.after_batches.push(batches);
         Ok(())
     }

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use ipvs::transport::exchange::Exchange;
 use ipvs::transport::{KernelError, Payload, ReplyError, TransportError};
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, GenMessage, ListAttribute, NfTablesMessage, RuleAttribute, RuleMessage,
-    SetElementAttribute, SetElementList, SetElementMessage, TableAttribute, TableMessage,
+    DataAttribute, GenAttribute, GenMessage, ListAttribute, NfTablesMessage, RuleAttribute,
+    RuleMessage, SetElementAttribute, SetElementList, SetElementMessage, TableAttribute,
+    TableMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{
@@ -236,6 +237,9 @@ pub enum NfnlError {
         #[source]
         source: TransportError,
     },
+    /// The kernel answered a generation request without a generation.
+    #[error("the kernel's answer to a generation request names no generation")]
+    NoGeneration,
 }
 
 /// A `NETLINK_NETFILTER` socket, in the network namespace it was opened in: nftables
@@ -323,6 +327,43 @@ impl NfnlSocket {
             }
         }
         Ok(())
+    }
+
+    /// The ruleset's generation: a number the kernel changes with every transaction it
+    /// commits in this network namespace, of any table, whoever sends it. The same number
+    /// twice means nothing in nftables changed in between.
+    pub fn generation(&mut self) -> Result<u32, NfnlError> {
+        const CONTEXT: &str = "reading the nftables generation";
+        let request = Nfnl::nftables(
+            NetfilterProtoFamily::Unspec,
+            NfTablesMessage::GetGen(GenMessage { attributes: vec![] }),
+        );
+        self.exchange.begin();
+        self.send.clear();
+        self.exchange
+            .push(&request, 0, &mut self.send)
+            .map_err(|source| self.fail(CONTEXT, source))?;
+        self.send_buffer(CONTEXT)?;
+        self.wait(CONTEXT)?;
+        let replies = self
+            .exchange
+            .finish_one()
+            .map_err(|source| NfnlError::Answers {
+                context: CONTEXT,
+                source,
+            })?;
+        replies
+            .iter()
+            .find_map(|reply| match reply.as_nftables() {
+                Some(NfTablesMessage::NewGen(generation)) => {
+                    generation.attributes.iter().find_map(|a| match a {
+                        GenAttribute::Id(id) => Some(*id),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .ok_or(NfnlError::NoGeneration)
     }
 
     /// The tables of every family: (family, name).
@@ -707,6 +748,39 @@ mod tests {
             name: &str,
         ) -> bool {
             tables.iter().any(|(f, n)| *f == family && n == name)
+        }
+
+        #[test]
+        #[ignore = "real kernel: run by cargo xtask test"]
+        fn the_generation_moves_with_every_commit_of_anyone_only() {
+            Netns::new("nft-gen")
+                .expect("a fresh namespace")
+                .run(|| {
+                    let mut nft = NfnlSocket::open().unwrap();
+                    let first = nft.generation().unwrap();
+                    assert_eq!(
+                        nft.generation().unwrap(),
+                        first,
+                        "no commit, same generation"
+                    );
+                    nft.tables().unwrap();
+                    assert_eq!(
+                        nft.generation().unwrap(),
+                        first,
+                        "a listing commits nothing"
+                    );
+                    nft.transact(&[add_table("ipvs-proxy")]).unwrap();
+                    let ours = nft.generation().unwrap();
+                    assert_ne!(ours, first, "our commit");
+                    // Another tool's commit, through another socket.
+                    let status = Command::new("nft")
+                        .args(["add", "table", "ip", "theirs"])
+                        .status()
+                        .expect("nft runs");
+                    assert!(status.success());
+                    assert_ne!(nft.generation().unwrap(), ours, "another tool's commit");
+                })
+                .unwrap();
         }
 
         #[test]

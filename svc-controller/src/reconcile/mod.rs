@@ -205,6 +205,8 @@ pub struct Reconciler<D> {
     /// What the nftables table's sets hold, as the last full pass read them and the
     /// transactions since changed them; `None` before the first or after a failure.
     netfilter: Option<Elements>,
+    /// What the table was last found right at (see [`netfilter::Checked`]).
+    netfilter_checked: Option<netfilter::Checked>,
     /// Whether a full pass has read the node and taken over what is ours.
     adopted: bool,
     /// The full pass in slices under way, if any.
@@ -226,6 +228,7 @@ impl<D: Dataplane> Reconciler<D> {
             drains: Drains::default(),
             retries: Retries::default(),
             netfilter: None,
+            netfilter_checked: None,
             adopted: false,
             sweep: None,
             metrics: Metrics::default(),
@@ -384,6 +387,7 @@ impl<D: Dataplane> Reconciler<D> {
             drains: &mut self.drains,
             retries: &mut self.retries,
             netfilter: &mut self.netfilter,
+            netfilter_checked: &mut self.netfilter_checked,
             metrics: &mut self.metrics,
             now,
             report: SyncReport::default(),

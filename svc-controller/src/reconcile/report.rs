@@ -49,6 +49,9 @@ pub struct Metrics {
     pub netfilter_failures: u64,
     /// Wall-clock time spent in nftables transactions (applied or refused), in microseconds.
     pub netfilter_micros: u64,
+    /// Full passes that did not read the nftables table because nothing was committed since
+    /// it was last found right (the ruleset's generation had not moved).
+    pub netfilter_reads_skipped: u64,
     /// Stale UDP conntrack entries deleted (see [`crate::netfilter::conntrack`]).
     pub udp_flows_deleted: u64,
     /// Clean-ups of stale UDP flows that failed (each retried).

@@ -14,6 +14,7 @@ pub(super) struct Round<'a, D> {
     pub(super) drains: &'a mut Drains,
     pub(super) retries: &'a mut Retries,
     pub(super) netfilter: &'a mut Option<Elements>,
+    pub(super) netfilter_checked: &'a mut Option<netfilter::Checked>,
     pub(super) metrics: &'a mut Metrics,
     /// The instant the call was made at (the reconciler never reads a clock).
     pub(super) now: Instant,

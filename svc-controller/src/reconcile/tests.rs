@@ -1231,6 +1231,47 @@ fn a_sweep_that_cannot_start_changes_nothing() {
     assert_eq!(r.next_wakeup(), None, "the caller tries again");
 }
 
+#[test]
+fn a_full_pass_reads_the_nftables_table_only_when_something_was_committed_since() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
+    // The adoption's own commit moved the generation: the next pass reads, finds the table
+    // right, and the passes after read nothing.
+    r.verify(now).unwrap();
+    let reads = r.dataplane().netfilter().reads();
+    for _ in 0..3 {
+        assert!(r.verify(now).unwrap().is_quiet());
+    }
+    assert_eq!(r.dataplane().netfilter().reads(), reads, "quiet passes");
+    assert_eq!(r.metrics().netfilter_reads_skipped, 3);
+
+    // An element deleted behind the controller's back: a commit, so the next pass reads the
+    // table and puts it back.
+    r.dataplane_mut().netfilter_mut().tamper(|t| {
+        t.as_mut().expect("the table").elements.vips.clear();
+    });
+    let report = r.verify(now).unwrap();
+    assert_eq!(report.netfilter_changes, 1);
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 1);
+    assert_eq!(nft(&r).unwrap().vips, [ip("10.96.0.10")].into());
+    r.verify(now).unwrap();
+    let reads = r.dataplane().netfilter().reads();
+
+    // The node's addresses change (no commit): the elements may depend on them, so the
+    // pass reads.
+    r.dataplane_mut()
+        .set_node_addresses([ip("192.168.1.11"), ip("127.0.0.1")]);
+    r.verify(now).unwrap();
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 1);
+    r.verify(now).unwrap();
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 1, "quiet again");
+
+    // The sliced full pass of a daemon skips the same way.
+    r.start_sweep(now, false).unwrap();
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 1);
+    assert_eq!(r.metrics().netfilter_reads_skipped, 5);
+}
+
 /// What the simulated nftables table's sets hold.
 fn nft(r: &Reconciler<MemoryDataplane>) -> Option<crate::netfilter::Elements> {
     r.dataplane().netfilter().elements().cloned()
