@@ -1,8 +1,8 @@
 //! The library's bulk load and listing against what users would run instead, in the same kernel,
 //! in one run.
 //!
-//! N TCP services × 5 masquerading destinations (6 N operations; N = 10,000 unless
-//! `IPVS_BENCH_SERVICES` says otherwise, a comma-separated list for several sizes), loaded and
+//! N TCP services × 5 masquerading destinations (6 N operations; N = 10,000 and 50,000 unless
+//! `IPVS_BENCH_SERVICES` says otherwise, a comma-separated list), loaded and
 //! listed back by each tool in a fresh network namespace:
 //! - the library, batched: `Ipvs::apply_batch`, then `Ipvs::services_with_destinations`
 //!   (and the service dump alone, `Ipvs::services`);
@@ -19,6 +19,12 @@
 //! tool used (a child process's own, from `wait4`; the library's, this process's around the
 //! call). The system time is the kernel's work on the tool's behalf, so wall time as a multiple
 //! of it says how close a tool comes to the kernel's own floor.
+//!
+//! The batched load's memory is measured too: how far the process's resident memory rises
+//! above where it stood before the call (the kernel's high-water mark, reset first). After the
+//! last size, a table gives how each figure grew from the first size, against the table's
+//! growth. `--write PATH` also writes the report as Markdown (`cargo xtask bench` puts it into
+//! `BENCHMARKS.md` and `ipvs-rs/README.md`).
 //!
 //! Figures, not assertions: it prints times and ratios. It does check that every load produced
 //! the full table and every listing returned it, so a fast wrong answer cannot pass for a
@@ -39,6 +45,14 @@ use nix::sys::resource::{UsageWho, getrusage};
 
 const DESTINATIONS: u32 = 5;
 
+/// Appends a formatted line to a report being built.
+macro_rules! put {
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
 /// Ends the benchmark with a message (bad settings, a tool that cannot run).
 fn fail(message: &str) -> ! {
     eprintln!("ipvs_bulk_load: {message}");
@@ -46,10 +60,10 @@ fn fail(message: &str) -> ! {
 }
 
 /// The table sizes: `IPVS_BENCH_SERVICES` (a comma-separated list; `_` allowed in numbers),
-/// 10,000 when unset.
+/// 10,000 and 50,000 when unset.
 fn sizes() -> Vec<u32> {
     let Ok(text) = std::env::var("IPVS_BENCH_SERVICES") else {
-        return vec![10_000];
+        return vec![10_000, 50_000];
     };
     let sizes: Vec<u32> = text
         .split(',')
@@ -163,6 +177,28 @@ struct Sample {
     system: Duration,
 }
 
+/// A figure of this process's memory in `/proc/self/status` (`VmRSS`, `VmHWM`), in KiB.
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_else(|e| fail(&format!("/proc/self/status: {e}")));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| fail(&format!("/proc/self/status has no {field}")))
+}
+
+/// Runs `f` and returns how far this process's resident memory rose above where it stood
+/// when `f` began, at its peak, in KiB: the kernel's high-water mark is reset to the current
+/// size first (`5` written to `/proc/self/clear_refs`).
+fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .unwrap_or_else(|e| fail(&format!("resetting the peak RSS: {e}")));
+    let base = status_kib("VmRSS");
+    let value = f();
+    (value, status_kib("VmHWM").saturating_sub(base))
+}
+
 fn cpu_times(who: UsageWho) -> (Duration, Duration) {
     let usage = getrusage(who).unwrap_or_else(|e| fail(&format!("getrusage: {e}")));
     let d = |t: nix::sys::time::TimeVal| {
@@ -249,6 +285,10 @@ enum Tool {
 #[derive(Debug, Default)]
 struct Samples {
     library_load: Vec<Sample>,
+    /// How far the process's resident memory rose during each batched load (KiB).
+    library_load_peak_kib: Vec<u64>,
+    /// The size of the results `apply_batch` returns, one per operation (KiB).
+    results_kib: u64,
     library_list: Vec<Sample>,
     library_services_only: Vec<Sample>,
     restore_load: Vec<Sample>,
@@ -283,7 +323,8 @@ fn run_tool(tool: Tool, n: u32, round: usize, peer: Option<&Path>, all: &mut Sam
         Tool::LibraryBatched => {
             let ops = operations(n);
             let mut ipvs = Ipvs::open().expect("IPVS handle");
-            let (results, load) = in_process(|| ipvs.apply_batch(&ops).expect("batch"));
+            let ((results, load), peak_kib) =
+                peak_growth(|| in_process(|| ipvs.apply_batch(&ops).expect("batch")));
             let failed = results.iter().filter(|r| r.is_err()).count();
             assert_eq!(failed, 0, "library batch: {failed} operations failed");
             check_full("library batch", n, count_with_ipvsadm());
@@ -301,6 +342,8 @@ fn run_tool(tool: Tool, n: u32, round: usize, peer: Option<&Path>, all: &mut Sam
                 in_process(|| ipvs.services().expect("list services").len());
             assert_eq!(services, n as usize, "library service dump: incomplete");
             all.library_load.push(load);
+            all.library_load_peak_kib.push(peak_kib);
+            all.results_kib = std::mem::size_of_val(results.as_slice()) as u64 / 1024;
             all.library_list.push(list);
             all.library_services_only.push(services_only);
         }
@@ -420,9 +463,10 @@ fn ratio(fast: Duration, slow: Duration) -> f64 {
 }
 
 /// One table row: the wall times, the CPU times, and wall time as a multiple of system time.
-fn row(what: &str, s: Option<Summary>, versus: &str) {
+fn row(out: &mut String, what: &str, s: Option<Summary>, versus: &str) {
     match s {
-        Some(s) => println!(
+        Some(s) => put!(
+            out,
             "| {what} | {} / {} / {} | {} | {} | {} | {versus} |",
             secs(s.min),
             secs(s.median),
@@ -431,7 +475,7 @@ fn row(what: &str, s: Option<Summary>, versus: &str) {
             secs(s.system),
             of_system(s),
         ),
-        None => println!("| {what} | — | — | — | — | {versus} |"),
+        None => put!(out, "| {what} | — | — | — | — | {versus} |"),
     }
 }
 
@@ -464,7 +508,8 @@ fn joined(parts: &[String]) -> String {
     parts.join(", ")
 }
 
-fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
+fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) -> String {
+    let mut out = String::new();
     let library_load = summarize(&all.library_load);
     let library_list = summarize(&all.library_list);
     let restore = summarize(&all.restore_load);
@@ -478,17 +523,20 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
         all.moby_version.as_deref().unwrap_or("(version unknown)")
     );
 
-    println!();
-    println!(
+    out.push('\n');
+    put!(
+        out,
         "{n} services × {DESTINATIONS} destinations, {rounds} rounds per tool (order rotated), \
          each in a fresh namespace; times in seconds"
     );
-    println!();
-    println!(
+    out.push('\n');
+    put!(
+        out,
         "| measurement | wall min / median / max | user CPU | system CPU | wall / system | vs peers (medians) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    put!(out, "| --- | --- | --- | --- | --- | --- |");
     row(
+        &mut out,
         "load, library batched (`apply_batch`)",
         library_load,
         &joined(&[
@@ -496,9 +544,10 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
             faster(library_load, moby_load, &moby),
         ]),
     );
-    row("load, `ipvsadm-restore`", restore, "(peer)");
+    row(&mut out, "load, `ipvsadm-restore`", restore, "(peer)");
     match peer_absent {
         None => row(
+            &mut out,
             &format!("load, {moby} (Go, one request per round trip)"),
             moby_load,
             &format!(
@@ -506,9 +555,10 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
                 secs(median(all.moby_own_load.clone()))
             ),
         ),
-        Some(why) => println!("| load, moby/ipvs | absent: {why} | | | | |"),
+        Some(why) => put!(out, "| load, moby/ipvs | absent: {why} | | | | |"),
     }
     row(
+        &mut out,
         "load, library one request per round trip",
         single,
         &match (library_load, single) {
@@ -517,6 +567,7 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
         },
     );
     row(
+        &mut out,
         "list all, library (`services_with_destinations`)",
         library_list,
         &joined(&[
@@ -524,9 +575,10 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
             faster(library_list, moby_list, &moby),
         ]),
     );
-    row("list all, `ipvsadm -Sn`", ipvsadm_list, "(peer)");
+    row(&mut out, "list all, `ipvsadm -Sn`", ipvsadm_list, "(peer)");
     match peer_absent {
         None => row(
+            &mut out,
             &format!("list all, {moby}"),
             moby_list,
             &format!(
@@ -534,9 +586,10 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
                 secs(median(all.moby_own_list.clone()))
             ),
         ),
-        Some(why) => println!("| list all, moby/ipvs | absent: {why} | | | | |"),
+        Some(why) => put!(out, "| list all, moby/ipvs | absent: {why} | | | | |"),
     }
     row(
+        &mut out,
         "of which the service dump alone, library",
         services_only,
         &match (services_only, library_list) {
@@ -547,15 +600,17 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
             _ => String::new(),
         },
     );
-    println!();
-    println!(
+    out.push('\n');
+    put!(
+        out,
         "wall / system: the median wall time as a multiple of the median system CPU time (the \
          kernel's work for the tool, its floor); below 1× the tool kept several CPUs busy at once \
          (the library's listing spreads its destination dumps over several sockets, a thread each). \
          A child process's times include its start-up."
     );
     if let (Some(load), Some(list)) = (library_load, library_list) {
-        println!(
+        put!(
+            out,
             "The kernel's floor: the library's batched load took {} its own system CPU time \
              ({} s of {} s), its listing {} ({} s of {} s).",
             of_system(load),
@@ -566,10 +621,89 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) {
             secs(list.median),
         );
     }
+    if !all.library_load_peak_kib.is_empty() {
+        let mut peaks = all.library_load_peak_kib.clone();
+        peaks.sort_unstable();
+        put!(
+            out,
+            "\nMemory of the batched load: the process's resident memory rose at most {} above \
+             where it stood before `apply_batch` (median of the rounds; min {}, max {}), of which \
+             {} are the results it returns, one per operation; the operations themselves ({}) \
+             were built before.",
+            mib(peaks[peaks.len() / 2]),
+            mib(peaks[0]),
+            mib(peaks[peaks.len() - 1]),
+            mib(all.results_kib),
+            mib((n * (1 + DESTINATIONS)) as u64 * std::mem::size_of::<Operation>() as u64 / 1024),
+        );
+    }
+    out
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// How the library's figures grew from the smallest size to each larger one, against the
+/// table's growth and the peers'.
+fn growth(results: &[(u32, Samples)]) -> String {
+    let mut out = String::new();
+    let Some((n0, first)) = results.first() else {
+        return out;
+    };
+    if results.len() < 2 {
+        return out;
+    }
+    let med = |samples: &[Sample]| summarize(samples).map(|s| s.median);
+    let peak = |kib: &[u64]| {
+        let mut kib = kib.to_vec();
+        kib.sort_unstable();
+        kib.get(kib.len() / 2).copied()
+    };
+    put!(
+        out,
+        "\n| growth from {n0} services | table | library load | load's peak memory | library listing | of which the service dump | moby/ipvs listing | `ipvsadm -Sn` |"
+    );
+    put!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (n, all) in &results[1..] {
+        let times = |a: &[Sample], b: &[Sample]| match (med(a), med(b)) {
+            (Some(a), Some(b)) => format!("{:.1}×", ratio(a, b)),
+            _ => "—".into(),
+        };
+        let memory = match (
+            peak(&first.library_load_peak_kib),
+            peak(&all.library_load_peak_kib),
+        ) {
+            (Some(a), Some(b)) => format!("{:.1}×", b as f64 / (a as f64).max(1.0)),
+            _ => "—".into(),
+        };
+        put!(
+            out,
+            "| to {n} | {:.1}× | {} | {memory} | {} | {} | {} | {} |",
+            f64::from(*n) / f64::from(*n0),
+            times(&first.library_load, &all.library_load),
+            times(&first.library_list, &all.library_list),
+            times(&first.library_services_only, &all.library_services_only),
+            times(&first.moby_list, &all.moby_list),
+            times(&first.ipvsadm_list, &all.ipvsadm_list),
+        );
+    }
+    out
+}
+
+/// `--write PATH`: where the report goes (markdown), beside the standard output.
+fn write_path() -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--write" {
+            return args.next().map(PathBuf::from);
+        }
+    }
+    None
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `--moby-peer PATH` is the only argument read.
+    // `cargo bench` passes `--bench`; `--moby-peer PATH` and `--write PATH` are read.
     let sizes = sizes();
     let rounds = repeats();
     let peer = moby_peer();
@@ -618,6 +752,7 @@ fn main() {
         tools.push(Tool::Moby);
     }
     tools.push(Tool::LibrarySingle);
+    let mut results = Vec::new();
     for &n in &sizes {
         let mut all = Samples::default();
         for round in 0..rounds {
@@ -636,6 +771,42 @@ fn main() {
                 run_tool(tool, n, round, peer.as_deref(), &mut all);
             }
         }
-        report(n, rounds, &all, peer_absent.as_deref());
+        let text = report(n, rounds, &all, peer_absent.as_deref());
+        println!("{text}");
+        results.push((n, all));
+    }
+    let grew = growth(&results);
+    println!("{grew}");
+    if let Some(path) = write_path() {
+        let machine = integration::bench::Machine::read();
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let mut md = format!(
+            "(`integration/benches/ipvs_bulk_load.rs`, `IPVS_BENCH_SERVICES={}` \
+             `IPVS_BENCH_REPEATS={rounds}`, run by `cargo xtask bench`.)\n\n\
+             - machine: {}\n- kernel: {}\n- date: {date}\n- moby/ipvs: {}\n",
+            sizes
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            machine.description,
+            machine.kernel,
+            results
+                .iter()
+                .find_map(|(_, all)| all.moby_version.clone())
+                .or(peer_absent.clone())
+                .unwrap_or_default(),
+        );
+        for (n, all) in &results {
+            md += "\n";
+            md += &report(*n, rounds, all, peer_absent.as_deref());
+        }
+        md += &grew;
+        std::fs::write(&path, md)
+            .unwrap_or_else(|e| fail(&format!("writing {}: {e}", path.display())));
     }
 }

@@ -2,8 +2,8 @@
 //! where IPVS is. They print figures; they do not pass or fail on speed.
 //!
 //! - `ipvs_bulk_load` (part `library`): the library's bulk load and listing against `ipvsadm`
-//!   and moby/ipvs (`IPVS_BENCH_SERVICES`, default `10000`, a comma-separated list for several
-//!   sizes, `2000` for a quick run; `IPVS_BENCH_REPEATS`, default 3). The moby/ipvs peer is a
+//!   and moby/ipvs (`IPVS_BENCH_SERVICES`, default `10000,50000`, a comma-separated list,
+//!   `2000` for a quick run; `IPVS_BENCH_REPEATS`, default 3). The moby/ipvs peer is a
 //!   Go program built on first use and cached (see [`moby_peer`]);
 //! - `controller_scale` (part `cluster`): the release `ipvs-proxy` daemon on synthetic
 //!   clusters read from manifests (`IPVS_BENCH_CLUSTER_SIZES`, default `1000,10000,50000`;
@@ -11,10 +11,13 @@
 //!   `IPVS_BENCH_DAEMON_ARGS` tune it), then the desired-state computation on the host;
 //! - `kubernetes_scale` (part `kubernetes`): ipvs-proxy and the release's kube-proxy
 //!   (`--proxy-mode=ipvs`) on the real control plane loaded with the same synthetic clusters
-//!   (`IPVS_BENCH_KUBERNETES_SIZES`, default `1000`: under emulation kube-proxy's first sync of
-//!   1,000 Services takes minutes and grows with the table, so `10000` takes hours; `IPVS_BENCH_KUBERNETES_SAMPLES` and
+//!   (`IPVS_BENCH_KUBERNETES_SIZES`, default `1000,10000`: under emulation kube-proxy's first
+//!   sync of 1,000 Services takes minutes and grows with the table, so at `10000` its cold start
+//!   is capped, below; `IPVS_BENCH_KUBERNETES_SAMPLES` and
 //!   `IPVS_BENCH_REFERENCE_SAMPLES`, one change at a time for each; `IPVS_BENCH_BURST`,
 //!   `IPVS_BENCH_STEADY_SECS`; `IPVS_BENCH_PROXIES=kube-proxy` runs one;
+//!   `IPVS_BENCH_COLD_CAP_SECS`, default 1200: a proxy whose cold start takes longer is
+//!   reported as not complete by then, with nothing else measured at that size;
 //!   `IPVS_BENCH_PROFILE_SECS`, default 60, the length of kube-proxy's CPU profile at the end
 //!   of each size, 0 for none). The control plane is built and started as for the
 //!   control-plane tests.
@@ -139,8 +142,9 @@ fn build_release_daemon() -> Result<PathBuf> {
 pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     let parts = Parts::from_env()?;
     let sizes = sizes_from_env("IPVS_BENCH_CLUSTER_SIZES", "1000,10000,50000");
-    let kubernetes_sizes = sizes_from_env("IPVS_BENCH_KUBERNETES_SIZES", "1000");
-    let library_sizes = std::env::var("IPVS_BENCH_SERVICES").unwrap_or_default();
+    let kubernetes_sizes = sizes_from_env("IPVS_BENCH_KUBERNETES_SIZES", "1000,10000");
+    let library_sizes =
+        std::env::var("IPVS_BENCH_SERVICES").unwrap_or_else(|_| "10000,50000".into());
     let biggest = [
         (parts.library, biggest_size(&library_sizes)),
         (parts.cluster, biggest_size(&sizes)),
@@ -177,6 +181,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         .join(format!("bench-{}", std::process::id()));
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let cluster_report = out.join("cluster.md");
+    let library_report = out.join("library.md");
     let kubernetes_report = out.join("kubernetes.md");
     let mut scale_args: Vec<String> = vec![
         "--bench".into(),
@@ -211,6 +216,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         ("IPVS_BENCH_REFERENCE_SAMPLES", "--reference-samples"),
         ("IPVS_BENCH_PROXIES", "--proxies"),
         ("IPVS_BENCH_PROFILE_SECS", "--profile-secs"),
+        ("IPVS_BENCH_COLD_CAP_SECS", "--cold-cap-secs"),
         ("IPVS_BENCH_BURST", "--burst"),
         ("IPVS_BENCH_STEADY_SECS", "--steady-secs"),
     ]));
@@ -220,7 +226,11 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         .into_iter()
         .filter_map(|Built { name, exe, cwd, .. }| {
             let args = if name.contains("ipvs_bulk_load") && parts.library {
-                let mut args = vec!["--bench".to_string()];
+                let mut args = vec![
+                    "--bench".to_string(),
+                    "--write".to_string(),
+                    library_report.display().to_string(),
+                ];
                 if let Some(peer) = &moby_peer {
                     args.extend(["--moby-peer".to_string(), peer.display().to_string()]);
                 }
@@ -269,6 +279,8 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
             .collect(),
         writable: vec![out.clone()],
         memory,
+        // Every part at its default sizes runs for about two hours under emulation.
+        timeout: Some(std::time::Duration::from_secs(5 * 3600)),
     };
     let outcome = run_plan(place, &entries, needs);
     if let Some(plane) = plane {
@@ -295,6 +307,26 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
             println!("no cluster report was written (controller_scale did not finish)");
         }
     }
+    if parts.library {
+        if library_report.is_file() {
+            let text = read(&library_report)?;
+            sections.library = format!("{LIBRARY_HEADING}\n\n{}", text.trim());
+            let readme = root.join("ipvs-rs").join("README.md");
+            let doc = read(&readme)?;
+            let doc =
+                between_markers(&doc, LIBRARY_BEGIN, LIBRARY_END, &text).ok_or_else(|| {
+                    format!(
+                        "{}: no {LIBRARY_BEGIN:?} … {LIBRARY_END:?}",
+                        readme.display()
+                    )
+                })?;
+            std::fs::write(&readme, doc).map_err(|e| format!("{}: {e}", readme.display()))?;
+            println!("library figures written to {}", readme.display());
+            wrote = true;
+        } else {
+            println!("no library report was written (ipvs_bulk_load did not finish)");
+        }
+    }
     if parts.kubernetes {
         if kubernetes_report.is_file() {
             sections.kubernetes = read(&kubernetes_report)?;
@@ -319,7 +351,7 @@ fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// kube-proxy's CPU profiles that `kubernetes_scale` left in `out` (`kube-proxy-N.pprof`), each
+/// kube-proxy's CPU profiles that `kubernetes_scale` left in `out` (`kube-proxy-N-WHAT.pprof`), each
 /// summarized by `go tool pprof -top` as a part of the Kubernetes-mode section.
 fn profiles_section(out: &Path, kube_proxy: &Path) -> Result<String> {
     let mut profiles: Vec<PathBuf> = std::fs::read_dir(out)
@@ -348,15 +380,46 @@ fn profiles_section(out: &Path, kube_proxy: &Path) -> Result<String> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let size = name.rsplit('-').next().unwrap_or("?");
+        // kube-proxy-SIZE-WHAT: a profile of its periodic syncs (`steady`) or of the cold
+        // start's sync it was still in when the cap came (`cold`).
+        let mut parts = name.rsplit('-');
+        let what = parts.next().unwrap_or("?");
+        let size = parts.next().unwrap_or("?");
+        let (title, when) = match what {
+            "cold" => (
+                format!("in its first sync, {size} Services"),
+                "of the first sync, still under way when the cold start's cap came",
+            ),
+            _ => (
+                format!("{size} Services"),
+                "of its periodic syncs with no change, taken after the figures above",
+            ),
+        };
         md += &format!(
-            "\n### Where kube-proxy's time goes, {size} Services\n\nA CPU profile of its periodic \
-             syncs with no change, taken after the figures above (`--profiling`, \
+            "\n### Where kube-proxy's time goes, {title}\n\nA CPU profile {when} (`--profiling`, \
              `/debug/pprof/profile`), summarized by `go tool pprof -top -nodecount=15`:\n\n```text\n{}```\n",
             String::from_utf8_lossy(&output.stdout)
         );
     }
     Ok(md)
+}
+
+/// Where the library's figures begin and end in `BENCHMARKS.md` and in `ipvs-rs/README.md`.
+const LIBRARY_BEGIN: &str = "<!-- ipvs_bulk_load: begin -->\n";
+const LIBRARY_END: &str = "<!-- ipvs_bulk_load: end -->\n";
+/// The heading of the library's section in `BENCHMARKS.md`.
+const LIBRARY_HEADING: &str = "## The library: bulk load and listing against ipvsadm and moby/ipvs";
+
+/// `doc` with what lies between `begin` and `end` replaced by `body` (`None`: no such markers).
+fn between_markers(doc: &str, begin: &str, end: &str, body: &str) -> Option<String> {
+    let start = doc.find(begin)? + begin.len();
+    let stop = start + doc[start..].find(end)?;
+    Some(format!(
+        "{}{}\n{}",
+        &doc[..start],
+        body.trim(),
+        &doc[stop..]
+    ))
 }
 
 /// Where the Kubernetes-mode section begins and ends in `BENCHMARKS.md`.
@@ -371,11 +434,28 @@ const DESIRED_STATE_HEADING: &str = "## The desired-state computation alone";
 struct Sections {
     cluster: String,
     kubernetes: String,
+    library: String,
     desired_state: String,
 }
 
 impl Sections {
     fn parse(doc: &str) -> Self {
+        // The library's section, wherever it stands, is taken out first.
+        let mut library = String::new();
+        let rest;
+        let doc = match doc.find(LIBRARY_BEGIN) {
+            Some(begin) => {
+                let body = &doc[begin + LIBRARY_BEGIN.len()..];
+                let (body, after) = match body.find(LIBRARY_END) {
+                    Some(end) => (&body[..end], &body[end + LIBRARY_END.len()..]),
+                    None => (body, ""),
+                };
+                library = body.trim().to_owned();
+                rest = format!("{}{after}", &doc[..begin]);
+                rest.as_str()
+            }
+            None => doc,
+        };
         let (head, desired_state) = match doc.find(DESIRED_STATE_HEADING) {
             Some(at) => (&doc[..at], &doc[at..]),
             None => (doc, ""),
@@ -391,6 +471,7 @@ impl Sections {
         Self {
             cluster: cluster.trim_end().to_owned(),
             kubernetes: kubernetes.trim().to_owned(),
+            library,
             desired_state: desired_state.trim().to_owned(),
         }
     }
@@ -403,6 +484,13 @@ impl Sections {
             doc += self.kubernetes.trim();
             doc += "\n";
             doc += KUBERNETES_END;
+            doc += "\n";
+        }
+        if !self.library.trim().is_empty() {
+            doc += LIBRARY_BEGIN;
+            doc += self.library.trim();
+            doc += "\n";
+            doc += LIBRARY_END;
             doc += "\n";
         }
         if !self.desired_state.trim().is_empty() {
@@ -577,5 +665,34 @@ compute_service/ClusterIP
         let doc = again.render();
         assert!(doc.contains("| a2 |") && doc.contains("| k |") && doc.contains("| b |"));
         assert!(!doc.contains("| a |"));
+
+        // The library's part: between the Kubernetes section and the desired state, kept by
+        // a run of another part.
+        again.library = "## The library\n\n| l |".into();
+        let doc = again.render();
+        assert!(doc.contains(
+            "<!-- kubernetes_scale: end -->\n\n<!-- ipvs_bulk_load: begin -->\n## The library\n\n| l |\n<!-- ipvs_bulk_load: end -->\n\n## The desired-state"
+        ));
+        let mut parsed = Sections::parse(&doc);
+        assert_eq!(parsed.library, "## The library\n\n| l |");
+        assert_eq!(parsed.render(), doc);
+        parsed.kubernetes = "## Kubernetes mode\n\n| k2 |".into();
+        assert!(parsed.render().contains("| l |") && parsed.render().contains("| k2 |"));
+    }
+
+    #[test]
+    fn figures_replace_what_lies_between_their_markers_only() {
+        let doc = "# ipvs-rs\n\n## Performance\n\n<!-- ipvs_bulk_load: begin -->\nold\n<!-- ipvs_bulk_load: end -->\n\nWhere the time goes.\n";
+        let new =
+            super::between_markers(doc, super::LIBRARY_BEGIN, super::LIBRARY_END, "| new |\n")
+                .expect("markers");
+        assert_eq!(
+            new,
+            "# ipvs-rs\n\n## Performance\n\n<!-- ipvs_bulk_load: begin -->\n| new |\n<!-- ipvs_bulk_load: end -->\n\nWhere the time goes.\n"
+        );
+        assert_eq!(
+            super::between_markers("no markers", super::LIBRARY_BEGIN, super::LIBRARY_END, "x"),
+            None
+        );
     }
 }

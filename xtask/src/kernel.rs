@@ -129,6 +129,9 @@ pub(crate) struct RunNeeds {
     pub(crate) writable: Vec<PathBuf>,
     /// The VM's memory (a QEMU size; empty: the default).
     pub(crate) memory: &'static str,
+    /// How long the guest may run when `IPVS_VM_TIMEOUT_SECS` does not say (`None`: the
+    /// default of [`vm`]).
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 /// Runs `entries` where IPVS is and reads back the results.
@@ -170,6 +173,7 @@ pub(crate) fn run_plan(place: Place, entries: &[Entry], needs: RunNeeds) -> Resu
                 memory: needs.memory,
                 network: needs.network,
                 env: needs.env,
+                timeout: needs.timeout,
             };
             let ok = vm::run_in_guest(&kernel, &command, &options)?;
             ("in a QEMU VM".to_string(), ok)

@@ -24,13 +24,15 @@ const FORWARDED_ENV: &[&str] = &[
     "PROPTEST_CASES",
 ];
 
-/// How long a guest may run before it is killed (env `IPVS_VM_TIMEOUT_SECS`).
-fn timeout() -> Duration {
-    let secs = std::env::var("IPVS_VM_TIMEOUT_SECS")
+/// How long a guest may run before it is killed: env `IPVS_VM_TIMEOUT_SECS`, else `default`,
+/// else 40 minutes.
+fn timeout(default: Option<Duration>) -> Duration {
+    std::env::var("IPVS_VM_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2400);
-    Duration::from_secs(secs)
+        .map(Duration::from_secs)
+        .or(default)
+        .unwrap_or(Duration::from_secs(2400))
 }
 
 /// How a guest is booted, beyond the command it runs.
@@ -46,6 +48,8 @@ pub(crate) struct GuestOptions<'a> {
     pub(crate) network: bool,
     /// Variables set for the guest command, beside the forwarded ones.
     pub(crate) env: Vec<(&'static str, String)>,
+    /// How long it may run unless `IPVS_VM_TIMEOUT_SECS` says (`None`: 40 minutes).
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// Runs `command` (a shell command line) in the guest. Returns whether it exited with status 0.
@@ -98,7 +102,7 @@ pub(crate) fn run_in_guest(
         // redirected into: relay its stderr through a pipe as well.
         .stderr(Stdio::piped())
         .process_group(0);
-    let limit = timeout();
+    let limit = timeout(options.timeout);
     step(&format!(
         "booting kernel {} under QEMU (software emulation, {cpus} CPUs, {memory}); timeout {}s",
         kernel.version,

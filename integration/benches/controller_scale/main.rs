@@ -32,7 +32,7 @@
 //! Figures, not assertions: it prints a table and, with `--write PATH` (or
 //! `IPVS_BENCH_WRITE`), writes `BENCHMARKS.md` there. Options (flags win over the
 //! environment): `--sizes 1000,10000` (`IPVS_BENCH_CLUSTER_SIZES`), `--samples 50`
-//! (`IPVS_BENCH_CHURN_SAMPLES`), `--burst 1000` (`IPVS_BENCH_BURST`), `--steady-secs 30`
+//! (`IPVS_BENCH_CHURN_SAMPLES`), `--burst 1000` (`IPVS_BENCH_BURST`), `--steady-secs 60`
 //! (`IPVS_BENCH_STEADY_SECS`), `--daemon-args "ARGS"` (`IPVS_BENCH_DAEMON_ARGS`: more
 //! arguments for the daemon, split at spaces), `--daemon PATH` (default: `ipvs-proxy` in the
 //! bench's own target profile folder, which `cargo xtask bench` builds). Needs the real
@@ -138,7 +138,7 @@ impl Options {
             sizes,
             samples: number("samples", "IPVS_BENCH_CHURN_SAMPLES", 50).max(2),
             burst: number("burst", "IPVS_BENCH_BURST", 1000),
-            steady: Duration::from_secs(number("steady-secs", "IPVS_BENCH_STEADY_SECS", 30) as u64),
+            steady: Duration::from_secs(number("steady-secs", "IPVS_BENCH_STEADY_SECS", 60) as u64),
             write: get("write", "IPVS_BENCH_WRITE").map(PathBuf::from),
             daemon,
             daemon_args: get("daemon-args", "IPVS_BENCH_DAEMON_ARGS")

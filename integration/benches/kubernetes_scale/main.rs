@@ -73,6 +73,9 @@ const IN_FLIGHT: usize = 16;
 /// The longest any one step may take before the run is called failed: kube-proxy's syncs of a
 /// large table take minutes under emulation.
 const SLOW: Duration = Duration::from_secs(3600);
+/// The default `--cold-cap-secs`: under emulation kube-proxy's first sync of 10,000 Services
+/// runs for longer than a benchmark run can wait, and a lower bound says enough.
+const COLD_CAP: Duration = Duration::from_secs(1200);
 const MANAGED_BY: &str = "kubernetes-scale-bench";
 
 #[derive(Debug, Clone)]
@@ -88,6 +91,9 @@ struct Options {
     proxies: Vec<ProxyKind>,
     /// Seconds of kube-proxy's CPU profile taken at the end of each size (0: none).
     profile_secs: u64,
+    /// How long a proxy's cold start may take before it is reported as not complete and the
+    /// rest of its measurements at that size are left out.
+    cold_cap: Duration,
 }
 
 impl Options {
@@ -100,9 +106,10 @@ impl Options {
             samples: 50,
             reference_samples: 10,
             burst: 1000,
-            steady_secs: 30,
+            steady_secs: 60,
             proxies: vec![ProxyKind::IpvsProxy, ProxyKind::KubeProxy],
             profile_secs: 0,
+            cold_cap: COLD_CAP,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -123,6 +130,9 @@ impl Options {
                 "--burst" => o.burst = number(&value("--burst")),
                 "--steady-secs" => o.steady_secs = number(&value("--steady-secs")) as u64,
                 "--profile-secs" => o.profile_secs = number(&value("--profile-secs")) as u64,
+                "--cold-cap-secs" => {
+                    o.cold_cap = Duration::from_secs(number(&value("--cold-cap-secs")) as u64)
+                }
                 "--proxies" => {
                     o.proxies = value("--proxies")
                         .split(',')

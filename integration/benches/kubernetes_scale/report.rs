@@ -62,12 +62,50 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
                cell: &dyn Fn(&ProxyResult) -> String,
                value: Option<&dyn Fn(&ProxyResult) -> f64>| {
         *md += &format!("| {label} |");
+        // A proxy whose cold start hit the cap: the two cold-start times as far as they went
+        // (a lower bound when not reached), nothing else.
+        let capped = |g: &GaveUp| -> (String, Option<(f64, bool)>) {
+            if label.starts_with("**cold start**") {
+                match g.seen {
+                    Some(seen) => (ms(seen), Some((seen, true))),
+                    None => (
+                        format!("not complete after {} ({})", ms(g.after), g.status),
+                        Some((g.after, false)),
+                    ),
+                }
+            } else if label.starts_with("cold start: spawn") {
+                (
+                    format!("not ended after {}", ms(g.after)),
+                    Some((g.after, false)),
+                )
+            } else if label.contains("peak RSS") {
+                // Taken when the cap came.
+                (String::new(), None)
+            } else {
+                ("not measured (cold start capped)".into(), None)
+            }
+        };
         for r in results {
             let ours = r.proxies.get(&ProxyKind::IpvsProxy);
             let reference = r.proxies.get(&ProxyKind::KubeProxy);
-            let show = |p: Option<&ProxyResult>| p.map_or("not run".into(), cell);
+            let show = |p: Option<&ProxyResult>| match p {
+                None => "not run".into(),
+                Some(p) => match &p.gave_up {
+                    Some(g) if !label.contains("peak RSS") => capped(g).0,
+                    _ => cell(p),
+                },
+            };
             let ratio = match (value, ours, reference) {
-                (Some(v), Some(o), Some(k)) => ratio(v(k), v(o)),
+                (Some(_), Some(o), _) if o.gave_up.is_some() => String::new(),
+                (Some(v), Some(o), Some(k)) => match &k.gave_up {
+                    None => ratio(v(k), v(o)),
+                    Some(g) => match capped(g).1 {
+                        Some((theirs, true)) => ratio(theirs, v(o)),
+                        Some((theirs, false)) => format!("> {}", ratio(theirs, v(o))),
+                        None if label.contains("peak RSS") => ratio(v(k), v(o)),
+                        None => String::new(),
+                    },
+                },
                 _ => String::new(),
             };
             *md += &format!(" {} | {} | {ratio} |", show(ours), show(reference));
@@ -200,7 +238,11 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
     md += "- **steady state**: the user + system CPU of the process and of the programs it ran (`/proc/PID/stat`: kube-proxy runs `ipset` and `iptables-restore`; ipvs-proxy runs nothing) over the window, starting 5 s after the cold start; RSS is `VmRSS` at its end, peaks `VmHWM` (the process's own).\n";
     md += "- **one change at a time**: endpoint 0 of a Service flipped unready (then ready again) by a merge patch of its EndpointSlice; from just before the request to the kernel showing the new count of ready real servers (weight above 0) on every virtual server of the Service, polled often at first and about twenty times over the wait after; then 100 ms of quiet. CPU per change: the process's CPU over the whole series ÷ changes (periodic work included).\n";
     md += "- **burst**: endpoint 1 of that many Services flipped unready, 16 requests in flight; each change from just before its own request to the kernel showing it (one watcher checks every pending Service in turn). Then every one flipped back, not measured.\n";
-    md += "- **under emulation**: kube-proxy's IPVS mode adds each ipset entry by running the `ipset` program once per entry, and lists each set by running it again in every sync (`pkg/proxy/ipvs/ipset.go`); a process start costs far more under QEMU's software emulation than on hardware, so this part of kube-proxy's cost, which dominates its cold start (every entry is new), weighs more here than it would on hardware.\n";
+    md += "- **under emulation**: kube-proxy's IPVS mode adds each ipset entry by running the `ipset` program once per entry, and lists each set by running it again in every sync (`pkg/proxy/ipvs/ipset.go`); a process start costs far more under QEMU's software emulation than on hardware, so this part of kube-proxy's cost, which its cold start pays once per entry, weighs more here than it would on hardware.\n";
+    md += &format!(
+        "- **capped cold start**: a proxy whose cold start had not ended after `--cold-cap-secs` ({} s here) is stopped there and nothing else of it is measured at that size; its cells give how far it got, the ratios are then lower bounds (`>`), and the CPU profile below, taken while that first sync ran, says where its time went.\n",
+        opts.cold_cap.as_secs()
+    );
     md += "- **restart**: SIGTERM (both leave the table), the same command again: to the end of its first sync that leaves the table complete; the table compared with the one before (virtual servers, real servers, weights); ipvs-proxy's IPVS operations from `ipvs_proxy_operations_total` (kube-proxy does not count its own).\n\n";
     md
 }
