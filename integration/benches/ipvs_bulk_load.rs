@@ -627,9 +627,9 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) -> St
         put!(
             out,
             "\nMemory of the batched load: the process's resident memory rose at most {} above \
-             where it stood before `apply_batch` (median of the rounds; min {}, max {}), of which \
-             {} are the results it returns, one per operation; the operations themselves ({}) \
-             were built before.",
+             where it stood before `apply_batch` (median of the rounds; min {}, max {}; less \
+             where the allocator reused memory an earlier round freed). The results it returns, \
+             one per operation, take {}; the operations themselves ({}) were built before.",
             mib(peaks[peaks.len() / 2]),
             mib(peaks[0]),
             mib(peaks[peaks.len() - 1]),

@@ -97,9 +97,10 @@ impl<D: Dataplane> Round<'_, D> {
     /// transaction), nothing: the full pass (or its retry) writes everything.
     ///
     /// An endpoint address that leaves the `hairpin` set is deleted by the next full pass
-    /// only (knowing here whether another virtual server still has it would cost a count
-    /// per address): until then it masquerades nothing but connections from that address
-    /// to itself, which are hairpin connections whoever has it.
+    /// that reads the table (one after any commit, see [`Checked`]) only: knowing here
+    /// whether another virtual server still has it would cost a count per address. Until
+    /// then it masquerades nothing but connections from that address to itself, which are
+    /// hairpin connections whoever has it.
     pub(super) fn sync_netfilter(
         &mut self,
         vips: &BTreeSet<IpAddr>,
