@@ -626,10 +626,11 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) -> St
         peaks.sort_unstable();
         put!(
             out,
-            "\nMemory of the batched load: the process's resident memory rose at most {} above \
-             where it stood before `apply_batch` (median of the rounds; min {}, max {}; less \
-             where the allocator reused memory an earlier round freed). The results it returns, \
-             one per operation, take {}; the operations themselves ({}) were built before.",
+            "\nMemory of the batched load: the process's resident memory rose by {} above where \
+             it stood before `apply_batch` (median of the rounds; min {}, max {}; less where \
+             the allocator reused memory an earlier round or size freed, so a lower bound). The \
+             results it returns, one per operation, take {}; the operations themselves ({}) \
+             were built before.",
             mib(peaks[peaks.len() / 2]),
             mib(peaks[0]),
             mib(peaks[peaks.len() - 1]),
@@ -655,31 +656,19 @@ fn growth(results: &[(u32, Samples)]) -> String {
         return out;
     }
     let med = |samples: &[Sample]| summarize(samples).map(|s| s.median);
-    let peak = |kib: &[u64]| {
-        let mut kib = kib.to_vec();
-        kib.sort_unstable();
-        kib.get(kib.len() / 2).copied()
-    };
     put!(
         out,
-        "\n| growth from {n0} services | table | library load | load's peak memory | library listing | of which the service dump | moby/ipvs listing | `ipvsadm -Sn` |"
+        "\n| growth from {n0} services | table | library load | library listing | of which the service dump | moby/ipvs listing | `ipvsadm -Sn` |"
     );
-    put!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    put!(out, "| --- | --- | --- | --- | --- | --- | --- |");
     for (n, all) in &results[1..] {
         let times = |a: &[Sample], b: &[Sample]| match (med(a), med(b)) {
             (Some(a), Some(b)) => format!("{:.1}×", ratio(a, b)),
             _ => "—".into(),
         };
-        let memory = match (
-            peak(&first.library_load_peak_kib),
-            peak(&all.library_load_peak_kib),
-        ) {
-            (Some(a), Some(b)) => format!("{:.1}×", b as f64 / (a as f64).max(1.0)),
-            _ => "—".into(),
-        };
         put!(
             out,
-            "| to {n} | {:.1}× | {} | {memory} | {} | {} | {} | {} |",
+            "| to {n} | {:.1}× | {} | {} | {} | {} | {} |",
             f64::from(*n) / f64::from(*n0),
             times(&first.library_load, &all.library_load),
             times(&first.library_list, &all.library_list),

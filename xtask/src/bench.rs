@@ -279,7 +279,8 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
             .collect(),
         writable: vec![out.clone()],
         memory,
-        // Every part at its default sizes runs for about two hours under emulation.
+        // Every part at its default sizes, kube-proxy's capped cold start and the 50,000-service
+        // tables included, runs for hours under emulation.
         timeout: Some(std::time::Duration::from_secs(5 * 3600)),
     };
     let outcome = run_plan(place, &entries, needs);

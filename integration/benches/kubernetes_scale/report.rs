@@ -102,7 +102,8 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
                     Some(g) => match capped(g).1 {
                         Some((theirs, true)) => ratio(theirs, v(o)),
                         Some((theirs, false)) => format!("> {}", ratio(theirs, v(o))),
-                        None if label.contains("peak RSS") => ratio(v(k), v(o)),
+                        // Its peak when the cap came: at least that much.
+                        None if label.contains("peak RSS") => format!("> {}", ratio(v(k), v(o))),
                         None => String::new(),
                     },
                 },

@@ -154,7 +154,7 @@ impl Running {
                 }
                 status = Some("complete; waiting for the end of the sync".into());
             }
-            if started.elapsed() > limit {
+            if unix_seconds(SystemTime::now()) - since > limit.as_secs_f64() {
                 return Err(GaveUp {
                     after: unix_seconds(SystemTime::now()) - since,
                     status: status.unwrap_or_else(|| "complete".into()),

@@ -239,6 +239,7 @@ impl<D: Dataplane> Reconciler<D> {
     /// full resync of the informers); the next [`Reconciler::verify`] programs it.
     pub fn set_desired(&mut self, desired: DesiredState) {
         self.desired = desired;
+        self.netfilter_checked = None;
     }
 
     /// The desired state.
@@ -343,6 +344,11 @@ impl<D: Dataplane> Reconciler<D> {
 
     fn apply_changes(&mut self, changes: Changes, now: Instant) -> SyncReport {
         self.metrics.syncs += 1;
+        // What the nftables table should hold may have changed in ways no commit shows (a
+        // sync deferred until the adoption, a hairpin element left for the full pass).
+        if !changes.virtual_servers.is_empty() || !changes.vips.is_empty() {
+            self.netfilter_checked = None;
+        }
         if !self.adopted {
             return SyncReport {
                 deferred: true,

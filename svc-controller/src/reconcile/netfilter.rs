@@ -8,10 +8,11 @@ use crate::netfilter::{Change, Elements, ServicePort, rules, table};
 use super::*;
 
 /// The last time a full pass found the nftables table as the desired state wants it: the
-/// ruleset's generation read just before that read, and the node's addresses then. A later
-/// pass that finds the same generation (no commit since, by anyone: the controller's own
-/// incremental transactions included) and the same addresses skips the read, so a quiet
-/// node's passes cost one request here whatever the table's size.
+/// ruleset's generation read just before that read, and the node's addresses then. Any change
+/// of the desired state forgets it. A later pass that finds it still there, the same
+/// generation (no commit since, by anyone: the controller's own transactions included) and
+/// the same addresses skips the read, so a quiet node's passes cost one request here whatever
+/// the table's size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Checked {
     generation: u32,
@@ -41,9 +42,9 @@ impl<D: Dataplane> Round<'_, D> {
             && last.node == self.vips.node
             && self.netfilter.is_some()
         {
-            // Nothing committed since the table was found right, by anyone, and what the
-            // elements depend on besides the desired state is the same: incremental syncs
-            // keep the table in line with the desired state, each with a commit of its own.
+            // Nothing committed since the table was found right, by anyone, and nothing it
+            // depends on changed: the desired state (a change forgets the check) and the
+            // node's addresses.
             self.metrics.netfilter_reads_skipped += 1;
             *self.netfilter_checked = checked;
             return;
@@ -97,10 +98,10 @@ impl<D: Dataplane> Round<'_, D> {
     /// transaction), nothing: the full pass (or its retry) writes everything.
     ///
     /// An endpoint address that leaves the `hairpin` set is deleted by the next full pass
-    /// that reads the table (one after any commit, see [`Checked`]) only: knowing here
-    /// whether another virtual server still has it would cost a count per address. Until
-    /// then it masquerades nothing but connections from that address to itself, which are
-    /// hairpin connections whoever has it.
+    /// only (a change of the desired state makes that pass read the table, see
+    /// [`Checked`]): knowing here whether another virtual server still has it would cost a
+    /// count per address. Until then it masquerades nothing but connections from that
+    /// address to itself, which are hairpin connections whoever has it.
     pub(super) fn sync_netfilter(
         &mut self,
         vips: &BTreeSet<IpAddr>,

@@ -1232,7 +1232,7 @@ fn a_sweep_that_cannot_start_changes_nothing() {
 }
 
 #[test]
-fn a_full_pass_reads_the_nftables_table_only_when_something_was_committed_since() {
+fn a_full_pass_reads_the_nftables_table_only_when_it_may_have_changed() {
     let now = Instant::now();
     let mut r = started(node(), vec![web(&["10.0.0.1"])], now);
     // The adoption's own commit moved the generation: the next pass reads, finds the table
@@ -1270,6 +1270,33 @@ fn a_full_pass_reads_the_nftables_table_only_when_something_was_committed_since(
     r.start_sweep(now, false).unwrap();
     assert_eq!(r.dataplane().netfilter().reads(), reads + 1);
     assert_eq!(r.metrics().netfilter_reads_skipped, 5);
+    while r.sweep_remaining().is_some() {
+        r.sweep_step(now, 64);
+    }
+
+    // A change of the desired state that commits nothing (an endpoint replaced: no set
+    // element) still makes the next pass read: what the table should hold may have changed
+    // in ways no commit shows (a hairpin element left behind, a sync deferred).
+    let transactions = r.dataplane().netfilter().transactions();
+    r.sync_service(web(&["10.0.0.2"]), now);
+    assert_eq!(r.dataplane().netfilter().transactions(), transactions);
+    r.verify(now).unwrap();
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 2);
+    r.verify(now).unwrap();
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 2, "quiet again");
+
+    // A whole new desired state, set without a sync (a library user's resync): the next
+    // pass reads and writes what it wants.
+    let mut desired = DesiredState::new();
+    desired.update(service(
+        "dns",
+        vec![vs("10.96.0.53", Protocol::Udp, 53, &["10.0.0.9"])],
+    ));
+    desired.update(web(&["10.0.0.2"]));
+    r.set_desired(desired);
+    r.verify(now).unwrap();
+    assert_eq!(r.dataplane().netfilter().reads(), reads + 3);
+    assert!(nft(&r).unwrap().vips.contains(&ip("10.96.0.53")));
 }
 
 /// What the simulated nftables table's sets hold.
