@@ -19,6 +19,7 @@
 //! | `ipvs_proxy_netlink_errors_total{during}` | counter | failed IPVS operations (`operation`) and reads (`read`), failed address changes (`address`), failed nftables transactions (`netfilter`), failed conntrack clean-ups (`conntrack`) |
 //! | `ipvs_proxy_netfilter_transactions_total` | counter | nftables transactions applied to the daemon's table (`inet ipvs-proxy`) |
 //! | `ipvs_proxy_netfilter_changes_total` | counter | set elements of the daemon's nftables table added or deleted |
+//! | `ipvs_proxy_netfilter_reads_skipped_total` | counter | full passes that did not read the nftables table back: nothing was committed in the namespace, and neither the Services nor the node's addresses changed, since it was last found right |
 //! | `ipvs_proxy_netfilter_transaction_seconds_total` | counter | wall-clock time spent in nftables transactions, applied or refused |
 //! | `ipvs_proxy_udp_flows_deleted_total` | counter | stale UDP conntrack entries deleted (to an endpoint that left, or from before a Service had one) |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
@@ -153,6 +154,8 @@ pub struct Metrics {
     pub netfilter_transactions: Counter,
     /// `ipvs_proxy_netfilter_changes_total`.
     pub netfilter_changes: Counter,
+    /// `ipvs_proxy_netfilter_reads_skipped_total`.
+    pub netfilter_reads_skipped: Counter,
     /// `ipvs_proxy_udp_flows_deleted_total`.
     pub udp_flows_deleted: Counter,
     /// `ipvs_proxy_netfilter_transaction_seconds_total`.
@@ -207,6 +210,7 @@ impl Metrics {
             unrequested_deletions: Counter::default(),
             netfilter_transactions: Counter::default(),
             netfilter_changes: Counter::default(),
+            netfilter_reads_skipped: Counter::default(),
             udp_flows_deleted: Counter::default(),
             netfilter_seconds: Counter::default(),
             source_errors: Family::default(),
@@ -323,6 +327,11 @@ impl Metrics {
             "ipvs_proxy_netfilter_changes",
             "Set elements of the daemon's nftables table added or deleted",
             this.netfilter_changes.clone(),
+        );
+        registry.register(
+            "ipvs_proxy_netfilter_reads_skipped",
+            "Full passes that did not read the nftables table back: nothing in it or its inputs changed since it was last found right",
+            this.netfilter_reads_skipped.clone(),
         );
         registry.register(
             "ipvs_proxy_netfilter_transaction_seconds",
@@ -442,6 +451,10 @@ impl Metrics {
         ));
         self.netfilter_changes
             .inc_by(delta(now.netfilter_changes, seen.netfilter_changes));
+        self.netfilter_reads_skipped.inc_by(delta(
+            now.netfilter_reads_skipped,
+            seen.netfilter_reads_skipped,
+        ));
         self.udp_flows_deleted
             .inc_by(delta(now.udp_flows_deleted, seen.udp_flows_deleted));
         let micros = delta(now.netfilter_micros, seen.netfilter_micros);
@@ -590,6 +603,7 @@ mod tests {
         r.operations_failed = 1;
         r.netfilter_transactions = 2;
         r.netfilter_changes = 7;
+        r.netfilter_reads_skipped = 4;
         r.netfilter_failures = 1;
         m.record_reconciler(&r);
         r.applied_by_kind.add_destination = 10;
@@ -607,6 +621,7 @@ mod tests {
             "ipvs_proxy_netlink_errors_total{during=\"netfilter\"} 1",
             "ipvs_proxy_netfilter_transactions_total 2",
             "ipvs_proxy_netfilter_changes_total 7",
+            "ipvs_proxy_netfilter_reads_skipped_total 4",
             "ipvs_proxy_source_errors_total{source=\"manifests\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
