@@ -38,6 +38,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::Netns;
+use integration::bench::Memory;
 use ipvs::Ipvs;
 use ipvs::codec::Operation;
 use ipvs::model::{Destination, Forwarding, Scheduler, Service, ServiceKey};
@@ -177,26 +178,16 @@ struct Sample {
     system: Duration,
 }
 
-/// A figure of this process's memory in `/proc/self/status` (`VmRSS`, `VmHWM`), in KiB.
-fn status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_else(|e| fail(&format!("/proc/self/status: {e}")));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| fail(&format!("/proc/self/status has no {field}")))
-}
-
 /// Runs `f` and returns how far this process's resident memory rose above where it stood
 /// when `f` began, at its peak, in KiB: the kernel's high-water mark is reset to the current
 /// size first (`5` written to `/proc/self/clear_refs`).
 fn peak_growth<T>(f: impl FnOnce() -> T) -> (T, u64) {
     std::fs::write("/proc/self/clear_refs", "5")
         .unwrap_or_else(|e| fail(&format!("resetting the peak RSS: {e}")));
-    let base = status_kib("VmRSS");
+    let me = std::process::id();
+    let base = Memory::read(me).now_kib;
     let value = f();
-    (value, status_kib("VmHWM").saturating_sub(base))
+    (value, Memory::read(me).peak_kib.saturating_sub(base))
 }
 
 fn cpu_times(who: UsageWho) -> (Duration, Duration) {
@@ -768,11 +759,7 @@ fn main() {
     println!("{grew}");
     if let Some(path) = write_path() {
         let machine = integration::bench::Machine::read();
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let date = integration::bench::utc_minute();
         let mut md = format!(
             "(`integration/benches/ipvs_bulk_load.rs`, `IPVS_BENCH_SERVICES={}` \
              `IPVS_BENCH_REPEATS={rounds}`, run by `cargo xtask bench`.)\n\n\

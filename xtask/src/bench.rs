@@ -411,16 +411,36 @@ const LIBRARY_END: &str = "<!-- ipvs_bulk_load: end -->\n";
 /// The heading of the library's section in `BENCHMARKS.md`.
 const LIBRARY_HEADING: &str = "## The library: bulk load and listing against ipvsadm and moby/ipvs";
 
+/// `doc` split at a marked section: what comes before `begin`, what lies between the markers
+/// and what comes after `end` (`None` when `end` is missing: the section runs to the end).
+fn split_marked<'a>(
+    doc: &'a str,
+    begin: &str,
+    end: &str,
+) -> Option<(&'a str, &'a str, Option<&'a str>)> {
+    let at = doc.find(begin)?;
+    let body = &doc[at + begin.len()..];
+    Some(match body.find(end) {
+        Some(stop) => (&doc[..at], &body[..stop], Some(&body[stop + end.len()..])),
+        None => (&doc[..at], body, None),
+    })
+}
+
 /// `doc` with what lies between `begin` and `end` replaced by `body` (`None`: no such markers).
 fn between_markers(doc: &str, begin: &str, end: &str, body: &str) -> Option<String> {
-    let start = doc.find(begin)? + begin.len();
-    let stop = start + doc[start..].find(end)?;
-    Some(format!(
-        "{}{}\n{}",
-        &doc[..start],
-        body.trim(),
-        &doc[stop..]
-    ))
+    let (before, _, after) = split_marked(doc, begin, end)?;
+    Some(format!("{before}{begin}{}\n{end}{}", body.trim(), after?))
+}
+
+/// `body`, trimmed, between `begin` and `end`, at the end of `doc` (nothing when it is empty).
+fn push_marked(doc: &mut String, begin: &str, end: &str, body: &str) {
+    if !body.trim().is_empty() {
+        *doc += begin;
+        *doc += body.trim();
+        *doc += "\n";
+        *doc += end;
+        *doc += "\n";
+    }
 }
 
 /// Where the Kubernetes-mode section begins and ends in `BENCHMARKS.md`.
@@ -442,33 +462,20 @@ struct Sections {
 impl Sections {
     fn parse(doc: &str) -> Self {
         // The library's section, wherever it stands, is taken out first.
-        let mut library = String::new();
         let rest;
-        let doc = match doc.find(LIBRARY_BEGIN) {
-            Some(begin) => {
-                let body = &doc[begin + LIBRARY_BEGIN.len()..];
-                let (body, after) = match body.find(LIBRARY_END) {
-                    Some(end) => (&body[..end], &body[end + LIBRARY_END.len()..]),
-                    None => (body, ""),
-                };
-                library = body.trim().to_owned();
-                rest = format!("{}{after}", &doc[..begin]);
-                rest.as_str()
+        let (doc, library) = match split_marked(doc, LIBRARY_BEGIN, LIBRARY_END) {
+            Some((before, body, after)) => {
+                rest = format!("{before}{}", after.unwrap_or_default());
+                (rest.as_str(), body.trim().to_owned())
             }
-            None => doc,
+            None => (doc, String::new()),
         };
         let (head, desired_state) = match doc.find(DESIRED_STATE_HEADING) {
             Some(at) => (&doc[..at], &doc[at..]),
             None => (doc, ""),
         };
-        let (cluster, kubernetes) = match head.find(KUBERNETES_BEGIN) {
-            Some(begin) => {
-                let body = &head[begin + KUBERNETES_BEGIN.len()..];
-                let body = body.find(KUBERNETES_END).map_or(body, |end| &body[..end]);
-                (&head[..begin], body)
-            }
-            None => (head, ""),
-        };
+        let (cluster, kubernetes) = split_marked(head, KUBERNETES_BEGIN, KUBERNETES_END)
+            .map_or((head, ""), |(before, body, _)| (before, body));
         Self {
             cluster: cluster.trim_end().to_owned(),
             kubernetes: kubernetes.trim().to_owned(),
@@ -480,20 +487,8 @@ impl Sections {
     fn render(&self) -> String {
         let mut doc = self.cluster.trim_end().to_owned();
         doc += "\n\n";
-        if !self.kubernetes.trim().is_empty() {
-            doc += KUBERNETES_BEGIN;
-            doc += self.kubernetes.trim();
-            doc += "\n";
-            doc += KUBERNETES_END;
-            doc += "\n";
-        }
-        if !self.library.trim().is_empty() {
-            doc += LIBRARY_BEGIN;
-            doc += self.library.trim();
-            doc += "\n";
-            doc += LIBRARY_END;
-            doc += "\n";
-        }
+        push_marked(&mut doc, KUBERNETES_BEGIN, KUBERNETES_END, &self.kubernetes);
+        push_marked(&mut doc, LIBRARY_BEGIN, LIBRARY_END, &self.library);
         if !self.desired_state.trim().is_empty() {
             doc += self.desired_state.trim();
             doc += "\n";

@@ -29,15 +29,7 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
         opts.steady.as_secs()
     );
     md += &format!("- machine: {machine}\n- kernel: {kernel}\n");
-    md += &format!(
-        "- date: {}\n",
-        std::process::Command::new("date")
-            .arg("-u")
-            .arg("+%Y-%m-%d %H:%M UTC")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    );
+    md += &format!("- date: {}\n", integration::bench::utc_minute());
     md += "- cluster: 80 % ClusterIP, 18 % NodePort, 2 % LoadBalancer (one ingress IP); one TCP \
            port; one EndpointSlice of 10 ready endpoints per Service; one JSON manifest file per \
            Service (`integration::synthetic`) in a folder on a tmpfs (`/dev/shm`, as a \

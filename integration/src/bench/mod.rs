@@ -29,6 +29,16 @@ pub fn release_daemon() -> PathBuf {
         .expect("the benchmark runs from a target folder")
 }
 
+/// Now, to the minute, in UTC (`2026-12-07 09:50 UTC`), as a report's date line gives it
+/// (empty when `date` cannot run).
+pub fn utc_minute() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// A wall-clock time as Unix seconds (0 before the epoch), as logs and metrics write times.
 pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::SystemTime::UNIX_EPOCH)
