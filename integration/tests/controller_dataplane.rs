@@ -629,6 +629,131 @@ mod real_kernel {
         });
     }
 
+    /// Whether a link called `name` exists in the calling thread's namespace.
+    fn link_named(name: &str) -> bool {
+        let name = name.to_owned();
+        link::block_on_future(async move {
+            use futures_util::TryStreamExt;
+            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
+            let task = tokio::spawn(connection);
+            let found = handle
+                .link()
+                .get()
+                .match_name(name)
+                .execute()
+                .try_next()
+                .await;
+            task.abort();
+            matches!(found, Ok(Some(_)))
+        })
+        .unwrap()
+    }
+
+    /// Runs a command of the node's tools (to write as another program would); it must
+    /// succeed.
+    fn run(program: &str, args: &[&str]) {
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} {args:?}");
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn ipvs_writes_are_seen_through_the_nlmon_tap_and_nothing_else_is() {
+        use svc_controller::dataplane::{IpvsWrites, WRITE_WATCH_INTERFACE};
+        in_fresh_netns("ctl-watch", || {
+            let mut dp = KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap();
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Unwatched, "starts watching");
+            assert!(link_named(WRITE_WATCH_INTERFACE));
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
+
+            // Another program's writes, through libnl (ipvsadm): each is seen once.
+            run("ipvsadm", &["-A", "-t", "10.1.0.1:80", "-s", "rr"]);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
+            run(
+                "ipvsadm",
+                &["-a", "-t", "10.1.0.1:80", "-r", "10.2.0.1:80", "-m"],
+            );
+            run(
+                "ipvsadm",
+                &[
+                    "-e",
+                    "-t",
+                    "10.1.0.1:80",
+                    "-r",
+                    "10.2.0.1:80",
+                    "-m",
+                    "-w",
+                    "3",
+                ],
+            );
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            run("ipvsadm", &["-d", "-t", "10.1.0.1:80", "-r", "10.2.0.1:80"]);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            // Reads, counters zeroed, timeouts, and the rest of netlink are not writes to
+            // the table.
+            run("ipvsadm", &["-Ln"]);
+            run("ipvsadm", &["-Z"]);
+            run("ipvsadm", &["--set", "900", "120", "300"]);
+            run("ip", &["link", "add", "watch-d0", "type", "dummy"]);
+            run("ip", &["addr", "add", "10.3.0.1/32", "dev", "watch-d0"]);
+            run("nft", &["add", "table", "inet", "watch-test"]);
+            let listing = dp.list().unwrap();
+            assert_eq!(listing.table.len(), 1);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
+            // The dataplane's own writes are seen too.
+            let ops = [ipvs::codec::Operation::DeleteService(ServiceKey::tcp(
+                Ipv4Addr::new(10, 1, 0, 1),
+                80,
+            ))];
+            assert!(dp.apply(&ops).unwrap().iter().all(Result::is_ok));
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            // A flush is a write; thousands of writes in a few messages leave one answer.
+            run("ipvsadm", &["-C"]);
+            let mut ipvs = Ipvs::open().unwrap();
+            let many: Vec<_> = (0..3000u32)
+                .map(|i| {
+                    ipvs::codec::Operation::AddService(Service::new(
+                        ServiceKey::tcp(Ipv4Addr::from(0x0a05_0000 + i), 80),
+                        ipvs::model::Scheduler::RoundRobin,
+                    ))
+                })
+                .collect();
+            assert!(ipvs.apply_batch(&many).unwrap().iter().all(Result::is_ok));
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
+
+            // The tap deleted under it: the watch says it may have missed writes, and
+            // starts again.
+            run("ip", &["link", "del", WRITE_WATCH_INTERFACE]);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Unwatched);
+            assert!(link_named(WRITE_WATCH_INTERFACE));
+            run("ipvsadm", &["-D", "-t", "10.5.0.1:80"]);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
+            assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
+
+            // Dropped, the dataplane takes its tap away; a cleanup takes away one left
+            // behind (a run that was killed).
+            drop(dp);
+            assert!(!link_named(WRITE_WATCH_INTERFACE));
+            run(
+                "ip",
+                &["link", "add", WRITE_WATCH_INTERFACE, "type", "nlmon"],
+            );
+            let mut r = Reconciler::new(
+                KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap(),
+                config(),
+            );
+            let report = r.cleanup(Instant::now()).unwrap();
+            assert!(report.errors.is_empty(), "{report:?}");
+            assert!(!link_named(WRITE_WATCH_INTERFACE));
+        });
+    }
+
     /// A client connection that closes with a reset (SO_LINGER 0), so that IPVS moves it to
     /// CLOSE (10 s) instead of TIME_WAIT (2 min).
     struct Client {

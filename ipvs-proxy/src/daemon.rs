@@ -75,6 +75,7 @@ pub fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     let mut dataplane = KernelDataplane::open(settings.dummy_interface.clone())
         .map_err(DaemonError::Unavailable)?;
+    dataplane.set_watch_writes(settings.watch_writes);
     // Opening succeeds without the module on some kernels; reading tells.
     dataplane.ipvs().info().map_err(|e| {
         DaemonError::Unavailable(svc_controller::dataplane::DataplaneError::ipvs(

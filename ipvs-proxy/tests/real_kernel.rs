@@ -632,4 +632,122 @@ endpoints:
         daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
         assert!(daemon.terminate(SLOW).unwrap().success());
     }
+
+    /// A counter or gauge of the daemon's `/metrics` in `netns`.
+    fn metric(netns: &Netns, name: &str) -> Option<f64> {
+        let (_, text) = http_get(netns, addr(METRICS), "/metrics").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// Whether `ip link show NAME` finds the interface in `netns`.
+    fn has_link(netns: &Netns, name: &str) -> bool {
+        let name = name.to_owned();
+        netns
+            .run(move || {
+                std::process::Command::new("ip")
+                    .args(["link", "show", &name])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .unwrap()
+                    .success()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    #[ignore = "real kernel: run by cargo xtask test"]
+    fn a_quiet_daemon_does_not_read_the_table_back_and_still_repairs_anothers_write_at_once() {
+        const SKIPPED: &str = "ipvs_proxy_ipvs_reads_skipped_total";
+        let topo = LoadBalancerTopology::build(3).unwrap();
+        let node = &topo.director;
+        let scratch = Scratch::new("quiet").unwrap();
+        let manifest = scratch.manifests().join("web.yaml");
+        write_atomically(&manifest, &web_manifest(&[(0, true), (1, true), (2, true)])).unwrap();
+        let mut daemon = start(node, &scratch, &["--ipvs-sync-period", "2s"]);
+        daemon.wait_for_log(0, &["node adopted"], SLOW).unwrap();
+        let cluster = format!("TCP {CLUSTER_IP}:80");
+        wait_for_table(node, "the Service", |t| {
+            t.get(&cluster).is_some_and(|d| d.len() == 3)
+        });
+        assert!(has_link(node, "nlmon-ipvs"), "the tap is up");
+
+        // Nothing happens: passes go by without reading the table.
+        wait_until(SLOW, || (metric(node, SKIPPED)? >= 2.0).then_some(()))
+            .expect("quiet passes skip the read");
+
+        // Another program quiesces a real server (ipvsadm, through netlink): the next pass
+        // reads the table and puts the weight back, without waiting for the pass in ten
+        // that reads whatever was seen.
+        let skipped = metric(node, SKIPPED).unwrap();
+        let quiesced = node
+            .run(|| {
+                std::process::Command::new("ipvsadm")
+                    .args([
+                        "-e",
+                        "-t",
+                        "10.96.0.10:80",
+                        "-r",
+                        "203.0.113.6:8080",
+                        "-m",
+                        "-w",
+                        "0",
+                    ])
+                    .status()
+                    .unwrap()
+                    .success()
+            })
+            .unwrap();
+        assert!(quiesced);
+        wait_for_table(node, "the weight repaired", |t| {
+            t.get(&cluster)
+                .is_some_and(|d| d.iter().any(|x| x == "203.0.113.6:8080 w1"))
+        });
+        let skipped_meanwhile = metric(node, SKIPPED).unwrap() - skipped;
+        assert!(
+            skipped_meanwhile <= 1.0,
+            "{skipped_meanwhile} passes skipped the read after the write"
+        );
+        assert!(metric(node, "ipvs_proxy_drift_repaired_total").unwrap() >= 1.0);
+        // Traffic reaches the real server again.
+        let served = tally(&topo.client, addr(&format!("{CLUSTER_IP}:80")), 30).unwrap();
+        assert_eq!(
+            served,
+            BTreeMap::from([
+                ("backend-1".to_owned(), 10),
+                ("backend-2".to_owned(), 10),
+                ("backend-3".to_owned(), 10)
+            ])
+        );
+        // And the node is quiet again.
+        let skipped = metric(node, SKIPPED).unwrap();
+        wait_until(SLOW, || {
+            (metric(node, SKIPPED)? >= skipped + 2.0).then_some(())
+        })
+        .expect("quiet again");
+
+        // The tap goes with the daemon, and is never made when switched off.
+        assert!(daemon.terminate(SLOW).unwrap().success());
+        assert!(!has_link(node, "nlmon-ipvs"), "the tap outlived the daemon");
+        let lines = daemon.log_lines();
+        drop(daemon);
+        let mut daemon = start(
+            node,
+            &scratch,
+            &["--ipvs-sync-period", "1s", "--ipvs-watch-writes", "false"],
+        );
+        daemon.wait_for_log(lines, &["node adopted"], SLOW).unwrap();
+        wait_until(SLOW, || {
+            (metric(
+                node,
+                "kubeproxy_sync_full_proxy_rules_duration_seconds_count",
+            )? >= 4.0)
+                .then_some(())
+        })
+        .expect("passes run");
+        assert_eq!(metric(node, SKIPPED), Some(0.0));
+        assert!(!has_link(node, "nlmon-ipvs"));
+        assert!(daemon.terminate(SLOW).unwrap().success());
+    }
 }

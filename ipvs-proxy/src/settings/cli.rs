@@ -69,6 +69,11 @@ pub struct Cli {
     /// milliseconds at tens of thousands of Services; off, only the rates stay at zero.
     #[arg(long, value_name = "BOOL")]
     pub ipvs_rate_estimation: Option<bool>,
+    /// Watch IPVS writes through an `nlmon` interface (`nlmon-ipvs`, default: true), so that a
+    /// full pass on a quiet node skips reading the table back; false: every full pass reads
+    /// the whole table, and no interface is made.
+    #[arg(long, value_name = "BOOL")]
+    pub ipvs_watch_writes: Option<bool>,
     /// The IPVS timeout of idle TCP connections (0 keeps the kernel's).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ipvs_tcp_timeout: Option<Duration>,

@@ -77,6 +77,7 @@ pub(super) struct FileSettings {
     pub(super) metrics_per_virtual_server: Option<bool>,
     pub(super) sysctls: Option<SysctlMode>,
     pub(super) ipvs_rate_estimation: Option<bool>,
+    pub(super) ipvs_watch_writes: Option<bool>,
     #[serde(flatten)]
     pub(super) other: serde_json::Map<String, serde_json::Value>,
 }

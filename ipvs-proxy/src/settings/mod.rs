@@ -132,6 +132,9 @@ pub struct Settings {
     pub strict_arp: bool,
     /// IPVS rate estimation on or off (`None`: left as the node has it).
     pub rate_estimation: Option<bool>,
+    /// Whether IPVS writes are watched (`--ipvs-watch-writes`, `ipvsWatchWrites`; see
+    /// [`svc_controller::dataplane::IpvsWrites`]).
+    pub watch_writes: bool,
     /// IPVS TCP timeout (zero: keep).
     pub tcp_timeout: Duration,
     /// IPVS TCP FIN timeout (zero: keep).
@@ -427,6 +430,10 @@ impl Settings {
             masquerade,
             strict_arp: cli.ipvs_strict_arp.or(ipvs.strict_arp).unwrap_or(false),
             rate_estimation: cli.ipvs_rate_estimation.or(f.ipvs_rate_estimation),
+            watch_writes: cli
+                .ipvs_watch_writes
+                .or(f.ipvs_watch_writes)
+                .unwrap_or(true),
             tcp_timeout: cli
                 .ipvs_tcp_timeout
                 .or(file_duration("ipvs.tcpTimeout", &ipvs.tcp_timeout)?)
@@ -823,6 +830,7 @@ ipvs:
   udpTimeout: 0s
 drainTimeout: 1m
 ipvsRateEstimation: false
+ipvsWatchWrites: false
 "#;
         let cli = Cli {
             ipvs_scheduler: Some("sh".into()),
@@ -842,6 +850,7 @@ ipvsRateEstimation: false
         assert_eq!(s.min_sync_period, Duration::from_millis(500));
         assert!(s.strict_arp);
         assert_eq!(s.rate_estimation, Some(false));
+        assert!(!s.watch_writes);
         assert_eq!(s.tcp_timeout, Duration::from_secs(900));
         assert_eq!(s.tcpfin_timeout, Duration::from_secs(120));
         assert_eq!(s.udp_timeout, Duration::ZERO);
@@ -973,6 +982,7 @@ ipvsRateEstimation: false
         assert_eq!(s.nodeport_addresses.len(), 2);
         assert!(s.strict_arp);
         assert_eq!(s.rate_estimation, Some(false));
+        assert!(s.watch_writes, "on unless asked");
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(
             s.source,

@@ -20,6 +20,7 @@
 //! | `ipvs_proxy_netfilter_transactions_total` | counter | nftables transactions applied to the daemon's table (`inet ipvs-proxy`) |
 //! | `ipvs_proxy_netfilter_changes_total` | counter | set elements of the daemon's nftables table added or deleted |
 //! | `ipvs_proxy_netfilter_reads_skipped_total` | counter | full passes that did not read the nftables table back: nothing was committed in the namespace, and neither the Services nor the node's addresses changed, since it was last found right |
+//! | `ipvs_proxy_ipvs_reads_skipped_total` | counter | full passes that did not read the IPVS table back: no IPVS write was seen in the namespace (the `nlmon-ipvs` tap) and the Services did not change since it was last found right |
 //! | `ipvs_proxy_netfilter_transaction_seconds_total` | counter | wall-clock time spent in nftables transactions, applied or refused |
 //! | `ipvs_proxy_udp_flows_deleted_total` | counter | stale UDP conntrack entries deleted (to an endpoint that left, or from before a Service had one) |
 //! | `ipvs_proxy_real_servers_draining` | gauge | real servers at weight 0 waiting for their connections to end |
@@ -156,6 +157,8 @@ pub struct Metrics {
     pub netfilter_changes: Counter,
     /// `ipvs_proxy_netfilter_reads_skipped_total`.
     pub netfilter_reads_skipped: Counter,
+    /// `ipvs_proxy_ipvs_reads_skipped_total`.
+    pub ipvs_reads_skipped: Counter,
     /// `ipvs_proxy_udp_flows_deleted_total`.
     pub udp_flows_deleted: Counter,
     /// `ipvs_proxy_netfilter_transaction_seconds_total`.
@@ -211,6 +214,7 @@ impl Metrics {
             netfilter_transactions: Counter::default(),
             netfilter_changes: Counter::default(),
             netfilter_reads_skipped: Counter::default(),
+            ipvs_reads_skipped: Counter::default(),
             udp_flows_deleted: Counter::default(),
             netfilter_seconds: Counter::default(),
             source_errors: Family::default(),
@@ -334,6 +338,11 @@ impl Metrics {
             this.netfilter_reads_skipped.clone(),
         );
         registry.register(
+            "ipvs_proxy_ipvs_reads_skipped",
+            "Full passes that did not read the IPVS table back: no IPVS write was seen and the Services did not change since it was last found right",
+            this.ipvs_reads_skipped.clone(),
+        );
+        registry.register(
             "ipvs_proxy_netfilter_transaction_seconds",
             "Wall-clock time spent applying nftables transactions",
             this.netfilter_seconds.clone(),
@@ -455,6 +464,8 @@ impl Metrics {
             now.netfilter_reads_skipped,
             seen.netfilter_reads_skipped,
         ));
+        self.ipvs_reads_skipped
+            .inc_by(delta(now.ipvs_reads_skipped, seen.ipvs_reads_skipped));
         self.udp_flows_deleted
             .inc_by(delta(now.udp_flows_deleted, seen.udp_flows_deleted));
         let micros = delta(now.netfilter_micros, seen.netfilter_micros);
@@ -604,6 +615,7 @@ mod tests {
         r.netfilter_transactions = 2;
         r.netfilter_changes = 7;
         r.netfilter_reads_skipped = 4;
+        r.ipvs_reads_skipped = 6;
         r.netfilter_failures = 1;
         m.record_reconciler(&r);
         r.applied_by_kind.add_destination = 10;
@@ -622,6 +634,7 @@ mod tests {
             "ipvs_proxy_netfilter_transactions_total 2",
             "ipvs_proxy_netfilter_changes_total 7",
             "ipvs_proxy_netfilter_reads_skipped_total 4",
+            "ipvs_proxy_ipvs_reads_skipped_total 6",
             "ipvs_proxy_source_errors_total{source=\"manifests\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");

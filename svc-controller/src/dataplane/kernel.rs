@@ -15,9 +15,13 @@ use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage}
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use rtnetlink::{AddressMessageBuilder, Handle, LinkDummy, RouteMessageBuilder};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, LinkDummy, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder,
+};
+use tracing::{info, warn};
 
 use super::rtnetlink_batch::{Answer, RouteRequest, RtnetlinkBatch};
+use super::write_watch::{IpvsWrites, WRITE_WATCH_INTERFACE, WriteWatch};
 use super::{
     Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
     ServiceState, foreign_dummy_addresses, sysctl_path,
@@ -75,6 +79,19 @@ pub struct KernelDataplane {
     /// The controller's nftables table (see [`crate::netfilter`]).
     nft: NfnlSocket,
     interface: String,
+    watch: Watch,
+}
+
+/// Where the dataplane is with seeing IPVS writes (see [`super::write_watch`]).
+#[derive(Debug)]
+enum Watch {
+    /// Not tried yet, or broken (it starts again at the next call).
+    Off,
+    /// Watching, through the `nlmon` interface.
+    On(WriteWatch),
+    /// Switched off, or the node cannot have it (no `nlmon` in its kernel, say): not tried
+    /// again.
+    Unavailable,
 }
 
 impl std::fmt::Debug for KernelDataplane {
@@ -173,6 +190,15 @@ fn local_route_through(message: &RouteMessage, index: u32) -> Option<IpAddr> {
     })
 }
 
+fn is_nlmon(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos
+            .iter()
+            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Nlmon))),
+        _ => false,
+    })
+}
+
 fn is_dummy(link: &LinkMessage) -> bool {
     link.attributes.iter().any(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos
@@ -219,7 +245,72 @@ impl KernelDataplane {
             batch,
             nft,
             interface: interface.into(),
+            watch: Watch::Off,
         })
+    }
+
+    /// Creates the `nlmon` interface ([`WRITE_WATCH_INTERFACE`], up) unless it exists, and
+    /// starts watching IPVS writes through it.
+    fn start_watch(&mut self) -> Result<WriteWatch, DataplaneError> {
+        let handle = self.handle.clone();
+        let created = self.runtime.block_on(async move {
+            let link = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Nlmon)
+                .name(WRITE_WATCH_INTERFACE.to_owned())
+                .up()
+                .build();
+            handle.link().add(link).execute().await
+        });
+        let context = || format!("create the {WRITE_WATCH_INTERFACE} interface (nlmon)");
+        match created {
+            Ok(()) => {}
+            // Left by an earlier run, or made by another controller in the namespace.
+            Err(e) if errno_of(&e) == Some(EEXIST) => {}
+            Err(e) => return Err(netlink(context(), e)),
+        }
+        let link = match self.link_named(WRITE_WATCH_INTERFACE) {
+            Ok(Some(link)) => link,
+            Ok(None) => return Err(netlink(context(), "missing after creation")),
+            Err(e) => return Err(netlink(context(), e)),
+        };
+        if !is_nlmon(&link) {
+            return Err(netlink(
+                context(),
+                format!("{WRITE_WATCH_INTERFACE} exists and is not an nlmon interface"),
+            ));
+        }
+        let index = link.header.index;
+        let handle = self.handle.clone();
+        self.runtime
+            .block_on(async move {
+                let up = LinkMessageBuilder::<LinkUnspec>::new()
+                    .index(index)
+                    .up()
+                    .build();
+                handle.link().set(up).execute().await
+            })
+            .map_err(|e| netlink(format!("set {WRITE_WATCH_INTERFACE} up"), e))?;
+        let family_id = self.ipvs.connection().family_id();
+        WriteWatch::open(index, family_id).map_err(|source| DataplaneError::Io {
+            context: format!("open a packet socket on {WRITE_WATCH_INTERFACE}"),
+            source,
+        })
+    }
+
+    /// Whether to watch IPVS writes ([`Dataplane::ipvs_writes`]; on by default). Off, no
+    /// `nlmon` interface is made and [`Dataplane::ipvs_writes`] always answers
+    /// [`IpvsWrites::Unwatched`]: every full pass reads the whole table.
+    pub fn set_watch_writes(&mut self, on: bool) {
+        match (on, &self.watch) {
+            (true, Watch::Unavailable) => self.watch = Watch::Off,
+            (true, _) => {}
+            (false, Watch::On(_)) => {
+                if let Err(e) = self.stop_watching_writes() {
+                    warn!(error = %e, "cannot delete the {WRITE_WATCH_INTERFACE} interface");
+                }
+                self.watch = Watch::Unavailable;
+            }
+            (false, _) => self.watch = Watch::Unavailable,
+        }
     }
 
     /// The IPVS handle (to read what the dataplane does not expose).
@@ -232,20 +323,28 @@ impl KernelDataplane {
         &self.interface
     }
 
-    /// The index of the dummy interface, `None` when it does not exist.
-    fn find_interface(&mut self) -> Result<Option<u32>, DataplaneError> {
+    /// The link called `name`, `None` when there is none.
+    fn link_named(&mut self, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
         let handle = self.handle.clone();
-        let name = self.interface.clone();
+        let name = name.to_owned();
         let found = self.runtime.block_on(async move {
             let mut links = handle.link().get().match_name(name).execute();
             links.try_next().await
         });
         match found {
-            Ok(Some(link)) if is_dummy(&link) => Ok(Some(link.header.index)),
-            Ok(Some(_)) => Err(DataplaneError::NotDummy(self.interface.clone())),
-            Ok(None) => Ok(None),
             Err(e) if errno_of(&e) == Some(ENODEV) => Ok(None),
-            Err(e) => Err(netlink(format!("look up interface {}", self.interface), e)),
+            other => other,
+        }
+    }
+
+    /// The index of the dummy interface, `None` when it does not exist.
+    fn find_interface(&mut self) -> Result<Option<u32>, DataplaneError> {
+        let name = self.interface.clone();
+        match self.link_named(&name) {
+            Ok(Some(link)) if is_dummy(&link) => Ok(Some(link.header.index)),
+            Ok(Some(_)) => Err(DataplaneError::NotDummy(name)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(netlink(format!("look up interface {name}"), e)),
         }
     }
 
@@ -366,7 +465,80 @@ fn service_state(entry: ServiceEntry, dests: Vec<DestinationEntry>) -> ServiceSt
     }
 }
 
+impl Drop for KernelDataplane {
+    /// Deletes the `nlmon` interface: while it exists, the kernel copies every netlink
+    /// message of the namespace to it. Another controller watching through it sees its
+    /// socket fail and makes it again.
+    fn drop(&mut self) {
+        if matches!(self.watch, Watch::On(..))
+            && let Err(e) = self.stop_watching_writes()
+        {
+            warn!(error = %e, "cannot delete the {WRITE_WATCH_INTERFACE} interface");
+        }
+    }
+}
+
 impl Dataplane for KernelDataplane {
+    fn stop_watching_writes(&mut self) -> Result<(), DataplaneError> {
+        if matches!(self.watch, Watch::On(_)) {
+            self.watch = Watch::Off;
+        }
+        let link = match self.link_named(WRITE_WATCH_INTERFACE) {
+            Ok(Some(link)) if is_nlmon(&link) => link,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(netlink(format!("look up {WRITE_WATCH_INTERFACE}"), e)),
+        };
+        let handle = self.handle.clone();
+        let index = link.header.index;
+        match self
+            .runtime
+            .block_on(async move { handle.link().del(index).execute().await })
+        {
+            Ok(()) => Ok(()),
+            Err(e) if errno_of(&e) == Some(ENODEV) => Ok(()),
+            Err(e) => Err(netlink(format!("delete {WRITE_WATCH_INTERFACE}"), e)),
+        }
+    }
+
+    fn ipvs_writes(&mut self) -> IpvsWrites {
+        match &mut self.watch {
+            Watch::On(watch) => match watch.drain() {
+                Ok(false) => IpvsWrites::Quiet,
+                Ok(true) => IpvsWrites::Seen,
+                Err(e) => {
+                    warn!(
+                        error = %e,
+                        "the watch of IPVS writes broke ({WRITE_WATCH_INTERFACE} deleted or set \
+                         down?); starting it again"
+                    );
+                    self.watch = Watch::Off;
+                    IpvsWrites::Seen
+                }
+            },
+            Watch::Unavailable => IpvsWrites::Unwatched,
+            Watch::Off => {
+                self.watch = match self.start_watch() {
+                    Ok(watch) => {
+                        info!(
+                            interface = WRITE_WATCH_INTERFACE,
+                            "watching IPVS writes: a full pass on a quiet node skips reading \
+                             the table"
+                        );
+                        Watch::On(watch)
+                    }
+                    Err(e) => {
+                        warn!(
+                            error = %e,
+                            "cannot watch IPVS writes; every full pass reads the whole table"
+                        );
+                        Watch::Unavailable
+                    }
+                };
+                IpvsWrites::Unwatched
+            }
+        }
+    }
+
     fn list(&mut self) -> Result<Listing, DataplaneError> {
         /// Services whose destinations are read (and converted) at a time: the kernel's
         /// entries, with their statistics, are several times the size of the table they

@@ -8,7 +8,7 @@ use ipvs::model::{DestinationKey, ServiceKey};
 use ipvs::table::{Fault, SimulatedKernel, Table};
 
 use super::{
-    Connections, Dataplane, DataplaneError, InterfaceRemoval, Listing, OperationError,
+    Connections, Dataplane, DataplaneError, InterfaceRemoval, IpvsWrites, Listing, OperationError,
     ServiceState, SimulatedNetfilter, canonical_sysctl_key, foreign_dummy_addresses,
 };
 use crate::netfilter::{Change, Contents};
@@ -38,7 +38,10 @@ pub enum AddressOp {
 /// - [`MemoryDataplane::tamper`] edits the table behind the controller's back (another tool,
 ///   an admin with `ipvsadm`), without going through the journal;
 /// - [`MemoryDataplane::set_connections`] sets a destination's connection counts, which a
-///   simulated kernel otherwise reports as zero.
+///   simulated kernel otherwise reports as zero;
+/// - [`MemoryDataplane::watching_writes`] makes it see IPVS writes as the kernel dataplane's
+///   tap does ([`Dataplane::ipvs_writes`]): its own operations and [`MemoryDataplane::tamper`]
+///   are seen, [`MemoryDataplane::tamper_unseen`] (a write the tap cannot see) is not.
 ///
 /// Everything the controller did is recorded: IPVS requests in
 /// [`MemoryDataplane::journal`], address changes in [`MemoryDataplane::address_log`], sysctl
@@ -58,6 +61,9 @@ pub struct MemoryDataplane {
     apply_calls: usize,
     read_calls: usize,
     address_calls: usize,
+    /// Whether writes are watched, and whether one was made since the last look.
+    watch: bool,
+    written: bool,
 }
 
 /// The errno injected by whole-call faults (EAGAIN).
@@ -203,11 +209,30 @@ impl MemoryDataplane {
     }
 
     /// Changes the table behind the controller's back: `edit` gets the table and whatever it
-    /// leaves is loaded with the kernel's checks, without journal entries.
+    /// leaves is loaded with the kernel's checks, without journal entries. A watch of writes
+    /// sees it.
     pub fn tamper(&mut self, edit: impl FnOnce(&mut Table)) -> Result<(), ipvs::table::Rejected> {
+        self.written = true;
+        self.tamper_unseen(edit)
+    }
+
+    /// [`MemoryDataplane::tamper`] by a writer no watch sees (the kernel's old `setsockopt`
+    /// interface, say).
+    pub fn tamper_unseen(
+        &mut self,
+        edit: impl FnOnce(&mut Table),
+    ) -> Result<(), ipvs::table::Rejected> {
         let mut table = self.kernel.table();
         edit(&mut table);
         self.kernel.load(&table)
+    }
+
+    /// Watches IPVS writes from now on ([`Dataplane::ipvs_writes`] answers
+    /// [`IpvsWrites::Unwatched`] until then, as a dataplane that cannot watch does).
+    #[must_use]
+    pub fn watching_writes(mut self) -> Self {
+        self.watch = true;
+        self
     }
 
     /// The controller's nftables table, simulated.
@@ -314,11 +339,20 @@ impl Dataplane for MemoryDataplane {
         Ok(self.kernel.as_table().keys().collect())
     }
 
+    fn ipvs_writes(&mut self) -> IpvsWrites {
+        match (self.watch, std::mem::take(&mut self.written)) {
+            (false, _) => IpvsWrites::Unwatched,
+            (true, true) => IpvsWrites::Seen,
+            (true, false) => IpvsWrites::Quiet,
+        }
+    }
+
     fn apply(
         &mut self,
         operations: &[Operation],
     ) -> Result<Vec<Result<(), OperationError>>, DataplaneError> {
         self.apply_calls += 1;
+        self.written |= !operations.is_empty();
         Ok(operations
             .iter()
             .map(|op| {

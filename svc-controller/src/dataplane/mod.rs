@@ -16,7 +16,9 @@
 //!   it), and list the
 //!   node's **other addresses** ([`Dataplane::node_addresses`]), so that a VIP that is already
 //!   a node address is not bound a second time;
-//! - read and write **sysctls** by key ([`Dataplane::sysctl`], [`Dataplane::set_sysctl`]).
+//! - read and write **sysctls** by key ([`Dataplane::sysctl`], [`Dataplane::set_sysctl`]);
+//! - tell whether anyone wrote to the IPVS table since it last asked
+//!   ([`Dataplane::ipvs_writes`]), so that a full pass on a quiet node need not read it.
 //!
 //! Two implementations exist: [`MemoryDataplane`] (an in-memory node over
 //! [`ipvs::table::SimulatedKernel`], with fault injection, behind-the-back edits and settable
@@ -32,6 +34,7 @@ mod kernel;
 mod memory;
 mod rtnetlink_batch;
 mod simulated_netfilter;
+mod write_watch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -47,6 +50,7 @@ use crate::netfilter::{self, Contents};
 pub use kernel::{KernelDataplane, VIP_ROUTE_PROTOCOL};
 pub use memory::{AddressOp, MemoryDataplane};
 pub use simulated_netfilter::SimulatedNetfilter;
+pub use write_watch::{IpvsWrites, WRITE_WATCH_INTERFACE};
 
 /// How many connections a destination has, as the kernel counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -274,6 +278,21 @@ pub trait Dataplane {
     /// dump, where [`Dataplane::list`] costs one more per virtual server).
     fn service_keys(&mut self) -> Result<Vec<ServiceKey>, DataplaneError> {
         Ok(self.list()?.table.keys().collect())
+    }
+
+    /// Whether anyone (the controller included) wrote to the IPVS table since the last call.
+    /// The kernel dataplane watches through an `nlmon` tap (see [`IpvsWrites`] and
+    /// [`WRITE_WATCH_INTERFACE`]) and starts watching on the first call, which answers
+    /// [`IpvsWrites::Unwatched`]; this default never watches.
+    fn ipvs_writes(&mut self) -> IpvsWrites {
+        IpvsWrites::Unwatched
+    }
+
+    /// Stops watching IPVS writes and removes what the watch put on the node (the kernel
+    /// dataplane's `nlmon` interface, an earlier run's too), for a cleanup. The next
+    /// [`Dataplane::ipvs_writes`] starts watching again.
+    fn stop_watching_writes(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
     }
 
     /// Applies `operations` in order, one request each, and returns one result per operation

@@ -124,6 +124,10 @@ impl<D: Dataplane> Reconciler<D> {
             }
         }
         self.netfilter = None;
+        if let Err(e) = self.dataplane.stop_watching_writes() {
+            warn!(error = %e, "cleanup: cannot remove the watch of IPVS writes");
+            report.errors.push(e.into());
+        }
         info!(
             netfilter_elements_removed = report.netfilter_changes,
             virtual_servers_deleted = results.iter().filter(|ok| **ok).count(),

@@ -29,6 +29,10 @@ pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
 /// The longest retry delay.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
 
+/// How many full passes in a row may skip reading the IPVS table when no write was seen
+/// ([`ReconcilerConfig::max_skipped_reads`]).
+pub const DEFAULT_MAX_SKIPPED_READS: u32 = 9;
+
 /// The reconciler's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcilerConfig {
@@ -58,6 +62,12 @@ pub struct ReconcilerConfig {
     /// Sysctls to hold at these values (checked at every full pass, written only when they
     /// differ). Keys in dotted or slash form.
     pub sysctls: Vec<(String, String)>,
+    /// How many sliced full passes ([`Reconciler::start_sweep`](super::Reconciler::start_sweep))
+    /// in a row may skip reading the IPVS table because the dataplane saw no write to it
+    /// since it was last found right ([`Dataplane::ipvs_writes`](crate::dataplane::Dataplane::ipvs_writes));
+    /// the next one reads it whatever was seen, for the writes no watch sees (the kernel's old
+    /// `setsockopt` interface). 0: every pass reads ([`DEFAULT_MAX_SKIPPED_READS`]).
+    pub max_skipped_reads: u32,
 }
 
 impl Default for ReconcilerConfig {
@@ -72,6 +82,7 @@ impl Default for ReconcilerConfig {
             netfilter: true,
             netfilter_rules: crate::netfilter::RuleConfig::default(),
             sysctls: Vec::new(),
+            max_skipped_reads: DEFAULT_MAX_SKIPPED_READS,
         }
     }
 }

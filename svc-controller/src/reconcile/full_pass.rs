@@ -10,6 +10,13 @@ pub(super) struct Sweep {
     keys: VecDeque<VirtualServerKey>,
     /// How many have been verified.
     examined: usize,
+    /// Whether the pass reads the whole table (see `super::quiet`): `false`, it verifies
+    /// only what waits for a retry or is suspect.
+    reads_table: bool,
+    /// The desired state's version when the pass started.
+    version: u64,
+    /// Whether no slice has failed yet.
+    clean: bool,
 }
 
 impl<D: Dataplane> Reconciler<D> {
@@ -22,6 +29,11 @@ impl<D: Dataplane> Reconciler<D> {
     /// [`Reconciler::poll`] with backoff.
     pub fn verify(&mut self, now: Instant) -> Result<SyncReport, DataplaneError> {
         self.metrics.full_syncs += 1;
+        // Whatever was written before the read is in it; what the watch sees from now on
+        // is for the next pass (and the first call starts the kernel dataplane's watch).
+        let _ = self.dataplane.ipvs_writes();
+        self.quiet.reading();
+        let version = self.desired_version;
         let read = (|| {
             let listing = self.dataplane.list()?;
             let (node, dummy) = self.dataplane.node_and_dummy_addresses()?;
@@ -93,6 +105,9 @@ impl<D: Dataplane> Reconciler<D> {
             "full pass done"
         );
         self.adopted = true;
+        if self.left_right(&report) {
+            self.quiet.found_right(version);
+        }
         Ok(report)
     }
 
@@ -113,6 +128,13 @@ impl<D: Dataplane> Reconciler<D> {
     /// connection counts, at that moment, so changes made meanwhile are seen) and repairs
     /// what differs. A sweep started while another runs replaces it.
     ///
+    /// On a quiet node the pass skips the table: when the dataplane saw no IPVS write
+    /// ([`Dataplane::ipvs_writes`], its own included) since a pass last read the whole table
+    /// and left nothing undone, and the desired state did not change, only the virtual
+    /// servers waiting for a retry are read, and no leftovers are looked for (counted in
+    /// [`Metrics::ipvs_reads_skipped`]); the rest of the pass is as above. At most
+    /// [`ReconcilerConfig::max_skipped_reads`] passes in a row skip.
+    ///
     /// An error means the node could not be read; nothing was changed and no sweep is
     /// running (the caller tries again later).
     pub fn start_sweep(
@@ -120,6 +142,13 @@ impl<D: Dataplane> Reconciler<D> {
         now: Instant,
         discover: bool,
     ) -> Result<SyncReport, DataplaneError> {
+        // Before any read, as in `verify`.
+        let writes = self.dataplane.ipvs_writes();
+        let version = self.desired_version;
+        let reads_table = self
+            .quiet
+            .must_read(writes, version, self.config.max_skipped_reads);
+        let discover = discover && reads_table;
         let read = (|| {
             let listed = if discover {
                 self.dataplane.service_keys()?
@@ -133,6 +162,7 @@ impl<D: Dataplane> Reconciler<D> {
             Ok(x) => x,
             Err(e) => {
                 self.metrics.read_failures += 1;
+                self.quiet.reading();
                 self.sweep = None;
                 warn!(error = %e, "full pass: cannot read the node; trying again later");
                 return Err(e);
@@ -142,12 +172,20 @@ impl<D: Dataplane> Reconciler<D> {
         let mut round = self.round(now);
         round.take_node(node, dummy);
         round.verify_netfilter();
-        let (keys, _) = round.pass_keys(listed.into_iter());
+        let keys = if reads_table {
+            round.pass_keys(listed.into_iter()).0
+        } else {
+            round.metrics.ipvs_reads_skipped += 1;
+            round.unverified_keys()
+        };
         round.bind_missing_vips();
         let report = round.report;
         self.sweep = Some(Sweep {
             examined: 0,
             keys: keys.into_iter().collect(),
+            reads_table,
+            version,
+            clean: true,
         });
         Ok(report)
     }
@@ -195,9 +233,20 @@ impl<D: Dataplane> Reconciler<D> {
             debug!(virtual_servers = examined, "full pass (in slices) done");
         }
         let report = round.report;
-        if finished.is_some() {
-            self.sweep = None;
+        if let Some(sweep) = &mut self.sweep {
+            sweep.clean &= report.failed == 0 && report.errors.is_empty();
+        }
+        if finished.is_some()
+            && let Some(sweep) = self.sweep.take()
+        {
             self.adopted = true;
+            if sweep.reads_table
+                && sweep.clean
+                && sweep.version == self.desired_version
+                && self.left_right(&report)
+            {
+                self.quiet.found_right(sweep.version);
+            }
         }
         report
     }
@@ -239,13 +288,23 @@ impl<D: Dataplane> Round<'_, D> {
             }
         }
         keys.extend(self.view.table.keys().filter_map(|k| from_service_key(&k)));
-        // Work waiting for a retry is done now, with the fresh read.
-        keys.extend(self.retries.pending().filter_map(|w| match w {
-            Work::Vs(k) => Some(*k),
-            _ => None,
-        }));
-        keys.extend(self.view.suspect.iter().copied());
+        keys.extend(self.unverified_keys());
         (keys, found)
+    }
+
+    /// The virtual servers waiting for a retry or suspect: a full pass reads them whether it
+    /// reads the rest of the table or not, and does the work waiting for a retry now.
+    fn unverified_keys(&self) -> BTreeSet<VirtualServerKey> {
+        let mut keys: BTreeSet<VirtualServerKey> = self
+            .retries
+            .pending()
+            .filter_map(|w| match w {
+                Work::Vs(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        keys.extend(self.view.suspect.iter().copied());
+        keys
     }
 
     /// The heart of a full pass: brings each virtual server in line with the desired state

@@ -123,6 +123,7 @@
 //! | `netfilter.rs` | the nftables table's sets kept in line, in one transaction per round |
 //! | `conntrack.rs` | stale UDP flows deleted after their virtual servers changed |
 //! | `full_pass.rs` | the full pass: at once ([`Reconciler::verify`]) or in slices (the sweep) |
+//! | `quiet.rs` | when a pass in slices may skip reading the IPVS table (a quiet node) |
 //! | `cleanup.rs` | [`Reconciler::cleanup`] |
 //! | `sysctls.rs` | the sysctls held at every full pass |
 //! | `report.rs` | [`SyncReport`] and the [`Metrics`] counters |
@@ -135,6 +136,7 @@ mod drains;
 mod due;
 mod full_pass;
 mod netfilter;
+mod quiet;
 mod report;
 mod retries;
 mod round;
@@ -211,6 +213,10 @@ pub struct Reconciler<D> {
     adopted: bool,
     /// The full pass in slices under way, if any.
     sweep: Option<Sweep>,
+    /// Whether the next pass in slices may skip reading the IPVS table.
+    quiet: quiet::Quiet,
+    /// Moves with every change of the desired state.
+    desired_version: u64,
     metrics: Metrics,
 }
 
@@ -231,6 +237,8 @@ impl<D: Dataplane> Reconciler<D> {
             netfilter_checked: None,
             adopted: false,
             sweep: None,
+            quiet: quiet::Quiet::default(),
+            desired_version: 0,
             metrics: Metrics::default(),
         }
     }
@@ -239,7 +247,14 @@ impl<D: Dataplane> Reconciler<D> {
     /// full resync of the informers); the next [`Reconciler::verify`] programs it.
     pub fn set_desired(&mut self, desired: DesiredState) {
         self.desired = desired;
+        self.desired_changed();
+    }
+
+    /// What was found right before no longer holds: the nftables table and the IPVS table
+    /// are read at the next pass.
+    fn desired_changed(&mut self) {
         self.netfilter_checked = None;
+        self.desired_version += 1;
     }
 
     /// The desired state.
@@ -344,10 +359,10 @@ impl<D: Dataplane> Reconciler<D> {
 
     fn apply_changes(&mut self, changes: Changes, now: Instant) -> SyncReport {
         self.metrics.syncs += 1;
-        // What the nftables table should hold may have changed in ways no commit shows (a
-        // sync deferred until the adoption, a hairpin element left for the full pass).
+        // What the tables should hold may have changed in ways no write shows (a sync
+        // deferred until the adoption, a hairpin element left for the full pass).
         if !changes.virtual_servers.is_empty() || !changes.vips.is_empty() {
-            self.netfilter_checked = None;
+            self.desired_changed();
         }
         if !self.adopted {
             return SyncReport {

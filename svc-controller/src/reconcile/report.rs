@@ -52,6 +52,10 @@ pub struct Metrics {
     /// Full passes that did not read the nftables table because nothing was committed since
     /// it was last found right (the ruleset's generation had not moved).
     pub netfilter_reads_skipped: u64,
+    /// Full passes in slices that did not read the IPVS table: the dataplane saw no write to
+    /// it, and the Services did not change, since a pass last found it right (see
+    /// [`Reconciler::start_sweep`]).
+    pub ipvs_reads_skipped: u64,
     /// Stale UDP conntrack entries deleted (see [`crate::netfilter::conntrack`]).
     pub udp_flows_deleted: u64,
     /// Clean-ups of stale UDP flows that failed (each retried).

@@ -1605,3 +1605,137 @@ fn the_udp_flows_of_a_virtual_server_whose_operations_failed_wait_for_its_retry(
     assert!(r.dataplane().netfilter().udp_flows().is_empty());
     assert_eq!(owned(&r), desired_table(r.desired()));
 }
+
+/// Runs a full pass in slices to its end; its operations.
+fn sweep(r: &mut Reconciler<MemoryDataplane>, now: Instant, discover: bool) -> usize {
+    let mut operations = r.start_sweep(now, discover).unwrap().operations;
+    while r.sweep_remaining().is_some() {
+        operations += r.sweep_step(now, 64).operations;
+    }
+    operations
+}
+
+/// Edits the weight of the web Service's real server 10.244.0.1 in `t`.
+fn reweigh(t: &mut Table, weight: u32) {
+    let mut d = *t.destination(&web_key(), &dkey("10.244.0.1")).unwrap();
+    d.weight = Weight::new(weight).unwrap();
+    t.insert_destination(&web_key(), d).unwrap();
+}
+
+#[test]
+fn a_quiet_node_s_passes_skip_reading_the_ipvs_table_and_any_write_makes_the_next_read_it() {
+    let now = Instant::now();
+    let config = ReconcilerConfig {
+        max_skipped_reads: 4,
+        ..ReconcilerConfig::default()
+    };
+    let dp = node().watching_writes();
+    let mut r = started_with(dp, vec![web(&["10.244.0.1", "10.244.0.2"])], now, config);
+    // The adoption wrote the table: the next pass reads it back, and finds it right.
+    assert_eq!(sweep(&mut r, now, true), 0);
+    let reads = r.dataplane().read_calls();
+    for _ in 0..4 {
+        assert_eq!(sweep(&mut r, now, true), 0);
+    }
+    assert_eq!(
+        r.dataplane().read_calls(),
+        reads,
+        "quiet passes read nothing"
+    );
+    assert_eq!(r.metrics().ipvs_reads_skipped, 4);
+
+    // The fifth pass in a row reads whatever the watch says: a write no watch sees (the old
+    // setsockopt interface) waits at most that long.
+    r.dataplane_mut().tamper_unseen(|t| reweigh(t, 7)).unwrap();
+    assert_eq!(
+        sweep(&mut r, now, true),
+        1,
+        "repaired by the pass that must read"
+    );
+    assert!(r.dataplane().read_calls() > reads);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(r.metrics().ipvs_reads_skipped, 4);
+
+    // Anyone's write the watch sees: the next pass reads and repairs it.
+    assert_eq!(sweep(&mut r, now, true), 0, "reads back its own repair");
+    assert_eq!(sweep(&mut r, now, true), 0);
+    assert_eq!(r.metrics().ipvs_reads_skipped, 5);
+    r.dataplane_mut().tamper(|t| reweigh(t, 3)).unwrap();
+    assert_eq!(sweep(&mut r, now, true), 1);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+    assert_eq!(sweep(&mut r, now, true), 0);
+    let reads = r.dataplane().read_calls();
+    assert_eq!(sweep(&mut r, now, true), 0);
+    assert_eq!(r.dataplane().read_calls(), reads);
+
+    // A sync that changed the table: its own writes are seen, the next pass reads.
+    r.sync_service(web(&["10.244.0.2", "10.244.0.3"]), now);
+    sweep(&mut r, now, true);
+    assert!(r.dataplane().read_calls() > reads);
+    sweep(&mut r, now, true);
+    let reads = r.dataplane().read_calls();
+    sweep(&mut r, now, true);
+    assert_eq!(r.dataplane().read_calls(), reads, "quiet again");
+
+    // A new desired state set without a sync writes nothing: the next pass still reads
+    // the table and programs it.
+    let mut desired = DesiredState::new();
+    desired.update(web(&["10.244.0.9"]));
+    r.set_desired(desired);
+    assert_eq!(
+        sweep(&mut r, now, true),
+        3,
+        "one real server added, two deleted"
+    );
+    assert_eq!(owned(&r), desired_table(r.desired()));
+
+    // A pass that cannot read (a slice fails: its virtual servers wait for a retry) found
+    // nothing right: the passes after it read, though nothing was written since.
+    sweep(&mut r, now, true);
+    r.dataplane_mut()
+        .tamper(|t| {
+            t.remove_service(&web_key());
+        })
+        .unwrap();
+    r.dataplane_mut().fail_listings(1);
+    r.start_sweep(now, false).unwrap();
+    while r.sweep_remaining().is_some() {
+        r.sweep_step(now, 64);
+    }
+    let skipped = r.metrics().ipvs_reads_skipped;
+    assert_eq!(
+        sweep(&mut r, now, false),
+        2,
+        "the virtual server and its real server"
+    );
+    assert_eq!(r.metrics().ipvs_reads_skipped, skipped);
+    assert_eq!(owned(&r), desired_table(r.desired()));
+}
+
+#[test]
+fn without_a_watch_every_pass_reads_the_ipvs_table() {
+    let now = Instant::now();
+    let mut r = started(node(), vec![web(&["10.244.0.1"])], now);
+    for _ in 0..3 {
+        let reads = r.dataplane().read_calls();
+        sweep(&mut r, now, false);
+        assert!(r.dataplane().read_calls() > reads);
+    }
+    assert_eq!(r.metrics().ipvs_reads_skipped, 0);
+    // With the watch, a limit of 0 reads every time too.
+    let config = ReconcilerConfig {
+        max_skipped_reads: 0,
+        ..ReconcilerConfig::default()
+    };
+    let mut r = started_with(
+        node().watching_writes(),
+        vec![web(&["10.244.0.1"])],
+        now,
+        config,
+    );
+    for _ in 0..3 {
+        let reads = r.dataplane().read_calls();
+        sweep(&mut r, now, false);
+        assert!(r.dataplane().read_calls() > reads);
+    }
+}
