@@ -18,7 +18,9 @@
 //!   passes.
 //!
 //! [`Reconciler::verify`] always reads the whole table: it is the explicit full read (and
-//! the adoption).
+//! the adoption), and leaves the next sliced pass to read it again and start the watch (the
+//! kernel dataplane's tap starts on its first [`Dataplane::ipvs_writes`]), so that the
+//! adoption's reads of a large table do not pass through the tap.
 
 use super::*;
 use crate::dataplane::IpvsWrites;
