@@ -9,13 +9,15 @@
 //!   clusters read from manifests (`IPVS_BENCH_CLUSTER_SIZES`, default `1000,10000,50000`;
 //!   `IPVS_BENCH_CHURN_SAMPLES`, `IPVS_BENCH_BURST`, `IPVS_BENCH_STEADY_SECS`,
 //!   `IPVS_BENCH_DAEMON_ARGS` tune it), then the desired-state computation on the host;
-//! - `kubernetes_scale` (part `kubernetes`): ipvs-proxy and the release's kube-proxy
-//!   (`--proxy-mode=ipvs`) on the real control plane loaded with the same synthetic clusters
+//! - `kubernetes_scale` (part `kubernetes`): ipvs-proxy, the release's kube-proxy
+//!   (`--proxy-mode=ipvs`) and kube-router's service proxy (built from its Go module on first
+//!   use and cached, see [`kube_router`]) on the real control plane loaded with the same
+//!   synthetic clusters
 //!   (`IPVS_BENCH_KUBERNETES_SIZES`, default `1000,10000`: under emulation kube-proxy's first
 //!   sync of 1,000 Services takes minutes and grows with the table, so at `10000` its cold start
 //!   is capped, below; `IPVS_BENCH_KUBERNETES_SAMPLES` and
 //!   `IPVS_BENCH_REFERENCE_SAMPLES`, one change at a time for each; `IPVS_BENCH_BURST`,
-//!   `IPVS_BENCH_STEADY_SECS`; `IPVS_BENCH_PROXIES=kube-proxy` runs one;
+//!   `IPVS_BENCH_STEADY_SECS`; `IPVS_BENCH_PROXIES=kube-proxy,kube-router` picks proxies;
 //!   `IPVS_BENCH_COLD_CAP_SECS`, default 1200: a proxy whose cold start takes longer is
 //!   reported as not complete by then, with nothing else measured at that size;
 //!   `IPVS_BENCH_PROFILE_SECS`, default 60, the length of kube-proxy's CPU profile at the end
@@ -37,7 +39,7 @@ use crate::kernel::{
     Built, KernelOutcome, Place, RunNeeds, built_executables, choose_place, run_plan, target_dir,
 };
 use crate::plan::{Entry, EntryKind};
-use crate::{KernelChoice, Result, control_plane, moby_peer, step};
+use crate::{KernelChoice, Result, control_plane, kube_router, moby_peer, step};
 
 /// Which parts `cargo xtask bench` runs (env `IPVS_BENCH_ONLY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +170,11 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     } else {
         None
     };
+    let kube_router = if parts.kubernetes {
+        kube_router::ensure_built()?
+    } else {
+        None
+    };
     let daemon = if parts.daemon() {
         build_release_daemon()?
     } else {
@@ -211,6 +218,9 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         "--logs".into(),
         out.display().to_string(),
     ];
+    if let Some(kube_router) = &kube_router {
+        kubernetes_args.extend(["--kube-router".into(), kube_router.display().to_string()]);
+    }
     kubernetes_args.extend(flags_from_env(&[
         ("IPVS_BENCH_KUBERNETES_SAMPLES", "--samples"),
         ("IPVS_BENCH_REFERENCE_SAMPLES", "--reference-samples"),

@@ -15,6 +15,7 @@ mod cargo;
 mod control_plane;
 mod go_build;
 mod kernel;
+mod kube_router;
 mod moby_peer;
 mod plan;
 mod provision;

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 use integration::bench::{
-    Cpu, Latencies, Machine, Memory, Scrape, mib, ms, release_daemon, unix_seconds,
+    Cpu, Latencies, Machine, Memory, Scrape, klog, mib, ms, release_daemon, unix_seconds,
 };
 use integration::cluster::{Identity, METRICS, NodeNamespace, ProxyKind, TestCluster};
 use integration::daemon::{DaemonProcess, http_get};
@@ -89,6 +89,8 @@ struct Options {
     burst: usize,
     steady_secs: u64,
     proxies: Vec<ProxyKind>,
+    /// kube-router's binary (`--kube-router`); without it, kube-router is not run.
+    kube_router: Option<PathBuf>,
     /// Seconds of kube-proxy's CPU profile taken at the end of each size (0: none).
     profile_secs: u64,
     /// How long a proxy's cold start may take before it is reported as not complete and the
@@ -107,7 +109,8 @@ impl Options {
             reference_samples: 10,
             burst: 1000,
             steady_secs: 60,
-            proxies: vec![ProxyKind::IpvsProxy, ProxyKind::KubeProxy],
+            proxies: Vec::new(),
+            kube_router: None,
             profile_secs: 0,
             cold_cap: COLD_CAP,
         };
@@ -130,6 +133,7 @@ impl Options {
                 "--burst" => o.burst = number(&value("--burst")),
                 "--steady-secs" => o.steady_secs = number(&value("--steady-secs")) as u64,
                 "--profile-secs" => o.profile_secs = number(&value("--profile-secs")) as u64,
+                "--kube-router" => o.kube_router = Some(value("--kube-router").into()),
                 "--cold-cap-secs" => {
                     o.cold_cap = Duration::from_secs(number(&value("--cold-cap-secs")) as u64)
                 }
@@ -139,6 +143,7 @@ impl Options {
                         .map(|p| match p.trim() {
                             "ipvs-proxy" => ProxyKind::IpvsProxy,
                             "kube-proxy" => ProxyKind::KubeProxy,
+                            "kube-router" => ProxyKind::KubeRouter,
                             other => panic!("--proxies: unknown proxy {other:?}"),
                         })
                         .collect()
@@ -148,6 +153,16 @@ impl Options {
                 other => panic!("unexpected argument {other:?}"),
             }
         }
+        if o.proxies.is_empty() {
+            o.proxies = vec![ProxyKind::IpvsProxy, ProxyKind::KubeProxy];
+            if o.kube_router.is_some() {
+                o.proxies.push(ProxyKind::KubeRouter);
+            }
+        }
+        assert!(
+            o.kube_router.is_some() || !o.proxies.contains(&ProxyKind::KubeRouter),
+            "kube-router needs --kube-router PATH"
+        );
         o.sizes.sort_unstable();
         o.sizes.dedup();
         assert!(!o.sizes.is_empty(), "--sizes names no size");
@@ -158,7 +173,7 @@ impl Options {
         // An even count: each Service flipped is flipped back, so every size starts ready.
         let n = match kind {
             ProxyKind::IpvsProxy => self.samples,
-            ProxyKind::KubeProxy => self.reference_samples,
+            ProxyKind::KubeProxy | ProxyKind::KubeRouter => self.reference_samples,
         };
         n.div_ceil(2) * 2
     }

@@ -59,6 +59,10 @@ impl Running {
         let program = match kind {
             ProxyKind::IpvsProxy => opts.daemon.clone(),
             ProxyKind::KubeProxy => cluster.test.kube_proxy_binary(),
+            ProxyKind::KubeRouter => opts
+                .kube_router
+                .clone()
+                .expect("kube-router is run only with --kube-router"),
         };
         // kube-proxy serves its Go profiles on the metrics address when asked to.
         let extra = if kind == ProxyKind::KubeProxy && opts.profile_secs > 0 {
@@ -83,6 +87,14 @@ impl Running {
 
     pub(crate) fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// What the proxy says of its syncs: from `/metrics`, or kube-router's log.
+    pub(crate) fn metrics(&self) -> Option<Metrics> {
+        match self.kind {
+            ProxyKind::KubeRouter => Metrics::from_kube_router_log(&self.process.log()),
+            ProxyKind::IpvsProxy | ProxyKind::KubeProxy => Metrics::read(self.node.netns()),
+        }
     }
 
     pub(crate) fn alive(&mut self) {
@@ -143,7 +155,7 @@ impl Running {
                 && last_scrape.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
             {
                 last_scrape = Some(Instant::now());
-                if let Some(m) = Metrics::read(self.node.netns())
+                if let Some(m) = self.metrics()
                     && m.last_sync >= last_incomplete.max(since)
                 {
                     return Ok(Completed {
@@ -376,7 +388,7 @@ pub(crate) fn run_proxy(
         DaemonProcess::start(proxy.node.netns(), &proxy.program, &proxy.args, &proxy.log)
             .expect("restart the proxy");
     r.restart = proxy.wait_complete(&expected, restarted).synced - restarted;
-    r.restart_operations = Metrics::read(proxy.node.netns()).and_then(|m| m.operations);
+    r.restart_operations = proxy.metrics().and_then(|m| m.operations);
     r.restart_unchanged = listing(proxy.node.netns()).expect("list the IPVS table") == table_before;
     r.peak_kib = r.peak_kib.max(Memory::read(proxy.pid()).peak_kib);
     println!(

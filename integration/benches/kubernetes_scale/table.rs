@@ -70,6 +70,23 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// kube-router's, from its log (`--v=1` logs the end of every sync with its length; its
+    /// metrics have the lengths only as a histogram, without the time of the last).
+    pub(crate) fn from_kube_router_log(log: &str) -> Option<Self> {
+        let year = klog::year_of(unix_seconds(SystemTime::now()));
+        let syncs = klog::messages(log, "sync ipvs services took ", year);
+        let (last_sync, _) = *syncs.last()?;
+        Some(Metrics {
+            last_sync,
+            syncs: syncs.len() as u64,
+            sync_seconds: syncs
+                .iter()
+                .filter_map(|(_, took)| klog::go_duration(took))
+                .sum(),
+            operations: None,
+        })
+    }
+
     pub(crate) fn read(netns: &Netns) -> Option<Self> {
         let (status, text) = http_get(netns, METRICS, "/metrics").ok()?;
         if status != 200 {

@@ -3,6 +3,7 @@
 //! same words.
 
 mod figures;
+pub mod klog;
 pub mod log;
 mod machine;
 mod process;

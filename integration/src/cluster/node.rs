@@ -1,7 +1,7 @@
 //! A node for a service proxy under test: its network namespace, an uplink for its default
-//! route, its way to the API server, and the command lines of the two proxies that run there
-//! (ipvs-proxy and the release's kube-proxy), so that the tests and the benchmarks that compare
-//! them start both the same way.
+//! route, its way to the API server, and the command lines of the proxies that run there
+//! (ipvs-proxy, the release's kube-proxy and kube-router's service proxy), so that the tests
+//! and the benchmarks that compare them start them the same way.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -96,6 +96,8 @@ pub enum ProxyKind {
     IpvsProxy,
     /// The release's kube-proxy, `--proxy-mode=ipvs`.
     KubeProxy,
+    /// kube-router with only its service proxy running (no routing, no network policies).
+    KubeRouter,
 }
 
 impl ProxyKind {
@@ -104,6 +106,7 @@ impl ProxyKind {
         match self {
             ProxyKind::IpvsProxy => "ipvs-proxy",
             ProxyKind::KubeProxy => "kube-proxy",
+            ProxyKind::KubeRouter => "kube-router",
         }
     }
 
@@ -112,12 +115,16 @@ impl ProxyKind {
         match self {
             ProxyKind::IpvsProxy => Identity::Daemon,
             ProxyKind::KubeProxy => Identity::KubeProxy,
+            // Its informers also list pods, namespaces and network policies, which kube-proxy's
+            // role does not grant; its rights are no part of what is measured.
+            ProxyKind::KubeRouter => Identity::Admin,
         }
     }
 
-    /// Its command line on node `node`: the same kube-proxy flags for both (IPVS mode,
-    /// round robin, the cluster CIDR, health and metrics on the node's loopback), plus what
-    /// kube-proxy needs to run in a namespace of a shared kernel. `extra` comes last.
+    /// Its command line on node `node`: the same kube-proxy flags for ipvs-proxy and
+    /// kube-proxy (IPVS mode, round robin, the cluster CIDR, health and metrics on the node's
+    /// loopback), plus what kube-proxy needs to run in a namespace of a shared kernel;
+    /// kube-router's equivalents (see [`ProxyKind::kube_router_args`]). `extra` comes last.
     pub fn args(
         self,
         kubeconfig: &Path,
@@ -125,6 +132,11 @@ impl ProxyKind {
         cluster_cidr: &str,
         extra: &[String],
     ) -> Vec<String> {
+        if self == ProxyKind::KubeRouter {
+            let mut args = Self::kube_router_args(kubeconfig, node);
+            args.extend(extra.iter().cloned());
+            return args;
+        }
         let mut args = vec![
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--hostname-override={node}"),
@@ -145,5 +157,27 @@ impl ProxyKind {
         }
         args.extend(extra.iter().cloned());
         args
+    }
+
+    /// kube-router's service proxy alone, as close to the others as its flags go: the node
+    /// named, metrics on the node's loopback ([`METRICS`]), health on [`HEALTHZ`]'s port,
+    /// round robin (its default), and a full sync every 30 s as the others' `--ipvs-sync-period`
+    /// default (its own default is 5 minutes). Its informers must sync before it starts, which
+    /// takes minutes at 10,000 Services under emulation. `-v 1` logs each sync's end, which
+    /// its metrics tell only as a histogram.
+    fn kube_router_args(kubeconfig: &Path, node: &str) -> Vec<String> {
+        vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--hostname-override={node}"),
+            "--run-service-proxy=true".into(),
+            "--run-router=false".into(),
+            "--run-firewall=false".into(),
+            format!("--metrics-addr={}", METRICS.ip()),
+            format!("--metrics-port={}", METRICS.port()),
+            format!("--health-port={}", HEALTHZ.port()),
+            "--ipvs-sync-period=30s".into(),
+            "--cache-sync-timeout=60m".into(),
+            "--v=1".into(),
+        ]
     }
 }

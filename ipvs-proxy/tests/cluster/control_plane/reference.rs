@@ -60,6 +60,7 @@ fn start_proxy(kube: &Kube, kind: ProxyKind, scratch: &Path) -> Proxy {
     let program = match kind {
         ProxyKind::KubeProxy => kube.cluster.kube_proxy_binary(),
         ProxyKind::IpvsProxy => PathBuf::from(env!("CARGO_BIN_EXE_ipvs-proxy")),
+        ProxyKind::KubeRouter => panic!("the reference tests compare with kube-proxy only"),
     };
     let args = kind.args(&kubeconfig, NODE, CLUSTER_CIDR, &[]);
     let process = DaemonProcess::start(
