@@ -321,13 +321,16 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
            namespace each; they do not bind VIPs, which the daemon does (one local route \
            through `kube-ipvs0` per ClusterIP and ingress IP).\n";
     md += "- **steady state**: utime + stime from `/proc/PID/stat` (and per thread from \
-           `/proc/PID/task/*/stat`) over the window, which includes a full pass when passes \
-           come every 30 s (every virtual server of the kernel table read whole and compared, \
-           in slices of 256 spread over half the period); on a table whose pass takes more \
-           than a quarter of the period, the next pass starts four times the last one's work \
-           after it began (at most 25 % of the engine in the long run), so a window may hold \
-           part of one or none; the manifests source rescans the whole folder once a minute \
-           (less often if that takes more than 1 % of its time) when inotify works.\n";
+           `/proc/PID/task/*/stat`) over the window, which holds the full passes that come \
+           every 30 s. On this quiet node a pass does not read the IPVS table back (the \
+           daemon's `nlmon` tap saw no IPVS write since the table was last found right): it \
+           reads the node's addresses and the VIPs' routes, the sysctls and the nftables \
+           generation; one pass in ten reads every virtual server whole, in slices of 256 \
+           spread over half the period (on a table whose pass takes more than a quarter of \
+           the period, the next pass starts four times the last one's work after it began), \
+           so a window may hold such a pass or none; the manifests source rescans the whole \
+           folder once a minute (less often if that takes more than 1 % of its time) when \
+           inotify works.\n";
     md += "- **one change at a time**: an endpoint's readiness is flipped by renaming a new \
            file over its Service's manifest; latency is from just before the rename to the \
            kernel showing the change on every virtual server of the Service (polled every \
