@@ -278,8 +278,9 @@ struct Samples {
     library_load: Vec<Sample>,
     /// How far the process's resident memory rose during each batched load (KiB).
     library_load_peak_kib: Vec<u64>,
-    /// The size of the results `apply_batch` returns, one per operation (KiB).
-    results_kib: u64,
+    /// The size of the results `apply_batch` returns (bytes): one per operation, held as the
+    /// failures alone.
+    results_bytes: u64,
     library_list: Vec<Sample>,
     library_services_only: Vec<Sample>,
     restore_load: Vec<Sample>,
@@ -334,7 +335,9 @@ fn run_tool(tool: Tool, n: u32, round: usize, peer: Option<&Path>, all: &mut Sam
             assert_eq!(services, n as usize, "library service dump: incomplete");
             all.library_load.push(load);
             all.library_load_peak_kib.push(peak_kib);
-            all.results_kib = std::mem::size_of_val(results.as_slice()) as u64 / 1024;
+            all.results_bytes = (std::mem::size_of_val(&results)
+                + results.failures().len() * std::mem::size_of::<(usize, ipvs::Error)>())
+                as u64;
             all.library_list.push(list);
             all.library_services_only.push(services_only);
         }
@@ -620,12 +623,12 @@ fn report(n: u32, rounds: usize, all: &Samples, peer_absent: Option<&str>) -> St
             "\nMemory of the batched load: the process's resident memory rose by {} above where \
              it stood before `apply_batch` (median of the rounds; min {}, max {}; less where \
              the allocator reused memory an earlier round or size freed, so a lower bound). The \
-             results it returns, one per operation, take {}; the operations themselves ({}) \
-             were built before.",
+             results it returns (`BatchResults`: one per operation, held as the failures alone) \
+             take {} bytes; the operations themselves ({}) were built before.",
             mib(peaks[peaks.len() / 2]),
             mib(peaks[0]),
             mib(peaks[peaks.len() - 1]),
-            mib(all.results_kib),
+            all.results_bytes,
             mib((n * (1 + DESTINATIONS)) as u64 * std::mem::size_of::<Operation>() as u64 / 1024),
         );
     }

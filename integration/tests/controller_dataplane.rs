@@ -722,7 +722,7 @@ mod real_kernel {
                     ))
                 })
                 .collect();
-            assert!(ipvs.apply_batch(&many).unwrap().iter().all(Result::is_ok));
+            assert!(ipvs.apply_batch(&many).unwrap().all_succeeded());
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
 

@@ -363,7 +363,7 @@ mod real_kernel {
             );
             for i in failed {
                 assert_eq!(
-                    results[i].as_ref().unwrap_err().kind(),
+                    results.get(i).unwrap().unwrap_err().kind(),
                     ErrorKind::AlreadyExists
                 );
                 assert!(matches!(ops[i], Operation::AddService(_)));
@@ -648,7 +648,7 @@ mod real_kernel {
                     dest("203.0.113.2", 80, Forwarding::Masquerade, 9),
                 )];
                 let results = ipvs.apply_batch(&ops).await.unwrap();
-                assert!(results[0].is_ok());
+                assert!(results.get(0).unwrap().is_ok());
                 let dests = ipvs.destinations(&key).await.unwrap();
                 assert_eq!(dests[0].destination.weight.get(), 9);
                 assert_eq!(ipvs.services().await.unwrap().len(), 1);
@@ -680,7 +680,7 @@ mod real_kernel {
                     })
                     .collect();
                 let results = ipvs.apply_batch(&many).await.unwrap();
-                assert!(results.iter().all(Result::is_ok));
+                assert!(results.all_succeeded());
                 let listed = ipvs.services_with_destinations().await.unwrap();
                 assert_eq!(listed.len(), 301);
                 let blocking = Ipvs::open().unwrap().services_with_destinations().unwrap();

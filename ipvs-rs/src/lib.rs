@@ -188,4 +188,4 @@ pub mod transport;
 
 #[cfg(feature = "tokio")]
 pub use client::AsyncIpvs;
-pub use client::{Error, ErrorKind, Ipvs, Result};
+pub use client::{BatchResults, Error, ErrorKind, Ipvs, Result};

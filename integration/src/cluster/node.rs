@@ -124,7 +124,7 @@ impl ProxyKind {
     /// Its command line on node `node`: the same kube-proxy flags for ipvs-proxy and
     /// kube-proxy (IPVS mode, round robin, the cluster CIDR, health and metrics on the node's
     /// loopback), plus what kube-proxy needs to run in a namespace of a shared kernel;
-    /// kube-router's equivalents (see [`ProxyKind::kube_router_args`]). `extra` comes last.
+    /// kube-router's equivalents (its own flags, below). `extra` comes last.
     pub fn args(
         self,
         kubeconfig: &Path,

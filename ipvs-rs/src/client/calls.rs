@@ -242,11 +242,12 @@ macro_rules! calls {
         /// batches of the others (the kernel may leave them unanswered: see
         /// [`apply`](Self::apply)); each one's failure, whatever its kind, is its own result,
         /// and the operations after it are still sent. The operations are encoded and sent a
-        /// few thousand at a time, so the messages held do not grow with the batch.
+        /// few thousand at a time, so the messages held do not grow with the batch, and the
+        /// results are held as the failures alone ([`BatchResults`](crate::BatchResults)).
         pub $($async)? fn apply_batch<'a>(
             &mut self,
             operations: impl IntoIterator<Item = &'a $crate::codec::Operation>,
-        ) -> $crate::client::Result<Vec<$crate::client::Result<()>>> {
+        ) -> $crate::client::Result<$crate::client::BatchResults> {
             self.run($crate::client::machine::ApplyBatch::new(operations))$($await)*
         }
 

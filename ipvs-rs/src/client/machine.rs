@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 
 use super::call::{self, Batch, Read, Reply, Segment};
 use super::error::{Error, Result};
+use super::results::BatchResults;
 use crate::codec::{IpvsMessage, Operation};
 use crate::model::{DestinationEntry, KernelFeatures, ServiceEntry, ServiceKey, SyncDaemon};
 use crate::transport::{KernelError, TransportError};
@@ -194,7 +195,7 @@ impl Apply<'_> {
 /// operations at a time, so that its memory does not grow with the batch.
 pub(crate) struct ApplyBatch<'a> {
     segments: VecDeque<Segment<'a>>,
-    results: Vec<Result<()>>,
+    results: BatchResults,
     state: BatchState<'a>,
 }
 
@@ -208,7 +209,7 @@ impl<'a> ApplyBatch<'a> {
     pub(crate) fn new(operations: impl IntoIterator<Item = &'a Operation>) -> Self {
         let operations: Vec<&Operation> = operations.into_iter().collect();
         Self {
-            results: Vec::with_capacity(operations.len()),
+            results: BatchResults::default(),
             segments: call::batch_segments(&operations).into(),
             state: BatchState::Idle,
         }
@@ -216,7 +217,7 @@ impl<'a> ApplyBatch<'a> {
 }
 
 impl<'a> Call<IpvsMessage> for ApplyBatch<'a> {
-    type Output = Vec<Result<()>>;
+    type Output = BatchResults;
 
     fn next(
         &mut self,
@@ -251,7 +252,11 @@ impl<'a> Call<IpvsMessage> for ApplyBatch<'a> {
                     Step::Done(result) => self.results.push(result),
                 },
                 BatchState::Sent(batch) => match outcome.take() {
-                    Some(Ok(Answer::Batch(answers))) => self.results.extend(batch.finish(answers)),
+                    Some(Ok(Answer::Batch(answers))) => {
+                        for result in batch.finish(answers) {
+                            self.results.push(result);
+                        }
+                    }
                     Some(Err(e)) => return Step::Done(Err(Error::transport(batch.describe(), e))),
                     _ => return Step::Done(Err(mismatched(batch.describe()))),
                 },
@@ -474,10 +479,11 @@ mod tests {
         );
         let results = result.expect("the conversation held");
         assert_eq!(results.len(), 4);
-        assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+        let oks: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
+        assert_eq!(oks, [true, false, true, true]);
         assert_eq!(
-            results[1].as_ref().map_err(Error::kind),
-            Err(ErrorKind::PermissionDenied)
+            results.get(1).map(|r| r.map_err(Error::kind)),
+            Some(Err(ErrorKind::PermissionDenied))
         );
 
         let (_, result) = drive(
@@ -505,7 +511,7 @@ mod tests {
         assert_eq!(asks, [piece.as_str(), piece.as_str(), "batch of 3"]);
         let results = result.expect("the conversation held");
         assert_eq!(results.len(), count);
-        assert!(results.iter().all(Result::is_ok));
+        assert!(results.all_succeeded());
     }
 
     #[test]

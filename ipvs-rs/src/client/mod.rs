@@ -12,6 +12,7 @@ mod call;
 mod calls;
 mod error;
 mod machine;
+mod results;
 #[cfg(feature = "tokio")]
 mod tokio;
 
@@ -19,3 +20,4 @@ mod tokio;
 pub use self::tokio::AsyncIpvs;
 pub use blocking::Ipvs;
 pub use error::{Error, ErrorKind, Result};
+pub use results::{BatchResults, IntoIter as BatchResultsIntoIter};
