@@ -15,8 +15,10 @@
 //!   synthetic clusters
 //!   (`IPVS_BENCH_KUBERNETES_SIZES`, default `1000,10000`: under emulation kube-proxy's first
 //!   sync of 1,000 Services takes minutes and grows with the table, so at `10000` its cold start
-//!   is capped, below; `IPVS_BENCH_KUBERNETES_SAMPLES` and
-//!   `IPVS_BENCH_REFERENCE_SAMPLES`, one change at a time for each; `IPVS_BENCH_BURST`,
+//!   is capped, below; `IPVS_BENCH_KUBERNETES_SAMPLES`, `IPVS_BENCH_REFERENCE_SAMPLES` and
+//!   `IPVS_BENCH_KUBE_ROUTER_SAMPLES`: changes one at a time for ipvs-proxy, kube-proxy and
+//!   kube-router (default 50, 10, 4: each costs kube-router a sync of the whole table, minutes
+//!   at 1,000 Services under emulation); `IPVS_BENCH_BURST`,
 //!   `IPVS_BENCH_STEADY_SECS`; `IPVS_BENCH_PROXIES=kube-proxy,kube-router` picks proxies;
 //!   `IPVS_BENCH_COLD_CAP_SECS`, default 1200: a proxy whose cold start takes longer is
 //!   reported as not complete by then, with nothing else measured at that size;
@@ -224,6 +226,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     kubernetes_args.extend(flags_from_env(&[
         ("IPVS_BENCH_KUBERNETES_SAMPLES", "--samples"),
         ("IPVS_BENCH_REFERENCE_SAMPLES", "--reference-samples"),
+        ("IPVS_BENCH_KUBE_ROUTER_SAMPLES", "--kube-router-samples"),
         ("IPVS_BENCH_PROXIES", "--proxies"),
         ("IPVS_BENCH_PROFILE_SECS", "--profile-secs"),
         ("IPVS_BENCH_COLD_CAP_SECS", "--cold-cap-secs"),

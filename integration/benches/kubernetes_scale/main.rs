@@ -86,6 +86,8 @@ struct Options {
     logs: PathBuf,
     samples: usize,
     reference_samples: usize,
+    /// kube-router's changes one at a time: each costs it a sync of the whole table.
+    kube_router_samples: usize,
     burst: usize,
     steady_secs: u64,
     proxies: Vec<ProxyKind>,
@@ -107,6 +109,7 @@ impl Options {
             logs: std::env::temp_dir(),
             samples: 50,
             reference_samples: 10,
+            kube_router_samples: 4,
             burst: 1000,
             steady_secs: 60,
             proxies: Vec::new(),
@@ -129,6 +132,9 @@ impl Options {
                 "--samples" => o.samples = number(&value("--samples")),
                 "--reference-samples" => {
                     o.reference_samples = number(&value("--reference-samples"))
+                }
+                "--kube-router-samples" => {
+                    o.kube_router_samples = number(&value("--kube-router-samples"))
                 }
                 "--burst" => o.burst = number(&value("--burst")),
                 "--steady-secs" => o.steady_secs = number(&value("--steady-secs")) as u64,
@@ -173,7 +179,8 @@ impl Options {
         // An even count: each Service flipped is flipped back, so every size starts ready.
         let n = match kind {
             ProxyKind::IpvsProxy => self.samples,
-            ProxyKind::KubeProxy | ProxyKind::KubeRouter => self.reference_samples,
+            ProxyKind::KubeProxy => self.reference_samples,
+            ProxyKind::KubeRouter => self.kube_router_samples,
         };
         n.div_ceil(2) * 2
     }

@@ -40,7 +40,7 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
     let mut md = String::new();
     md += "## Kubernetes mode: ipvs-proxy, kube-proxy and kube-router on a real API server\n\n";
     md += &format!(
-        "(`integration/benches/kubernetes_scale/`, run with `--sizes {} --samples {} --reference-samples {} --burst {} --steady-secs {}`.)\n\n",
+        "(`integration/benches/kubernetes_scale/`, run with `--sizes {} --samples {} --reference-samples {} --kube-router-samples {} --burst {} --steady-secs {}`.)\n\n",
         opts.sizes
             .iter()
             .map(usize::to_string)
@@ -48,6 +48,7 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
             .join(","),
         opts.samples,
         opts.reference_samples,
+        opts.kube_router_samples,
         opts.burst,
         opts.steady_secs
     );
@@ -64,7 +65,7 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
         );
     }
     md += "- cluster: the synthetic cluster above as API objects: selector-less Services with one EndpointSlice of 10 ready endpoints each, ClusterIPs and NodePorts given out by the API server\n";
-    md += "- each proxy alone in a fresh node namespace (one address), as the same Node, with its own identity (the daemon bound to kube-proxy's `system:node-proxier`), the same kube-proxy flags (`--proxy-mode=ipvs --ipvs-scheduler=rr --cluster-cidr`) and otherwise each one's defaults (kube-proxy: at most one sync a second, a full sync every 30 s; ipvs-proxy: a sync as soon as a change comes, a full pass every 30 s); kube-router with its own flags to the same effect (the Node, round robin, metrics on the node's loopback) and `--ipvs-sync-period=30s` as the others' full syncs (its default is 5 minutes), as the admin (its informers list pods, namespaces and network policies, which kube-proxy's role does not grant)\n\n";
+    md += "- each proxy alone in a fresh node namespace (one address), as the same Node, with its own identity (the daemon bound to kube-proxy's `system:node-proxier`), the same kube-proxy flags (`--proxy-mode=ipvs --ipvs-scheduler=rr --cluster-cidr`) and otherwise each one's defaults (kube-proxy: at most one sync a second, a full sync every 30 s; ipvs-proxy: a sync as soon as a change comes, a full pass every 30 s); kube-router with its own flags to the same effect (the Node, round robin, metrics on the node's loopback) and otherwise its defaults (a sync of the whole table at every change, a full sync every 5 minutes: a steady window may hold none), as the admin (its informers list pods, namespaces and network policies, which kube-proxy's role does not grant)\n\n";
 
     for r in results {
         size_table(&mut md, r);

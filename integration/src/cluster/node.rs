@@ -161,10 +161,10 @@ impl ProxyKind {
 
     /// kube-router's service proxy alone, as close to the others as its flags go: the node
     /// named, metrics on the node's loopback ([`METRICS`]), health on [`HEALTHZ`]'s port,
-    /// round robin (its default), and a full sync every 30 s as the others' `--ipvs-sync-period`
-    /// default (its own default is 5 minutes). Its informers must sync before it starts, which
-    /// takes minutes at 10,000 Services under emulation. `-v 1` logs each sync's end, which
-    /// its metrics tell only as a histogram.
+    /// round robin and otherwise its defaults (a full sync every 5 minutes, and one at every
+    /// change). Its informers must sync before it starts, which takes minutes at 10,000
+    /// Services under emulation. `--v=1` logs each sync's end, which its metrics tell only as
+    /// a histogram.
     fn kube_router_args(kubeconfig: &Path, node: &str) -> Vec<String> {
         vec![
             format!("--kubeconfig={}", kubeconfig.display()),
@@ -175,7 +175,6 @@ impl ProxyKind {
             format!("--metrics-addr={}", METRICS.ip()),
             format!("--metrics-port={}", METRICS.port()),
             format!("--health-port={}", HEALTHZ.port()),
-            "--ipvs-sync-period=30s".into(),
             "--cache-sync-timeout=60m".into(),
             "--v=1".into(),
         ]
