@@ -379,10 +379,8 @@ pub(crate) fn run_proxy(
     std::thread::sleep(Duration::from_secs(2));
     let table_before = listing(proxy.node.netns()).expect("list the IPVS table");
     r.peak_kib = Memory::read(proxy.pid()).peak_kib;
-    proxy
-        .process
-        .terminate(Duration::from_secs(60))
-        .expect("stop the proxy");
+    // kube-router stops once the sync under way has ended: minutes at 1,000 Services.
+    proxy.process.terminate(SLOW).expect("stop the proxy");
     let restarted = unix_seconds(SystemTime::now());
     proxy.process =
         DaemonProcess::start(proxy.node.netns(), &proxy.program, &proxy.args, &proxy.log)
