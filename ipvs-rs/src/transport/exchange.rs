@@ -229,7 +229,9 @@ where
         header.message_type = message_type;
         header.flags = NLM_F_REQUEST | extra_flags;
         header.sequence_number = seq;
-        header.port_number = 0;
+        // The sender's port, as libnl writes it: the kernel ignores it in a request, and a tap
+        // on netlink tells this socket's requests from other programs' by it.
+        header.port_number = self.port_id;
 
         let start = out.len();
         out.resize(start + nlmsg_align(len), 0);

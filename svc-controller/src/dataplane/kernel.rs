@@ -190,22 +190,22 @@ fn local_route_through(message: &RouteMessage, index: u32) -> Option<IpAddr> {
     })
 }
 
-fn is_nlmon(link: &LinkMessage) -> bool {
+/// Whether `link` is of this kind (`dummy`, `nlmon`).
+fn is_kind(link: &LinkMessage, kind: &InfoKind) -> bool {
     link.attributes.iter().any(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos
             .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Nlmon))),
+            .any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)),
         _ => false,
     })
 }
 
+fn is_nlmon(link: &LinkMessage) -> bool {
+    is_kind(link, &InfoKind::Nlmon)
+}
+
 fn is_dummy(link: &LinkMessage) -> bool {
-    link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos
-            .iter()
-            .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Dummy))),
-        _ => false,
-    })
+    is_kind(link, &InfoKind::Dummy)
 }
 
 impl KernelDataplane {
@@ -289,8 +289,10 @@ impl KernelDataplane {
                 handle.link().set(up).execute().await
             })
             .map_err(|e| netlink(format!("set {WRITE_WATCH_INTERFACE} up"), e))?;
+        // Every write of this dataplane goes through this one handle.
         let family_id = self.ipvs.connection().family_id();
-        WriteWatch::open(index, family_id).map_err(|source| DataplaneError::Io {
+        let own_port = self.ipvs.connection().port_id();
+        WriteWatch::open(index, family_id, own_port).map_err(|source| DataplaneError::Io {
             context: format!("open a packet socket on {WRITE_WATCH_INTERFACE}"),
             source,
         })

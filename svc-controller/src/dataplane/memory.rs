@@ -40,8 +40,8 @@ pub enum AddressOp {
 /// - [`MemoryDataplane::set_connections`] sets a destination's connection counts, which a
 ///   simulated kernel otherwise reports as zero;
 /// - [`MemoryDataplane::watching_writes`] makes it see IPVS writes as the kernel dataplane's
-///   tap does ([`Dataplane::ipvs_writes`]): its own operations and [`MemoryDataplane::tamper`]
-///   are seen, [`MemoryDataplane::tamper_unseen`] (a write the tap cannot see) is not.
+///   tap does ([`Dataplane::ipvs_writes`]): [`MemoryDataplane::tamper`] is seen, its own
+///   operations and [`MemoryDataplane::tamper_unseen`] (a write the tap cannot see) are not.
 ///
 /// Everything the controller did is recorded: IPVS requests in
 /// [`MemoryDataplane::journal`], address changes in [`MemoryDataplane::address_log`], sysctl
@@ -352,7 +352,6 @@ impl Dataplane for MemoryDataplane {
         operations: &[Operation],
     ) -> Result<Vec<Result<(), OperationError>>, DataplaneError> {
         self.apply_calls += 1;
-        self.written |= !operations.is_empty();
         Ok(operations
             .iter()
             .map(|op| {

@@ -17,7 +17,7 @@
 //!   node's **other addresses** ([`Dataplane::node_addresses`]), so that a VIP that is already
 //!   a node address is not bound a second time;
 //! - read and write **sysctls** by key ([`Dataplane::sysctl`], [`Dataplane::set_sysctl`]);
-//! - tell whether anyone wrote to the IPVS table since it last asked
+//! - tell whether another program wrote to the IPVS table since it last asked
 //!   ([`Dataplane::ipvs_writes`]), so that a full pass on a quiet node need not read it.
 //!
 //! Two implementations exist: [`MemoryDataplane`] (an in-memory node over
@@ -280,7 +280,8 @@ pub trait Dataplane {
         Ok(self.list()?.table.keys().collect())
     }
 
-    /// Whether anyone (the controller included) wrote to the IPVS table since the last call.
+    /// Whether another program wrote to the IPVS table since the last call (this dataplane's
+    /// own writes are left out: the controller learns what they did from their answers).
     /// The kernel dataplane watches through an `nlmon` tap (see [`IpvsWrites`] and
     /// [`WRITE_WATCH_INTERFACE`]) and starts watching on the first call, which answers
     /// [`IpvsWrites::Unwatched`]; this default never watches.

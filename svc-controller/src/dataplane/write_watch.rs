@@ -11,8 +11,9 @@
 //! socket bound to that interface, with a classic BPF filter that keeps only IPVS requests
 //! that change the table (add, edit or delete a service or a destination, flush), queues
 //! nothing while nobody writes; [`WriteWatch::drain`] empties the queue and says whether
-//! anything came. The dataplane's own writes are seen too, so a sync that changed something
-//! makes the next pass read: what the watch saves is the read of a quiet node.
+//! anything came. The dataplane's own writes are left out (by the sender's port, which the
+//! `ipvs` crate writes in its requests): the controller knows what they did from their
+//! answers, so only another program's write makes the next pass read the table.
 //!
 //! What it does not see: the filter looks at the first message of each `sendmsg` only, so a
 //! write sent after a read in the same call goes unseen (no known client mixes them: `ipvsadm`
@@ -40,10 +41,10 @@ pub const WRITE_WATCH_INTERFACE: &str = "nlmon-ipvs";
 /// What [`Dataplane::ipvs_writes`](super::Dataplane::ipvs_writes) saw since its last call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpvsWrites {
-    /// Nobody wrote to the IPVS table, and the watch ran all along.
+    /// No other program wrote to the IPVS table, and the watch ran all along.
     Quiet,
-    /// Someone wrote (the controller itself included), or the watch may have missed a write
-    /// (it stopped and started again).
+    /// Another program wrote, or the watch may have missed a write (it stopped and started
+    /// again).
     Seen,
     /// Nothing watches the table (the dataplane cannot, or has just started to): only a read
     /// tells whether it changed.
@@ -54,10 +55,11 @@ pub enum IpvsWrites {
 const NETLINK_GENERIC: u32 = 16;
 /// `NLM_F_REQUEST`: set in requests, never in the kernel's answers.
 const NLM_F_REQUEST: u16 = 1;
-/// Offsets in a packet: the netlink header's type and flags, then the generic-netlink
-/// header's command.
+/// Offsets in a packet: the netlink header's type, flags and sender's port, then the
+/// generic-netlink header's command.
 const TYPE_OFFSET: u32 = 4;
 const FLAGS_OFFSET: u32 = 6;
+const PORT_OFFSET: u32 = 12;
 const COMMAND_OFFSET: u32 = 16;
 /// `SKF_AD_OFF + SKF_AD_PROTOCOL`: classic BPF's way to load `skb->protocol`.
 const LOAD_PROTOCOL: u32 = 0xffff_f000;
@@ -89,6 +91,11 @@ fn as_loaded(host: u16) -> u32 {
     u32::from(u16::from_be_bytes(host.to_ne_bytes()))
 }
 
+/// [`as_loaded`] for a word.
+fn as_loaded_word(host: u32) -> u32 {
+    u32::from_be_bytes(host.to_ne_bytes())
+}
+
 /// One classic BPF instruction (`struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Instruction {
@@ -103,25 +110,47 @@ const fn op(code: u16, jt: u8, jf: u8, k: u32) -> Instruction {
 }
 
 /// The filter: accept (the first [`SNAP_LEN`] bytes of) a generic-netlink packet whose first
-/// message is a request to the IPVS family `family_id` with one of the [`WRITES`] commands;
-/// drop everything else.
-fn program(family_id: u16) -> Vec<Instruction> {
-    // Jumps are counted from the next instruction; the last two return (drop, accept).
-    let reject = 7 + WRITES.len();
-    let accept = reject + 1;
-    let skip = |at: usize, to: usize| u8::try_from(to - at - 1).unwrap_or(u8::MAX);
+/// message is a request to the IPVS family `family_id` with one of the [`WRITES`] commands,
+/// sent by another socket than the one bound to `own_port` (0: none is left out); drop
+/// everything else.
+fn program(family_id: u16, own_port: u32) -> Vec<Instruction> {
     let mut program = vec![
         op(BPF_LD_W_ABS, 0, 0, LOAD_PROTOCOL),
-        op(BPF_JEQ_K, 0, skip(1, reject), NETLINK_GENERIC),
+        op(BPF_JEQ_K, 0, 0, NETLINK_GENERIC),
         op(BPF_LD_H_ABS, 0, 0, TYPE_OFFSET),
-        op(BPF_JEQ_K, 0, skip(3, reject), as_loaded(family_id)),
+        op(BPF_JEQ_K, 0, 0, as_loaded(family_id)),
         op(BPF_LD_H_ABS, 0, 0, FLAGS_OFFSET),
-        op(BPF_JSET_K, 0, skip(5, reject), as_loaded(NLM_F_REQUEST)),
-        // The command is one byte: no byte order.
-        op(BPF_LD_B_ABS, 0, 0, COMMAND_OFFSET),
+        op(BPF_JSET_K, 0, 0, as_loaded(NLM_F_REQUEST)),
     ];
-    for (i, command) in WRITES.iter().enumerate() {
-        program.push(op(BPF_JEQ_K, skip(7 + i, accept), 0, u32::from(*command)));
+    // A kernel-assigned port is never 0, which clients that leave it unset send.
+    let port_check = (own_port != 0).then(|| {
+        program.push(op(BPF_LD_W_ABS, 0, 0, PORT_OFFSET));
+        program.push(op(BPF_JEQ_K, 0, 0, as_loaded_word(own_port)));
+        program.len() - 1
+    });
+    // The command is one byte: no byte order.
+    program.push(op(BPF_LD_B_ABS, 0, 0, COMMAND_OFFSET));
+    let first_command = program.len();
+    for command in WRITES {
+        program.push(op(BPF_JEQ_K, 0, 0, u32::from(command)));
+    }
+    // Jumps are counted from the next instruction; the last two return (drop, accept). Each
+    // check of the header drops on a mismatch, the port check on a match, each command check
+    // accepts on a match.
+    let reject = program.len();
+    let accept = reject + 1;
+    let skip = |at: usize, to: usize| u8::try_from(to - at - 1).unwrap_or(u8::MAX);
+    for (at, i) in program.iter_mut().enumerate() {
+        if !matches!(i.code, BPF_JEQ_K | BPF_JSET_K) {
+            continue;
+        }
+        if at >= first_command {
+            i.jt = skip(at, accept);
+        } else if Some(at) == port_check {
+            i.jt = skip(at, reject);
+        } else {
+            i.jf = skip(at, reject);
+        }
     }
     program.push(op(BPF_RET_K, 0, 0, 0));
     program.push(op(BPF_RET_K, 0, 0, SNAP_LEN));
@@ -137,8 +166,9 @@ pub(crate) struct WriteWatch {
 
 impl WriteWatch {
     /// Starts watching the IPVS family `family_id` through the `nlmon` interface `index`
-    /// (which must be up): from the moment this returns, every write is queued.
-    pub(crate) fn open(index: u32, family_id: u16) -> io::Result<Self> {
+    /// (which must be up), leaving out the requests of the socket bound to `own_port`: from
+    /// the moment this returns, every other write is queued.
+    pub(crate) fn open(index: u32, family_id: u16, own_port: u32) -> io::Result<Self> {
         let all = i32::from(ETH_P_ALL.to_be());
         let socket = Socket::new(
             Domain::PACKET,
@@ -146,7 +176,7 @@ impl WriteWatch {
             Some(all.into()),
         )?;
         // The filter before the bind: nothing unfiltered is ever queued.
-        let filter: Vec<SockFilter> = program(family_id)
+        let filter: Vec<SockFilter> = program(family_id, own_port)
             .iter()
             .map(|i| SockFilter::new(i.code, i.jt, i.jf, i.k))
             .collect();
@@ -215,8 +245,13 @@ mod tests {
             };
             match code {
                 BPF_LD_W_ABS if k == LOAD_PROTOCOL => a = protocol,
-                BPF_LD_H_ABS | BPF_LD_B_ABS => {
-                    match load(if code == BPF_LD_H_ABS { 2 } else { 1 }) {
+                BPF_LD_W_ABS | BPF_LD_H_ABS | BPF_LD_B_ABS => {
+                    let width = match code {
+                        BPF_LD_W_ABS => 4,
+                        BPF_LD_H_ABS => 2,
+                        _ => 1,
+                    };
+                    match load(width) {
                         Some(v) => a = v,
                         None => return 0,
                     }
@@ -232,24 +267,31 @@ mod tests {
     /// A generic-netlink message as a client sends it: header in host byte order, then the
     /// generic-netlink header and one attribute's worth of payload.
     fn message(family: u16, flags: u16, command: u8) -> Vec<u8> {
+        sent_by(0, family, flags, command)
+    }
+
+    /// [`message`] from the socket bound to `port`.
+    fn sent_by(port: u32, family: u16, flags: u16, command: u8) -> Vec<u8> {
         let mut m = Vec::new();
         m.extend_from_slice(&28u32.to_ne_bytes());
         m.extend_from_slice(&family.to_ne_bytes());
         m.extend_from_slice(&flags.to_ne_bytes());
         m.extend_from_slice(&7u32.to_ne_bytes()); // sequence
-        m.extend_from_slice(&0u32.to_ne_bytes()); // port
+        m.extend_from_slice(&port.to_ne_bytes());
         m.extend_from_slice(&[command, 1, 0, 0]); // command, version, reserved
         m.extend_from_slice(&[8, 0, 1, 0, 0, 0, 0, 0]);
         m
     }
 
     const IPVS: u16 = 0x24;
+    /// The watching controller's own socket.
+    const OWN: u32 = 0x8000_1234;
     const ACK: u16 = 4;
     const DUMP: u16 = 0x300;
 
     #[test]
     fn the_filter_keeps_ipvs_requests_that_change_the_table_and_nothing_else() {
-        let program = program(IPVS);
+        let program = program(IPVS, OWN);
         let generic = NETLINK_GENERIC;
         let keep = |packet: &[u8], protocol| run(&program, protocol, packet) != 0;
         for command in WRITES {
@@ -289,6 +331,19 @@ mod tests {
             &message(IPVS, NLM_F_REQUEST, IPVS_CMD_NEW_SERVICE),
             12
         ));
+        // Other programs' writes whatever port they send, the controller's own not.
+        let add = IPVS_CMD_NEW_SERVICE;
+        assert!(keep(&sent_by(4242, IPVS, NLM_F_REQUEST, add), generic));
+        assert!(keep(&sent_by(OWN + 1, IPVS, NLM_F_REQUEST, add), generic));
+        assert!(!keep(&sent_by(OWN, IPVS, NLM_F_REQUEST, add), generic));
+        assert!(!keep(
+            &sent_by(OWN, IPVS, NLM_F_REQUEST, IPVS_CMD_FLUSH),
+            generic
+        ));
+        // Without a port of its own, nothing is left out (port 0 is what moby/ipvs sends).
+        let everyone = super::program(IPVS, 0);
+        assert_ne!(run(&everyone, generic, &sent_by(0, IPVS, 1, add)), 0);
+        assert_ne!(run(&everyone, generic, &sent_by(OWN, IPVS, 1, add)), 0);
         // Truncated packets are dropped, as the kernel drops a load past the end.
         assert!(!keep(
             &message(IPVS, NLM_F_REQUEST, IPVS_CMD_NEW_SERVICE)[..12],
@@ -299,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_family_id_above_255_is_matched_in_both_bytes() {
-        let program = program(0x1024);
+        let program = program(0x1024, OWN);
         let generic = NETLINK_GENERIC;
         assert_ne!(
             run(&program, generic, &message(0x1024, 1, IPVS_CMD_FLUSH)),
@@ -317,13 +372,14 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program() {
-        let program = program(IPVS);
-        for (at, i) in program.iter().enumerate() {
-            if matches!(i.code, BPF_JEQ_K | BPF_JSET_K) {
-                assert!(at + 1 + usize::from(i.jt) < program.len());
-                assert!(at + 1 + usize::from(i.jf) < program.len());
+        for program in [program(IPVS, OWN), program(IPVS, 0)] {
+            for (at, i) in program.iter().enumerate() {
+                if matches!(i.code, BPF_JEQ_K | BPF_JSET_K) {
+                    assert!(at + 1 + usize::from(i.jt) < program.len());
+                    assert!(at + 1 + usize::from(i.jf) < program.len());
+                }
             }
+            assert_eq!(program.last().map(|i| i.code), Some(BPF_RET_K));
         }
-        assert_eq!(program.last().map(|i| i.code), Some(BPF_RET_K));
     }
 }

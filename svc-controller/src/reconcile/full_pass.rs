@@ -123,10 +123,10 @@ impl<D: Dataplane> Reconciler<D> {
     /// connection counts, at that moment, so changes made meanwhile are seen) and repairs
     /// what differs. A sweep started while another runs replaces it.
     ///
-    /// On a quiet node the pass skips the table: when the dataplane saw no IPVS write
-    /// ([`Dataplane::ipvs_writes`], its own included) since a pass last read the whole table
-    /// and left nothing undone, and the desired state did not change, only the virtual
-    /// servers waiting for a retry are read, and no leftovers are looked for (counted in
+    /// The pass skips the table when no other program wrote to it: when the dataplane saw no
+    /// such IPVS write ([`Dataplane::ipvs_writes`]) since a pass last read the whole table and
+    /// left nothing undone, and no desired state was set since without being programmed
+    /// ([`Reconciler::set_desired`]), only the virtual servers waiting for a retry are read, and no leftovers are looked for (counted in
     /// [`Metrics::ipvs_reads_skipped`]); the rest of the pass is as above. At most
     /// [`ReconcilerConfig::max_skipped_reads`] passes in a row skip.
     ///
@@ -137,7 +137,7 @@ impl<D: Dataplane> Reconciler<D> {
         now: Instant,
         discover: bool,
     ) -> Result<SyncReport, DataplaneError> {
-        // Before any read, as in `verify`.
+        // Before any read: a write made while the table is read shows at the next pass.
         let writes = self.dataplane.ipvs_writes();
         let version = self.desired_version;
         let reads_table = self

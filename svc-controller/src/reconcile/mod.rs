@@ -215,7 +215,8 @@ pub struct Reconciler<D> {
     sweep: Option<Sweep>,
     /// Whether the next pass in slices may skip reading the IPVS table.
     quiet: quiet::Quiet,
-    /// Moves with every change of the desired state.
+    /// Moves with every desired state set without being programmed
+    /// ([`Reconciler::set_desired`]).
     desired_version: u64,
     metrics: Metrics,
 }
@@ -250,8 +251,8 @@ impl<D: Dataplane> Reconciler<D> {
         self.desired_changed();
     }
 
-    /// What was found right before no longer holds: the nftables table and the IPVS table
-    /// are read at the next pass.
+    /// A desired state set without programming it: what was found right no longer holds,
+    /// the nftables table and the IPVS table are read at the next pass.
     fn desired_changed(&mut self) {
         self.netfilter_checked = None;
         self.desired_version += 1;
@@ -359,10 +360,12 @@ impl<D: Dataplane> Reconciler<D> {
 
     fn apply_changes(&mut self, changes: Changes, now: Instant) -> SyncReport {
         self.metrics.syncs += 1;
-        // What the tables should hold may have changed in ways no write shows (a sync
-        // deferred until the adoption, a hairpin element left for the full pass).
+        // What the nftables table should hold may have changed in ways no commit shows (a
+        // sync deferred until the adoption, a hairpin element left for the full pass). The
+        // IPVS table is programmed here, and the view follows the kernel's answers: what
+        // failed waits for a retry, which a pass reads whether it reads the rest or not.
         if !changes.virtual_servers.is_empty() || !changes.vips.is_empty() {
-            self.desired_changed();
+            self.netfilter_checked = None;
         }
         if !self.adopted {
             return SyncReport {

@@ -9,10 +9,11 @@
 //!
 //! - the last pass that read the table left it as the desired state wants it: nothing
 //!   failed, nothing waits for a retry, nothing is suspect;
-//! - the desired state has not changed since (a change the controller did not write, like a
-//!   [`Reconciler::set_desired`], would otherwise wait);
-//! - the dataplane watched all along and saw no write, the controller's own included (a sync
-//!   that changed something makes the next pass read);
+//! - no desired state was set without being programmed since ([`Reconciler::set_desired`]:
+//!   a sync programs what it changes, and what fails waits for a retry, which a pass reads
+//!   whether it reads the rest or not);
+//! - the dataplane watched all along and saw no write by another program (the controller's
+//!   own are left out: the view follows their answers);
 //! - fewer than [`ReconcilerConfig::max_skipped_reads`] passes in a row have skipped it: the
 //!   writes no watch sees (the old `setsockopt` interface) are repaired within that many
 //!   passes.
