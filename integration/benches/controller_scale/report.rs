@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The daemon's `--ipvs-sync-period` in these runs (its default).
+const SYNC_PERIOD_SECS: f64 = 30.0;
+
 pub(crate) fn yes(ok: bool, target: &str) -> String {
     format!("{} ({target})", if ok { "**met**" } else { "**missed**" })
 }
@@ -121,6 +124,20 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
             r.steady_secs
         )
     });
+    row(
+        &mut md,
+        "a full pass that reads the whole table (the first after the adoption; one in ten on a quiet node): work",
+        &|r| format!("{:.0} ms", r.reading_pass_ms),
+    );
+    row(
+        &mut md,
+        "steady state with that pass once in ten periods (average)",
+        &|r| {
+            let window = r.steady_cpu.total / r.steady_secs.max(1e-9);
+            let reading = r.reading_pass_ms / 1000.0 / (10.0 * SYNC_PERIOD_SECS);
+            format!("{:.2} %", 100.0 * (window + reading))
+        },
+    );
     row(&mut md, "of which engine / manifests source", &|r| {
         format!(
             "{:.2} s / {:.2} s",
@@ -321,16 +338,16 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
            namespace each; they do not bind VIPs, which the daemon does (one local route \
            through `kube-ipvs0` per ClusterIP and ingress IP).\n";
     md += "- **steady state**: utime + stime from `/proc/PID/stat` (and per thread from \
-           `/proc/PID/task/*/stat`) over the window, which holds the full passes that come \
-           every 30 s. On this quiet node a pass does not read the IPVS table back (the \
-           daemon's `nlmon` tap saw no IPVS write since the table was last found right): it \
-           reads the node's addresses and the VIPs' routes, the sysctls and the nftables \
-           generation; one pass in ten reads every virtual server whole, in slices of 256 \
-           spread over half the period (on a table whose pass takes more than a quarter of \
-           the period, the next pass starts four times the last one's work after it began), \
-           so a window may hold such a pass or none; the manifests source rescans the whole \
-           folder once a minute (less often if that takes more than 1 % of its time) when \
-           inotify works.\n";
+           `/proc/PID/task/*/stat`) over the window, which starts 2 s after the first full \
+           pass after the adoption has ended (that pass reads every virtual server whole, in \
+           slices of 256 spread over half the period, and starts the daemon's `nlmon` tap; its \
+           work is the `work_ms` of its `full pass done` log line) and holds the passes that \
+           come every 30 s. On this quiet node they do not read the IPVS table back (no other \
+           program wrote to it): they read the node's addresses and the VIPs' routes, the \
+           sysctls and the nftables generation. One pass in ten reads the table whatever was \
+           seen; the average row adds a tenth of the reading pass's work per period. The \
+           manifests source rescans the whole folder once a minute (less often if that takes \
+           more than 1 % of its time) when inotify works.\n";
     md += "- **one change at a time**: an endpoint's readiness is flipped by renaming a new \
            file over its Service's manifest; latency is from just before the rename to the \
            kernel showing the change on every virtual server of the Service (polled every \

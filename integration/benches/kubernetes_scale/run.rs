@@ -266,7 +266,17 @@ pub(crate) fn run_proxy(
         ms(done.metrics.sync_seconds)
     );
 
-    // Steady state.
+    // Steady state. ipvs-proxy's first full pass after the adoption reads the whole table
+    // (and starts its watch of IPVS writes); the window holds the passes after it, which on
+    // this quiet node do not read the table back.
+    if kind == ProxyKind::IpvsProxy {
+        let before = proxy.metrics().map_or(0, |m| m.full_syncs);
+        let waited = Instant::now();
+        while proxy.metrics().map_or(0, |m| m.full_syncs) <= before && waited.elapsed() < SLOW {
+            proxy.alive();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     std::thread::sleep(Duration::from_secs(5));
     let before = Cpu::read(proxy.pid());
     let window = Instant::now();

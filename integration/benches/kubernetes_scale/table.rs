@@ -66,6 +66,9 @@ pub(crate) struct Metrics {
     /// families).
     pub(crate) syncs: u64,
     pub(crate) sync_seconds: f64,
+    /// Full syncs so far (`kubeproxy_sync_full_proxy_rules_duration_seconds`, which only
+    /// ipvs-proxy serves).
+    pub(crate) full_syncs: u64,
     pub(crate) operations: Option<u64>,
 }
 
@@ -83,6 +86,7 @@ impl Metrics {
                 .iter()
                 .filter_map(|(_, took)| klog::go_duration(took))
                 .sum(),
+            full_syncs: syncs.len() as u64,
             operations: None,
         })
     }
@@ -104,6 +108,7 @@ impl Metrics {
             last_sync: scrape.max("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
             syncs: scrape.sum("kubeproxy_sync_proxy_rules_duration_seconds_count") as u64,
             sync_seconds: scrape.sum("kubeproxy_sync_proxy_rules_duration_seconds_sum"),
+            full_syncs: scrape.sum("kubeproxy_sync_full_proxy_rules_duration_seconds_count") as u64,
             operations: counts_operations.then(|| scrape.sum("ipvs_proxy_operations_total") as u64),
         })
     }
