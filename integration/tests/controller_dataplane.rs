@@ -629,26 +629,6 @@ mod real_kernel {
         });
     }
 
-    /// Whether a link called `name` exists in the calling thread's namespace.
-    fn link_named(name: &str) -> bool {
-        let name = name.to_owned();
-        link::block_on_future(async move {
-            use futures_util::TryStreamExt;
-            let (connection, handle, _) = rtnetlink::new_connection().unwrap();
-            let task = tokio::spawn(connection);
-            let found = handle
-                .link()
-                .get()
-                .match_name(name)
-                .execute()
-                .try_next()
-                .await;
-            task.abort();
-            matches!(found, Ok(Some(_)))
-        })
-        .unwrap()
-    }
-
     /// Runs a command of the node's tools (to write as another program would); it must
     /// succeed.
     fn run(program: &str, args: &[&str]) {
@@ -666,7 +646,7 @@ mod real_kernel {
         in_fresh_netns("ctl-watch", || {
             let mut dp = KernelDataplane::open(DEFAULT_DUMMY_INTERFACE).unwrap();
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Unwatched, "starts watching");
-            assert!(link_named(WRITE_WATCH_INTERFACE));
+            assert!(link_exists(WRITE_WATCH_INTERFACE));
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
 
             // Another program's writes, through libnl (ipvsadm): each is seen once.
@@ -734,7 +714,7 @@ mod real_kernel {
             run("ip", &["link", "del", WRITE_WATCH_INTERFACE]);
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Unwatched);
-            assert!(link_named(WRITE_WATCH_INTERFACE));
+            assert!(link_exists(WRITE_WATCH_INTERFACE));
             run("ipvsadm", &["-D", "-t", "10.5.0.1:80"]);
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Seen);
             assert_eq!(dp.ipvs_writes(), IpvsWrites::Quiet);
@@ -742,7 +722,7 @@ mod real_kernel {
             // Dropped, the dataplane takes its tap away; a cleanup takes away one left
             // behind (a run that was killed).
             drop(dp);
-            assert!(!link_named(WRITE_WATCH_INTERFACE));
+            assert!(!link_exists(WRITE_WATCH_INTERFACE));
             run(
                 "ip",
                 &["link", "add", WRITE_WATCH_INTERFACE, "type", "nlmon"],
@@ -753,7 +733,7 @@ mod real_kernel {
             );
             let report = r.cleanup(Instant::now()).unwrap();
             assert!(report.errors.is_empty(), "{report:?}");
-            assert!(!link_named(WRITE_WATCH_INTERFACE));
+            assert!(!link_exists(WRITE_WATCH_INTERFACE));
         });
     }
 

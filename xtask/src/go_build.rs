@@ -122,6 +122,25 @@ pub(crate) fn go_command() -> Option<PathBuf> {
     })
 }
 
+/// The binary `name` of a benchmark's peer `program`, built if the cache does not hold it;
+/// `Ok(None)` when Go is not installed, said with `without` (what the benchmark runs
+/// without).
+pub(crate) fn optional_binary(
+    program: &GoProgram,
+    name: &str,
+    without: &str,
+) -> Result<Option<PathBuf>> {
+    match ensure_built(program)? {
+        Some(built) => Ok(Some(built.binary(name))),
+        None => {
+            println!(
+                "    no `go` command (PATH, /usr/local/go/bin): the benchmark runs without {without}"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// The program's binaries, built if the cache does not hold this version and source yet.
 /// `Ok(None)` when Go is not installed; the caller decides whether that is an error.
 pub(crate) fn ensure_built(program: &GoProgram) -> Result<Option<Built>> {

@@ -28,13 +28,5 @@ fn version_stamp(version: &str) -> String {
 /// kube-router's binary, built if the cache does not hold this version yet. `Ok(None)` when Go
 /// is not installed.
 pub(crate) fn ensure_built() -> Result<Option<PathBuf>> {
-    match go_build::ensure_built(&KUBE_ROUTER)? {
-        Some(built) => Ok(Some(built.binary("kube-router"))),
-        None => {
-            println!(
-                "    no `go` command (PATH, /usr/local/go/bin): the benchmark runs without kube-router"
-            );
-            Ok(None)
-        }
-    }
+    go_build::optional_binary(&KUBE_ROUTER, "kube-router", "kube-router")
 }

@@ -20,13 +20,5 @@ const PEER: GoProgram = GoProgram {
 /// The peer's binary, built if the cache does not hold this version and source yet. `Ok(None)`
 /// when Go is not installed: the benchmark then runs without this peer.
 pub(crate) fn ensure_built() -> Result<Option<PathBuf>> {
-    match go_build::ensure_built(&PEER)? {
-        Some(built) => Ok(Some(built.binary("mobyipvs-peer"))),
-        None => {
-            println!(
-                "    no `go` command (PATH, /usr/local/go/bin): the benchmark runs without the moby/ipvs peer"
-            );
-            Ok(None)
-        }
-    }
+    go_build::optional_binary(&PEER, "mobyipvs-peer", "the moby/ipvs peer")
 }
