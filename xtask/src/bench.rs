@@ -17,10 +17,10 @@
 //!   sync of 1,000 Services takes minutes and grows with the table, so at `10000` its cold start
 //!   is capped, below; `IPVS_BENCH_KUBERNETES_SAMPLES`, `IPVS_BENCH_REFERENCE_SAMPLES` and
 //!   `IPVS_BENCH_KUBE_ROUTER_SAMPLES`: changes one at a time for ipvs-proxy, kube-proxy and
-//!   kube-router (default 50, 10, 4: each costs kube-router a sync of the whole table, minutes
+//!   kube-router (default 50, 10, 2: each costs kube-router a sync of the whole table, minutes
 //!   at 1,000 Services under emulation); `IPVS_BENCH_BURST`,
 //!   `IPVS_BENCH_STEADY_SECS`; `IPVS_BENCH_PROXIES=kube-proxy,kube-router` picks proxies;
-//!   `IPVS_BENCH_COLD_CAP_SECS`, default 1200: a proxy whose cold start takes longer is
+//!   `IPVS_BENCH_COLD_CAP_SECS`, default 600: a proxy whose cold start takes longer is
 //!   reported as not complete by then, with nothing else measured at that size;
 //!   `IPVS_BENCH_PROFILE_SECS`, default 60, the length of kube-proxy's CPU profile at the end
 //!   of each size, 0 for none). The control plane is built and started as for the
@@ -161,6 +161,17 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     let memory = if biggest > 10_000 { "6G" } else { "2G" };
     if biggest > 10_000 && std::env::var_os("IPVS_VM_MEMORY").is_none() {
         println!("    tables above 10,000 Services: the VM gets 6G of memory (IPVS_VM_MEMORY)");
+    }
+    // The files the figures go into are checked before hours of benchmarks, not after.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?;
+    let dest = root.join("BENCHMARKS.md");
+    let readme = root.join("ipvs-rs").join("README.md");
+    report_sections(&dest)?;
+    if parts.library {
+        between_markers(&read(&readme)?, LIBRARY_BEGIN, LIBRARY_END, "")
+            .map_err(|e| format!("{}: {e}", readme.display()))?;
     }
     let moby_peer = if parts.library {
         moby_peer::ensure_built()?
@@ -306,11 +317,7 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
     let outcome = outcome?;
     println!("\nbenchmarks: {}", outcome.describe());
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("no workspace root")?;
-    let dest = root.join("BENCHMARKS.md");
-    let mut sections = Sections::parse(&std::fs::read_to_string(&dest).unwrap_or_default());
+    let mut sections = report_sections(&dest)?;
     let mut wrote = false;
     if parts.cluster {
         if cluster_report.is_file() {
@@ -325,15 +332,8 @@ pub(crate) fn run_benchmarks(choice: KernelChoice) -> Result<bool> {
         if library_report.is_file() {
             let text = read(&library_report)?;
             sections.library = format!("{LIBRARY_HEADING}\n\n{}", text.trim());
-            let readme = root.join("ipvs-rs").join("README.md");
-            let doc = read(&readme)?;
-            let doc =
-                between_markers(&doc, LIBRARY_BEGIN, LIBRARY_END, &text).ok_or_else(|| {
-                    format!(
-                        "{}: no {LIBRARY_BEGIN:?} … {LIBRARY_END:?}",
-                        readme.display()
-                    )
-                })?;
+            let doc = between_markers(&read(&readme)?, LIBRARY_BEGIN, LIBRARY_END, &text)
+                .map_err(|e| format!("{}: {e}", readme.display()))?;
             std::fs::write(&readme, doc).map_err(|e| format!("{}: {e}", readme.display()))?;
             println!("library figures written to {}", readme.display());
             wrote = true;
@@ -425,24 +425,39 @@ const LIBRARY_END: &str = "<!-- ipvs_bulk_load: end -->\n";
 const LIBRARY_HEADING: &str = "## The library: bulk load and listing against ipvsadm and moby/ipvs";
 
 /// `doc` split at a marked section: what comes before `begin`, what lies between the markers
-/// and what comes after `end` (`None` when `end` is missing: the section runs to the end).
+/// and what comes after `end`; `Ok(None)` when neither marker is there. One marker without the
+/// other is an error: guessing where the section ends would overwrite what follows it.
 fn split_marked<'a>(
     doc: &'a str,
     begin: &str,
     end: &str,
-) -> Option<(&'a str, &'a str, Option<&'a str>)> {
-    let at = doc.find(begin)?;
+) -> Result<Option<(&'a str, &'a str, &'a str)>> {
+    let Some(at) = doc.find(begin) else {
+        return match doc.find(end) {
+            Some(_) => Err(format!(
+                "{:?} without {:?} before it",
+                end.trim(),
+                begin.trim()
+            )),
+            None => Ok(None),
+        };
+    };
     let body = &doc[at + begin.len()..];
-    Some(match body.find(end) {
-        Some(stop) => (&doc[..at], &body[..stop], Some(&body[stop + end.len()..])),
-        None => (&doc[..at], body, None),
-    })
+    match body.find(end) {
+        Some(stop) => Ok(Some((&doc[..at], &body[..stop], &body[stop + end.len()..]))),
+        None => Err(format!(
+            "{:?} without {:?} after it",
+            begin.trim(),
+            end.trim()
+        )),
+    }
 }
 
-/// `doc` with what lies between `begin` and `end` replaced by `body` (`None`: no such markers).
-fn between_markers(doc: &str, begin: &str, end: &str, body: &str) -> Option<String> {
-    let (before, _, after) = split_marked(doc, begin, end)?;
-    Some(format!("{before}{begin}{}\n{end}{}", body.trim(), after?))
+/// `doc` with what lies between `begin` and `end` replaced by `body`.
+fn between_markers(doc: &str, begin: &str, end: &str, body: &str) -> Result<String> {
+    let (before, _, after) = split_marked(doc, begin, end)?
+        .ok_or_else(|| format!("no {:?} … {:?}", begin.trim(), end.trim()))?;
+    Ok(format!("{before}{begin}{}\n{end}{after}", body.trim()))
 }
 
 /// `body`, trimmed, between `begin` and `end`, at the end of `doc` (nothing when it is empty).
@@ -473,12 +488,13 @@ struct Sections {
 }
 
 impl Sections {
-    fn parse(doc: &str) -> Self {
+    /// The file's sections; an error when a section's markers are not in pairs.
+    fn parse(doc: &str) -> Result<Self> {
         // The library's section, wherever it stands, is taken out first.
         let rest;
-        let (doc, library) = match split_marked(doc, LIBRARY_BEGIN, LIBRARY_END) {
+        let (doc, library) = match split_marked(doc, LIBRARY_BEGIN, LIBRARY_END)? {
             Some((before, body, after)) => {
-                rest = format!("{before}{}", after.unwrap_or_default());
+                rest = format!("{before}{after}");
                 (rest.as_str(), body.trim().to_owned())
             }
             None => (doc, String::new()),
@@ -487,14 +503,14 @@ impl Sections {
             Some(at) => (&doc[..at], &doc[at..]),
             None => (doc, ""),
         };
-        let (cluster, kubernetes) = split_marked(head, KUBERNETES_BEGIN, KUBERNETES_END)
+        let (cluster, kubernetes) = split_marked(head, KUBERNETES_BEGIN, KUBERNETES_END)?
             .map_or((head, ""), |(before, body, _)| (before, body));
-        Self {
+        Ok(Self {
             cluster: cluster.trim_end().to_owned(),
             kubernetes: kubernetes.trim().to_owned(),
             library,
             desired_state: desired_state.trim().to_owned(),
-        }
+        })
     }
 
     fn render(&self) -> String {
@@ -508,6 +524,16 @@ impl Sections {
         }
         doc
     }
+}
+
+/// The sections of the report at `path` (none when there is no such file).
+fn report_sections(path: &Path) -> Result<Sections> {
+    let doc = match std::fs::read_to_string(path) {
+        Ok(doc) => doc,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    Sections::parse(&doc).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Runs the desired-state computation benchmark (criterion, on the host: it needs no kernel)
@@ -655,7 +681,7 @@ compute_service/ClusterIP
         // A file from before the Kubernetes-mode series: the manifests part and the
         // desired-state section.
         let old = "# Benchmarks\n\n## Results\n\n| a |\n\n## The desired-state computation alone\n\n| b |\n";
-        let mut sections = Sections::parse(old);
+        let mut sections = Sections::parse(old).expect("sections");
         assert_eq!(sections.cluster, "# Benchmarks\n\n## Results\n\n| a |");
         assert_eq!(sections.kubernetes, "");
         assert!(sections.desired_state.starts_with("## The desired-state"));
@@ -666,10 +692,10 @@ compute_service/ClusterIP
         let doc = sections.render();
         assert!(doc.starts_with("# Benchmarks\n\n## Results\n\n| a |\n\n<!-- kubernetes_scale: begin -->\n## Kubernetes mode"));
         assert!(doc.ends_with("| k |\n<!-- kubernetes_scale: end -->\n\n## The desired-state computation alone\n\n| b |\n"));
-        assert_eq!(Sections::parse(&doc).render(), doc);
+        assert_eq!(Sections::parse(&doc).expect("sections").render(), doc);
 
         // Then the manifests part alone: the Kubernetes section stays.
-        let mut again = Sections::parse(&doc);
+        let mut again = Sections::parse(&doc).expect("sections");
         again.cluster = "# Benchmarks\n\n## Results\n\n| a2 |\n".into();
         let doc = again.render();
         assert!(doc.contains("| a2 |") && doc.contains("| k |") && doc.contains("| b |"));
@@ -682,7 +708,7 @@ compute_service/ClusterIP
         assert!(doc.contains(
             "<!-- kubernetes_scale: end -->\n\n<!-- ipvs_bulk_load: begin -->\n## The library\n\n| l |\n<!-- ipvs_bulk_load: end -->\n\n## The desired-state"
         ));
-        let mut parsed = Sections::parse(&doc);
+        let mut parsed = Sections::parse(&doc).expect("sections");
         assert_eq!(parsed.library, "## The library\n\n| l |");
         assert_eq!(parsed.render(), doc);
         parsed.kubernetes = "## Kubernetes mode\n\n| k2 |".into();
@@ -699,9 +725,27 @@ compute_service/ClusterIP
             new,
             "# ipvs-rs\n\n## Performance\n\n<!-- ipvs_bulk_load: begin -->\n| new |\n<!-- ipvs_bulk_load: end -->\n\nWhere the time goes.\n"
         );
+        assert!(
+            super::between_markers("no markers", super::LIBRARY_BEGIN, super::LIBRARY_END, "x")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_marker_without_its_pair_is_an_error_not_a_section_to_the_end_of_the_file() {
+        let unended = "# B\n\n<!-- kubernetes_scale: begin -->\n## K\n\n## The desired-state computation alone\n";
+        let err = Sections::parse(unended).expect_err("a begin marker without its end");
+        assert!(err.contains("kubernetes_scale: end"), "{err}");
+        let unbegun = "# B\n\n<!-- ipvs_bulk_load: end -->\n";
+        assert!(Sections::parse(unbegun).is_err());
+        let readme = "# ipvs-rs\n\n<!-- ipvs_bulk_load: begin -->\nold\n\nThe rest.\n";
+        assert!(
+            super::between_markers(readme, super::LIBRARY_BEGIN, super::LIBRARY_END, "new")
+                .is_err()
+        );
         assert_eq!(
-            super::between_markers("no markers", super::LIBRARY_BEGIN, super::LIBRARY_END, "x"),
-            None
+            Sections::parse("").expect("an empty file"),
+            Sections::default()
         );
     }
 }
