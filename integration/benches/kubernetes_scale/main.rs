@@ -75,7 +75,7 @@ const IN_FLIGHT: usize = 16;
 const SLOW: Duration = Duration::from_secs(3600);
 /// The default `--cold-cap-secs`: under emulation kube-proxy's first sync of 10,000 Services
 /// runs for longer than a benchmark run can wait, and a lower bound says enough.
-const COLD_CAP: Duration = Duration::from_secs(1200);
+const COLD_CAP: Duration = Duration::from_secs(600);
 const MANAGED_BY: &str = "kubernetes-scale-bench";
 
 #[derive(Debug, Clone)]
@@ -109,7 +109,7 @@ impl Options {
             logs: std::env::temp_dir(),
             samples: 50,
             reference_samples: 10,
-            kube_router_samples: 4,
+            kube_router_samples: 2,
             burst: 1000,
             steady_secs: 60,
             proxies: Vec::new(),
