@@ -52,7 +52,10 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options, cluster: &Cluster) 
         opts.burst,
         opts.steady_secs
     );
-    md += &format!("- machine: {machine}\n- kernel: {kernel}\n");
+    md += &format!(
+        "- machine: {machine}\n- kernel: {kernel}\n- date: {}\n",
+        integration::bench::utc_minute()
+    );
     md += &format!(
         "- control plane: Kubernetes {} (kube-apiserver, kube-controller-manager, etcd) on the host, reached over QEMU's user-mode network; kube-proxy {} `--proxy-mode=ipvs`\n",
         cluster.test.version(),

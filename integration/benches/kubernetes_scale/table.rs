@@ -19,7 +19,7 @@ pub(crate) fn incomplete(netns: &Netns, expected: &[(ServiceKey, usize)]) -> Opt
                 .collect();
             if let Some(first) = missing.first() {
                 return Some(format!(
-                    "{} of {} virtual servers missing ({} present), {first:?} among them",
+                    "{} of {} virtual servers missing ({} present), {first} among them",
                     missing.len(),
                     expected.len(),
                     present.len()
@@ -35,7 +35,7 @@ pub(crate) fn incomplete(netns: &Netns, expected: &[(ServiceKey, usize)]) -> Opt
                 .map(|d| ready_count(d))
                 .zip(expected)
                 .filter(|(have, (_, want))| have != want)
-                .map(|(have, (key, want))| format!("{key:?}: {have} ready, not {want}"))
+                .map(|(have, (key, want))| format!("{key}: {have} ready, not {want}"))
                 .collect();
             (!wrong.is_empty()).then(|| {
                 format!(
