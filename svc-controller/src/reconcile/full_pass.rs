@@ -126,7 +126,8 @@ impl<D: Dataplane> Reconciler<D> {
     /// The pass skips the table when no other program wrote to it: when the dataplane saw no
     /// such IPVS write ([`Dataplane::ipvs_writes`]) since a pass last read the whole table and
     /// left nothing undone, and no desired state was set since without being programmed
-    /// ([`Reconciler::set_desired`]), only the virtual servers waiting for a retry are read, and no leftovers are looked for (counted in
+    /// ([`Reconciler::set_desired`]), only the virtual servers waiting for a retry are read,
+    /// and no leftovers are looked for (counted in
     /// [`Metrics::ipvs_reads_skipped`]); the rest of the pass is as above. At most
     /// [`ReconcilerConfig::max_skipped_reads`] passes in a row skip.
     ///
