@@ -2,12 +2,20 @@
 
 use super::*;
 
-/// Seconds between two full passes that read the whole table on a quiet node, with the
-/// daemon's default settings (these runs'): one pass in `max_skipped_reads + 1`, one pass per
-/// sync period.
-fn reading_pass_interval_secs() -> f64 {
+/// The share of a CPU a quiet node's passes take on average over a cycle of the daemon's
+/// default settings (these runs'): one reading pass (`reading_ms` of work) and
+/// `max_skipped_reads` quiet ones, a sync period apart except after the reading pass, which
+/// the daemon paces by its work ([`svc_controller::runtime::full_pass_period`]). The window's
+/// own rate (`window`, quiet passes included) stands for the quiet part of the cycle.
+fn steady_average(window: f64, reading_ms: f64, quiet_ms: f64) -> f64 {
     let defaults = svc_controller::runtime::EngineConfig::for_node("");
-    f64::from(defaults.reconciler.max_skipped_reads + 1) * defaults.sync_period.as_secs_f64()
+    let period = defaults.sync_period;
+    let reading = Duration::from_secs_f64(reading_ms.max(0.0) / 1000.0);
+    let quiet_periods = f64::from(defaults.reconciler.max_skipped_reads);
+    let cycle = svc_controller::runtime::full_pass_period(period, reading).as_secs_f64()
+        + quiet_periods * period.as_secs_f64();
+    // The reading pass replaces one quiet pass of the window's rate.
+    window + (reading_ms - quiet_ms).max(0.0) / 1000.0 / cycle
 }
 
 pub(crate) fn yes(ok: bool, target: &str) -> String {
@@ -129,18 +137,23 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
             r.steady_secs
         )
     });
+    row(&mut md, "steady state: full passes in the window", &|r| {
+        r.steady_passes.to_string()
+    });
     row(
         &mut md,
-        "a full pass that reads the whole table (the first after the adoption; one in ten on a quiet node): work",
-        &|r| format!("{:.0} ms", r.reading_pass_ms),
+        "work of a full pass: one that reads the whole table (the first after the adoption; one in ten on a quiet node) / a quiet one",
+        &|r| format!("{:.0} ms / {:.0} ms", r.reading_pass_ms, r.quiet_pass_ms),
     );
     row(
         &mut md,
-        "steady state with that pass once in ten periods (average)",
+        "steady state with that reading pass once in ten (average)",
         &|r| {
             let window = r.steady_cpu.total / r.steady_secs.max(1e-9);
-            let reading = r.reading_pass_ms / 1000.0 / reading_pass_interval_secs();
-            format!("{:.2} %", 100.0 * (window + reading))
+            format!(
+                "{:.2} %",
+                100.0 * steady_average(window, r.reading_pass_ms, r.quiet_pass_ms)
+            )
         },
     );
     row(&mut md, "of which engine / manifests source", &|r| {
@@ -343,14 +356,18 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
            namespace each; they do not bind VIPs, which the daemon does (one local route \
            through `kube-ipvs0` per ClusterIP and ingress IP).\n";
     md += "- **steady state**: utime + stime from `/proc/PID/stat` (and per thread from \
-           `/proc/PID/task/*/stat`) over the window, which starts 2 s after the first full \
-           pass after the adoption has ended (that pass reads every virtual server whole, in \
-           slices of 256 spread over half the period, and starts the daemon's `nlmon` tap; its \
-           work is the `work_ms` of its `full pass done` log line) and holds the passes that \
-           come every 30 s. On this quiet node they do not read the IPVS table back (no other \
+           `/proc/PID/task/*/stat`) over the window, which starts 2 s after the second full \
+           pass after the adoption has ended and holds the passes that come every 30 s (the \
+           first pass reads every virtual server whole, in slices of 256 spread over half the \
+           period, and starts the daemon's `nlmon` tap; the daemon starts the next pass at \
+           least four times that pass's work after its start, so on a large table the window would \
+           otherwise hold no pass; each pass's work is the `work_ms` of its `full pass done` \
+           log line, and those lines count the window's passes). On this quiet node they do not read the IPVS table back (no other \
            program wrote to it): they read the node's addresses and the VIPs' routes, the \
            sysctls and the nftables generation. One pass in ten reads the table whatever was \
-           seen; the average row adds a tenth of the reading pass's work per period. The \
+           seen; the average row spreads the reading pass's work, less a quiet pass's, over \
+           a cycle of ten passes: nine sync periods and the longer wait the daemon takes after \
+           the reading pass (`full_pass_period`). The \
            manifests source rescans the whole folder once a minute (less often if that takes \
            more than 1 % of its time) when inotify works.\n";
     md += "- **one change at a time**: an endpoint's readiness is flipped by renaming a new \

@@ -27,6 +27,11 @@ pub(crate) struct SizeResult {
     /// The work of the first full pass after the adoption, which reads the whole table (and
     /// starts the watch of IPVS writes); on a quiet node one pass in ten does (ms).
     pub(crate) reading_pass_ms: f64,
+    /// The work of the full pass after that one, which on a quiet node does not read the
+    /// table (ms).
+    pub(crate) quiet_pass_ms: f64,
+    /// Full passes that ended within the steady window.
+    pub(crate) steady_passes: usize,
     pub(crate) steady_cpu: Cpu,
     pub(crate) steady_rss_kib: u64,
     pub(crate) single: Latencies,
@@ -287,28 +292,41 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
     );
 
     // 3. Steady state, once the first full pass after the adoption (which reads the whole
-    // table) is over: the window holds the passes of a quiet node.
+    // table) and the first quiet one after it are over: the daemon paces the pass after a long
+    // one later than the sync period (`full_pass_period`), so a window that started after the
+    // reading pass could hold no pass at all on a large table. The window holds a quiet node's
+    // passes, counted from their log lines.
     let first_pass = daemon
         .wait_for_log(adopted_at, &["full pass done", "work_ms"], SLOW)
         .expect("a full pass after the adoption");
-    r.reading_pass_ms = serde_json::from_str::<Value>(&first_pass)
-        .ok()
-        .and_then(|v| v["work_ms"].as_f64())
-        .unwrap_or(f64::NAN);
+    r.reading_pass_ms = work_ms(&first_pass);
+    let quiet_pass = daemon
+        .wait_for_log(
+            daemon.log().lines().count(),
+            &["full pass done", "work_ms"],
+            SLOW,
+        )
+        .expect("a quiet full pass after the reading one");
+    r.quiet_pass_ms = work_ms(&quiet_pass);
     std::thread::sleep(Duration::from_secs(2));
+    let passes_before = full_passes_logged(&daemon.log());
     let cpu0 = Cpu::read(pid);
     let t = Instant::now();
     std::thread::sleep(opts.steady);
     r.steady_secs = t.elapsed().as_secs_f64();
     r.steady_cpu = Cpu::read(pid).since(&cpu0);
     r.steady_rss_kib = Memory::read(pid).now_kib;
+    r.steady_passes = full_passes_logged(&daemon.log()) - passes_before;
     println!(
-        "steady (after a reading pass of {:.0} ms of work): {:.3} CPU s over {:.0} s ({:.2} %), \
-         engine {:.2} s, manifests {:.2} s; RSS {}",
+        "steady (after a reading pass of {:.0} ms of work and a quiet one of {:.0} ms): {:.3} \
+         CPU s over {:.0} s ({:.2} %) holding {} full passes, engine {:.2} s, manifests {:.2} \
+         s; RSS {}",
         r.reading_pass_ms,
+        r.quiet_pass_ms,
         r.steady_cpu.total,
         r.steady_secs,
         100.0 * r.steady_cpu.total / r.steady_secs,
+        r.steady_passes,
         r.steady_cpu.thread("engine"),
         r.steady_cpu.thread("manifests"),
         mib(r.steady_rss_kib)
@@ -635,4 +653,17 @@ fn nft_memory() -> (i64, usize) {
     }
     std::thread::sleep(Duration::from_secs(3));
     (before - read(), elements)
+}
+
+/// The `work_ms` of a `full pass done` log line (NaN if the line has none).
+fn work_ms(line: &str) -> f64 {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v["work_ms"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+/// How many full passes a daemon's log says have ended.
+fn full_passes_logged(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("full pass done")).count()
 }
