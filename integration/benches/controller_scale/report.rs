@@ -360,16 +360,16 @@ pub(crate) fn report(results: &[SizeResult], opts: &Options) -> String {
            pass after the adoption has ended and holds the passes that come every 30 s (the \
            first pass reads every virtual server whole, in slices of 256 spread over half the \
            period, and starts the daemon's `nlmon` tap; the daemon starts the next pass at \
-           least four times that pass's work after its start, so on a large table the window would \
-           otherwise hold no pass; each pass's work is the `work_ms` of its `full pass done` \
-           log line, and those lines count the window's passes). On this quiet node they do not read the IPVS table back (no other \
-           program wrote to it): they read the node's addresses and the VIPs' routes, the \
-           sysctls and the nftables generation. One pass in ten reads the table whatever was \
-           seen; the average row spreads the reading pass's work, less a quiet pass's, over \
-           a cycle of ten passes: nine sync periods and the longer wait the daemon takes after \
-           the reading pass (`full_pass_period`). The \
-           manifests source rescans the whole folder once a minute (less often if that takes \
-           more than 1 % of its time) when inotify works.\n";
+           least four times that pass's work after its start, so on a large table the window \
+           would otherwise hold no pass; each pass's work is the `work_ms` of its `full pass \
+           done` log line, and those lines count the window's passes). On this quiet node \
+           they do not read the IPVS table back (no other program wrote to it): they read the \
+           node's addresses and the VIPs' routes, the sysctls and the nftables generation. \
+           One pass in ten reads the table whatever was seen; the average row spreads the \
+           reading pass's work, less a quiet pass's, over a cycle of ten passes: nine sync \
+           periods and the longer wait the daemon takes after the reading pass \
+           (`full_pass_period`). The manifests source rescans the whole folder once a minute \
+           (less often if that takes more than 1 % of its time) when inotify works.\n";
     md += "- **one change at a time**: an endpoint's readiness is flipped by renaming a new \
            file over its Service's manifest; latency is from just before the rename to the \
            kernel showing the change on every virtual server of the Service (polled every \

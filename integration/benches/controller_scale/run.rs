@@ -316,7 +316,7 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
     r.steady_secs = t.elapsed().as_secs_f64();
     r.steady_cpu = Cpu::read(pid).since(&cpu0);
     r.steady_rss_kib = Memory::read(pid).now_kib;
-    r.steady_passes = full_passes_logged(&daemon.log()) - passes_before;
+    r.steady_passes = full_passes_logged(&daemon.log()).saturating_sub(passes_before);
     println!(
         "steady (after a reading pass of {:.0} ms of work and a quiet one of {:.0} ms): {:.3} \
          CPU s over {:.0} s ({:.2} %) holding {} full passes, engine {:.2} s, manifests {:.2} \
