@@ -301,22 +301,18 @@ pub(crate) fn run_size(n: usize, opts: &Options) -> SizeResult {
         .expect("a full pass after the adoption");
     r.reading_pass_ms = work_ms(&first_pass);
     let quiet_pass = daemon
-        .wait_for_log(
-            daemon.log().lines().count(),
-            &["full pass done", "work_ms"],
-            SLOW,
-        )
+        .wait_for_log(daemon.log_lines(), &["full pass done", "work_ms"], SLOW)
         .expect("a quiet full pass after the reading one");
     r.quiet_pass_ms = work_ms(&quiet_pass);
     std::thread::sleep(Duration::from_secs(2));
-    let passes_before = full_passes_logged(&daemon.log());
+    let passes_before = full_passes_logged(&log);
     let cpu0 = Cpu::read(pid);
     let t = Instant::now();
     std::thread::sleep(opts.steady);
     r.steady_secs = t.elapsed().as_secs_f64();
     r.steady_cpu = Cpu::read(pid).since(&cpu0);
     r.steady_rss_kib = Memory::read(pid).now_kib;
-    r.steady_passes = full_passes_logged(&daemon.log()).saturating_sub(passes_before);
+    r.steady_passes = full_passes_logged(&log).saturating_sub(passes_before);
     println!(
         "steady (after a reading pass of {:.0} ms of work and a quiet one of {:.0} ms): {:.3} \
          CPU s over {:.0} s ({:.2} %) holding {} full passes, engine {:.2} s, manifests {:.2} \
@@ -663,7 +659,10 @@ fn work_ms(line: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// How many full passes a daemon's log says have ended.
-fn full_passes_logged(log: &str) -> usize {
-    log.lines().filter(|l| l.contains("full pass done")).count()
+/// How many full passes a daemon's log file says have ended.
+fn full_passes_logged(path: &Path) -> usize {
+    log::entries(path)
+        .iter()
+        .filter(|v| message(v) == "full pass done")
+        .count()
 }
